@@ -1,0 +1,396 @@
+//! The append-only history: every webhook, fetch, match, decision, conflict, write and
+//! retry, each with a plain-language summary written when it happens. Timelines are
+//! rendered from these entries, never from logs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::identity::MatchStep;
+use crate::mapping::MappingProblem;
+use crate::record::Fields;
+
+/// What kind of step an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A webhook was taken from the queue for a rule.
+    WebhookReceived,
+    /// A delivery of an event already processed was skipped.
+    DuplicateSkipped,
+    /// The canonical record was read from the source.
+    Fetched,
+    /// The webhook payload disagreed with the canonical record; the canonical won.
+    PayloadDisagreed,
+    /// The source revision was already synced (or older): nothing to do.
+    StaleSkipped,
+    /// Identity resolution linked a target record.
+    Matched,
+    /// A target record was created.
+    Created,
+    /// A target record was updated.
+    Updated,
+    /// The mapped fields had not changed since the last write.
+    NoChange,
+    /// The target id was written back into the source record.
+    WrittenBack,
+    /// Nothing matched and the rule says to skip.
+    Skipped,
+    /// A data-quality conflict was opened.
+    ConflictOpened,
+    /// A retryable failure; the event will be tried again later.
+    RetryScheduled,
+    /// The event was dead-lettered.
+    DeadLettered,
+    /// The source record no longer exists.
+    SourceDeleted,
+}
+
+impl Kind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::WebhookReceived => "webhook_received",
+            Kind::DuplicateSkipped => "duplicate_skipped",
+            Kind::Fetched => "fetched",
+            Kind::PayloadDisagreed => "payload_disagreed",
+            Kind::StaleSkipped => "stale_skipped",
+            Kind::Matched => "matched",
+            Kind::Created => "created",
+            Kind::Updated => "updated",
+            Kind::NoChange => "no_change",
+            Kind::WrittenBack => "written_back",
+            Kind::Skipped => "skipped",
+            Kind::ConflictOpened => "conflict_opened",
+            Kind::RetryScheduled => "retry_scheduled",
+            Kind::DeadLettered => "dead_lettered",
+            Kind::SourceDeleted => "source_deleted",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One history entry, before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The kind of step.
+    pub kind: Kind,
+    /// One plain-language line an operator can read.
+    pub summary: String,
+    /// The facts behind the summary, for tools.
+    pub detail: Value,
+}
+
+fn entry(kind: Kind, summary: String, detail: Value) -> Entry {
+    Entry {
+        kind,
+        summary,
+        detail,
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        Value::Null => "nothing".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Constructors, one per kind, so that every summary reads the same way.
+impl Entry {
+    /// A webhook of `event_type` from `system` was taken for this rule.
+    pub fn webhook_received(system: &str, event_type: &str, event_id: &str, attempt: u32) -> Entry {
+        let again = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        entry(
+            Kind::WebhookReceived,
+            format!("{system} webhook {event_type} received{again}"),
+            json!({"system": system, "event_type": event_type, "event_id": event_id, "attempt": attempt}),
+        )
+    }
+
+    /// A delivery of an already processed event.
+    pub fn duplicate_skipped(event_id: &str) -> Entry {
+        entry(
+            Kind::DuplicateSkipped,
+            format!("event {event_id} was already processed; this delivery was skipped"),
+            json!({"event_id": event_id}),
+        )
+    }
+
+    /// The canonical record was fetched.
+    pub fn fetched(system: &str, revision: Option<i64>) -> Entry {
+        let rev = revision
+            .map(|r| format!(" at revision {r}"))
+            .unwrap_or_default();
+        entry(
+            Kind::Fetched,
+            format!("fetched the record from {system}{rev}"),
+            json!({"system": system, "revision": revision}),
+        )
+    }
+
+    /// The payload said one thing, the source another.
+    pub fn payload_disagreed(field: &str, payload: &Value, canonical: &Value) -> Entry {
+        entry(
+            Kind::PayloadDisagreed,
+            format!(
+                "webhook payload carried {} for {field}, the source says {} — kept the source's value",
+                show(payload),
+                show(canonical)
+            ),
+            json!({"field": field, "payload": payload, "canonical": canonical}),
+        )
+    }
+
+    /// Revision `current` was already synced at `synced`.
+    pub fn stale_skipped(current: i64, synced: i64) -> Entry {
+        let why = if current == synced {
+            format!("revision {current} was already synced")
+        } else {
+            format!("revision {current} is older than revision {synced}, which was already synced")
+        };
+        entry(
+            Kind::StaleSkipped,
+            format!("{why}; nothing written"),
+            json!({"revision": current, "synced_revision": synced}),
+        )
+    }
+
+    /// A target record was linked.
+    pub fn matched(target: &str, target_id: &str, step: &MatchStep, value: Option<&str>) -> Entry {
+        let by = match value {
+            Some(v) => format!("{step} \"{v}\""),
+            None => step.to_string(),
+        };
+        entry(
+            Kind::Matched,
+            format!("matched {target} record {target_id} by {by}"),
+            json!({"target_id": target_id, "match": step, "value": value}),
+        )
+    }
+
+    /// A target record was created.
+    pub fn created(target: &str, target_id: &str, fields: &Fields) -> Entry {
+        entry(
+            Kind::Created,
+            format!(
+                "created {target} record {target_id} with {} fields",
+                fields.len()
+            ),
+            json!({"target_id": target_id, "fields": fields}),
+        )
+    }
+
+    /// A target record was updated.
+    pub fn updated(target: &str, target_id: &str, fields: &Fields) -> Entry {
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        entry(
+            Kind::Updated,
+            format!("updated {target} record {target_id}: {}", names.join(", ")),
+            json!({"target_id": target_id, "fields": fields}),
+        )
+    }
+
+    /// Nothing mapped had changed.
+    pub fn no_change(target: &str, target_id: &str) -> Entry {
+        entry(
+            Kind::NoChange,
+            format!(
+                "no mapped field changed since the last write to {target} record {target_id}; nothing written"
+            ),
+            json!({"target_id": target_id}),
+        )
+    }
+
+    /// The target id was written back.
+    pub fn written_back(system: &str, field: &str, value: &str) -> Entry {
+        entry(
+            Kind::WrittenBack,
+            format!("wrote {value} back into {system} field {field}"),
+            json!({"field": field, "value": value}),
+        )
+    }
+
+    /// Nothing matched and the rule skips.
+    pub fn skipped_no_match(value: &str) -> Entry {
+        entry(
+            Kind::Skipped,
+            format!(
+                "no target record matches \"{value}\" and the rule does not create one; nothing written"
+            ),
+            json!({"value": value}),
+        )
+    }
+
+    /// Several candidates matched.
+    pub fn ambiguous(step: &MatchStep, value: &str, candidates: &[String]) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{} target records match {step} \"{value}\" ({}); nothing written — a person must choose",
+                candidates.len(),
+                candidates.join(", ")
+            ),
+            json!({"reason": "several_matches", "match": step, "value": value, "candidates": candidates}),
+        )
+    }
+
+    /// Nothing matched and the rule asks a person.
+    pub fn no_match_conflict(value: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!("no target record matches \"{value}\"; the rule asks a person to decide"),
+            json!({"reason": "no_match", "value": value}),
+        )
+    }
+
+    /// The lookup field is empty.
+    pub fn no_lookup_value(field: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "the lookup field {field} is empty, so the record cannot be matched; nothing written"
+            ),
+            json!({"reason": "no_lookup_value", "field": field}),
+        )
+    }
+
+    /// The record cannot be mapped.
+    pub fn invalid(problems: &[MappingProblem]) -> Entry {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "the record cannot be synced: {}; nothing written",
+                text.join("; ")
+            ),
+            json!({"reason": "invalid", "problems": problems}),
+        )
+    }
+
+    /// The target refused a write as invalid.
+    pub fn target_rejected(target: &str, status: u16, message: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{target} refused the write ({status}: {message}); not retried — a person must fix the data"
+            ),
+            json!({"reason": "target_rejected", "status": status, "message": message}),
+        )
+    }
+
+    /// A retryable failure.
+    pub fn retry_scheduled(error: &str, attempt: u32, delay_ms: u64) -> Entry {
+        entry(
+            Kind::RetryScheduled,
+            format!(
+                "attempt {attempt} failed ({error}); retrying in {}",
+                human_ms(delay_ms)
+            ),
+            json!({"error": error, "attempt": attempt, "delay_ms": delay_ms}),
+        )
+    }
+
+    /// The event was dead-lettered.
+    pub fn dead_lettered(error: &str, attempts: u32) -> Entry {
+        entry(
+            Kind::DeadLettered,
+            format!(
+                "gave up after {attempts} attempts ({error}); the event is in the dead-letter queue and can be replayed"
+            ),
+            json!({"error": error, "attempts": attempts}),
+        )
+    }
+
+    /// The source record is gone.
+    pub fn source_deleted(system: &str, unlinked: bool) -> Entry {
+        let what = if unlinked {
+            "the link was removed"
+        } else {
+            "the target record was kept"
+        };
+        entry(
+            Kind::SourceDeleted,
+            format!("the record no longer exists in {system}; {what}"),
+            json!({"system": system, "unlinked": unlinked}),
+        )
+    }
+}
+
+/// Milliseconds as a short human duration: `250 ms`, `4 s`, `2 min`.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} min", ms / 60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_read_as_sentences() {
+        let e = Entry::matched(
+            "helpdesk",
+            "17",
+            &MatchStep::Variant {
+                index: 0,
+                description: "without prefix \"WO-\"".into(),
+            },
+            Some("1234"),
+        );
+        assert_eq!(
+            e.summary,
+            "matched helpdesk record 17 by variant 1 (without prefix \"WO-\") \"1234\""
+        );
+        assert_eq!(e.kind.as_str(), "matched");
+        let e = Entry::ambiguous(&MatchStep::Lookup, "55", &["3".into(), "8".into()]);
+        assert_eq!(
+            e.summary,
+            "2 target records match lookup value \"55\" (3, 8); nothing written — a person must choose"
+        );
+        let e = Entry::payload_disagreed("件名", &json!("lie"), &json!("truth"));
+        assert_eq!(
+            e.summary,
+            "webhook payload carried \"lie\" for 件名, the source says \"truth\" — kept the source's value"
+        );
+        assert_eq!(
+            Entry::stale_skipped(3, 5).summary,
+            "revision 3 is older than revision 5, which was already synced; nothing written"
+        );
+        assert_eq!(
+            Entry::stale_skipped(5, 5).summary,
+            "revision 5 was already synced; nothing written"
+        );
+        assert_eq!(
+            Entry::retry_scheduled("helpdesk answered 503", 2, 4000).summary,
+            "attempt 2 failed (helpdesk answered 503); retrying in 4 s"
+        );
+        assert_eq!(
+            Entry::webhook_received("kintone", "UPDATE_RECORD", "e1", 1).summary,
+            "kintone webhook UPDATE_RECORD received"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_ms(250), "250 ms");
+        assert_eq!(human_ms(4_000), "4 s");
+        assert_eq!(human_ms(180_000), "3 min");
+    }
+}

@@ -1,0 +1,20 @@
+//! The recordsync domain model: pure types and functions, no I/O.
+//!
+//! Layout:
+//! - [`rules`]: the shape of `sync-rules.json` (systems and sync rules), as plain data.
+//! - [`record`]: a record as the domain sees it, whichever system it came from.
+//! - [`identity`]: deterministic identity resolution (stored link, lookup value,
+//!   declared variants) and its decisions.
+//! - [`mapping`]: field mapping with declared transforms.
+//! - [`sync`]: the decision for one source record under one rule.
+//! - [`history`]: the append-only history entries and their plain-language summaries.
+//!
+//! Invariant: this crate never imports tokio, sqlx, lapin, reqwest or axum. Everything
+//! here is a plain function over plain types, so it can be tested exhaustively.
+
+pub mod history;
+pub mod identity;
+pub mod mapping;
+pub mod record;
+pub mod rules;
+pub mod sync;

@@ -1,0 +1,288 @@
+//! The shape of `sync-rules.json`: the systems recordsync talks to and the rules that
+//! say what flows where. These are plain data; loading and validating a file lives in
+//! the `config` crate, which names the JSON path of every bad value.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Variant;
+use crate::mapping::Transform;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRules {
+    /// Where the JSON Schema of this file lives; ignored by the service.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The version of the file format. Only `1` exists.
+    pub version: u32,
+    /// The systems, by the name rules and webhook URLs use (`/webhooks/{name}`).
+    pub systems: BTreeMap<String, SystemSpec>,
+    /// The sync rules. Several rules may watch the same source app.
+    pub rules: Vec<RuleSpec>,
+}
+
+impl SyncRules {
+    /// The rules that watch `app` of `system`, in file order.
+    pub fn rules_for<'a>(
+        &'a self,
+        system: &'a str,
+        app: &'a str,
+    ) -> impl Iterator<Item = &'a RuleSpec> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.source.system == system && r.source.app == app)
+    }
+
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&RuleSpec> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// One external system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    /// Which connector speaks to it.
+    pub kind: SystemKind,
+    /// The API's base URL, for example `https://example.cybozu.com`.
+    pub base_url: String,
+    /// How recordsync authenticates to the system's API.
+    pub auth: ApiAuth,
+    /// How the system's webhooks authenticate to recordsync. Without it, webhooks from
+    /// this system are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookAuth>,
+    /// Request timeout toward this system, in milliseconds (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// For `rest` systems: the entities and how to reach them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entities: BTreeMap<String, RestEntity>,
+    /// For `rest` systems: where webhook payloads keep the fields routing needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_routing: Option<WebhookRouting>,
+}
+
+/// The connector kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemKind {
+    /// kintone's REST API (`/k/v1/record.json`, `records.json`).
+    Kintone,
+    /// A REST API described by URL templates and JSON pointers.
+    Rest,
+}
+
+/// How recordsync authenticates to a system's API. Secrets are never in the file:
+/// the file names environment variables that hold them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApiAuth {
+    /// kintone's `X-Cybozu-API-Token` header.
+    KintoneApiToken {
+        /// The environment variable holding the token (several comma-separated tokens
+        /// are allowed, as kintone allows).
+        token_env: String,
+    },
+    /// A header whose value is `prefix` followed by a secret, e.g. `Authorization:
+    /// Bearer …`.
+    Header {
+        /// The header name.
+        header: String,
+        /// The environment variable holding the secret.
+        value_env: String,
+        /// Text put before the secret, e.g. `Bearer `.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// No authentication.
+    None,
+}
+
+/// How a system's webhooks prove where they come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WebhookAuth {
+    /// Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`).
+    StandardWebhooks {
+        /// The environment variable holding the secret(s), `whsec_<base64>`; several
+        /// whitespace-separated secrets are accepted during a rotation.
+        secret_env: String,
+        /// How far the timestamp may be from now, either way, in seconds (default 300).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tolerance_seconds: Option<u64>,
+    },
+    /// A secret token in the query string (`?token=`), for systems that cannot sign
+    /// (kintone webhooks are unsigned).
+    Token {
+        /// The environment variable holding the token.
+        token_env: String,
+    },
+}
+
+/// A REST entity: URL templates are relative to the system's base URL. `{id}`,
+/// `{field}` and `{value}` are replaced (percent-encoded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestEntity {
+    /// GET one record, e.g. `/api/tickets/{id}`.
+    pub get: String,
+    /// GET records whose `{field}` equals `{value}`, e.g.
+    /// `/api/tickets?{field}={value}`.
+    pub search: String,
+    /// POST a new record, e.g. `/api/tickets`.
+    pub create: String,
+    /// Update a record, e.g. `/api/tickets/{id}`.
+    pub update: String,
+    /// The HTTP method of updates (default `PATCH`).
+    #[serde(default = "default_update_method")]
+    pub update_method: String,
+    /// JSON pointer to the record in a get/create/update response (e.g. `/ticket`;
+    /// empty means the whole body).
+    #[serde(default)]
+    pub record_pointer: String,
+    /// JSON pointer to the array of records in a search response (e.g. `/tickets`).
+    #[serde(default)]
+    pub list_pointer: String,
+    /// JSON pointer to the id inside a record (default `/id`).
+    #[serde(default = "default_id_pointer")]
+    pub id_pointer: String,
+    /// The header that carries an idempotency key on writes, if the API supports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_header: Option<String>,
+}
+
+fn default_update_method() -> String {
+    "PATCH".to_owned()
+}
+
+fn default_id_pointer() -> String {
+    "/id".to_owned()
+}
+
+/// Where a `rest` system's webhook payload keeps what routing needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRouting {
+    /// JSON pointer to the event type, e.g. `/type`.
+    pub event_type: String,
+    /// The entity (the "app") every webhook of this system concerns, e.g. `ticket`.
+    pub entity: String,
+    /// JSON pointer to the record id, e.g. `/data/ticket/id`.
+    pub record_id: String,
+}
+
+/// One sync rule: what flows from a source app to a target entity, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// A unique, stable name; it appears in history, metrics and conflicts.
+    pub name: String,
+    /// Where changes come from.
+    pub source: SourceSpec,
+    /// Where they are written.
+    pub target: TargetSpec,
+    /// How a source record finds its target record.
+    pub identity: IdentitySpec,
+    /// The mapped fields.
+    pub fields: Vec<FieldMapping>,
+    /// A field of the source record that receives the target's id after a sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<WriteBack>,
+    /// What to do when no target record matches.
+    #[serde(default)]
+    pub on_missing: OnMissing,
+    /// What to do when the source record is deleted.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+}
+
+/// The source of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A system name from `systems`.
+    pub system: String,
+    /// The app (kintone app id, as a string) or entity name.
+    pub app: String,
+}
+
+/// The target of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// A system name from `systems`.
+    pub system: String,
+    /// The entity: a key of the system's `entities` (rest) or an app id (kintone).
+    pub entity: String,
+}
+
+/// How a source record is matched to a target record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// The source field holding the lookup value, e.g. `work_order_no`.
+    pub source_field: String,
+    /// The target field searched for it, e.g. `external_id`. New target records get the
+    /// lookup value in this field.
+    pub target_field: String,
+    /// Other spellings of the lookup value to try, in order, when the value itself
+    /// matches nothing (e.g. `WO-1234` → `1234`).
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+/// One mapped field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMapping {
+    /// The source field code (kintone field codes may be non-ASCII).
+    pub source: String,
+    /// The target field name.
+    pub target: String,
+    /// Transforms applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<Transform>,
+    /// When true, an empty or missing value is a data-quality problem: nothing is
+    /// written and a conflict is opened.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// The write-back of the target id into the source record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBack {
+    /// The source field that receives the target record's id.
+    pub field: String,
+}
+
+/// What to do when no target record matches a source record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// Create the target record.
+    #[default]
+    Create,
+    /// Do nothing, and say so in the history.
+    Skip,
+    /// Open a data-quality conflict for a person to decide.
+    Conflict,
+}
+
+/// What to do when the source record is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// Keep the target record and the link; record the deletion in the history.
+    #[default]
+    Ignore,
+    /// Forget the link, so a record re-created later is matched afresh.
+    Unlink,
+}

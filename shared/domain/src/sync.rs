@@ -1,0 +1,329 @@
+//! The decision for one canonical source record under one rule: is it already synced,
+//! can it be mapped, what must be written where. The worker performs the I/O around
+//! these functions (fetching, searching, writing); the decisions are made here.
+
+use serde_json::Value;
+
+use crate::history::Entry;
+use crate::identity::IdentityDecision;
+use crate::mapping::changed_fields;
+use crate::record::{Fields, SourceRecord, value_text};
+use crate::rules::RuleSpec;
+
+/// What the store remembers of a source record under a rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PriorState {
+    /// The linked target record, once linked.
+    pub target_id: Option<String>,
+    /// The last source revision fully synced.
+    pub source_revision: Option<i64>,
+    /// The mapped values last written to the target.
+    pub sent: Fields,
+}
+
+/// Whether a canonical revision still needs syncing. `Err` holds the history entry of
+/// the skip: the revision was already synced, or is older than one that was.
+pub fn check_fresh(prior: &PriorState, source: &SourceRecord) -> Result<(), Entry> {
+    match (prior.source_revision, source.revision) {
+        (Some(synced), Some(current)) if current <= synced => {
+            Err(Entry::stale_skipped(current, synced))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The fields of the webhook payload that disagree with the canonical record, among
+/// the fields the rule reads. The payload is a hint; this is only for the history.
+pub fn payload_disagreements(rule: &RuleSpec, payload: &Fields, canonical: &Fields) -> Vec<Entry> {
+    let mut read: Vec<&str> = rule.fields.iter().map(|f| f.source.as_str()).collect();
+    read.push(rule.identity.source_field.as_str());
+    read.dedup();
+    read.into_iter()
+        .filter_map(|field| {
+            let p = payload.get(field)?;
+            let c = canonical.get(field).unwrap_or(&Value::Null);
+            (p != c).then(|| Entry::payload_disagreed(field, p, c))
+        })
+        .collect()
+}
+
+/// What to write to the target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create a target record with these fields.
+    Create {
+        /// All mapped fields plus the identity's target field.
+        fields: Fields,
+    },
+    /// Update the linked target record with the fields that changed.
+    Update {
+        /// The target record.
+        target_id: String,
+        /// Only the changed fields.
+        fields: Fields,
+    },
+    /// The linked record already holds these values.
+    Nothing {
+        /// The target record.
+        target_id: String,
+    },
+}
+
+/// Turns a link-or-create identity decision and the mapped fields into a write.
+///
+/// A record linked before gets only the fields that changed since the last write; a
+/// record linked for the first time gets every mapped field, because nothing is known
+/// of what it holds. A new record also gets the lookup value in the identity's target
+/// field, so the next search finds it.
+pub fn plan_write(
+    rule: &RuleSpec,
+    prior: &PriorState,
+    decision: &IdentityDecision,
+    lookup_value: &str,
+    mapped: &Fields,
+) -> Option<Write> {
+    match decision {
+        IdentityDecision::Link { target_id, .. } => {
+            let fields = if prior.target_id.as_deref() == Some(target_id.as_str()) {
+                changed_fields(&prior.sent, mapped)
+            } else {
+                mapped.clone()
+            };
+            Some(if fields.is_empty() {
+                Write::Nothing {
+                    target_id: target_id.clone(),
+                }
+            } else {
+                Write::Update {
+                    target_id: target_id.clone(),
+                    fields,
+                }
+            })
+        }
+        IdentityDecision::Create => {
+            let mut fields = mapped.clone();
+            fields
+                .entry(rule.identity.target_field.clone())
+                .or_insert_with(|| Value::String(lookup_value.to_owned()));
+            Some(Write::Create { fields })
+        }
+        IdentityDecision::Skip
+        | IdentityDecision::NoMatchConflict
+        | IdentityDecision::Ambiguous { .. } => None,
+    }
+}
+
+/// The write-back to make, if the rule asks for one and the source does not already
+/// hold the target id: `(field, value)`.
+pub fn write_back(
+    rule: &RuleSpec,
+    source: &SourceRecord,
+    target_id: &str,
+) -> Option<(String, String)> {
+    let wb = rule.write_back.as_ref()?;
+    let current = source.fields.get(&wb.field).and_then(value_text);
+    (current.as_deref() != Some(target_id)).then(|| (wb.field.clone(), target_id.to_owned()))
+}
+
+/// The mapped values the target holds after a write, to remember for the next
+/// comparison.
+pub fn sent_after(prior: &PriorState, write: &Write, mapped: &Fields) -> Fields {
+    match write {
+        Write::Create { .. } => mapped.clone(),
+        Write::Update { target_id, .. } | Write::Nothing { target_id } => {
+            if prior.target_id.as_deref() == Some(target_id.as_str()) {
+                let mut sent = prior.sent.clone();
+                sent.extend(mapped.iter().map(|(k, v)| (k.clone(), v.clone())));
+                sent
+            } else {
+                mapped.clone()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::MatchStep;
+    use crate::rules::{
+        FieldMapping, IdentitySpec, OnDelete, OnMissing, SourceSpec, TargetSpec, WriteBack,
+    };
+    use serde_json::json;
+
+    fn rule() -> RuleSpec {
+        RuleSpec {
+            name: "wo".into(),
+            source: SourceSpec {
+                system: "kintone".into(),
+                app: "101".into(),
+            },
+            target: TargetSpec {
+                system: "helpdesk".into(),
+                entity: "ticket".into(),
+            },
+            identity: IdentitySpec {
+                source_field: "wo_no".into(),
+                target_field: "external_id".into(),
+                variants: vec![],
+            },
+            fields: vec![
+                FieldMapping {
+                    source: "件名".into(),
+                    target: "subject".into(),
+                    transforms: vec![],
+                    required: true,
+                },
+                FieldMapping {
+                    source: "status".into(),
+                    target: "status".into(),
+                    transforms: vec![],
+                    required: false,
+                },
+            ],
+            write_back: Some(WriteBack {
+                field: "ticket_id".into(),
+            }),
+            on_missing: OnMissing::Create,
+            on_delete: OnDelete::Ignore,
+        }
+    }
+
+    fn f(v: Value) -> Fields {
+        v.as_object().unwrap().clone()
+    }
+
+    fn src(rev: Option<i64>, v: Value) -> SourceRecord {
+        SourceRecord {
+            id: "5".into(),
+            revision: rev,
+            fields: f(v),
+        }
+    }
+
+    fn link(id: &str) -> IdentityDecision {
+        IdentityDecision::Link {
+            target_id: id.into(),
+            step: MatchStep::Lookup,
+            matched_value: Some("WO-1".into()),
+        }
+    }
+
+    #[test]
+    fn freshness_by_revision() {
+        let prior = PriorState {
+            source_revision: Some(5),
+            ..Default::default()
+        };
+        assert!(check_fresh(&prior, &src(Some(6), json!({}))).is_ok());
+        assert!(check_fresh(&prior, &src(Some(5), json!({}))).is_err());
+        assert!(check_fresh(&prior, &src(Some(4), json!({}))).is_err());
+        assert!(check_fresh(&prior, &src(None, json!({}))).is_ok());
+        assert!(check_fresh(&PriorState::default(), &src(Some(1), json!({}))).is_ok());
+    }
+
+    #[test]
+    fn create_adds_the_lookup_value() {
+        let mapped = f(json!({"subject": "a", "status": "open"}));
+        let w = plan_write(
+            &rule(),
+            &PriorState::default(),
+            &IdentityDecision::Create,
+            "WO-1",
+            &mapped,
+        );
+        assert_eq!(
+            w,
+            Some(Write::Create {
+                fields: f(json!({"subject": "a", "status": "open", "external_id": "WO-1"}))
+            })
+        );
+    }
+
+    #[test]
+    fn first_link_sends_everything_later_only_changes() {
+        let mapped = f(json!({"subject": "a", "status": "open"}));
+        let w = plan_write(&rule(), &PriorState::default(), &link("9"), "WO-1", &mapped);
+        assert_eq!(
+            w,
+            Some(Write::Update {
+                target_id: "9".into(),
+                fields: mapped.clone()
+            })
+        );
+        let prior = PriorState {
+            target_id: Some("9".into()),
+            source_revision: Some(1),
+            sent: mapped.clone(),
+        };
+        let next = f(json!({"subject": "b", "status": "open"}));
+        let w = plan_write(&rule(), &prior, &link("9"), "WO-1", &next);
+        assert_eq!(
+            w,
+            Some(Write::Update {
+                target_id: "9".into(),
+                fields: f(json!({"subject": "b"}))
+            })
+        );
+        let w = plan_write(&rule(), &prior, &link("9"), "WO-1", &mapped);
+        assert_eq!(
+            w,
+            Some(Write::Nothing {
+                target_id: "9".into()
+            })
+        );
+        assert_eq!(sent_after(&prior, w.as_ref().unwrap(), &next), next);
+    }
+
+    #[test]
+    fn no_write_without_a_target() {
+        let mapped = f(json!({"subject": "a"}));
+        for d in [
+            IdentityDecision::Skip,
+            IdentityDecision::NoMatchConflict,
+            IdentityDecision::Ambiguous {
+                step: MatchStep::Lookup,
+                value: "x".into(),
+                candidates: vec!["1".into(), "2".into()],
+            },
+        ] {
+            assert_eq!(
+                plan_write(&rule(), &PriorState::default(), &d, "x", &mapped),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn write_back_only_when_different() {
+        let r = rule();
+        assert_eq!(
+            write_back(&r, &src(Some(1), json!({})), "9"),
+            Some(("ticket_id".into(), "9".into()))
+        );
+        assert_eq!(
+            write_back(&r, &src(Some(1), json!({"ticket_id": "8"})), "9"),
+            Some(("ticket_id".into(), "9".into()))
+        );
+        assert_eq!(
+            write_back(&r, &src(Some(1), json!({"ticket_id": "9"})), "9"),
+            None
+        );
+        assert_eq!(
+            write_back(&r, &src(Some(1), json!({"ticket_id": 9})), "9"),
+            None
+        );
+        let mut r2 = r.clone();
+        r2.write_back = None;
+        assert_eq!(write_back(&r2, &src(Some(1), json!({})), "9"), None);
+    }
+
+    #[test]
+    fn payload_lies_are_reported_for_read_fields_only() {
+        let payload = f(json!({"件名": "lie", "status": "open", "other": "x"}));
+        let canonical = f(json!({"件名": "truth", "status": "open", "other": "y"}));
+        let d = payload_disagreements(&rule(), &payload, &canonical);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].detail["field"], "件名");
+    }
+}
