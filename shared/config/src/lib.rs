@@ -1,0 +1,437 @@
+//! Configuration: `sync-rules.json` (loaded, validated, every problem named by its JSON
+//! path) and the service settings (typed, defaults pointing at local services,
+//! overridden by `RECORDSYNC_*` environment variables).
+
+mod settings;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+use domain::rules::{ApiAuth, SyncRules, SystemKind, WebhookAuth};
+
+pub use settings::{Settings, SettingsError};
+
+/// One thing wrong with a configuration, at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `rules[1].target.system`.
+    pub path: String,
+    /// What is wrong and, where it helps, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON, or a value has the wrong shape.
+    #[error("{file}: {problem}")]
+    Shape {
+        /// The file.
+        file: String,
+        /// The first problem found.
+        problem: Problem,
+    },
+    /// The file is well-formed but says something impossible.
+    #[error("{file}: {} problem(s):\n  {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// A secret named by the configuration is not in the environment.
+    #[error("{path}: environment variable {var} is not set")]
+    MissingSecret {
+        /// Where the variable is named.
+        path: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+/// Reads and validates a rules file.
+pub fn load_rules(path: impl AsRef<Path>) -> Result<SyncRules, ConfigError> {
+    let path = path.as_ref();
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: file.clone(),
+        source,
+    })?;
+    parse_rules(&file, &text)
+}
+
+/// Parses and validates rules from text; `file` names the source in errors.
+pub fn parse_rules(file: &str, text: &str) -> Result<SyncRules, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let rules: SyncRules = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let path = if path == "." || path.is_empty() {
+            format!("line {} column {}", inner.line(), inner.column())
+        } else {
+            path
+        };
+        ConfigError::Shape {
+            file: file.to_owned(),
+            problem: Problem {
+                path,
+                message: inner.to_string(),
+            },
+        }
+    })?;
+    let problems = validate(&rules);
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}
+
+/// The JSON Schema of `sync-rules.json`, as checked into the repository.
+pub fn rules_schema() -> String {
+    let schema = schemars::schema_for!(SyncRules);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
+/// Reads a secret from the environment variable the configuration names at `path`.
+pub fn secret(path: &str, var: &str) -> Result<String, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(ConfigError::MissingSecret {
+            path: path.to_owned(),
+            var: var.to_owned(),
+        }),
+    }
+}
+
+/// Every environment variable the rules name, with where: for a start-up check.
+pub fn secret_vars(rules: &SyncRules) -> Vec<(String, String)> {
+    rules
+        .systems
+        .iter()
+        .flat_map(|(name, sys)| system_secret_vars(name, sys))
+        .collect()
+}
+
+fn system_secret_vars(name: &str, sys: &domain::rules::SystemSpec) -> Vec<(String, String)> {
+    let mut out = vec![];
+    match &sys.auth {
+        ApiAuth::KintoneApiToken { token_env } => {
+            out.push((format!("systems.{name}.auth.token_env"), token_env.clone()))
+        }
+        ApiAuth::Header { value_env, .. } => {
+            out.push((format!("systems.{name}.auth.value_env"), value_env.clone()))
+        }
+        ApiAuth::None => {}
+    }
+    match &sys.webhook {
+        Some(WebhookAuth::StandardWebhooks { secret_env, .. }) => out.push((
+            format!("systems.{name}.webhook.secret_env"),
+            secret_env.clone(),
+        )),
+        Some(WebhookAuth::Token { token_env }) => out.push((
+            format!("systems.{name}.webhook.token_env"),
+            token_env.clone(),
+        )),
+        None => {}
+    }
+    out
+}
+
+fn valid_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn valid_system_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn valid_pointer(s: &str) -> bool {
+    s.is_empty() || s.starts_with('/')
+}
+
+/// Checks what the types cannot: references between systems and rules, names, URLs,
+/// pointers. Returns every problem found, each at its path.
+pub fn validate(rules: &SyncRules) -> Vec<Problem> {
+    let mut problems = vec![];
+    let mut bad = |path: String, message: String| problems.push(Problem { path, message });
+
+    if rules.version != 1 {
+        bad(
+            "version".into(),
+            format!("version {} is unknown; use 1", rules.version),
+        );
+    }
+    let known: Vec<&str> = rules.systems.keys().map(String::as_str).collect();
+    for (name, sys) in &rules.systems {
+        let at = format!("systems.{name}");
+        if !valid_system_name(name) {
+            bad(
+                at.clone(),
+                "a system name uses only a-z, 0-9, '-' and '_' (it is part of the webhook URL)"
+                    .into(),
+            );
+        }
+        if !(sys.base_url.starts_with("http://") || sys.base_url.starts_with("https://")) {
+            bad(
+                format!("{at}.base_url"),
+                format!("\"{}\" is not an http(s) URL", sys.base_url),
+            );
+        }
+        for (path, var) in system_secret_vars(name, sys) {
+            if !valid_env_name(&var) {
+                bad(
+                    path,
+                    format!("\"{var}\" is not an environment variable name (A-Z, 0-9, _)"),
+                );
+            }
+        }
+        match sys.kind {
+            SystemKind::Kintone => {
+                if !sys.entities.is_empty() {
+                    bad(
+                        format!("{at}.entities"),
+                        "kintone systems have apps, not entities: remove this".into(),
+                    );
+                }
+                if matches!(sys.webhook, Some(WebhookAuth::StandardWebhooks { .. })) {
+                    bad(
+                        format!("{at}.webhook.type"),
+                        "kintone webhooks are unsigned: use \"token\"".into(),
+                    );
+                }
+                if !matches!(sys.auth, ApiAuth::KintoneApiToken { .. }) {
+                    bad(
+                        format!("{at}.auth.type"),
+                        "kintone systems authenticate with \"kintone_api_token\"".into(),
+                    );
+                }
+            }
+            SystemKind::Rest => {
+                if sys.entities.is_empty() {
+                    bad(
+                        format!("{at}.entities"),
+                        "a rest system needs at least one entity".into(),
+                    );
+                }
+                if sys.webhook.is_some() && sys.webhook_routing.is_none() {
+                    bad(
+                        format!("{at}.webhook_routing"),
+                        "a rest system that sends webhooks needs webhook_routing".into(),
+                    );
+                }
+                for (ename, e) in &sys.entities {
+                    let eat = format!("{at}.entities.{ename}");
+                    for (k, p) in [
+                        ("record_pointer", &e.record_pointer),
+                        ("list_pointer", &e.list_pointer),
+                        ("id_pointer", &e.id_pointer),
+                    ] {
+                        if !valid_pointer(p) {
+                            bad(
+                                format!("{eat}.{k}"),
+                                format!("\"{p}\" is not a JSON pointer (it starts with '/')"),
+                            );
+                        }
+                    }
+                    if !e.get.contains("{id}") {
+                        bad(format!("{eat}.get"), "the template needs {id}".into());
+                    }
+                    if !e.update.contains("{id}") {
+                        bad(format!("{eat}.update"), "the template needs {id}".into());
+                    }
+                    if !e.search.contains("{value}") {
+                        bad(format!("{eat}.search"), "the template needs {value}".into());
+                    }
+                    if !["PATCH", "PUT", "POST"].contains(&e.update_method.as_str()) {
+                        bad(
+                            format!("{eat}.update_method"),
+                            "use PATCH, PUT or POST".into(),
+                        );
+                    }
+                }
+                if let Some(r) = &sys.webhook_routing {
+                    for (k, p) in [("event_type", &r.event_type), ("record_id", &r.record_id)] {
+                        if !p.starts_with('/') {
+                            bad(
+                                format!("{at}.webhook_routing.{k}"),
+                                format!("\"{p}\" is not a JSON pointer (it starts with '/')"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    for (i, rule) in rules.rules.iter().enumerate() {
+        let at = format!("rules[{i}]");
+        if rule.name.trim().is_empty() {
+            bad(format!("{at}.name"), "a rule needs a name".into());
+        } else if !names.insert(rule.name.as_str()) {
+            bad(
+                format!("{at}.name"),
+                format!("another rule is already named \"{}\"", rule.name),
+            );
+        }
+        let source = rules.systems.get(&rule.source.system);
+        let target = rules.systems.get(&rule.target.system);
+        if source.is_none() {
+            bad(
+                format!("{at}.source.system"),
+                format!(
+                    "unknown system \"{}\" (known: {})",
+                    rule.source.system,
+                    known.join(", ")
+                ),
+            );
+        }
+        match target {
+            None => bad(
+                format!("{at}.target.system"),
+                format!(
+                    "unknown system \"{}\" (known: {})",
+                    rule.target.system,
+                    known.join(", ")
+                ),
+            ),
+            Some(t)
+                if t.kind == SystemKind::Rest && !t.entities.contains_key(&rule.target.entity) =>
+            {
+                let entities: Vec<&str> = t.entities.keys().map(String::as_str).collect();
+                bad(
+                    format!("{at}.target.entity"),
+                    format!(
+                        "system \"{}\" has no entity \"{}\" (it has: {})",
+                        rule.target.system,
+                        rule.target.entity,
+                        entities.join(", ")
+                    ),
+                );
+            }
+            Some(t)
+                if t.kind == SystemKind::Kintone && rule.target.entity.parse::<u64>().is_err() =>
+            {
+                bad(
+                    format!("{at}.target.entity"),
+                    format!("\"{}\" is not a kintone app id", rule.target.entity),
+                );
+            }
+            Some(_) => {}
+        }
+        if let Some(s) = source {
+            if s.kind == SystemKind::Kintone && rule.source.app.parse::<u64>().is_err() {
+                bad(
+                    format!("{at}.source.app"),
+                    format!("\"{}\" is not a kintone app id", rule.source.app),
+                );
+            }
+            if s.kind == SystemKind::Rest {
+                match &s.webhook_routing {
+                    Some(r) if r.entity == rule.source.app => {}
+                    _ => bad(
+                        format!("{at}.source.app"),
+                        format!(
+                            "system \"{}\" routes its webhooks to no entity \"{}\"",
+                            rule.source.system, rule.source.app
+                        ),
+                    ),
+                }
+            }
+        }
+        if rule.source.system == rule.target.system && rule.source.app == rule.target.entity {
+            bad(
+                format!("{at}.target"),
+                "a rule cannot sync an app into itself".into(),
+            );
+        }
+        if rule.identity.source_field.trim().is_empty() {
+            bad(
+                format!("{at}.identity.source_field"),
+                "name the source field that holds the lookup value".into(),
+            );
+        }
+        if rule.identity.target_field.trim().is_empty() {
+            bad(
+                format!("{at}.identity.target_field"),
+                "name the target field searched for the lookup value".into(),
+            );
+        }
+        if rule.fields.is_empty() {
+            bad(format!("{at}.fields"), "map at least one field".into());
+        }
+        let mut targets = BTreeSet::new();
+        for (j, f) in rule.fields.iter().enumerate() {
+            if f.source.trim().is_empty() {
+                bad(
+                    format!("{at}.fields[{j}].source"),
+                    "empty field code".into(),
+                );
+            }
+            if f.target.trim().is_empty() {
+                bad(
+                    format!("{at}.fields[{j}].target"),
+                    "empty field name".into(),
+                );
+            } else if !targets.insert(f.target.as_str()) {
+                bad(
+                    format!("{at}.fields[{j}].target"),
+                    format!("\"{}\" is already mapped by an earlier field", f.target),
+                );
+            }
+        }
+        if let Some(wb) = &rule.write_back {
+            if wb.field.trim().is_empty() {
+                bad(format!("{at}.write_back.field"), "empty field code".into());
+            }
+            if wb.field == rule.identity.source_field {
+                bad(
+                    format!("{at}.write_back.field"),
+                    "writing back into the lookup field would change the record's identity".into(),
+                );
+            }
+            if rule.fields.iter().any(|f| f.source == wb.field) {
+                bad(
+                    format!("{at}.write_back.field"),
+                    "a mapped source field cannot also receive the write-back".into(),
+                );
+            }
+            if source.is_some_and(|s| s.kind != SystemKind::Kintone) {
+                bad(
+                    format!("{at}.write_back"),
+                    "write-back is supported for kintone sources".into(),
+                );
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! Service settings: typed, with defaults that point at the local services, each
+//! overridable by an environment variable `RECORDSYNC_<NAME>`.
+
+use std::time::Duration;
+
+/// The settings shared by ingest and worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `RECORDSYNC_AMQP_URL`.
+    pub amqp_url: String,
+    /// `RECORDSYNC_DATABASE_URL`.
+    pub database_url: String,
+    /// `RECORDSYNC_QUEUE_PREFIX`: every exchange and queue name starts with it.
+    pub queue_prefix: String,
+    /// `RECORDSYNC_RULES`: the path of `sync-rules.json`.
+    pub rules_path: String,
+    /// `RECORDSYNC_INGEST_LISTEN`.
+    pub ingest_listen: String,
+    /// `RECORDSYNC_ADMIN_LISTEN`: the worker's admin and metrics API.
+    pub admin_listen: String,
+    /// `RECORDSYNC_MAX_BODY_BYTES`: the largest webhook body accepted.
+    pub max_body_bytes: usize,
+    /// `RECORDSYNC_PREFETCH`: unacknowledged messages per worker, and so the most
+    /// events a worker processes at once.
+    pub prefetch: u16,
+    /// `RECORDSYNC_RETRY_DELAYS_MS`: the delay tiers, comma-separated; attempt n waits
+    /// in tier min(n, tiers) - 1.
+    pub retry_delays_ms: Vec<u64>,
+    /// `RECORDSYNC_MAX_ATTEMPTS`: attempts before an event is dead-lettered.
+    pub max_attempts: u32,
+    /// `RECORDSYNC_DB_MAX_CONNECTIONS`.
+    pub db_max_connections: u32,
+    /// `RECORDSYNC_PUBLISH_TIMEOUT_MS`: how long ingest waits for a broker confirm.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/recordsync".into(),
+            queue_prefix: "recordsync".into(),
+            rules_path: "sync-rules.json".into(),
+            ingest_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            max_body_bytes: 1024 * 1024,
+            prefetch: 32,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
+            max_attempts: 6,
+            db_max_connections: 40,
+            publish_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}=\"{value}\": {message}")]
+pub struct SettingsError {
+    /// The variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Settings {
+    /// Defaults overridden by the process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Defaults overridden by `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let mut s = Settings::default();
+        let get = |name: &str| {
+            lookup(&format!("RECORDSYNC_{name}")).map(|v| (format!("RECORDSYNC_{name}"), v))
+        };
+        fn num<T: std::str::FromStr>((var, value): (String, String)) -> Result<T, SettingsError> {
+            value.trim().parse().map_err(|_| SettingsError {
+                var,
+                value,
+                message: "not a valid number".into(),
+            })
+        }
+        if let Some((_, v)) = get("AMQP_URL") {
+            s.amqp_url = v;
+        }
+        if let Some((_, v)) = get("DATABASE_URL") {
+            s.database_url = v;
+        }
+        if let Some((var, v)) = get("QUEUE_PREFIX") {
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(SettingsError {
+                    var,
+                    value: v,
+                    message: "use letters, digits, '-', '_' and '.'".into(),
+                });
+            }
+            s.queue_prefix = v;
+        }
+        if let Some((_, v)) = get("RULES") {
+            s.rules_path = v;
+        }
+        if let Some((_, v)) = get("INGEST_LISTEN") {
+            s.ingest_listen = v;
+        }
+        if let Some((_, v)) = get("ADMIN_LISTEN") {
+            s.admin_listen = v;
+        }
+        if let Some(p) = get("MAX_BODY_BYTES") {
+            s.max_body_bytes = num(p)?;
+        }
+        if let Some(p) = get("PREFETCH") {
+            s.prefetch = num(p)?;
+        }
+        if let Some((var, v)) = get("RETRY_DELAYS_MS") {
+            let delays: Result<Vec<u64>, _> =
+                v.split(',').map(|d| d.trim().parse::<u64>()).collect();
+            match delays {
+                Ok(d) if !d.is_empty() => s.retry_delays_ms = d,
+                _ => {
+                    return Err(SettingsError {
+                        var,
+                        value: v,
+                        message: "a comma-separated list of milliseconds".into(),
+                    });
+                }
+            }
+        }
+        if let Some(p) = get("MAX_ATTEMPTS") {
+            s.max_attempts = num(p)?;
+        }
+        if let Some(p) = get("DB_MAX_CONNECTIONS") {
+            s.db_max_connections = num(p)?;
+        }
+        if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
+            s.publish_timeout_ms = num(p)?;
+        }
+        if s.prefetch == 0 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_PREFETCH".into(),
+                value: "0".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if s.max_attempts == 0 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_MAX_ATTEMPTS".into(),
+                value: "0".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(s)
+    }
+
+    /// The retry delay before attempt `next_attempt` (2 for the first retry).
+    pub fn retry_delay(&self, next_attempt: u32) -> Duration {
+        let tier = (next_attempt.saturating_sub(2) as usize).min(self.retry_delays_ms.len() - 1);
+        Duration::from_millis(self.retry_delays_ms[tier])
+    }
+}

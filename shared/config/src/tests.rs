@@ -1,0 +1,178 @@
+use super::*;
+use std::collections::HashMap;
+
+const GOOD: &str = include_str!("../../../sync-rules.json");
+
+fn problems(text: &str) -> Vec<String> {
+    match parse_rules("t.json", text) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(ConfigError::Shape { problem, .. }) => vec![problem.to_string()],
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+fn edit(f: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+    f(&mut v);
+    v.to_string()
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let rules = parse_rules("example", GOOD).unwrap();
+    assert!(!rules.rules.is_empty());
+    assert!(
+        rules
+            .rules_for("kintone", &rules.rules[0].source.app)
+            .count()
+            >= 1
+    );
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let checked_in = include_str!("../../../sync-rules.schema.json");
+    assert_eq!(
+        checked_in,
+        rules_schema(),
+        "sync-rules.schema.json is stale: run `cargo run -p worker -- schema > sync-rules.schema.json`"
+    );
+}
+
+#[test]
+fn shape_errors_name_the_path() {
+    let p = problems(&edit(|v| {
+        v["rules"][0]["source"]["app"] = serde_json::json!(101)
+    }));
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with("rules[0].source.app: invalid type: integer `101`, expected a string"),
+        "{p:?}"
+    );
+    let p = problems(&edit(|v| {
+        v["rules"][0]["identity"]["colour"] = serde_json::json!("x")
+    }));
+    assert!(
+        p[0].starts_with("rules[0].identity.colour: unknown field `colour`"),
+        "{p:?}"
+    );
+    let p = problems(&edit(|v| {
+        v["rules"][0]["on_missing"] = serde_json::json!("explode")
+    }));
+    assert!(
+        p[0].starts_with("rules[0].on_missing: unknown variant `explode`"),
+        "{p:?}"
+    );
+    let p = problems(&edit(|v| {
+        v["rules"][0]["fields"][1]["transforms"] = serde_json::json!(["shout"])
+    }));
+    assert!(
+        p[0].starts_with("rules[0].fields[1].transforms[0]: unknown variant `shout`"),
+        "{p:?}"
+    );
+    let p = problems("{ not json");
+    assert!(p[0].starts_with("line 1 column 3"), "{p:?}");
+}
+
+#[test]
+fn semantic_errors_name_every_path() {
+    let text = edit(|v| {
+        v["rules"][0]["target"]["system"] = serde_json::json!("helpdsk");
+        v["rules"][0]["fields"][1]["target"] = v["rules"][0]["fields"][0]["target"].clone();
+        v["rules"][0]["write_back"]["field"] = v["rules"][0]["identity"]["source_field"].clone();
+        v["systems"]["helpdesk"]["base_url"] = serde_json::json!("ftp://x");
+        v["systems"]["kintone"]["auth"]["token_env"] = serde_json::json!("lower case");
+        v["version"] = serde_json::json!(2);
+    });
+    let p = problems(&text);
+    let paths: Vec<&str> = p.iter().map(|s| s.split(':').next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "version",
+            "systems.helpdesk.base_url",
+            "systems.kintone.auth.token_env",
+            "rules[0].target.system",
+            "rules[0].fields[1].target",
+            "rules[0].write_back.field",
+        ],
+        "{p:#?}"
+    );
+    assert!(p[3].contains("unknown system \"helpdsk\" (known: helpdesk, kintone)"));
+}
+
+#[test]
+fn references_and_duplicates() {
+    let text = edit(|v| {
+        let r = v["rules"][0].clone();
+        v["rules"].as_array_mut().unwrap().push(r);
+        v["rules"][0]["target"]["entity"] = serde_json::json!("invoice");
+        v["rules"][0]["source"]["app"] = serde_json::json!("abc");
+    });
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("rules[1].name: another rule is already named")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter().any(|s| s
+            .starts_with("rules[0].target.entity: system \"helpdesk\" has no entity \"invoice\"")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("rules[0].source.app: \"abc\" is not a kintone app id")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn missing_secrets_are_named() {
+    let e = secret(
+        "systems.kintone.auth.token_env",
+        "RECORDSYNC_TEST_SURELY_UNSET_VAR",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "systems.kintone.auth.token_env: environment variable RECORDSYNC_TEST_SURELY_UNSET_VAR is not set"
+    );
+    let rules = parse_rules("example", GOOD).unwrap();
+    let vars = secret_vars(&rules);
+    assert!(
+        vars.iter()
+            .any(|(p, _)| p == "systems.kintone.webhook.token_env")
+    );
+}
+
+#[test]
+fn settings_defaults_and_overrides() {
+    let s = Settings::from_lookup(|_| None).unwrap();
+    assert_eq!(s, Settings::default());
+    let env: HashMap<&str, &str> = [
+        ("RECORDSYNC_QUEUE_PREFIX", "t-1"),
+        ("RECORDSYNC_PREFETCH", "4"),
+        ("RECORDSYNC_RETRY_DELAYS_MS", "10, 20"),
+    ]
+    .into();
+    let s = Settings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+    assert_eq!(s.queue_prefix, "t-1");
+    assert_eq!(s.prefetch, 4);
+    assert_eq!(s.retry_delays_ms, vec![10, 20]);
+    assert_eq!(s.retry_delay(2).as_millis(), 10);
+    assert_eq!(s.retry_delay(3).as_millis(), 20);
+    assert_eq!(s.retry_delay(9).as_millis(), 20);
+    let e = Settings::from_lookup(|k| (k == "RECORDSYNC_PREFETCH").then(|| "many".to_string()))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "RECORDSYNC_PREFETCH=\"many\": not a valid number"
+    );
+    let e = Settings::from_lookup(|k| (k == "RECORDSYNC_QUEUE_PREFIX").then(|| "a b".to_string()))
+        .unwrap_err();
+    assert!(e.to_string().starts_with("RECORDSYNC_QUEUE_PREFIX=\"a b\""));
+}
