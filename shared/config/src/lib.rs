@@ -82,17 +82,20 @@ pub fn parse_rules(file: &str, text: &str) -> Result<SyncRules, ConfigError> {
     let rules: SyncRules = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let path = if path == "." || path.is_empty() {
-            format!("line {} column {}", inner.line(), inner.column())
+        let location = format!("line {} column {}", inner.line(), inner.column());
+        let message = inner.to_string();
+        let message = message
+            .strip_suffix(&format!(" at {location}"))
+            .unwrap_or(&message)
+            .to_owned();
+        let path = if matches!(path.as_str(), "." | "?" | "") {
+            location
         } else {
-            path
+            format!("{path} ({location})")
         };
         ConfigError::Shape {
             file: file.to_owned(),
-            problem: Problem {
-                path,
-                message: inner.to_string(),
-            },
+            problem: Problem { path, message },
         }
     })?;
     let problems = validate(&rules);
