@@ -1,0 +1,458 @@
+//! The RabbitMQ adapter: the only crate that imports lapin.
+//!
+//! - [`message`]: the versioned queue message (its own type, not a domain type).
+//! - [`topology`]: exchange and queue names (all under a prefix) and their idempotent
+//!   declaration: a quorum work queue, per-tier delay queues that dead-letter back to
+//!   it, a dead-letter queue.
+//! - [`Broker`]: a connection kept alive by a background task that reconnects with
+//!   backoff, handing out a confirm-mode [`Publisher`] while connected.
+//! - [`Consumer`]/[`Delivery`]: manual-ack consumption with a bounded prefetch.
+
+pub mod message;
+pub mod topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+pub use message::{DecodeError, EventV1, QueueMessage};
+pub use topology::{Names, Topology};
+
+/// Headers the service puts on messages.
+pub mod headers {
+    /// The attempt this delivery is (1 for the first).
+    pub const ATTEMPT: &str = "x-recordsync-attempt";
+    /// The last error, on retries and dead letters.
+    pub const LAST_ERROR: &str = "x-recordsync-last-error";
+    /// Why a message was dead-lettered.
+    pub const DEAD_REASON: &str = "x-recordsync-dead-reason";
+    /// The rule being processed when the message was dead-lettered.
+    pub const RULE: &str = "x-recordsync-rule";
+    /// The correlation id carried through every hop.
+    pub const CORRELATION_ID: &str = "x-correlation-id";
+}
+
+/// A broker failure.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker is not connected.
+    #[error("the broker is not connected")]
+    NotConnected,
+    /// An AMQP operation failed.
+    #[error("AMQP {op} failed: {source}")]
+    Amqp {
+        /// What was being done.
+        op: &'static str,
+        /// The lapin error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker did not confirm in time.
+    #[error("the broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    /// The broker refused the message (nack).
+    #[error("the broker refused the message")]
+    Nacked,
+    /// No queue is bound for the routing key (a mandatory publish came back).
+    #[error("the message was unroutable: no queue is bound for {0}")]
+    Unroutable(String),
+}
+
+fn amqp(op: &'static str) -> impl FnOnce(lapin::Error) -> QueueError {
+    move |source| QueueError::Amqp { op, source }
+}
+
+/// Opens a connection with a readable connection name (shown in the management UI).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, props)
+        .await
+        .map_err(amqp("connect"))
+}
+
+/// A channel in confirm mode that publishes persistent, mandatory messages and waits
+/// for the broker's confirm.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `conn`.
+    pub async fn open(conn: &Connection, timeout: Duration) -> Result<Publisher, QueueError> {
+        let channel = conn.create_channel().await.map_err(amqp("channel.open"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        Ok(Publisher { channel, timeout })
+    }
+
+    /// Publishes and waits for the confirm. Returns only when the broker has taken
+    /// responsibility for the message; an unroutable or refused message is an error.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: &str,
+        headers: FieldTable,
+    ) -> Result<(), QueueError> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message_id.into())
+            .with_headers(headers);
+        let confirm = async {
+            let pending = self
+                .channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    props,
+                )
+                .await
+                .map_err(amqp("basic.publish"))?;
+            pending.await.map_err(amqp("publisher confirm"))
+        };
+        match tokio::time::timeout(self.timeout, confirm).await {
+            Err(_) => Err(QueueError::ConfirmTimeout(self.timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                Err(QueueError::Unroutable(format!("{exchange}/{routing_key}")))
+            }
+            Ok(Ok(Confirmation::Nack(_))) => Err(QueueError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                unreachable!("the channel is in confirm mode")
+            }
+        }
+    }
+
+    /// The number of ready messages in a queue (a passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, QueueError> {
+        let q = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("queue.declare passive"))?;
+        Ok(q.message_count())
+    }
+
+    /// The channel, for topology declaration.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// A connection kept alive in the background: while connected it holds a publisher;
+/// when the connection drops, the keeper reconnects with exponential backoff and
+/// re-declares the topology. Callers see [`QueueError::NotConnected`] meanwhile.
+pub struct Broker {
+    url: String,
+    name: String,
+    topology: Topology,
+    confirm_timeout: Duration,
+    current: RwLock<Option<(Connection, Publisher)>>,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Creates the broker handle; nothing connects until [`Broker::spawn_keeper`].
+    pub fn new(
+        url: &str,
+        name: &str,
+        topology: Topology,
+        confirm_timeout: Duration,
+    ) -> Arc<Broker> {
+        Arc::new(Broker {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            topology,
+            confirm_timeout,
+            current: RwLock::new(None),
+            connected: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Connects once, declaring the topology; for start-up checks that should fail
+    /// fast with a clear message.
+    pub async fn connect_once(&self) -> Result<(), QueueError> {
+        let conn = connect(&self.url, &self.name).await?;
+        let publisher = Publisher::open(&conn, self.confirm_timeout).await?;
+        self.topology.declare(publisher.channel()).await?;
+        *self.current.write().await = Some((conn, publisher));
+        self.connected.send_replace(true);
+        Ok(())
+    }
+
+    /// Keeps the connection alive until `shutdown`, then closes it.
+    pub fn spawn_keeper(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let alive = broker
+                    .current
+                    .read()
+                    .await
+                    .as_ref()
+                    .map(|(c, _)| c.status().connected());
+                match alive {
+                    Some(true) => {}
+                    Some(false) => {
+                        tracing::warn!(broker = %broker.name, "broker connection lost; reconnecting");
+                        *broker.current.write().await = None;
+                        broker.connected.send_replace(false);
+                        continue;
+                    }
+                    None => {
+                        let attempt = || broker.connect_once();
+                        let backoff = ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(200))
+                            .with_max_delay(Duration::from_secs(5))
+                            .with_jitter()
+                            .without_max_times();
+                        let connecting = attempt
+                            .retry(backoff)
+                            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "cannot reach the broker; check that RabbitMQ is running"));
+                        tokio::select! {
+                            r = connecting => {
+                                if r.is_ok() {
+                                    tracing::info!(broker = %broker.name, "connected to the broker");
+                                }
+                            }
+                            _ = shutdown.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            if let Some((conn, _)) = broker.current.write().await.take() {
+                let _ = conn.close(200, "shutdown".into()).await;
+            }
+            broker.connected.send_replace(false);
+        })
+    }
+
+    /// The publisher, while connected.
+    pub async fn publisher(&self) -> Result<Publisher, QueueError> {
+        match self.current.read().await.as_ref() {
+            Some((conn, p)) if conn.status().connected() => Ok(p.clone()),
+            _ => Err(QueueError::NotConnected),
+        }
+    }
+
+    /// Opens a manual-ack consumer on the work queue with `prefetch` unacknowledged
+    /// messages at most.
+    pub async fn consume(&self, tag: &str, prefetch: u16) -> Result<Consumer, QueueError> {
+        let guard = self.current.read().await;
+        let Some((conn, _)) = guard.as_ref() else {
+            return Err(QueueError::NotConnected);
+        };
+        let channel = conn.create_channel().await.map_err(amqp("channel.open"))?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("basic.qos"))?;
+        let inner = channel
+            .basic_consume(
+                self.topology.names.work_queue().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("basic.consume"))?;
+        Ok(Consumer {
+            channel,
+            inner,
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// Whether the broker is connected now.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the broker is connected.
+    pub async fn wait_connected(&self) {
+        let mut rx = self.connected.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// The names in use.
+    pub fn names(&self) -> &Names {
+        &self.topology.names
+    }
+
+    /// The topology in use.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+}
+
+/// A manual-ack consumer.
+pub struct Consumer {
+    channel: Channel,
+    inner: lapin::Consumer,
+    tag: String,
+}
+
+impl Consumer {
+    /// The next delivery; `None` when the consumer was cancelled or the channel
+    /// closed.
+    pub async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        let d = self.inner.next().await?;
+        Some(d.map(|inner| Delivery { inner }).map_err(amqp("consume")))
+    }
+
+    /// Stops deliveries; messages already delivered can still be acknowledged.
+    pub async fn cancel(&self) -> Result<(), QueueError> {
+        self.channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await
+            .map_err(amqp("basic.cancel"))
+    }
+
+    /// Closes the channel: unacknowledged messages go back to the queue.
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "closing".into()).await;
+    }
+}
+
+/// One delivered message.
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+}
+
+impl Delivery {
+    /// The raw body.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// Decodes the message.
+    pub fn decode(&self) -> Result<QueueMessage, DecodeError> {
+        QueueMessage::decode(&self.inner.data)
+    }
+
+    /// Which attempt this is: 1 unless a retry header says otherwise.
+    pub fn attempt(&self) -> u32 {
+        match self.header(headers::ATTEMPT) {
+            Some(AMQPValue::LongUInt(n)) => *n,
+            Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+            Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(1),
+            _ => 1,
+        }
+    }
+
+    /// Whether the broker delivered this message before (a worker died holding it).
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The message id (the event id).
+    pub fn message_id(&self) -> Option<String> {
+        self.inner
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+    }
+
+    /// A text header.
+    pub fn header_text(&self, key: &str) -> Option<String> {
+        match self.header(key)? {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    fn header(&self, key: &str) -> Option<&AMQPValue> {
+        self.inner
+            .properties
+            .headers()
+            .as_ref()?
+            .inner()
+            .get(&ShortString::from(key))
+    }
+
+    /// The headers, to carry on to a retry or a dead letter.
+    pub fn headers(&self) -> FieldTable {
+        self.inner.properties.headers().clone().unwrap_or_default()
+    }
+
+    /// Acknowledges: the message is done.
+    pub async fn ack(&self) -> Result<(), QueueError> {
+        self.inner
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(amqp("basic.ack"))
+    }
+
+    /// Gives the message back to the queue without counting an attempt (for
+    /// infrastructure outages such as PostgreSQL being down).
+    pub async fn requeue(&self) -> Result<(), QueueError> {
+        self.inner
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(amqp("basic.nack"))
+    }
+}
+
+/// Builds a header table.
+pub fn header_table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A text header value.
+pub fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// A number header value.
+pub fn number(n: u32) -> AMQPValue {
+    AMQPValue::LongUInt(n)
+}
