@@ -1,0 +1,294 @@
+//! kintone's REST API: records are objects of field code → `{"type", "value"}`,
+//! numbers are strings, `$id` and `$revision` are system fields, errors are
+//! `{"code", "id", "message", "errors"}`, the token goes in `X-Cybozu-API-Token`.
+
+use std::time::Duration;
+
+use domain::record::{Fields, SourceRecord, TargetRecord};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Map, Value, json};
+
+use crate::{ConnectorError, parse_retry_after, status_error};
+
+/// A kintone domain.
+pub struct Kintone {
+    http: reqwest::Client,
+    system: String,
+    base: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl Kintone {
+    /// A connector for the kintone at `base` (e.g. `https://example.cybozu.com`).
+    pub fn new(
+        http: reqwest::Client,
+        system: &str,
+        base: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Kintone {
+        Kintone {
+            http,
+            system: system.to_owned(),
+            base: base.to_owned(),
+            token: token.to_owned(),
+            timeout,
+        }
+    }
+
+    /// The system's name in the rules.
+    pub fn system(&self) -> &str {
+        &self.system
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Cybozu-API-Token", &self.token)
+            .timeout(self.timeout)
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Value, ConnectorError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ConnectorError::Transport {
+                system: self.system.clone(),
+                source,
+            })?;
+        self.read(resp).await
+    }
+
+    async fn read(&self, resp: Response) -> Result<Value, ConnectorError> {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let code = body["code"].as_str().unwrap_or_default();
+        if status == 409 && code == "GAIA_CO02" {
+            return Err(ConnectorError::RevisionConflict {
+                system: self.system.clone(),
+            });
+        }
+        Err(status_error(
+            &self.system,
+            status,
+            retry_after,
+            error_message(&body),
+        ))
+    }
+
+    /// GET `record.json`; `None` for kintone's "record not found" (`GAIA_RE01`).
+    pub async fn get_record(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<SourceRecord>, ConnectorError> {
+        let req = self
+            .request(Method::GET, "/k/v1/record.json")
+            .query(&[("app", app), ("id", id)]);
+        match self.send(req).await {
+            Ok(body) => from_kintone(&body["record"])
+                .map(Some)
+                .ok_or_else(|| self.bad("record.json without a record")),
+            Err(ConnectorError::Rejected {
+                status: 404,
+                message,
+                ..
+            }) if message.starts_with("GAIA_RE01") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GET `records.json` with `field = "value"`.
+    pub async fn search(
+        &self,
+        app: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<TargetRecord>, ConnectorError> {
+        let query = format!("{field} = \"{}\" limit 500", escape(value));
+        let req = self
+            .request(Method::GET, "/k/v1/records.json")
+            .query(&[("app", app), ("query", query.as_str())]);
+        let body = self.send(req).await?;
+        let records = body["records"]
+            .as_array()
+            .ok_or_else(|| self.bad("records.json without records"))?;
+        records
+            .iter()
+            .map(|r| {
+                from_kintone(r)
+                    .map(|s| TargetRecord {
+                        id: s.id,
+                        fields: s.fields,
+                    })
+                    .ok_or_else(|| self.bad("a record without $id"))
+            })
+            .collect()
+    }
+
+    /// POST `record.json`; returns the new id.
+    pub async fn create_record(
+        &self,
+        app: &str,
+        fields: &Fields,
+    ) -> Result<String, ConnectorError> {
+        let req = self
+            .request(Method::POST, "/k/v1/record.json")
+            .json(&json!({"app": app, "record": to_kintone(fields)}));
+        let body = self.send(req).await?;
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.bad("no id in the answer"))
+    }
+
+    /// PUT `record.json`, with a revision check when `revision` is given; returns the
+    /// new revision.
+    pub async fn update_record(
+        &self,
+        app: &str,
+        id: &str,
+        fields: &Fields,
+        revision: Option<i64>,
+    ) -> Result<i64, ConnectorError> {
+        let mut body = json!({"app": app, "id": id, "record": to_kintone(fields)});
+        if let Some(r) = revision {
+            body["revision"] = json!(r.to_string());
+        }
+        let req = self.request(Method::PUT, "/k/v1/record.json").json(&body);
+        let answer = self.send(req).await?;
+        answer["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| self.bad("no revision in the answer"))
+    }
+
+    fn bad(&self, message: &str) -> ConnectorError {
+        ConnectorError::BadResponse {
+            system: self.system.clone(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// kintone's error body as one line: `CODE: message (field: problem; …)`.
+fn error_message(body: &Value) -> String {
+    let code = body["code"].as_str().unwrap_or("?");
+    let message = body["message"].as_str().unwrap_or("no message");
+    let mut details = vec![];
+    if let Some(errors) = body["errors"].as_object() {
+        for (field, e) in errors {
+            let msgs: Vec<&str> = e["messages"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            details.push(format!("{field}: {}", msgs.join(", ")));
+        }
+    }
+    if details.is_empty() {
+        format!("{code}: {message}")
+    } else {
+        format!("{code}: {message} ({})", details.join("; "))
+    }
+}
+
+/// Escapes a value for a double-quoted string in kintone's query language.
+pub fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A kintone record (`{code: {type, value}}`) as a domain record.
+pub fn from_kintone(record: &Value) -> Option<SourceRecord> {
+    let obj = record.as_object()?;
+    let id = obj.get("$id")?.get("value")?.as_str()?.to_owned();
+    let revision = obj
+        .get("$revision")
+        .and_then(|r| r.get("value"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok());
+    let fields = obj
+        .iter()
+        .map(|(code, f)| (code.clone(), f.get("value").cloned().unwrap_or(Value::Null)))
+        .collect();
+    Some(SourceRecord {
+        id,
+        revision,
+        fields,
+    })
+}
+
+/// A payload record (kintone webhooks carry the same shape) as flat fields.
+pub fn payload_fields(record: &Value) -> Fields {
+    record
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(code, f)| (code.clone(), f.get("value").cloned().unwrap_or(Value::Null)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Domain fields as a kintone record body: numbers become strings, as kintone wants.
+pub fn to_kintone(fields: &Fields) -> Value {
+    let mut out = Map::new();
+    for (code, v) in fields {
+        let value = match v {
+            Value::Number(n) => Value::String(n.to_string()),
+            Value::Bool(b) => Value::String(b.to_string()),
+            Value::Null => Value::String(String::new()),
+            other => other.clone(),
+        };
+        out.insert(code.clone(), json!({ "value": value }));
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_convert_both_ways() {
+        let k = json!({
+            "$id": {"type": "__ID__", "value": "5"},
+            "$revision": {"type": "__REVISION__", "value": "3"},
+            "件名": {"type": "SINGLE_LINE_TEXT", "value": "修理"},
+            "数量": {"type": "NUMBER", "value": "2"},
+            "tags": {"type": "CHECK_BOX", "value": ["a", "b"]}
+        });
+        let r = from_kintone(&k).unwrap();
+        assert_eq!(r.id, "5");
+        assert_eq!(r.revision, Some(3));
+        assert_eq!(r.fields["件名"], json!("修理"));
+        assert_eq!(r.fields["tags"], json!(["a", "b"]));
+        let mut f = Fields::new();
+        f.insert("数量".into(), json!(2));
+        f.insert("tags".into(), json!(["a"]));
+        f.insert("memo".into(), Value::Null);
+        assert_eq!(
+            to_kintone(&f),
+            json!({"数量": {"value": "2"}, "tags": {"value": ["a"]}, "memo": {"value": ""}})
+        );
+        assert!(from_kintone(&json!({"x": {"value": 1}})).is_none());
+    }
+
+    #[test]
+    fn errors_and_escaping() {
+        let body = json!({"code": "CB_VA01", "id": "x", "message": "入力内容が正しくありません。", "errors": {"record.数量.value": {"messages": ["数字でなければなりません。"]}}});
+        assert_eq!(
+            error_message(&body),
+            "CB_VA01: 入力内容が正しくありません。 (record.数量.value: 数字でなければなりません。)"
+        );
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+    }
+}

@@ -1,0 +1,406 @@
+//! Connectors to external systems: the only crate that imports reqwest.
+//!
+//! - [`kintone`]: kintone's REST API (`record.json`, `records.json`, its error shape).
+//! - [`rest`]: a generic REST API described by URL templates and JSON pointers.
+//! - [`Endpoint`]: one app or entity of one system, whatever its kind, as the worker
+//!   sees it (fetch, search, create, update, write one field).
+//!
+//! Every failure is a [`ConnectorError`] that says whether retrying can help.
+
+pub mod kintone;
+pub mod rest;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::record::{Fields, SourceRecord, TargetRecord};
+use domain::rules::{ApiAuth, SyncRules, SystemKind};
+
+/// A failure talking to an external system.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The request did not complete: connection refused, reset, timed out.
+    #[error("{system} could not be reached: {source}")]
+    Transport {
+        /// The system.
+        system: String,
+        /// The HTTP client error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// 429: the system asks us to slow down.
+    #[error("{system} is rate limiting (429){}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
+    RateLimited {
+        /// The system.
+        system: String,
+        /// Its `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx: the system failed.
+    #[error("{system} answered {status}: {message}")]
+    Server {
+        /// The system.
+        system: String,
+        /// The status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// 401/403: our credentials are refused. An operator must fix the secret; the
+    /// event is retried meanwhile and dead-lettered if it is not fixed in time.
+    #[error(
+        "{system} refused our credentials ({status}): {message} — check the API token's environment variable"
+    )]
+    Unauthorized {
+        /// The system.
+        system: String,
+        /// The status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// kintone 409 `GAIA_CO02`: the record changed since we read it. Refetch and
+    /// decide again.
+    #[error("{system} record changed since it was read (revision conflict)")]
+    RevisionConflict {
+        /// The system.
+        system: String,
+    },
+    /// Another 4xx: the system refuses the data. Retrying the same data cannot help.
+    #[error("{system} refused the request ({status}): {message}")]
+    Rejected {
+        /// The system.
+        system: String,
+        /// The status.
+        status: u16,
+        /// Its message, e.g. a validation error.
+        message: String,
+    },
+    /// The response was not what the API documents.
+    #[error("{system} answered something unexpected: {message}")]
+    BadResponse {
+        /// The system.
+        system: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The configuration names something the connectors do not have.
+    #[error("no connector for {0}")]
+    Unknown(String),
+}
+
+impl ConnectorError {
+    /// True for failures that a person must fix in the data (validation 4xx).
+    pub fn is_data_quality(&self) -> bool {
+        matches!(self, ConnectorError::Rejected { .. })
+    }
+
+    /// The delay the system asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short class for metrics and history: `transport`, `rate_limited`, `server`,
+    /// `unauthorized`, `revision_conflict`, `rejected`, `bad_response`, `unknown`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ConnectorError::Transport { .. } => "transport",
+            ConnectorError::RateLimited { .. } => "rate_limited",
+            ConnectorError::Server { .. } => "server",
+            ConnectorError::Unauthorized { .. } => "unauthorized",
+            ConnectorError::RevisionConflict { .. } => "revision_conflict",
+            ConnectorError::Rejected { .. } => "rejected",
+            ConnectorError::BadResponse { .. } => "bad_response",
+            ConnectorError::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The status code, when the system answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectorError::Server { status, .. }
+            | ConnectorError::Unauthorized { status, .. }
+            | ConnectorError::Rejected { status, .. } => Some(*status),
+            ConnectorError::RateLimited { .. } => Some(429),
+            ConnectorError::RevisionConflict { .. } => Some(409),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a `Retry-After` header: seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Classifies a non-success status into an error, `message` being the body's text.
+pub(crate) fn status_error(
+    system: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    message: String,
+) -> ConnectorError {
+    let system = system.to_owned();
+    match status {
+        429 => ConnectorError::RateLimited {
+            system,
+            retry_after,
+        },
+        401 | 403 => ConnectorError::Unauthorized {
+            system,
+            status,
+            message,
+        },
+        500..=599 => ConnectorError::Server {
+            system,
+            status,
+            message,
+        },
+        _ => ConnectorError::Rejected {
+            system,
+            status,
+            message,
+        },
+    }
+}
+
+/// Percent-encodes a value for a URL path segment or query value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One app or entity of one system.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// A kintone app.
+    Kintone(Arc<kintone::Kintone>, String),
+    /// A REST entity.
+    Rest(Arc<rest::Rest>),
+}
+
+impl Endpoint {
+    /// The system's name.
+    pub fn system(&self) -> &str {
+        match self {
+            Endpoint::Kintone(k, _) => k.system(),
+            Endpoint::Rest(r) => r.system(),
+        }
+    }
+
+    /// Reads one record; `None` when it does not exist.
+    pub async fn fetch(&self, id: &str) -> Result<Option<SourceRecord>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.get_record(app, id).await,
+            Endpoint::Rest(r) => Ok(r.get(id).await?.map(|t| SourceRecord {
+                id: t.id,
+                revision: None,
+                fields: t.fields,
+            })),
+        }
+    }
+
+    /// The records whose `field` equals `value`.
+    pub async fn search(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<TargetRecord>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.search(app, field, value).await,
+            Endpoint::Rest(r) => r.search(field, value).await,
+        }
+    }
+
+    /// Creates a record; the idempotency key makes a repeated create return the first.
+    pub async fn create(
+        &self,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<String, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.create_record(app, fields).await,
+            Endpoint::Rest(r) => Ok(r.create(fields, idempotency_key).await?.id),
+        }
+    }
+
+    /// Updates some fields of a record.
+    pub async fn update(
+        &self,
+        id: &str,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.update_record(app, id, fields, None).await.map(drop),
+            Endpoint::Rest(r) => r.update(id, fields, idempotency_key).await.map(drop),
+        }
+    }
+}
+
+/// Every connector the rules need, built once at start-up with their secrets.
+pub struct Connectors {
+    kintone: BTreeMap<String, Arc<kintone::Kintone>>,
+    rest: BTreeMap<(String, String), Arc<rest::Rest>>,
+}
+
+/// Builds the HTTP client every connector shares.
+fn http_client() -> reqwest::Client {
+    // reqwest is built without a bundled crypto provider; ring is the one we ship.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("recordsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+impl Connectors {
+    /// Builds connectors for every system of the rules, reading secrets from the
+    /// environment variables the rules name.
+    pub fn from_rules(rules: &SyncRules) -> Result<Connectors, config::ConfigError> {
+        Connectors::build(rules, |path, var| config::secret(path, var))
+    }
+
+    /// Builds connectors with secrets from `secret(path, var)` (tests pass a map).
+    pub fn build(
+        rules: &SyncRules,
+        secret: impl Fn(&str, &str) -> Result<String, config::ConfigError>,
+    ) -> Result<Connectors, config::ConfigError> {
+        let http = http_client();
+        let mut kintone = BTreeMap::new();
+        let mut rest = BTreeMap::new();
+        for (name, sys) in &rules.systems {
+            let timeout = Duration::from_millis(sys.timeout_ms.unwrap_or(10_000));
+            let base = sys.base_url.trim_end_matches('/').to_owned();
+            match sys.kind {
+                SystemKind::Kintone => {
+                    let token = match &sys.auth {
+                        ApiAuth::KintoneApiToken { token_env } => {
+                            secret(&format!("systems.{name}.auth.token_env"), token_env)?
+                        }
+                        _ => String::new(),
+                    };
+                    kintone.insert(
+                        name.clone(),
+                        Arc::new(kintone::Kintone::new(
+                            http.clone(),
+                            name,
+                            &base,
+                            &token,
+                            timeout,
+                        )),
+                    );
+                }
+                SystemKind::Rest => {
+                    let header = match &sys.auth {
+                        ApiAuth::Header {
+                            header,
+                            value_env,
+                            prefix,
+                        } => {
+                            let value =
+                                secret(&format!("systems.{name}.auth.value_env"), value_env)?;
+                            Some((header.clone(), format!("{prefix}{value}")))
+                        }
+                        _ => None,
+                    };
+                    for (ename, entity) in &sys.entities {
+                        rest.insert(
+                            (name.clone(), ename.clone()),
+                            Arc::new(rest::Rest::new(
+                                http.clone(),
+                                name,
+                                &base,
+                                header.clone(),
+                                entity.clone(),
+                                timeout,
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Connectors { kintone, rest })
+    }
+
+    /// The endpoint for an app (kintone) or entity (rest) of a system.
+    pub fn endpoint(&self, system: &str, app_or_entity: &str) -> Result<Endpoint, ConnectorError> {
+        if let Some(k) = self.kintone.get(system) {
+            return Ok(Endpoint::Kintone(Arc::clone(k), app_or_entity.to_owned()));
+        }
+        self.rest
+            .get(&(system.to_owned(), app_or_entity.to_owned()))
+            .map(|r| Endpoint::Rest(Arc::clone(r)))
+            .ok_or_else(|| ConnectorError::Unknown(format!("{system}/{app_or_entity}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let d = parse_retry_after(&later).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(
+            status_error("h", 429, None, String::new()).class(),
+            "rate_limited"
+        );
+        assert_eq!(
+            status_error("h", 503, None, String::new()).class(),
+            "server"
+        );
+        assert_eq!(
+            status_error("h", 401, None, String::new()).class(),
+            "unauthorized"
+        );
+        let e = status_error("h", 422, None, "subject is required".into());
+        assert!(e.is_data_quality());
+        assert_eq!(
+            e.to_string(),
+            "h refused the request (422): subject is required"
+        );
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("WO-12 34"), "WO-12%2034");
+        assert_eq!(encode("a/b?c=d&e"), "a%2Fb%3Fc%3Dd%26e");
+        assert_eq!(encode("作"), "%E4%BD%9C");
+    }
+}

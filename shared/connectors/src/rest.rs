@@ -1,0 +1,239 @@
+//! A generic REST connector: an entity is described by URL templates (`{id}`,
+//! `{field}`, `{value}`), JSON pointers to the record, the list and the id, an auth
+//! header and an optional idempotency header. A helpdesk or a CRM needs configuration,
+//! not code.
+
+use std::time::Duration;
+
+use domain::record::{Fields, TargetRecord, value_text};
+use domain::rules::RestEntity;
+use reqwest::{Method, RequestBuilder};
+use serde_json::Value;
+
+use crate::{ConnectorError, encode, parse_retry_after, status_error};
+
+/// One entity of a REST system.
+pub struct Rest {
+    http: reqwest::Client,
+    system: String,
+    base: String,
+    auth: Option<(String, String)>,
+    entity: RestEntity,
+    timeout: Duration,
+}
+
+impl Rest {
+    /// A connector for one entity.
+    pub fn new(
+        http: reqwest::Client,
+        system: &str,
+        base: &str,
+        auth: Option<(String, String)>,
+        entity: RestEntity,
+        timeout: Duration,
+    ) -> Rest {
+        Rest {
+            http,
+            system: system.to_owned(),
+            base: base.to_owned(),
+            auth,
+            entity,
+            timeout,
+        }
+    }
+
+    /// The system's name in the rules.
+    pub fn system(&self) -> &str {
+        &self.system
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(self.timeout);
+        match &self.auth {
+            Some((h, v)) => req.header(h, v),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Option<Value>, ConnectorError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ConnectorError::Transport {
+                system: self.system.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        match status {
+            200..=299 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => Err(status_error(
+                &self.system,
+                status,
+                retry_after,
+                error_message(&body),
+            )),
+        }
+    }
+
+    fn record(&self, body: &Value) -> Result<TargetRecord, ConnectorError> {
+        let rec = body
+            .pointer(&self.entity.record_pointer)
+            .ok_or_else(|| self.bad("no record at the record pointer"))?;
+        self.to_record(rec)
+    }
+
+    fn to_record(&self, rec: &Value) -> Result<TargetRecord, ConnectorError> {
+        let id = rec
+            .pointer(&self.entity.id_pointer)
+            .and_then(value_text)
+            .ok_or_else(|| self.bad("a record without an id"))?;
+        let fields = rec
+            .as_object()
+            .cloned()
+            .ok_or_else(|| self.bad("a record that is not an object"))?;
+        Ok(TargetRecord { id, fields })
+    }
+
+    fn bad(&self, message: &str) -> ConnectorError {
+        ConnectorError::BadResponse {
+            system: self.system.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// GET one record; `None` on 404.
+    pub async fn get(&self, id: &str) -> Result<Option<TargetRecord>, ConnectorError> {
+        let path = self.entity.get.replace("{id}", &encode(id));
+        match self.send(self.request(Method::GET, &path)).await? {
+            Some(body) => self.record(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// GET the records whose `field` equals `value`.
+    pub async fn search(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<TargetRecord>, ConnectorError> {
+        let path = self
+            .entity
+            .search
+            .replace("{field}", &encode(field))
+            .replace("{value}", &encode(value));
+        let Some(body) = self.send(self.request(Method::GET, &path)).await? else {
+            return Ok(vec![]);
+        };
+        let list = body
+            .pointer(&self.entity.list_pointer)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.bad("no list at the list pointer"))?;
+        let records: Result<Vec<TargetRecord>, _> =
+            list.iter().map(|r| self.to_record(r)).collect();
+        // A search API may match loosely (prefix, case); keep exact matches only.
+        Ok(records?
+            .into_iter()
+            .filter(|r| r.fields.get(field).and_then(value_text).as_deref() == Some(value))
+            .collect())
+    }
+
+    fn with_key(&self, req: RequestBuilder, key: &str) -> RequestBuilder {
+        match &self.entity.idempotency_header {
+            Some(h) => req.header(h, key),
+            None => req,
+        }
+    }
+
+    /// POST a new record.
+    pub async fn create(
+        &self,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<TargetRecord, ConnectorError> {
+        let req = self
+            .with_key(
+                self.request(Method::POST, &self.entity.create),
+                idempotency_key,
+            )
+            .json(fields);
+        let body = self
+            .send(req)
+            .await?
+            .ok_or_else(|| self.bad("404 on create: check the create template"))?;
+        self.record(&body)
+    }
+
+    /// Updates some fields of a record.
+    pub async fn update(
+        &self,
+        id: &str,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<TargetRecord, ConnectorError> {
+        let method =
+            Method::from_bytes(self.entity.update_method.as_bytes()).unwrap_or(Method::PATCH);
+        let path = self.entity.update.replace("{id}", &encode(id));
+        let req = self
+            .with_key(self.request(method, &path), idempotency_key)
+            .json(fields);
+        match self.send(req).await? {
+            Some(body) => self.record(&body),
+            None => Err(ConnectorError::Rejected {
+                system: self.system.clone(),
+                status: 404,
+                message: format!("record {id} does not exist"),
+            }),
+        }
+    }
+}
+
+/// A REST error body as one line, whatever its shape: `error.message`, `message`,
+/// `error`, or the body itself.
+fn error_message(body: &Value) -> String {
+    let field = body.pointer("/error/field").and_then(Value::as_str);
+    let msg = body
+        .pointer("/error/message")
+        .or_else(|| body.get("message"))
+        .or_else(|| body.get("error"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            if body.is_null() {
+                "no body".to_owned()
+            } else {
+                body.to_string()
+            }
+        });
+    match field {
+        Some(f) => format!("{msg} (field {f})"),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_bodies_read_as_one_line() {
+        assert_eq!(
+            error_message(
+                &json!({"error": {"code": "validation_failed", "message": "subject is required", "field": "subject"}})
+            ),
+            "subject is required (field subject)"
+        );
+        assert_eq!(error_message(&json!({"message": "nope"})), "nope");
+        assert_eq!(error_message(&Value::Null), "no body");
+    }
+}
