@@ -35,6 +35,8 @@ pub enum Kind {
     NoChange,
     /// The target id was written back into the source record.
     WrittenBack,
+    /// The write-back waited: the source record changed since it was read.
+    WriteBackDeferred,
     /// Nothing matched and the rule says to skip.
     Skipped,
     /// A data-quality conflict was opened.
@@ -61,6 +63,7 @@ impl Kind {
             Kind::Updated => "updated",
             Kind::NoChange => "no_change",
             Kind::WrittenBack => "written_back",
+            Kind::WriteBackDeferred => "write_back_deferred",
             Kind::Skipped => "skipped",
             Kind::ConflictOpened => "conflict_opened",
             Kind::RetryScheduled => "retry_scheduled",
@@ -219,6 +222,17 @@ impl Entry {
             Kind::WrittenBack,
             format!("wrote {value} back into {system} field {field}"),
             json!({"field": field, "value": value}),
+        )
+    }
+
+    /// The write-back waited for the next change.
+    pub fn write_back_deferred(system: &str, field: &str) -> Entry {
+        entry(
+            Kind::WriteBackDeferred,
+            format!(
+                "did not write back into {system} field {field}: the record changed since it was read; that change's webhook will carry the write-back"
+            ),
+            json!({"field": field}),
         )
     }
 

@@ -1,0 +1,136 @@
+//! The worker's admin HTTP API: health, metrics, a record's story, open conflicts.
+//! Timelines are rendered from the append-only history, never from logs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use queue::Broker;
+use serde_json::json;
+use store::{HistoryRow, Store};
+
+use crate::metrics::Metrics;
+
+/// What the admin API reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The store.
+    pub store: Store,
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/records/{rule}/{record_id}", get(record))
+        .route("/records/{rule}/{record_id}/timeline", get(timeline))
+        .route("/conflicts", get(conflicts))
+        .with_state(state)
+}
+
+fn failed(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": {"code": "unavailable", "message": e.to_string()}})),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if let Err(e) = s.store.ping().await {
+        return failed(e);
+    }
+    if !s.broker.is_connected() {
+        return failed("the broker is not connected");
+    }
+    (StatusCode::OK, "ready").into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut text = s.metrics.render();
+    if let Ok(p) = s.broker.publisher().await {
+        let names = s.broker.names();
+        text.push_str("# HELP recordsync_queue_depth_messages Ready messages per queue.\n# TYPE recordsync_queue_depth_messages gauge\n");
+        for (label, q) in [("work", names.work_queue()), ("dead", names.dead_queue())] {
+            if let Ok(n) = p.queue_depth(&q).await {
+                text.push_str(&format!(
+                    "recordsync_queue_depth_messages{{queue=\"{label}\"}} {n}\n"
+                ));
+            }
+        }
+    }
+    if let Ok(open) = s.store.conflicts("open").await {
+        text.push_str("# HELP recordsync_open_conflicts Open data-quality conflicts.\n# TYPE recordsync_open_conflicts gauge\n");
+        text.push_str(&format!("recordsync_open_conflicts {}\n", open.len()));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn record(
+    State(s): State<AdminState>,
+    Path((rule, record_id)): Path<(String, String)>,
+) -> Response {
+    let history = match s.store.history(&rule, &record_id).await {
+        Ok(h) => h,
+        Err(e) => return failed(e),
+    };
+    let link = match s.store.links(&rule).await {
+        Ok(links) => links.into_iter().find(|l| l.source_record_id == record_id),
+        Err(e) => return failed(e),
+    };
+    if history.is_empty() && link.is_none() {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no history for record {record_id} under rule {rule}")}}))).into_response();
+    }
+    Json(json!({"rule": rule, "record_id": record_id, "link": link, "history": history}))
+        .into_response()
+}
+
+/// A record's timeline as plain text, one line per step: `10:08:03 <summary>`.
+pub fn render_timeline(rows: &[HistoryRow]) -> String {
+    rows.iter()
+        .map(|r| format!("{} {}\n", r.at.format("%H:%M:%S"), r.summary))
+        .collect()
+}
+
+async fn timeline(
+    State(s): State<AdminState>,
+    Path((rule, record_id)): Path<(String, String)>,
+) -> Response {
+    match s.store.history(&rule, &record_id).await {
+        Ok(rows) if rows.is_empty() => (
+            StatusCode::NOT_FOUND,
+            format!("no history for record {record_id} under rule {rule}\n"),
+        )
+            .into_response(),
+        Ok(rows) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            render_timeline(&rows),
+        )
+            .into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn conflicts(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let status = q.get("status").map(String::as_str).unwrap_or("open");
+    if !["open", "resolved", "dismissed"].contains(&status) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "bad_status", "message": "status is open, resolved or dismissed"}}))).into_response();
+    }
+    match s.store.conflicts(status).await {
+        Ok(rows) => Json(json!({"conflicts": rows})).into_response(),
+        Err(e) => failed(e),
+    }
+}

@@ -1,0 +1,444 @@
+//! One event under one rule: the decide-and-write step. It runs inside the record's
+//! transaction (which holds the record's lock for the whole fleet), fetches the
+//! canonical record, resolves identity, writes the target and the write-back, and
+//! commits state, link, history and the processed mark together.
+
+use connectors::{ConnectorError, Connectors, Endpoint};
+use domain::history::Entry;
+use domain::identity::{
+    IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
+};
+use domain::mapping::map_fields;
+use domain::record::{Fields, SourceRecord};
+use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
+use domain::sync::{
+    PriorState, Write, check_fresh, payload_disagreements, plan_write, sent_after, write_back,
+};
+use queue::EventV1;
+use serde_json::{Value, json};
+use store::{EventRef, RecordTx, Store, StoreError};
+
+/// How processing ended when it ended well: the message can be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Target written (created, updated or written back).
+    Synced,
+    /// Nothing needed writing.
+    Unchanged,
+    /// The event was already processed.
+    Duplicate,
+    /// The revision was already synced.
+    Stale,
+    /// A data-quality conflict was opened.
+    Conflict,
+    /// Nothing matched and the rule skips.
+    Skipped,
+    /// The source record is gone.
+    Deleted,
+}
+
+impl Done {
+    /// The label for metrics and the processed mark.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Done::Synced => "synced",
+            Done::Unchanged => "unchanged",
+            Done::Duplicate => "duplicate",
+            Done::Stale => "stale",
+            Done::Conflict => "conflict",
+            Done::Skipped => "skipped",
+            Done::Deleted => "deleted",
+        }
+    }
+}
+
+/// Why processing did not end: the runner decides between giving the message back,
+/// a retry and the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// PostgreSQL is unavailable: give the message back without counting an attempt.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An external system failed in a way that retrying may cure.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+/// What the processing step needs.
+pub struct Processor {
+    /// The rules.
+    pub rules: SyncRules,
+    /// The connectors.
+    pub connectors: Connectors,
+    /// The store.
+    pub store: Store,
+}
+
+/// What the connector part decided, before it is committed.
+enum Flow {
+    Finish(Done, Vec<Entry>),
+    Conflict {
+        kind: &'static str,
+        entries: Vec<Entry>,
+    },
+    Synced {
+        entries: Vec<Entry>,
+        done: Done,
+        state: SavedState,
+    },
+}
+
+struct SavedState {
+    target_id: Option<String>,
+    matched_by: Option<Value>,
+    revision: Option<i64>,
+    sent: Fields,
+}
+
+impl Processor {
+    /// Processes the event under every rule that watches its app. Rules already done
+    /// for this event are skipped, so a retry after a partial failure is safe.
+    pub async fn process(
+        &self,
+        ev: &EventV1,
+        attempt: u32,
+    ) -> Result<Vec<(String, Done)>, Failure> {
+        let mut outcomes = vec![];
+        let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
+        for rule in rules {
+            let done = self.process_rule(rule, ev, attempt).await?;
+            outcomes.push((rule.name.clone(), done));
+        }
+        Ok(outcomes)
+    }
+
+    async fn process_rule(
+        &self,
+        rule: &RuleSpec,
+        ev: &EventV1,
+        attempt: u32,
+    ) -> Result<Done, Failure> {
+        let evref = EventRef {
+            event_id: ev.event_id.clone(),
+            correlation_id: ev.correlation_id.clone(),
+        };
+        let mut tx = self.store.begin_record(&rule.name, &ev.record_id).await?;
+        if tx.already_processed(&ev.event_id).await? {
+            tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)])
+                .await?;
+            tx.commit().await?;
+            return Ok(Done::Duplicate);
+        }
+        let prior = tx.prior().await?;
+        let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt);
+        let flow = match self.decide_and_write(rule, ev, &prior).await {
+            Ok(flow) => flow,
+            Err(e) if e.is_data_quality() => {
+                let (status, message) = match &e {
+                    ConnectorError::Rejected {
+                        status, message, ..
+                    } => (*status, message.clone()),
+                    other => (0, other.to_string()),
+                };
+                let system = connector_system(&e)
+                    .unwrap_or(&rule.target.system)
+                    .to_owned();
+                Flow::Conflict {
+                    kind: "rejected",
+                    entries: vec![Entry::target_rejected(&system, status, &message)],
+                }
+            }
+            // The transaction rolls back; nothing of this attempt is kept but the
+            // retry entry the runner writes.
+            Err(e) => return Err(e.into()),
+        };
+        let done = commit(tx, &evref, received, flow).await?;
+        Ok(done)
+    }
+
+    /// The part that talks to external systems. Nothing here touches the store.
+    async fn decide_and_write(
+        &self,
+        rule: &RuleSpec,
+        ev: &EventV1,
+        prior: &PriorState,
+    ) -> Result<Flow, ConnectorError> {
+        let source = self
+            .connectors
+            .endpoint(&rule.source.system, &rule.source.app)?;
+        let target = self
+            .connectors
+            .endpoint(&rule.target.system, &rule.target.entity)?;
+        let mut entries = vec![];
+
+        // The payload is a hint; the canonical record is the truth.
+        let Some(record) = source.fetch(&ev.record_id).await? else {
+            return Ok(Flow::Finish(
+                Done::Deleted,
+                vec![Entry::source_deleted(
+                    source.system(),
+                    rule.on_delete == OnDelete::Unlink,
+                )],
+            ));
+        };
+        entries.push(Entry::fetched(source.system(), record.revision));
+        if let Some(hint) = payload_record(&self.rules, ev) {
+            entries.extend(payload_disagreements(rule, &hint, &record.fields));
+        }
+        if let Err(skip) = check_fresh(prior, &record) {
+            entries.push(skip);
+            return Ok(Flow::Finish(Done::Stale, entries));
+        }
+        let mapped = match map_fields(&rule.fields, &record.fields) {
+            Ok(m) => m,
+            Err(problems) => {
+                entries.push(Entry::invalid(&problems));
+                return Ok(Flow::Conflict {
+                    kind: "invalid",
+                    entries,
+                });
+            }
+        };
+        let Some(lookup) = record
+            .text(&rule.identity.source_field)
+            .filter(|v| !v.trim().is_empty())
+        else {
+            entries.push(Entry::no_lookup_value(&rule.identity.source_field));
+            return Ok(Flow::Conflict {
+                kind: "no_lookup_value",
+                entries,
+            });
+        };
+
+        let decision = self.resolve(rule, &target, prior, &lookup).await?;
+        let matched_by = match &decision {
+            IdentityDecision::Link {
+                target_id,
+                step,
+                matched_value,
+            } if *step != MatchStep::StoredLink => {
+                entries.push(Entry::matched(
+                    target.system(),
+                    target_id,
+                    step,
+                    matched_value.as_deref(),
+                ));
+                Some(json!({"step": step, "value": matched_value}))
+            }
+            IdentityDecision::Create => Some(json!({"step": "created", "value": lookup})),
+            IdentityDecision::Ambiguous {
+                step,
+                value,
+                candidates,
+            } => {
+                entries.push(Entry::ambiguous(step, value, candidates));
+                return Ok(Flow::Conflict {
+                    kind: "several_matches",
+                    entries,
+                });
+            }
+            IdentityDecision::NoMatchConflict => {
+                entries.push(Entry::no_match_conflict(&lookup));
+                return Ok(Flow::Conflict {
+                    kind: "no_match",
+                    entries,
+                });
+            }
+            IdentityDecision::Skip => {
+                entries.push(Entry::skipped_no_match(&lookup));
+                let state = SavedState {
+                    target_id: None,
+                    matched_by: None,
+                    revision: record.revision,
+                    sent: Fields::new(),
+                };
+                return Ok(Flow::Synced {
+                    entries,
+                    done: Done::Skipped,
+                    state,
+                });
+            }
+            IdentityDecision::Link { .. } => None,
+        };
+
+        let write = plan_write(rule, prior, &decision, &lookup, &mapped)
+            .expect("a link or a create plans a write");
+        let key_base = format!("{}:{}", rule.name, record.id);
+        let (target_id, mut done) = match &write {
+            Write::Create { fields } => {
+                // The key is the same for every attempt at this record's creation, so
+                // a crash between the create and the commit cannot create twice.
+                let id = target.create(fields, &format!("{key_base}:create")).await?;
+                entries.push(Entry::created(target.system(), &id, fields));
+                (id, Done::Synced)
+            }
+            Write::Update { target_id, fields } => {
+                let rev = record
+                    .revision
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| ev.event_id.clone());
+                target
+                    .update(target_id, fields, &format!("{key_base}:update:{rev}"))
+                    .await?;
+                entries.push(Entry::updated(target.system(), target_id, fields));
+                (target_id.clone(), Done::Synced)
+            }
+            Write::Nothing { target_id } => {
+                entries.push(Entry::no_change(target.system(), target_id));
+                (target_id.clone(), Done::Unchanged)
+            }
+        };
+
+        let mut revision = record.revision;
+        if let Some((field, value)) = write_back(rule, &record, &target_id) {
+            match write_back_field(&source, &record, &field, &value).await? {
+                Some(new_revision) => {
+                    entries.push(Entry::written_back(source.system(), &field, &value));
+                    // Our own write: its webhook will find this revision already synced.
+                    revision = Some(new_revision);
+                    done = Done::Synced;
+                }
+                None => entries.push(Entry::write_back_deferred(source.system(), &field)),
+            }
+        }
+        let state = SavedState {
+            target_id: Some(target_id),
+            matched_by,
+            revision,
+            sent: sent_after(prior, &write, &mapped),
+        };
+        Ok(Flow::Synced {
+            entries,
+            done,
+            state,
+        })
+    }
+
+    /// Identity resolution against the target: stored link, lookup value, variants.
+    async fn resolve(
+        &self,
+        rule: &RuleSpec,
+        target: &Endpoint,
+        prior: &PriorState,
+        lookup: &str,
+    ) -> Result<IdentityDecision, ConnectorError> {
+        if let Some(id) = &prior.target_id {
+            return Ok(IdentityDecision::Link {
+                target_id: id.clone(),
+                step: MatchStep::StoredLink,
+                matched_value: None,
+            });
+        }
+        for attempt in lookup_attempts(&rule.identity, lookup) {
+            let found: Vec<String> = target
+                .search(&rule.identity.target_field, &attempt.value)
+                .await?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            if let Some(decision) = after_search(&attempt, &found) {
+                return Ok(decision);
+            }
+        }
+        Ok(when_nothing_matched(rule.on_missing))
+    }
+}
+
+/// Writes the target id into the source with a revision check, so that a change made
+/// since we read the record is never overwritten or mistaken for ours. `None` when
+/// the record changed meanwhile: the change's own webhook will carry the write-back.
+async fn write_back_field(
+    source: &Endpoint,
+    record: &SourceRecord,
+    field: &str,
+    value: &str,
+) -> Result<Option<i64>, ConnectorError> {
+    let mut fields = Fields::new();
+    fields.insert(field.to_owned(), Value::String(value.to_owned()));
+    match source {
+        Endpoint::Kintone(k, app) => match k
+            .update_record(app, &record.id, &fields, record.revision)
+            .await
+        {
+            Ok(rev) => Ok(Some(rev)),
+            Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+        Endpoint::Rest(_) => {
+            source
+                .update(
+                    &record.id,
+                    &fields,
+                    &format!("write-back:{}:{value}", record.id),
+                )
+                .await?;
+            Ok(record.revision)
+        }
+    }
+}
+
+/// The record a webhook payload carried, as flat fields (kintone webhooks carry the
+/// whole record).
+fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> {
+    let sys = rules.systems.get(&ev.system)?;
+    match sys.kind {
+        SystemKind::Kintone => ev
+            .payload
+            .get("record")
+            .map(connectors::kintone::payload_fields),
+        SystemKind::Rest => None,
+    }
+}
+
+fn connector_system(e: &ConnectorError) -> Option<&str> {
+    match e {
+        ConnectorError::Rejected { system, .. } => Some(system),
+        _ => None,
+    }
+}
+
+async fn commit(
+    mut tx: RecordTx,
+    evref: &EventRef,
+    received: Entry,
+    flow: Flow,
+) -> Result<Done, StoreError> {
+    let (done, entries) = match flow {
+        Flow::Finish(done, entries) => {
+            if done == Done::Deleted
+                && entries
+                    .first()
+                    .is_some_and(|e| e.detail["unlinked"] == true)
+            {
+                tx.forget().await?;
+            }
+            (done, entries)
+        }
+        Flow::Conflict { kind, entries } => {
+            if let Some(last) = entries.last() {
+                tx.open_conflict(kind, last).await?;
+            }
+            (Done::Conflict, entries)
+        }
+        Flow::Synced {
+            entries,
+            done,
+            state,
+        } => {
+            tx.save_state(
+                state.target_id.as_deref(),
+                state.matched_by,
+                state.revision,
+                &state.sent,
+            )
+            .await?;
+            (done, entries)
+        }
+    };
+    let mut all = vec![received];
+    all.extend(entries);
+    tx.append(evref, &all).await?;
+    tx.mark_processed(&evref.event_id, done.as_str()).await?;
+    tx.commit().await?;
+    Ok(done)
+}
