@@ -1,0 +1,6 @@
+//! Integration tests on the real RabbitMQ and PostgreSQL, one binary. Each test starts
+//! its own environment (sandbox, ingest, workers on port 0, its own database and queue
+//! prefix) and tears it down.
+
+mod intake;
+mod sync;

@@ -1,0 +1,487 @@
+//! The test and demo harness: starts the sandbox, ingest and workers in-process on
+//! port 0 against the real RabbitMQ and PostgreSQL, each environment isolated by its
+//! own database and its own queue prefix.
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use config::{ConfigError, Settings};
+use connectors::Connectors;
+use domain::rules::SyncRules;
+use serde_json::{Value, json};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_server_url() -> String {
+    std::env::var("RECORDSYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The RabbitMQ tests use.
+pub fn amqp_url() -> String {
+    std::env::var("RECORDSYNC_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The kintone app the example rules watch.
+pub const APP: &str = "101";
+/// The example rule's name.
+pub const RULE: &str = "work-orders-to-tickets";
+/// The kintone webhook token used in tests.
+pub const KINTONE_WEBHOOK_TOKEN: &str = "kintone-webhook-token";
+
+/// The secrets of the example rules, as tests and the demo set them.
+pub fn secrets(sandbox: &sandbox::SandboxConfig) -> HashMap<String, String> {
+    [
+        ("KINTONE_API_TOKEN", sandbox.kintone_api_token.clone()),
+        ("KINTONE_WEBHOOK_TOKEN", KINTONE_WEBHOOK_TOKEN.to_owned()),
+        ("HELPDESK_API_TOKEN", sandbox.helpdesk_token.clone()),
+        (
+            "HELPDESK_WEBHOOK_SECRET",
+            sandbox.helpdesk_webhook_secret.clone(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn lookup(
+    secrets: &HashMap<String, String>,
+) -> impl Fn(&str, &str) -> Result<String, ConfigError> + '_ {
+    move |path, var| {
+        secrets
+            .get(var)
+            .cloned()
+            .ok_or_else(|| ConfigError::MissingSecret {
+                path: path.to_owned(),
+                var: var.to_owned(),
+            })
+    }
+}
+
+/// The example `sync-rules.json` with every system pointed at `base_url`.
+pub fn example_rules(base_url: &str) -> SyncRules {
+    let text = include_str!("../../sync-rules.json");
+    let mut rules =
+        config::parse_rules("sync-rules.json", text).expect("the example rules are valid");
+    for sys in rules.systems.values_mut() {
+        sys.base_url = base_url.to_owned();
+        // Tests make systems fail on purpose; do not wait long for them.
+        sys.timeout_ms = Some(3_000);
+    }
+    rules
+}
+
+/// A created database, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database and migrates it.
+    pub async fn create() -> anyhow::Result<TestDb> {
+        let name = format!("rs_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = format!("{}/postgres", pg_server_url());
+        let store = Store::connect(&admin, 1).await.with_context(|| {
+            format!("Failed to reach PostgreSQL at {admin}: start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+        })?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(store.pool())
+            .await?;
+        store.pool().close().await;
+        let url = format!("{}/{name}", pg_server_url());
+        Store::connect(&url, 1).await?.migrate().await?;
+        Ok(TestDb { name, url })
+    }
+
+    /// Drops the database.
+    pub async fn drop_db(&self) -> anyhow::Result<()> {
+        let admin = format!("{}/postgres", pg_server_url());
+        let store = Store::connect(&admin, 1).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(store.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// Options for an environment.
+#[derive(Clone)]
+pub struct EnvOptions {
+    /// Retry delay tiers (short in tests).
+    pub retry_delays_ms: Vec<u64>,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// Prefetch per worker.
+    pub prefetch: u16,
+    /// Workers to start.
+    pub workers: usize,
+    /// Ingest's broker URL (a proxy in outage tests).
+    pub ingest_amqp_url: Option<String>,
+    /// Rules added to the example rules.
+    pub extra_rules: Vec<domain::rules::RuleSpec>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            retry_delays_ms: vec![200, 400, 800],
+            max_attempts: 4,
+            prefetch: 16,
+            workers: 1,
+            ingest_amqp_url: None,
+            extra_rules: vec![],
+        }
+    }
+}
+
+/// A running environment: sandbox, ingest, workers, an own database, an own prefix.
+pub struct Env {
+    /// The sandbox.
+    pub sandbox: sandbox::Sandbox,
+    /// The sandbox's secrets.
+    pub sandbox_config: sandbox::SandboxConfig,
+    /// The settings every component got.
+    pub settings: Settings,
+    /// The rules.
+    pub rules: SyncRules,
+    /// Ingest's base URL.
+    pub ingest_url: String,
+    /// The store (the environment's own database).
+    pub store: Store,
+    /// The database.
+    pub db: TestDb,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    ingest_stop: CancellationToken,
+    ingest_task: JoinHandle<std::io::Result<()>>,
+    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Env {
+    /// Starts everything with default options.
+    pub async fn start() -> anyhow::Result<Env> {
+        Env::start_with(EnvOptions::default()).await
+    }
+
+    /// Starts everything.
+    pub async fn start_with(opts: EnvOptions) -> anyhow::Result<Env> {
+        let sandbox_config = sandbox::SandboxConfig::default();
+        let sandbox = sandbox::Sandbox::start(sandbox_config.clone()).await?;
+        let mut rules = example_rules(&sandbox.base_url);
+        rules.rules.extend(opts.extra_rules.iter().cloned());
+        let db = TestDb::create().await?;
+        let prefix = format!("rs-test-{}", uuid::Uuid::new_v4().simple());
+        let settings = Settings {
+            amqp_url: amqp_url(),
+            database_url: db.url.clone(),
+            queue_prefix: prefix,
+            retry_delays_ms: opts.retry_delays_ms.clone(),
+            max_attempts: opts.max_attempts,
+            prefetch: opts.prefetch,
+            db_max_connections: u32::from(opts.prefetch) + 4,
+            publish_timeout_ms: 2_000,
+            ..Settings::default()
+        };
+        let secrets = secrets(&sandbox_config);
+
+        let mut ingest_settings = settings.clone();
+        if let Some(url) = &opts.ingest_amqp_url {
+            ingest_settings.amqp_url = url.clone();
+        }
+        let ingest =
+            ingest::Ingest::with_secrets(&ingest_settings, rules.clone(), lookup(&secrets))?;
+        let broker = ingest.broker();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ingest_url = format!("http://{}", listener.local_addr()?);
+        let ingest_stop = CancellationToken::new();
+        let ingest_task = tokio::spawn(ingest.run(listener, ingest_stop.clone()));
+        tokio::time::timeout(Duration::from_secs(10), broker.wait_connected())
+            .await
+            .context("ingest did not connect to RabbitMQ within 10 s: is it running? (`rabbitmq-server -detached`)")?;
+
+        let store = Store::connect(&db.url, 4).await?;
+        let mut env = Env {
+            sandbox,
+            sandbox_config,
+            settings,
+            rules,
+            ingest_url,
+            store,
+            db,
+            http: reqwest::Client::new(),
+            ingest_stop,
+            ingest_task,
+            workers: vec![],
+        };
+        env.setup_sandbox().await?;
+        for _ in 0..opts.workers {
+            env.start_worker().await?;
+        }
+        Ok(env)
+    }
+
+    /// Starts one more worker.
+    pub async fn start_worker(&mut self) -> anyhow::Result<()> {
+        let secrets = secrets(&self.sandbox_config);
+        let connectors = Connectors::build(&self.rules, lookup(&secrets))?;
+        let worker =
+            worker::Worker::with_connectors(self.settings.clone(), self.rules.clone(), connectors)?;
+        let broker = worker.broker();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(None, stop.clone()));
+        tokio::time::timeout(Duration::from_secs(10), broker.wait_connected())
+            .await
+            .context("the worker did not connect to RabbitMQ")?;
+        self.workers.push((stop, task));
+        Ok(())
+    }
+
+    /// Stops every worker gracefully (in-flight events finish).
+    pub async fn stop_workers(&mut self) -> anyhow::Result<()> {
+        for (stop, task) in self.workers.drain(..) {
+            stop.cancel();
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// The URL kintone webhooks go to.
+    pub fn kintone_webhook_url(&self) -> String {
+        format!(
+            "{}/webhooks/kintone?token={KINTONE_WEBHOOK_TOKEN}",
+            self.ingest_url
+        )
+    }
+
+    async fn setup_sandbox(&self) -> anyhow::Result<()> {
+        self.admin_post(
+            "/_admin/kintone/apps",
+            json!({
+                "app": 101,
+                "name": "Work orders",
+                "title_field": "件名",
+                "fields": {
+                    "work_order_no": "SINGLE_LINE_TEXT",
+                    "件名": "SINGLE_LINE_TEXT",
+                    "詳細": "MULTI_LINE_TEXT",
+                    "優先度": "DROP_DOWN",
+                    "顧客メール": "SINGLE_LINE_TEXT",
+                    "tags": "CHECK_BOX",
+                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT"
+                },
+                "webhook_url": self.kintone_webhook_url()
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// POSTs to a sandbox admin endpoint and returns the JSON answer.
+    pub async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.sandbox.base_url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// GETs a sandbox admin endpoint.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.sandbox.base_url))
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// A user creates a work order in kintone (a webhook follows). Returns its id.
+    pub async fn kintone_create(&self, fields: Value) -> anyhow::Result<String> {
+        let v = self
+            .admin_post(
+                &format!("/_admin/kintone/apps/{APP}/records"),
+                json!({"record": kintone_record(&fields), "webhook": true}),
+            )
+            .await?;
+        Ok(v["id"].as_str().context("no id")?.to_owned())
+    }
+
+    /// A user edits a work order in kintone (a webhook follows).
+    pub async fn kintone_edit(&self, id: &str, fields: Value) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/_admin/kintone/apps/{APP}/records/{id}",
+            self.sandbox.base_url
+        );
+        let resp = self
+            .http
+            .put(url)
+            .json(&json!({"record": kintone_record(&fields), "webhook": true}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("sandbox edit answered {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// A kintone record as the API returns it.
+    pub async fn kintone_record(&self, id: &str) -> anyhow::Result<Value> {
+        let v = self
+            .admin_get(&format!("/_admin/kintone/apps/{APP}/records"))
+            .await?;
+        v["records"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["$id"]["value"] == id).cloned())
+            .with_context(|| format!("no kintone record {id}"))
+    }
+
+    /// Seeds a helpdesk ticket directly (no webhook). Returns its id.
+    pub async fn helpdesk_seed(&self, ticket: Value) -> anyhow::Result<String> {
+        let v = self.admin_post("/_admin/helpdesk/tickets", ticket).await?;
+        Ok(v["ticket"]["id"].to_string())
+    }
+
+    /// Every helpdesk ticket.
+    pub async fn tickets(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.admin_get("/_admin/helpdesk/tickets").await?;
+        Ok(v["tickets"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The tickets with this external id.
+    pub async fn tickets_for(&self, external_id: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .tickets()
+            .await?
+            .into_iter()
+            .filter(|t| t["external_id"] == external_id)
+            .collect())
+    }
+
+    /// The sandbox's request log for a system.
+    pub async fn request_log(&self, system: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .admin_get(&format!("/_admin/log?system={system}"))
+            .await?;
+        Ok(v["entries"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Waits until the sandbox has delivered every webhook.
+    pub async fn flush_webhooks(&self) -> anyhow::Result<()> {
+        self.admin_post("/_admin/webhooks/flush", json!({})).await?;
+        Ok(())
+    }
+
+    /// Waits until every webhook was delivered and `done` holds.
+    pub async fn settle<F, Fut>(&self, what: &str, done: F) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = anyhow::Result<bool>>,
+    {
+        self.flush_webhooks().await?;
+        wait_for(what, Duration::from_secs(30), done).await
+    }
+
+    /// A record's history summaries.
+    pub async fn history(&self, record_id: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .store
+            .history(RULE, record_id)
+            .await?
+            .into_iter()
+            .map(|h| format!("{}: {}", h.kind, h.summary))
+            .collect())
+    }
+
+    /// Sends a webhook to ingest as a system would.
+    pub async fn post_webhook(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}{path_and_query}", self.ingest_url))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.body(body).send().await?;
+        let status = resp.status().as_u16();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+
+    /// Stops everything and drops the database and the queues.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.stop_workers().await?;
+        self.ingest_stop.cancel();
+        let _ = self.ingest_task.await;
+        let topology = queue::Topology::new(
+            &self.settings.queue_prefix,
+            self.settings.retry_delays_ms.clone(),
+        );
+        let conn = queue::connect(&amqp_url(), "recordsync-tests-cleanup").await?;
+        let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
+        topology.delete(p.channel()).await?;
+        self.store.pool().close().await;
+        self.db.drop_db().await?;
+        Ok(())
+    }
+}
+
+/// Fields as a kintone record body: `{code: {"value": v}}`.
+pub fn kintone_record(fields: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(obj) = fields.as_object() {
+        for (k, v) in obj {
+            out.insert(k.clone(), json!({ "value": v }));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Polls `done` every 50 ms until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, done: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
