@@ -57,7 +57,7 @@ pub struct Ingest {
 impl Ingest {
     /// Reads every webhook secret the rules name and prepares the broker handle.
     pub fn new(settings: &Settings, rules: SyncRules) -> Result<Ingest, ConfigError> {
-        Ingest::with_secrets(settings, rules, |path, var| config::secret(path, var))
+        Ingest::with_secrets(settings, rules, config::secret)
     }
 
     /// As [`Ingest::new`], with secrets from `secret(path, var)`.

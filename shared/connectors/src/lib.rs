@@ -277,7 +277,7 @@ impl Connectors {
     /// Builds connectors for every system of the rules, reading secrets from the
     /// environment variables the rules name.
     pub fn from_rules(rules: &SyncRules) -> Result<Connectors, config::ConfigError> {
-        Connectors::build(rules, |path, var| config::secret(path, var))
+        Connectors::build(rules, config::secret)
     }
 
     /// Builds connectors with secrets from `secret(path, var)` (tests pass a map).

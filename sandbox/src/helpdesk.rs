@@ -1,0 +1,777 @@
+//! The helpdesk REST API under `/api`: tickets with optimistic versions, idempotency keys, an
+//! eventually consistent search, and Standard Webhooks-signed change notifications.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::state::{SandboxState, Shared, System, now_millis};
+use crate::webhooks::{self, Deliveries, Hooks, NewDelivery};
+
+/// The most updates that one bulk request may carry.
+const MAX_BULK: usize = 100;
+
+/// Keys that the server owns; clients cannot set them.
+const SERVER_KEYS: [&str; 4] = ["id", "version", "created_at", "updated_at"];
+
+/// Keys that every ticket has, in the order in which tickets are rendered.
+const LEADING_KEYS: [&str; 7] = [
+    "id",
+    "external_id",
+    "subject",
+    "status",
+    "priority",
+    "assignee",
+    "tags",
+];
+
+/// Keys that every ticket ends with.
+const TRAILING_KEYS: [&str; 3] = ["version", "created_at", "updated_at"];
+
+/// A helpdesk error response: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug)]
+pub(crate) struct HError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl HError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HError {
+        HError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn validation(field: impl Into<String>, message: impl Into<String>) -> HError {
+        HError {
+            field: Some(field.into()),
+            ..HError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                message,
+            )
+        }
+    }
+
+    fn not_found(id: impl std::fmt::Display) -> HError {
+        HError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("ticket {id} not found"),
+        )
+    }
+
+    fn version_mismatch(expected: &str, actual: u64) -> HError {
+        HError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            format!("the ticket is at version {actual}, not {expected}"),
+        )
+    }
+}
+
+impl IntoResponse for HError {
+    fn into_response(self) -> Response {
+        let body = error_body(self.code, &self.message, self.field.as_deref());
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A helpdesk error body.
+pub(crate) fn error_body(code: &str, message: &str, field: Option<&str>) -> Value {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(field) = field {
+        error["field"] = json!(field);
+    }
+    json!({ "error": error })
+}
+
+/// A stored ticket and when it last changed (`None` for seeded tickets, which are indexed).
+#[derive(Clone, Debug)]
+pub(crate) struct StoredTicket {
+    ticket: Map<String, Value>,
+    changed_at: Option<Instant>,
+}
+
+/// A response remembered for an idempotency key, with the request that produced it.
+#[derive(Clone, Debug)]
+struct Replay {
+    fingerprint: String,
+    status: StatusCode,
+    body: Value,
+}
+
+#[derive(Default)]
+pub(crate) struct HelpdeskState {
+    tickets: BTreeMap<u64, StoredTicket>,
+    last_id: u64,
+    pub(crate) search_lag_ms: u64,
+    pub(crate) webhook_url: Option<String>,
+    idempotency: HashMap<String, Replay>,
+}
+
+impl HelpdeskState {
+    pub(crate) fn config_json(&self) -> Value {
+        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url})
+    }
+
+    pub(crate) fn tickets_json(&self) -> Value {
+        let tickets: Vec<&Map<String, Value>> =
+            self.tickets.values().map(|stored| &stored.ticket).collect();
+        json!({ "tickets": tickets })
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/tickets", get(list_tickets).post(create_ticket))
+        .route("/api/tickets/bulk", post(bulk_update))
+        .route("/api/tickets/{id}", get(get_ticket).patch(patch_ticket))
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), HError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if presented == Some(shared.config.helpdesk_token.as_str()) {
+        Ok(())
+    } else {
+        Err(HError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` header is required",
+        ))
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, HError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(HError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body must be a JSON object",
+        )),
+        Err(error) => Err(HError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not valid JSON: {error}"),
+        )),
+    }
+}
+
+fn parse_ticket_id(text: &str) -> Result<u64, HError> {
+    text.parse().map_err(|_| HError::not_found(text))
+}
+
+/// Checks client-supplied fields; `prefix` qualifies the reported field name.
+fn validate_fields(
+    fields: &Map<String, Value>,
+    creating: bool,
+    prefix: &str,
+) -> Result<(), HError> {
+    match fields.get("subject") {
+        None if creating => {
+            return Err(HError::validation(
+                format!("{prefix}subject"),
+                "subject is required",
+            ));
+        }
+        None => {}
+        Some(Value::String(subject)) if !subject.trim().is_empty() => {}
+        Some(_) => {
+            return Err(HError::validation(
+                format!("{prefix}subject"),
+                "subject is required",
+            ));
+        }
+    }
+    if let Some(external_id) = fields.get("external_id")
+        && !(external_id.is_string() || external_id.is_null())
+    {
+        return Err(HError::validation(
+            format!("{prefix}external_id"),
+            "external_id must be a string or null",
+        ));
+    }
+    if let Some(status) = fields.get("status")
+        && !status.is_string()
+    {
+        return Err(HError::validation(
+            format!("{prefix}status"),
+            "status must be a string",
+        ));
+    }
+    if let Some(tags) = fields.get("tags")
+        && !tags
+            .as_array()
+            .is_some_and(|tags| tags.iter().all(Value::is_string))
+    {
+        return Err(HError::validation(
+            format!("{prefix}tags"),
+            "tags must be an array of strings",
+        ));
+    }
+    Ok(())
+}
+
+/// Puts a ticket's keys in their canonical order: the common keys, any extra keys in the order
+/// in which they were first sent, then the version and timestamps.
+fn canonical(mut ticket: Map<String, Value>) -> Map<String, Value> {
+    let mut ordered = Map::new();
+    for key in LEADING_KEYS {
+        ordered.insert(key.to_owned(), ticket.remove(key).unwrap_or(Value::Null));
+    }
+    let trailing: Vec<(String, Value)> = TRAILING_KEYS
+        .iter()
+        .map(|key| {
+            (
+                (*key).to_owned(),
+                ticket.remove(*key).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    ordered.extend(ticket);
+    ordered.extend(trailing);
+    ordered
+}
+
+/// Builds a new ticket from client fields.
+fn new_ticket(id: u64, fields: &Map<String, Value>, now: &str) -> Map<String, Value> {
+    let mut ticket = Map::new();
+    ticket.insert("id".to_owned(), json!(id));
+    ticket.insert("status".to_owned(), json!("open"));
+    ticket.insert("tags".to_owned(), json!([]));
+    for (key, value) in fields {
+        if !SERVER_KEYS.contains(&key.as_str()) {
+            ticket.insert(key.clone(), value.clone());
+        }
+    }
+    ticket.insert("version".to_owned(), json!(1));
+    ticket.insert("created_at".to_owned(), json!(now));
+    ticket.insert("updated_at".to_owned(), json!(now));
+    canonical(ticket)
+}
+
+/// Applies a partial update, bumping the version and `updated_at`.
+fn patch(
+    ticket: &Map<String, Value>,
+    fields: &Map<String, Value>,
+    now: &str,
+) -> Map<String, Value> {
+    let mut ticket = ticket.clone();
+    for (key, value) in fields {
+        if !SERVER_KEYS.contains(&key.as_str()) {
+            ticket.insert(key.clone(), value.clone());
+        }
+    }
+    let version = ticket_version(&ticket) + 1;
+    ticket.insert("version".to_owned(), json!(version));
+    ticket.insert("updated_at".to_owned(), json!(now));
+    canonical(ticket)
+}
+
+fn ticket_version(ticket: &Map<String, Value>) -> u64 {
+    ticket.get("version").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Compares an `If-Match` value (optionally quoted or weak) with the current version.
+fn check_version(expected: Option<&str>, ticket: &Map<String, Value>) -> Result<(), HError> {
+    let Some(raw) = expected else {
+        return Ok(());
+    };
+    let wanted = raw.trim().trim_start_matches("W/").trim_matches('"');
+    let actual = ticket_version(ticket);
+    if wanted == actual.to_string() {
+        Ok(())
+    } else {
+        Err(HError::version_mismatch(wanted, actual))
+    }
+}
+
+/// Queues a `ticket.created` or `ticket.updated` webhook when a webhook URL is configured.
+fn fire(
+    hooks: &Hooks,
+    deliveries: &mut Deliveries,
+    url: Option<&String>,
+    kind: &str,
+    ticket: &Map<String, Value>,
+) {
+    let Some(url) = url else {
+        return;
+    };
+    let id = format!("msg_{}", Uuid::new_v4().simple());
+    let payload = json!({
+        "type": kind,
+        "timestamp": now_millis(),
+        "data": { "ticket": ticket },
+    });
+    webhooks::enqueue(
+        hooks,
+        deliveries,
+        NewDelivery {
+            system: System::Helpdesk,
+            id,
+            kind: kind.to_owned(),
+            record_id: ticket.get("id").map(|id| id.to_string()),
+            app: None,
+            url: url.clone(),
+            payload,
+        },
+    );
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Runs a state-changing operation under an optional idempotency key.
+///
+/// A key seen before with the same method, path and body replays the stored response with
+/// `Idempotent-Replayed: true`; the same key with a different request is refused with 422
+/// `idempotency_key_reused`. Only successful responses are stored, so a request that failed
+/// can be retried with its key.
+fn idempotent(
+    state: &mut SandboxState,
+    headers: &HeaderMap,
+    request: &str,
+    body: &[u8],
+    operation: impl FnOnce(&mut SandboxState) -> Result<(StatusCode, Value), HError>,
+) -> Response {
+    let key = header_text(headers, "idempotency-key").map(str::to_owned);
+    let fingerprint = format!("{request} {:x}", Sha256::digest(body));
+    if let Some(key) = &key
+        && let Some(replay) = state.helpdesk.idempotency.get(key)
+    {
+        if replay.fingerprint != fingerprint {
+            return HError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request",
+            )
+            .into_response();
+        }
+        let mut response = (replay.status, Json(replay.body.clone())).into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return response;
+    }
+    match operation(state) {
+        Ok((status, body)) => {
+            if let Some(key) = key {
+                state.helpdesk.idempotency.insert(
+                    key,
+                    Replay {
+                        fingerprint,
+                        status,
+                        body: body.clone(),
+                    },
+                );
+            }
+            (status, Json(body)).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn list_tickets(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(error) = authorize(&shared, &headers) {
+        return error.into_response();
+    }
+    let filter = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let external_id = filter("external_id");
+    let status = filter("status");
+    let state = shared.lock();
+    let lag = Duration::from_millis(state.helpdesk.search_lag_ms);
+    let now = Instant::now();
+    let tickets: Vec<&Map<String, Value>> = state
+        .helpdesk
+        .tickets
+        .values()
+        .filter(|stored| {
+            stored
+                .changed_at
+                .is_none_or(|changed| now.saturating_duration_since(changed) >= lag)
+        })
+        .map(|stored| &stored.ticket)
+        .filter(|ticket| {
+            external_id
+                .as_deref()
+                .is_none_or(|wanted| ticket.get("external_id") == Some(&json!(wanted)))
+        })
+        .filter(|ticket| {
+            status
+                .as_deref()
+                .is_none_or(|wanted| ticket.get("status") == Some(&json!(wanted)))
+        })
+        .collect();
+    Json(json!({ "tickets": tickets })).into_response()
+}
+
+async fn get_ticket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = authorize(&shared, &headers).and_then(|()| {
+        let id = parse_ticket_id(&id)?;
+        let state = shared.lock();
+        state
+            .helpdesk
+            .tickets
+            .get(&id)
+            .map(|stored| json!({ "ticket": stored.ticket }))
+            .ok_or_else(|| HError::not_found(id))
+    });
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn create_ticket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create_ticket_now(&shared, &headers, &body)
+}
+
+fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(error) = authorize(shared, headers) {
+        return error.into_response();
+    }
+    let mut state = shared.lock();
+    idempotent(&mut state, headers, "POST /api/tickets", body, |state| {
+        let fields = parse_object(body)?;
+        validate_fields(&fields, true, "")?;
+        let SandboxState {
+            helpdesk,
+            deliveries,
+            ..
+        } = state;
+        helpdesk.last_id += 1;
+        let ticket = new_ticket(helpdesk.last_id, &fields, &now_millis());
+        helpdesk.tickets.insert(
+            helpdesk.last_id,
+            StoredTicket {
+                ticket: ticket.clone(),
+                changed_at: Some(Instant::now()),
+            },
+        );
+        fire(
+            &shared.hooks,
+            deliveries,
+            helpdesk.webhook_url.as_ref(),
+            "ticket.created",
+            &ticket,
+        );
+        Ok((StatusCode::CREATED, json!({ "ticket": ticket })))
+    })
+}
+
+async fn patch_ticket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    patch_ticket_now(&shared, &headers, &id, &body)
+}
+
+fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8]) -> Response {
+    if let Err(error) = authorize(shared, headers) {
+        return error.into_response();
+    }
+    let request = format!("PATCH /api/tickets/{id}");
+    let mut state = shared.lock();
+    idempotent(&mut state, headers, &request, body, |state| {
+        let id = parse_ticket_id(id)?;
+        let fields = parse_object(body)?;
+        let SandboxState {
+            helpdesk,
+            deliveries,
+            ..
+        } = state;
+        let stored = helpdesk
+            .tickets
+            .get_mut(&id)
+            .ok_or_else(|| HError::not_found(id))?;
+        check_version(header_text(headers, "if-match"), &stored.ticket)?;
+        validate_fields(&fields, false, "")?;
+        stored.ticket = patch(&stored.ticket, &fields, &now_millis());
+        stored.changed_at = Some(Instant::now());
+        let ticket = stored.ticket.clone();
+        fire(
+            &shared.hooks,
+            deliveries,
+            helpdesk.webhook_url.as_ref(),
+            "ticket.updated",
+            &ticket,
+        );
+        Ok((StatusCode::OK, json!({ "ticket": ticket })))
+    })
+}
+
+async fn bulk_update(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    bulk_update_now(&shared, &headers, &body)
+}
+
+fn bulk_update_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(error) = authorize(shared, headers) {
+        return error.into_response();
+    }
+    let mut state = shared.lock();
+    idempotent(
+        &mut state,
+        headers,
+        "POST /api/tickets/bulk",
+        body,
+        |state| {
+            let request = parse_object(body)?;
+            let updates = match request.get("updates") {
+                Some(Value::Array(updates)) if updates.len() > MAX_BULK => {
+                    return Err(HError::validation(
+                        "updates",
+                        format!("at most {MAX_BULK} updates are allowed per request"),
+                    ));
+                }
+                Some(Value::Array(updates)) => updates,
+                _ => {
+                    return Err(HError::validation(
+                        "updates",
+                        "updates must be an array of {id, fields}",
+                    ));
+                }
+            };
+            let SandboxState {
+                helpdesk,
+                deliveries,
+                ..
+            } = state;
+            let now = now_millis();
+            let mut staged: BTreeMap<u64, Map<String, Value>> = BTreeMap::new();
+            let mut results = Vec::with_capacity(updates.len());
+            for (index, update) in updates.iter().enumerate() {
+                let prefix = format!("updates[{index}].");
+                let id = update.get("id").and_then(Value::as_u64).ok_or_else(|| {
+                    HError::validation(format!("{prefix}id"), "id must be an integer")
+                })?;
+                let fields = match update.get("fields") {
+                    Some(Value::Object(fields)) => fields,
+                    _ => {
+                        return Err(HError::validation(
+                            format!("{prefix}fields"),
+                            "fields must be an object",
+                        ));
+                    }
+                };
+                let current = staged
+                    .get(&id)
+                    .or_else(|| helpdesk.tickets.get(&id).map(|stored| &stored.ticket))
+                    .ok_or_else(|| HError::not_found(id))?;
+                let expected = match update.get("version") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(text)) => Some(text.clone()),
+                    Some(other) => Some(other.to_string()),
+                };
+                check_version(expected.as_deref(), current)?;
+                validate_fields(fields, false, &prefix)?;
+                let ticket = patch(current, fields, &now);
+                staged.insert(id, ticket.clone());
+                results.push(ticket);
+            }
+            let changed_at = Instant::now();
+            for (id, ticket) in staged {
+                helpdesk.tickets.insert(
+                    id,
+                    StoredTicket {
+                        ticket,
+                        changed_at: Some(changed_at),
+                    },
+                );
+            }
+            for ticket in &results {
+                fire(
+                    &shared.hooks,
+                    deliveries,
+                    helpdesk.webhook_url.as_ref(),
+                    "ticket.updated",
+                    ticket,
+                );
+            }
+            Ok((StatusCode::OK, json!({ "tickets": results })))
+        },
+    )
+}
+
+/// Seeds a ticket through the admin API: no webhook and no search lag. Unlike the public API,
+/// the seed may set `id`, `version`, `created_at` and `updated_at`.
+pub(crate) fn seed_ticket(
+    state: &mut SandboxState,
+    fields: &Map<String, Value>,
+) -> Result<Map<String, Value>, HError> {
+    validate_fields(fields, true, "")?;
+    let helpdesk = &mut state.helpdesk;
+    let id = match fields.get("id") {
+        None | Some(Value::Null) => helpdesk.last_id + 1,
+        Some(value) => value
+            .as_u64()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| HError::validation("id", "id must be a positive integer"))?,
+    };
+    if helpdesk.tickets.contains_key(&id) {
+        return Err(HError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("ticket {id} already exists"),
+        ));
+    }
+    let now = now_millis();
+    let mut ticket = new_ticket(id, fields, &now);
+    for key in ["version", "created_at", "updated_at"] {
+        if let Some(value) = fields.get(key) {
+            ticket.insert(key.to_owned(), value.clone());
+        }
+    }
+    helpdesk.last_id = helpdesk.last_id.max(id);
+    helpdesk.tickets.insert(
+        id,
+        StoredTicket {
+            ticket: ticket.clone(),
+            changed_at: None,
+        },
+    );
+    Ok(ticket)
+}
+
+/// The current webhook URL of the helpdesk, for redeliveries.
+pub(crate) fn webhook_url(state: &SandboxState) -> Option<String> {
+    state.helpdesk.webhook_url.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("expected an object"),
+        }
+    }
+
+    #[test]
+    fn new_tickets_have_defaults_and_keep_extra_keys() {
+        let fields = object(json!({
+            "custom": {"a": 1},
+            "subject": "Broken pump",
+            "id": 99,
+            "version": 7,
+        }));
+        let ticket = Value::Object(new_ticket(3, &fields, "2026-11-22T10:08:00.000Z"));
+        assert_eq!(
+            ticket,
+            json!({
+                "id": 3,
+                "external_id": null,
+                "subject": "Broken pump",
+                "status": "open",
+                "priority": null,
+                "assignee": null,
+                "tags": [],
+                "custom": {"a": 1},
+                "version": 1,
+                "created_at": "2026-11-22T10:08:00.000Z",
+                "updated_at": "2026-11-22T10:08:00.000Z",
+            })
+        );
+        let keys: Vec<&String> = ticket
+            .as_object()
+            .map(|t| t.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys[7], "custom");
+        assert_eq!(keys[8], "version");
+    }
+
+    #[test]
+    fn patches_bump_the_version() {
+        let ticket = new_ticket(1, &object(json!({"subject": "a"})), "t0");
+        let patched = patch(
+            &ticket,
+            &object(json!({"status": "closed", "version": 40})),
+            "t1",
+        );
+        assert_eq!(patched["version"], json!(2));
+        assert_eq!(patched["status"], json!("closed"));
+        assert_eq!(patched["created_at"], json!("t0"));
+        assert_eq!(patched["updated_at"], json!("t1"));
+        assert!(check_version(Some("\"2\""), &patched).is_ok());
+        assert!(check_version(Some("W/\"2\""), &patched).is_ok());
+        assert!(check_version(Some("1"), &patched).is_err());
+        assert!(check_version(None, &patched).is_ok());
+    }
+
+    #[test]
+    fn validation_rejects_bad_fields() {
+        let field = |value: Value, creating: bool| {
+            validate_fields(&object(value), creating, "")
+                .err()
+                .and_then(|error| error.field)
+        };
+        assert_eq!(field(json!({}), true), Some("subject".to_owned()));
+        assert_eq!(field(json!({}), false), None);
+        assert_eq!(
+            field(json!({"subject": "  "}), false),
+            Some("subject".to_owned())
+        );
+        assert_eq!(
+            field(json!({"subject": 5}), true),
+            Some("subject".to_owned())
+        );
+        assert_eq!(
+            field(json!({"subject": "a", "external_id": 5}), true),
+            Some("external_id".to_owned())
+        );
+        assert_eq!(
+            field(json!({"subject": "a", "tags": ["x", 1]}), true),
+            Some("tags".to_owned())
+        );
+        assert_eq!(
+            field(json!({"subject": "a", "external_id": null}), true),
+            None
+        );
+    }
+}
