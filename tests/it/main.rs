@@ -3,4 +3,5 @@
 //! prefix) and tears it down.
 
 mod intake;
+mod recovery;
 mod sync;

@@ -170,6 +170,8 @@ pub struct Env {
     ingest_stop: CancellationToken,
     ingest_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    /// The admin API base URL of each worker started, in order.
+    pub admin_urls: Vec<String>,
 }
 
 impl Env {
@@ -227,6 +229,7 @@ impl Env {
             ingest_stop,
             ingest_task,
             workers: vec![],
+            admin_urls: vec![],
         };
         env.setup_sandbox().await?;
         for _ in 0..opts.workers {
@@ -235,15 +238,18 @@ impl Env {
         Ok(env)
     }
 
-    /// Starts one more worker.
+    /// Starts one more worker, with its admin API on port 0.
     pub async fn start_worker(&mut self) -> anyhow::Result<()> {
         let secrets = secrets(&self.sandbox_config);
         let connectors = Connectors::build(&self.rules, lookup(&secrets))?;
         let worker =
             worker::Worker::with_connectors(self.settings.clone(), self.rules.clone(), connectors)?;
         let broker = worker.broker();
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        self.admin_urls
+            .push(format!("http://{}", admin.local_addr()?));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(worker.run(None, stop.clone()));
+        let task = tokio::spawn(worker.run(Some(admin), stop.clone()));
         tokio::time::timeout(Duration::from_secs(10), broker.wait_connected())
             .await
             .context("the worker did not connect to RabbitMQ")?;
@@ -258,6 +264,15 @@ impl Env {
             task.await??;
         }
         Ok(())
+    }
+
+    /// Kills the oldest worker as SIGKILL would: its work in flight is abandoned where
+    /// it stands and its connection closes, so the broker redelivers what it held.
+    pub async fn kill_worker(&mut self) {
+        let (stop, task) = self.workers.remove(0);
+        task.abort();
+        let _ = task.await;
+        stop.cancel();
     }
 
     /// The URL kintone webhooks go to.

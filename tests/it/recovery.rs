@@ -1,0 +1,217 @@
+//! Losing nothing: a killed worker, a lost response, a graceful stop with work in
+//! flight.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::{Env, EnvOptions, RULE};
+
+async fn written_back(env: &Env, id: &str) -> anyhow::Result<bool> {
+    let r = env.kintone_record(id).await?;
+    Ok(r["helpdesk_ticket_id"]["value"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()))
+}
+
+fn count(log: &[Value], method: &str, path: &str) -> usize {
+    log.iter()
+        .filter(|e| e["method"] == method && e["path"] == path)
+        .count()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_message_leaves_no_duplicate_and_no_lost_update() -> anyhow::Result<()>
+{
+    let mut env = Env::start().await?;
+    // The helpdesk's search lags, so after the kill only the idempotency key can stop
+    // a second ticket; and the write-back hangs, so the kill lands after the create.
+    env.admin_post("/_admin/helpdesk/config", json!({"search_lag_ms": 60_000}))
+        .await?;
+    let hang = env.admin_post("/_admin/faults", json!({"system": "kintone", "method": "PUT", "path_prefix": "/k/v1/record.json", "latency_ms": 30_000})).await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-41", "件名": "Killed"}))
+        .await?;
+    env.flush_webhooks().await?;
+    tests::wait_for(
+        "the ticket to be created",
+        Duration::from_secs(10),
+        || async { Ok(count(&env.request_log("helpdesk").await?, "POST", "/api/tickets") == 1) },
+    )
+    .await?;
+    // The worker goes on to the write-back, which hangs; then it is killed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.kill_worker().await;
+    assert_eq!(
+        env.store.processed_count(RULE).await?,
+        0,
+        "nothing was committed"
+    );
+
+    let fault_id = hang["id"].as_str().unwrap();
+    env.http
+        .delete(format!("{}/_admin/faults/{fault_id}", env.sandbox.base_url))
+        .send()
+        .await?
+        .error_for_status()?;
+    env.start_worker().await?;
+    env.settle("the redelivered event", || written_back(&env, &id))
+        .await?;
+
+    let tickets = env.tickets_for("WO-41").await?;
+    assert_eq!(tickets.len(), 1, "no duplicate: {tickets:#?}");
+    let record = env.kintone_record(&id).await?;
+    assert_eq!(
+        record["helpdesk_ticket_id"]["value"],
+        tickets[0]["id"].to_string()
+    );
+    let log = env.request_log("helpdesk").await?;
+    assert_eq!(
+        count(&log, "POST", "/api/tickets"),
+        2,
+        "the redelivery repeats the create with the same key"
+    );
+    let keys: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["method"] == "POST")
+        .map(|e| &e["idempotency_key"])
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_lost_response_to_a_create_does_not_create_twice() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.admin_post("/_admin/helpdesk/config", json!({"search_lag_ms": 60_000}))
+        .await?;
+    // The helpdesk creates the ticket, then the answer is lost (503).
+    env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 503, "count": 1, "after": true})).await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-42", "件名": "Lost answer"}))
+        .await?;
+    env.settle("write-back", || written_back(&env, &id)).await?;
+    assert_eq!(env.tickets_for("WO-42").await?.len(), 1);
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h.starts_with("retry_scheduled")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_work_in_flight_and_loses_nothing() -> anyhow::Result<()> {
+    let mut env = Env::start_with(EnvOptions {
+        prefetch: 8,
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "POST", "latency_ms": 100}),
+    )
+    .await?;
+    let mut ids = vec![];
+    for n in 0..30 {
+        ids.push(
+            env.kintone_create(
+                json!({"work_order_no": format!("WO-5{n:02}"), "件名": format!("Order {n}")}),
+            )
+            .await?,
+        );
+    }
+    env.flush_webhooks().await?;
+    tests::wait_for("some work in flight", Duration::from_secs(10), || async {
+        Ok(env
+            .request_log("helpdesk")
+            .await?
+            .iter()
+            .any(|e| e["method"] == "POST"))
+    })
+    .await?;
+    env.stop_workers().await?;
+    let done_at_stop = env.store.processed_count(RULE).await?;
+    assert!(
+        done_at_stop < 30,
+        "the stop came too late to test anything ({done_at_stop} done)"
+    );
+    env.start_worker().await?;
+    env.settle("every work order", || async {
+        for id in &ids {
+            if !written_back(&env, id).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    assert_eq!(env.tickets().await?.len(), 30);
+    let log = env.request_log("helpdesk").await?;
+    assert_eq!(
+        count(&log, "POST", "/api/tickets"),
+        30,
+        "a graceful stop abandons nothing half-done"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-43", "件名": "Story"}))
+        .await?;
+    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("the echo", || async {
+        Ok(env.store.processed_count(RULE).await? >= 2)
+    })
+    .await?;
+    let admin = &env.admin_urls[0];
+    let text = env
+        .http
+        .get(format!("{admin}/records/{RULE}/{id}/timeline"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(lines[0], "kintone webhook ADD_RECORD received");
+    assert_eq!(lines[1], "fetched the record from kintone at revision 1");
+    assert!(lines[2].starts_with("created helpdesk record "), "{text}");
+    assert!(
+        lines.contains(&"revision 2 was already synced; nothing written"),
+        "{text}"
+    );
+    let json: Value = env
+        .http
+        .get(format!("{admin}/records/{RULE}/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(json["link"]["source_revision"], 2);
+    let missing = env
+        .http
+        .get(format!("{admin}/records/{RULE}/nope/timeline"))
+        .send()
+        .await?;
+    assert_eq!(missing.status().as_u16(), 404);
+    let metrics = env
+        .http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "recordsync_worker_events_total{{rule=\"{RULE}\",outcome=\"synced\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("recordsync_queue_depth_messages{queue=\"work\"} 0"),
+        "{metrics}"
+    );
+    env.finish().await
+}
