@@ -76,16 +76,9 @@ pub struct Processor {
 
 /// What the connector part decided, before it is committed.
 enum Flow {
-    Finish(Done, Vec<Entry>),
-    Conflict {
-        kind: &'static str,
-        entries: Vec<Entry>,
-    },
-    Synced {
-        entries: Vec<Entry>,
-        done: Done,
-        state: SavedState,
-    },
+    Finish(Done),
+    Conflict { kind: &'static str },
+    Synced { done: Done, state: SavedState },
 }
 
 struct SavedState {
@@ -131,7 +124,8 @@ impl Processor {
         }
         let prior = tx.prior().await?;
         let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt);
-        let flow = match self.decide_and_write(rule, ev, &prior).await {
+        let mut entries = vec![];
+        let flow = match self.decide_and_write(rule, ev, &prior, &mut entries).await {
             Ok(flow) => flow,
             Err(e) if e.is_data_quality() => {
                 let (status, message) = match &e {
@@ -143,25 +137,25 @@ impl Processor {
                 let system = connector_system(&e)
                     .unwrap_or(&rule.target.system)
                     .to_owned();
-                Flow::Conflict {
-                    kind: "rejected",
-                    entries: vec![Entry::target_rejected(&system, status, &message)],
-                }
+                entries.push(Entry::target_rejected(&system, status, &message));
+                Flow::Conflict { kind: "rejected" }
             }
             // The transaction rolls back; nothing of this attempt is kept but the
             // retry entry the runner writes.
             Err(e) => return Err(e.into()),
         };
-        let done = commit(tx, &evref, received, flow).await?;
+        let done = commit(tx, &evref, received, entries, flow).await?;
         Ok(done)
     }
 
-    /// The part that talks to external systems. Nothing here touches the store.
+    /// The part that talks to external systems. Nothing here touches the store; what
+    /// happened is appended to `entries`, which survive a data-quality failure.
     async fn decide_and_write(
         &self,
         rule: &RuleSpec,
         ev: &EventV1,
         prior: &PriorState,
+        entries: &mut Vec<Entry>,
     ) -> Result<Flow, ConnectorError> {
         let source = self
             .connectors
@@ -169,17 +163,12 @@ impl Processor {
         let target = self
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
-        let mut entries = vec![];
 
         // The payload is a hint; the canonical record is the truth.
         let Some(record) = source.fetch(&ev.record_id).await? else {
-            return Ok(Flow::Finish(
-                Done::Deleted,
-                vec![Entry::source_deleted(
-                    source.system(),
-                    rule.on_delete == OnDelete::Unlink,
-                )],
-            ));
+            let unlink = rule.on_delete == OnDelete::Unlink;
+            entries.push(Entry::source_deleted(source.system(), unlink));
+            return Ok(Flow::Finish(Done::Deleted));
         };
         entries.push(Entry::fetched(source.system(), record.revision));
         if let Some(hint) = payload_record(&self.rules, ev) {
@@ -187,16 +176,13 @@ impl Processor {
         }
         if let Err(skip) = check_fresh(prior, &record) {
             entries.push(skip);
-            return Ok(Flow::Finish(Done::Stale, entries));
+            return Ok(Flow::Finish(Done::Stale));
         }
         let mapped = match map_fields(&rule.fields, &record.fields) {
             Ok(m) => m,
             Err(problems) => {
                 entries.push(Entry::invalid(&problems));
-                return Ok(Flow::Conflict {
-                    kind: "invalid",
-                    entries,
-                });
+                return Ok(Flow::Conflict { kind: "invalid" });
             }
         };
         let Some(lookup) = record
@@ -206,7 +192,6 @@ impl Processor {
             entries.push(Entry::no_lookup_value(&rule.identity.source_field));
             return Ok(Flow::Conflict {
                 kind: "no_lookup_value",
-                entries,
             });
         };
 
@@ -234,15 +219,11 @@ impl Processor {
                 entries.push(Entry::ambiguous(step, value, candidates));
                 return Ok(Flow::Conflict {
                     kind: "several_matches",
-                    entries,
                 });
             }
             IdentityDecision::NoMatchConflict => {
                 entries.push(Entry::no_match_conflict(&lookup));
-                return Ok(Flow::Conflict {
-                    kind: "no_match",
-                    entries,
-                });
+                return Ok(Flow::Conflict { kind: "no_match" });
             }
             IdentityDecision::Skip => {
                 entries.push(Entry::skipped_no_match(&lookup));
@@ -253,7 +234,6 @@ impl Processor {
                     sent: Fields::new(),
                 };
                 return Ok(Flow::Synced {
-                    entries,
                     done: Done::Skipped,
                     state,
                 });
@@ -307,11 +287,7 @@ impl Processor {
             revision,
             sent: sent_after(prior, &write, &mapped),
         };
-        Ok(Flow::Synced {
-            entries,
-            done,
-            state,
-        })
+        Ok(Flow::Synced { done, state })
     }
 
     /// Identity resolution against the target: stored link, lookup value, variants.
@@ -401,30 +377,25 @@ async fn commit(
     mut tx: RecordTx,
     evref: &EventRef,
     received: Entry,
+    entries: Vec<Entry>,
     flow: Flow,
 ) -> Result<Done, StoreError> {
-    let (done, entries) = match flow {
-        Flow::Finish(done, entries) => {
-            if done == Done::Deleted
-                && entries
-                    .first()
-                    .is_some_and(|e| e.detail["unlinked"] == true)
+    let done = match flow {
+        Flow::Finish(done) => {
+            if done == Done::Deleted && entries.last().is_some_and(|e| e.detail["unlinked"] == true)
             {
                 tx.forget().await?;
             }
-            (done, entries)
+            done
         }
-        Flow::Conflict { kind, entries } => {
+        Flow::Conflict { kind } => {
+            // The last entry says why: it is the conflict's summary.
             if let Some(last) = entries.last() {
                 tx.open_conflict(kind, last).await?;
             }
-            (Done::Conflict, entries)
+            Done::Conflict
         }
-        Flow::Synced {
-            entries,
-            done,
-            state,
-        } => {
+        Flow::Synced { done, state } => {
             tx.save_state(
                 state.target_id.as_deref(),
                 state.matched_by,
@@ -432,7 +403,7 @@ async fn commit(
                 &state.sent,
             )
             .await?;
-            (done, entries)
+            done
         }
     };
     let mut all = vec![received];

@@ -164,6 +164,8 @@ impl fmt::Display for MappingProblem {
 }
 
 /// Maps source fields to target fields. Every problem is reported, not only the first.
+/// A source field the record lacks is left out of the result (a required one is a
+/// problem).
 pub fn map_fields(
     mappings: &[FieldMapping],
     source: &Fields,
@@ -171,7 +173,16 @@ pub fn map_fields(
     let mut out = Fields::new();
     let mut problems = vec![];
     for m in mappings {
-        let mut value = source.get(&m.source).cloned().unwrap_or(Value::Null);
+        // A field the record does not have is left out, never sent as a clearing null.
+        let Some(mut value) = source.get(&m.source).cloned() else {
+            if m.required {
+                problems.push(MappingProblem {
+                    source_field: m.source.clone(),
+                    problem: "is required but not in the record".to_owned(),
+                });
+            }
+            continue;
+        };
         let mut failed = false;
         for t in &m.transforms {
             match t.apply(value) {
@@ -328,7 +339,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             Value::Object(ok),
-            json!({"subject": "修理", "quantity": 3, "assignee": "sato", "note": null})
+            json!({"subject": "修理", "quantity": 3, "assignee": "sato"})
         );
         let err =
             map_fields(&m, &fields(json!({"件名": "  ", "数量": "x", "担当": "a"}))).unwrap_err();
