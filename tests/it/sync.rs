@@ -376,6 +376,20 @@ async fn a_validation_error_from_the_target_opens_a_conflict_without_retrying() 
         !history.iter().any(|h| h.starts_with("retry_scheduled")),
         "{history:#?}"
     );
+    // The story up to the refusal is kept.
+    assert!(
+        history
+            .iter()
+            .any(|h| h.starts_with("fetched: fetched the record from kintone")),
+        "{history:#?}"
+    );
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .starts_with("conflict_opened: helpdesk refused the write (422"),
+        "{history:#?}"
+    );
     env.finish().await
 }
 
