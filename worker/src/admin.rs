@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use queue::Broker;
 use serde_json::json;
-use store::{HistoryRow, Store};
+use store::{DeadFilter, HistoryRow, Store};
 
 use crate::metrics::Metrics;
 
@@ -35,6 +35,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/records/{rule}/{record_id}", get(record))
         .route("/records/{rule}/{record_id}/timeline", get(timeline))
         .route("/conflicts", get(conflicts))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{id}", get(dead_letter))
+        .route("/dead-letters/replay", post(replay))
+        .route("/dead-letters/purge", post(purge))
         .with_state(state)
 }
 
@@ -131,6 +135,62 @@ async fn conflicts(
     }
     match s.store.conflicts(status).await {
         Ok(rows) => Json(json!({"conflicts": rows})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn dead_letters(State(s): State<AdminState>, Query(filter): Query<DeadFilter>) -> Response {
+    match s.store.dead_letters(&filter, 1_000).await {
+        Ok(rows) => Json(json!({"dead_letters": rows})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn dead_letter(State(s): State<AdminState>, Path(id): Path<i64>) -> Response {
+    match s.store.dead_letter(id).await {
+        Ok(Some(row)) => {
+            let body: serde_json::Value = serde_json::from_slice(&row.body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&row.body).into_owned())
+            });
+            Json(json!({"dead_letter": row, "body": body})).into_response()
+        }
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({"error": {"code": "not_found", "message": format!("no dead letter {id}")}}),
+            ),
+        )
+            .into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn replay(State(s): State<AdminState>, Json(filter): Json<DeadFilter>) -> Response {
+    let publisher = match s.broker.publisher().await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    match crate::dlq::replay(&s.store, &publisher, s.broker.names(), &filter).await {
+        Ok(ids) => Json(json!({"replayed": ids})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// A purge names its filter and says it means it.
+#[derive(serde::Deserialize)]
+struct PurgeRequest {
+    #[serde(flatten)]
+    filter: DeadFilter,
+    #[serde(default)]
+    confirm: bool,
+}
+
+async fn purge(State(s): State<AdminState>, Json(req): Json<PurgeRequest>) -> Response {
+    if !req.confirm {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "confirm", "message": "a purge deletes dead letters for good: send \"confirm\": true"}}))).into_response();
+    }
+    match s.store.purge_dead_letters(&req.filter).await {
+        Ok(n) => Json(json!({"purged": n})).into_response(),
         Err(e) => failed(e),
     }
 }

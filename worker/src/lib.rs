@@ -9,6 +9,8 @@
 //!   before the process exits).
 
 pub mod admin;
+pub mod classify;
+pub mod dlq;
 pub mod metrics;
 pub mod process;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{ConfigError, Settings};
-use connectors::{ConnectorError, Connectors};
+use connectors::Connectors;
 use domain::history::Entry;
 use domain::rules::SyncRules;
 use queue::{Broker, Delivery, QueueError, QueueMessage, Topology, headers};
@@ -26,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::classify::Action;
 use crate::metrics::Metrics;
 use crate::process::{Failure, Processor};
 
@@ -35,6 +38,8 @@ pub struct Worker {
     processor: Arc<Processor>,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    db_down: tokio::sync::watch::Sender<bool>,
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 /// What the runner did with a delivery.
@@ -84,6 +89,8 @@ impl Worker {
             }),
             broker,
             metrics: Arc::new(Metrics::default()),
+            db_down: tokio::sync::watch::channel(false).0,
+            migrated: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -103,8 +110,9 @@ impl Worker {
     }
 
     /// Runs until `shutdown`: migrates the database (waiting for it), keeps the broker
-    /// connection, consumes, and serves the admin API on `admin` when given. On
-    /// shutdown it stops taking messages and finishes those in flight.
+    /// connection, drains the dead-letter queue into PostgreSQL, consumes, and serves
+    /// the admin API on `admin` when given. While PostgreSQL is down it takes no
+    /// messages. On shutdown it stops taking messages and finishes those in flight.
     pub async fn run(
         self,
         admin: Option<TcpListener>,
@@ -126,19 +134,22 @@ impl Worker {
             })
         });
         worker.wait_for_database(&shutdown).await;
+        let drainer = tokio::spawn(Arc::clone(&worker).drain_dead_letters(shutdown.clone()));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = worker.broker.wait_connected() => {}
                 _ = shutdown.cancelled() => break,
             }
-            match Arc::clone(&worker).consume(&shutdown).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer stopped; it restarts when the broker is back");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+            worker.wait_for_database(&shutdown).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(e) = Arc::clone(&worker).consume(&shutdown).await {
+                tracing::warn!(error = %e, "consumer stopped; it restarts when the broker is back");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+        let _ = drainer.await;
         let _ = keeper.await;
         if let Some(t) = admin_task {
             let _ = t.await;
@@ -146,26 +157,39 @@ impl Worker {
         Ok(())
     }
 
+    /// Waits until PostgreSQL answers and the schema is migrated.
     async fn wait_for_database(&self, shutdown: &CancellationToken) {
+        if !*self.db_down.borrow() && self.migrated.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         loop {
             match self.processor.store.migrate().await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.migrated
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    if self.db_down.send_replace(false) {
+                        tracing::info!("PostgreSQL is back; taking messages again");
+                    }
+                    return;
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "PostgreSQL is not available; retrying in 2 s — check that PostgreSQL runs and RECORDSYNC_DATABASE_URL is right");
+                    tracing::error!(error = %e, "PostgreSQL is not available; no messages are taken until it is — check that PostgreSQL runs and RECORDSYNC_DATABASE_URL is right");
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
-    /// One consumer session: until shutdown or the channel closes.
+    /// One consumer session: until shutdown, PostgreSQL failing, or the channel
+    /// closing.
     async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), QueueError> {
         let tag = format!("worker-{}", uuid::Uuid::new_v4().simple());
         let mut consumer = self.broker.consume(&tag, self.settings.prefetch).await?;
         tracing::info!(queue = %self.broker.names().work_queue(), prefetch = self.settings.prefetch, "consuming");
+        let mut db_down = self.db_down.subscribe();
         let mut in_flight = JoinSet::new();
         let result = loop {
             tokio::select! {
@@ -178,13 +202,19 @@ impl Worker {
                     None => break Ok(()),
                 },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = until_true(&mut db_down) => {
+                    tracing::error!("PostgreSQL failed: no more messages are taken until it is back");
+                    let _ = consumer.cancel().await;
+                    break Ok(());
+                }
                 _ = shutdown.cancelled() => {
                     let _ = consumer.cancel().await;
                     break Ok(());
                 }
             }
         };
-        // Drain: every event in flight finishes (and is acknowledged) before we leave.
+        // Drain: every event in flight finishes (and is acknowledged or given back)
+        // before we leave; closing the channel gives back what was prefetched.
         while in_flight.join_next().await.is_some() {}
         consumer.close().await;
         result
@@ -196,74 +226,71 @@ impl Worker {
         let message = match delivery.decode() {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(error = %e, "undecodable message: dead-lettering it; inspect it in the dead-letter queue");
+                tracing::error!(error = %e, "undecodable message: dead-lettering it; inspect it with `worker dlq list --class undecodable`");
                 return self
-                    .dead_letter(&delivery, &e.to_string(), "undecodable", None)
+                    .dead_letter(&delivery, None, "undecodable", &e.to_string(), attempt)
                     .await;
             }
         };
         let QueueMessage::V1(ev) = &message;
         let span = tracing::info_span!("event", event_id = %ev.event_id, system = %ev.system, app = %ev.app, record = %ev.record_id, correlation_id = %ev.correlation_id, attempt);
         async {
-            match self.processor.process(ev, attempt).await {
+            let failure = match self.processor.process(ev, attempt).await {
                 Ok(outcomes) => {
                     for (rule, done) in &outcomes {
                         self.metrics.processed(rule, done.as_str());
                         tracing::info!(rule, outcome = done.as_str(), "event processed");
                     }
-                    self.ack(&delivery).await
+                    return self.ack(&delivery).await;
                 }
-                Err(Failure::Store(e)) => {
+                Err(f) => f,
+            };
+            match classify::failure(&failure) {
+                Action::Requeue => {
                     self.metrics.requeued();
-                    tracing::error!(error = %e, "PostgreSQL failed; the event goes back to the queue and is retried without counting an attempt — check PostgreSQL");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::error!(error = %failure, "PostgreSQL failed; the event goes back to the queue without counting an attempt — check PostgreSQL");
+                    self.db_down.send_replace(true);
                     self.requeue(&delivery).await
                 }
-                Err(Failure::Connector(e)) => self.retry_or_dead_letter(&delivery, ev, attempt, &e).await,
+                Action::Retry { after } if attempt < self.settings.max_attempts => {
+                    self.retry(&delivery, ev, attempt, &failure, after).await
+                }
+                Action::Retry { .. } | Action::DeadLetter | Action::Conflict => {
+                    // Conflicts are stored by the processing step and never reach here;
+                    // what does is out of attempts or cannot be helped by retrying.
+                    let class = match &failure {
+                        Failure::Connector(e) => e.class(),
+                        Failure::Store(_) => "store",
+                    };
+                    tracing::error!(error = %failure, attempts = attempt, "giving up: the event is dead-lettered; fix the cause, then `worker dlq replay`");
+                    self.note(ev, Entry::dead_lettered(&failure.to_string(), attempt)).await;
+                    self.dead_letter(&delivery, Some(ev), class, &failure.to_string(), attempt).await
+                }
             }
         }
         .instrument(span)
         .await
     }
 
-    async fn retry_or_dead_letter(
+    fn rules_of(&self, ev: &queue::EventV1) -> Vec<String> {
+        self.processor
+            .rules
+            .rules_for(&ev.system, &ev.app)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    async fn retry(
         &self,
         delivery: &Delivery,
         ev: &queue::EventV1,
         attempt: u32,
-        e: &ConnectorError,
+        failure: &Failure,
+        after: Option<Duration>,
     ) -> Disposition {
-        let evref = EventRef {
-            event_id: ev.event_id.clone(),
-            correlation_id: ev.correlation_id.clone(),
-        };
-        let rules: Vec<String> = self
-            .processor
-            .rules
-            .rules_for(&ev.system, &ev.app)
-            .map(|r| r.name.clone())
-            .collect();
-        if attempt >= self.settings.max_attempts {
-            tracing::error!(error = %e, attempts = attempt, "giving up: the event is dead-lettered; fix the cause, then replay it");
-            self.note(
-                &rules,
-                &ev.record_id,
-                &evref,
-                Entry::dead_lettered(&e.to_string(), attempt),
-            )
-            .await;
-            return self
-                .dead_letter(
-                    delivery,
-                    &e.to_string(),
-                    e.class(),
-                    rules.first().map(String::as_str),
-                )
-                .await;
-        }
         let next_attempt = attempt + 1;
         let topology = self.broker.topology();
-        let tier = match e.retry_after() {
+        let tier = match after {
             // The smallest tier that waits at least as long as the system asked.
             Some(after) => topology
                 .retry_delays_ms
@@ -273,29 +300,51 @@ impl Worker {
                 .max(topology.tier_for(next_attempt)),
             None => topology.tier_for(next_attempt),
         };
-        let delay = topology.retry_delays_ms[tier];
+        let delay = classify::jittered(topology.retry_delays_ms[tier], after, random_u64());
         let publisher = match self.broker.publisher().await {
             Ok(p) => p,
             Err(_) => return self.requeue(delivery).await,
         };
+        let class = match failure {
+            Failure::Connector(e) => e.class(),
+            Failure::Store(_) => "store",
+        };
         let mut table = delivery.headers();
         table.insert(headers::ATTEMPT.into(), queue::number(next_attempt));
-        table.insert(headers::LAST_ERROR.into(), queue::text(&e.to_string()));
+        table.insert(
+            headers::LAST_ERROR.into(),
+            queue::text(&failure.to_string()),
+        );
+        table.insert(
+            headers::HISTORY.into(),
+            queue::text(&with_attempt(
+                delivery,
+                attempt,
+                class,
+                &failure.to_string(),
+            )),
+        );
         let queue_name = topology.names.retry_queue(tier);
         // The default exchange routes by queue name; the delay queue dead-letters the
-        // message back to the work queue when its TTL expires.
+        // message back to the work queue when its TTL (or the jittered per-message
+        // expiration) runs out.
         match publisher
-            .publish("", &queue_name, delivery.body(), &ev.event_id, table)
+            .publish_expiring(
+                "",
+                &queue_name,
+                delivery.body(),
+                &ev.event_id,
+                table,
+                Some(delay),
+            )
             .await
         {
             Ok(()) => {
-                self.metrics.retried(e.class());
-                tracing::warn!(error = %e, next_attempt, delay_ms = delay, "retryable failure; retrying later");
+                self.metrics.retried(class);
+                tracing::warn!(error = %failure, next_attempt, delay_ms = delay, "retryable failure; retrying later");
                 self.note(
-                    &rules,
-                    &ev.record_id,
-                    &evref,
-                    Entry::retry_scheduled(&e.to_string(), attempt, delay),
+                    ev,
+                    Entry::retry_scheduled(&failure.to_string(), attempt, delay),
                 )
                 .await;
                 match self.ack(delivery).await {
@@ -312,12 +361,16 @@ impl Worker {
 
     /// Appends a history entry outside the record's transaction; a failure to do so
     /// loses only the note, never the event.
-    async fn note(&self, rules: &[String], record_id: &str, evref: &EventRef, entry: Entry) {
-        for rule in rules {
+    async fn note(&self, ev: &queue::EventV1, entry: Entry) {
+        let evref = EventRef {
+            event_id: ev.event_id.clone(),
+            correlation_id: ev.correlation_id.clone(),
+        };
+        for rule in self.rules_of(ev) {
             if let Err(e) = self
                 .processor
                 .store
-                .append(rule, record_id, evref, std::slice::from_ref(&entry))
+                .append(&rule, &ev.record_id, &evref, std::slice::from_ref(&entry))
                 .await
             {
                 tracing::warn!(error = %e, "could not record the history entry");
@@ -328,9 +381,10 @@ impl Worker {
     async fn dead_letter(
         &self,
         delivery: &Delivery,
-        reason: &str,
+        ev: Option<&queue::EventV1>,
         class: &str,
-        rule: Option<&str>,
+        reason: &str,
+        attempts: u32,
     ) -> Disposition {
         let publisher = match self.broker.publisher().await {
             Ok(p) => p,
@@ -339,8 +393,17 @@ impl Worker {
         let mut table = delivery.headers();
         table.insert(headers::DEAD_REASON.into(), queue::text(class));
         table.insert(headers::LAST_ERROR.into(), queue::text(reason));
-        if let Some(rule) = rule {
-            table.insert(headers::RULE.into(), queue::text(rule));
+        table.insert(headers::ATTEMPT.into(), queue::number(attempts));
+        table.insert(
+            headers::HISTORY.into(),
+            queue::text(&with_attempt(delivery, attempts, class, reason)),
+        );
+        table.insert(
+            headers::DEAD_ID.into(),
+            queue::text(&uuid::Uuid::now_v7().to_string()),
+        );
+        if let Some(rule) = ev.and_then(|ev| self.rules_of(ev).into_iter().next()) {
+            table.insert(headers::RULE.into(), queue::text(&rule));
         }
         let id = delivery.message_id().unwrap_or_default();
         match publisher
@@ -367,6 +430,51 @@ impl Worker {
         }
     }
 
+    /// Moves every message of the dead-letter queue into PostgreSQL, where operators
+    /// list, inspect, replay and purge them. Runs until shutdown.
+    async fn drain_dead_letters(self: Arc<Self>, shutdown: CancellationToken) {
+        let dead = self.broker.names().dead_queue();
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = self.broker.wait_connected() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let tag = format!("dead-{}", uuid::Uuid::new_v4().simple());
+            let mut consumer = match self.broker.consume_queue(&dead, &tag, 16).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume the dead-letter queue yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                let delivery = tokio::select! {
+                    next = consumer.next() => match next {
+                        Some(Ok(d)) => d,
+                        _ => break,
+                    },
+                    _ = shutdown.cancelled() => {
+                        let _ = consumer.cancel().await;
+                        break;
+                    }
+                };
+                let record = dlq::from_delivery(&delivery);
+                match self.processor.store.insert_dead_letter(&record).await {
+                    Ok(_) => {
+                        let _ = delivery.ack().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a dead letter; it stays in the dead-letter queue until PostgreSQL is back");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = delivery.requeue().await;
+                    }
+                }
+            }
+            consumer.close().await;
+        }
+    }
+
     async fn ack(&self, delivery: &Delivery) -> Disposition {
         match delivery.ack().await {
             Ok(()) => Disposition::Acked,
@@ -385,6 +493,30 @@ impl Worker {
         }
         Disposition::Requeued
     }
+}
+
+/// The attempt history header with one more attempt.
+fn with_attempt(delivery: &Delivery, attempt: u32, class: &str, error: &str) -> String {
+    let mut history: Vec<serde_json::Value> = delivery
+        .header_text(headers::HISTORY)
+        .and_then(|h| serde_json::from_str(&h).ok())
+        .unwrap_or_default();
+    history.push(serde_json::json!({"attempt": attempt, "class": class, "error": error, "at": chrono::Utc::now()}));
+    serde_json::Value::Array(history).to_string()
+}
+
+/// Waits until a flag is raised.
+async fn until_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        // The sender is gone with the worker: never resolve.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A random number for jitter.
+fn random_u64() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
 }
 
 /// Checks a rules file and every secret it names: for `worker check-config`.

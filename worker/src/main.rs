@@ -27,6 +27,78 @@ enum Command {
     Schema,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Dead letters: list, show, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// Which dead letters.
+#[derive(clap::Args)]
+struct Filter {
+    /// Only these ids.
+    #[arg(long = "id")]
+    ids: Vec<i64>,
+    /// Only this rule.
+    #[arg(long)]
+    rule: Option<String>,
+    /// Only this source system.
+    #[arg(long)]
+    system: Option<String>,
+    /// Only this error class (server, transport, rate_limited, unauthorized, undecodable, poison, …).
+    #[arg(long)]
+    class: Option<String>,
+    /// Dead-lettered at or after (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Dead-lettered before (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<Filter> for store::DeadFilter {
+    fn from(f: Filter) -> Self {
+        store::DeadFilter {
+            ids: f.ids,
+            rule: f.rule,
+            system: f.system,
+            class: f.class,
+            since: f.since,
+            until: f.until,
+            status: None,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// List replayed ones instead.
+        #[arg(long)]
+        replayed: bool,
+    },
+    /// Show one dead letter with its body and attempt history.
+    Show {
+        /// Its id.
+        id: i64,
+    },
+    /// Replay dead letters: republish them as first attempts (same event id).
+    Replay {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[command(flatten)]
+        filter: Filter,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[tokio::main]
@@ -56,7 +128,82 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => run().await,
+        Command::Dlq { command } => dlq(command).await,
     }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    let settings = config::Settings::from_env()?;
+    let store = store::Store::connect(&settings.database_url, 2)
+        .await
+        .context("Failed to connect to PostgreSQL")?;
+    match command {
+        DlqCommand::List { filter, replayed } => {
+            let mut filter: store::DeadFilter = filter.into();
+            filter.status = replayed.then(|| "replayed".to_owned());
+            let rows = store.dead_letters(&filter, 1_000).await?;
+            for r in &rows {
+                println!(
+                    "{:>6}  {}  {:<14} {:<24} record {:<8} attempts {}  {}",
+                    r.id,
+                    r.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.class,
+                    r.rule.as_deref().unwrap_or("-"),
+                    r.record_id.as_deref().unwrap_or("-"),
+                    r.attempts,
+                    r.reason
+                );
+            }
+            println!("{} dead letter(s)", rows.len());
+        }
+        DlqCommand::Show { id } => {
+            let Some(r) = store.dead_letter(id).await? else {
+                anyhow::bail!("no dead letter {id}");
+            };
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&r.body).into_owned())
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"dead_letter": r, "body": body}))?
+            );
+        }
+        DlqCommand::Replay { filter } => {
+            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+                .await
+                .context("Failed to connect to RabbitMQ")?;
+            let publisher = queue::Publisher::open(
+                &conn,
+                std::time::Duration::from_millis(settings.publish_timeout_ms),
+            )
+            .await?;
+            let names = queue::Names::new(&settings.queue_prefix);
+            let ids = worker::dlq::replay(&store, &publisher, &names, &filter.into()).await?;
+            println!("replayed {} dead letter(s): {:?}", ids.len(), ids);
+        }
+        DlqCommand::Purge { filter, yes } => {
+            let filter: store::DeadFilter = filter.into();
+            let n = store.dead_letters(&filter, 1_000_000).await?.len();
+            if n == 0 {
+                println!("nothing to purge");
+                return Ok(());
+            }
+            if !yes {
+                eprint!("purge {n} dead letter(s) for good? type yes: ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if answer.trim() != "yes" {
+                    println!("nothing purged");
+                    return Ok(());
+                }
+            }
+            println!(
+                "purged {} dead letter(s)",
+                store.purge_dead_letters(&filter).await?
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {

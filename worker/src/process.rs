@@ -127,7 +127,7 @@ impl Processor {
         let mut entries = vec![];
         let flow = match self.decide_and_write(rule, ev, &prior, &mut entries).await {
             Ok(flow) => flow,
-            Err(e) if e.is_data_quality() => {
+            Err(e) if crate::classify::connector(&e) == crate::classify::Action::Conflict => {
                 let (status, message) = match &e {
                     ConnectorError::Rejected {
                         status, message, ..

@@ -91,11 +91,6 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// True for failures that a person must fix in the data (validation 4xx).
-    pub fn is_data_quality(&self) -> bool {
-        matches!(self, ConnectorError::Rejected { .. })
-    }
-
     /// The delay the system asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -390,7 +385,7 @@ mod tests {
             "unauthorized"
         );
         let e = status_error("h", 422, None, "subject is required".into());
-        assert!(e.is_data_quality());
+        assert_eq!(e.class(), "rejected");
         assert_eq!(
             e.to_string(),
             "h refused the request (422): subject is required"

@@ -41,6 +41,10 @@ pub mod headers {
     pub const RULE: &str = "x-recordsync-rule";
     /// The correlation id carried through every hop.
     pub const CORRELATION_ID: &str = "x-correlation-id";
+    /// The attempt history, a JSON array of `{attempt, class, error, at}`.
+    pub const HISTORY: &str = "x-recordsync-history";
+    /// A unique id given when a message is dead-lettered.
+    pub const DEAD_ID: &str = "x-recordsync-dead-id";
 }
 
 /// A broker failure.
@@ -110,11 +114,28 @@ impl Publisher {
         message_id: &str,
         headers: FieldTable,
     ) -> Result<(), QueueError> {
-        let props = BasicProperties::default()
+        self.publish_expiring(exchange, routing_key, body, message_id, headers, None)
+            .await
+    }
+
+    /// As [`Publisher::publish`], with a per-message TTL (for delay queues).
+    pub async fn publish_expiring(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: &str,
+        headers: FieldTable,
+        expiration_ms: Option<u64>,
+    ) -> Result<(), QueueError> {
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message_id.into())
             .with_headers(headers);
+        if let Some(ms) = expiration_ms {
+            props = props.with_expiration(ms.to_string().as_str().into());
+        }
         let confirm = async {
             let pending = self
                 .channel
@@ -276,6 +297,17 @@ impl Broker {
     /// Opens a manual-ack consumer on the work queue with `prefetch` unacknowledged
     /// messages at most.
     pub async fn consume(&self, tag: &str, prefetch: u16) -> Result<Consumer, QueueError> {
+        self.consume_queue(&self.topology.names.work_queue(), tag, prefetch)
+            .await
+    }
+
+    /// Opens a manual-ack consumer on any queue of the topology.
+    pub async fn consume_queue(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+    ) -> Result<Consumer, QueueError> {
         let guard = self.current.read().await;
         let Some((conn, _)) = guard.as_ref() else {
             return Err(QueueError::NotConnected);
@@ -287,7 +319,7 @@ impl Broker {
             .map_err(amqp("basic.qos"))?;
         let inner = channel
             .basic_consume(
-                self.topology.names.work_queue().into(),
+                queue.into(),
                 tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),

@@ -40,16 +40,31 @@ fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
 }
 
-/// The migrations, embedded in the binary.
+/// The migrations, embedded in the binary, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "dead letters",
+        include_str!("../migrations/0002_dead_letters.sql"),
+    ),
+];
+
 fn migrator() -> Migrator {
-    let init = include_str!("../migrations/0001_init.sql");
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The store.
@@ -298,6 +313,9 @@ impl Store {
         &self.pool
     }
 }
+
+mod dead;
+pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 
 fn history_row(r: &sqlx::postgres::PgRow) -> Result<HistoryRow, StoreError> {
     Ok(HistoryRow {

@@ -229,11 +229,11 @@ async fn summary(
     let log = env.request_log("helpdesk").await?;
     let count = |m: &str| log.iter().filter(|e| e["method"] == m).count();
     let conflicts = env.store.conflicts("open").await?;
-    let conn = queue::connect(&tests::amqp_url(), "recordsync-demo").await?;
-    let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
-    let dead = p
-        .queue_depth(&queue::Names::new(&env.settings.queue_prefix).dead_queue())
-        .await?;
+    let dead = env
+        .store
+        .dead_letters(&store::DeadFilter::default(), 10_000)
+        .await?
+        .len();
     let events = env.store.processed_count(RULE).await? + c("duplicate_skipped");
 
     println!(

@@ -1,0 +1,199 @@
+//! Retries, dead letters and replay, outages of PostgreSQL and the broker.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::{Env, EnvOptions, RULE};
+
+async fn written_back(env: &Env, id: &str) -> anyhow::Result<bool> {
+    let r = env.kintone_record(id).await?;
+    Ok(r["helpdesk_ticket_id"]["value"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()))
+}
+
+async fn dead_letters(env: &Env) -> anyhow::Result<Vec<Value>> {
+    let admin = &env.admin_urls[0];
+    let v: Value = env
+        .http
+        .get(format!("{admin}/dead-letters"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["dead_letters"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_record_the_target_always_rejects_is_dead_lettered_then_replayed_once_fixed()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        max_attempts: 3,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let fault = env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 500})).await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-32", "件名": "Doomed"}))
+        .await?;
+    env.settle("the stored dead letter", || async {
+        Ok(dead_letters(&env).await?.len() == 1)
+    })
+    .await?;
+
+    let dead = &dead_letters(&env).await?[0];
+    assert_eq!(dead["class"], "server");
+    assert_eq!(dead["rule"], RULE);
+    assert_eq!(dead["record_id"], id);
+    assert_eq!(dead["attempts"], 3);
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("helpdesk answered 500"),
+        "{dead}"
+    );
+    let attempts: Vec<i64> = dead["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![1, 2, 3],
+        "the attempt history travels with the message"
+    );
+    let history = env.history(&id).await?;
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.starts_with("retry_scheduled"))
+            .count(),
+        2,
+        "{history:#?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|h| h.contains("gave up after 3 attempts (helpdesk answered 500")),
+        "{history:#?}"
+    );
+    assert!(env.tickets().await?.is_empty());
+    // The dead-letter queue itself was drained into PostgreSQL.
+    let conn = queue::connect(&tests::amqp_url(), "it-dlq").await?;
+    let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
+    assert_eq!(
+        p.queue_depth(&queue::Names::new(&env.settings.queue_prefix).dead_queue())
+            .await?,
+        0
+    );
+
+    // The operator fixes the cause and replays: it converges, once.
+    let admin = &env.admin_urls[0];
+    env.http
+        .delete(format!(
+            "{}/_admin/faults/{}",
+            env.sandbox.base_url,
+            fault["id"].as_str().unwrap()
+        ))
+        .send()
+        .await?
+        .error_for_status()?;
+    let replayed: Value = env
+        .http
+        .post(format!("{admin}/dead-letters/replay"))
+        .json(&json!({"rule": RULE}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(replayed["replayed"].as_array().unwrap().len(), 1);
+    env.settle("the replay", || written_back(&env, &id)).await?;
+    assert_eq!(env.tickets_for("WO-32").await?.len(), 1);
+    assert!(
+        dead_letters(&env).await?.is_empty(),
+        "a replayed dead letter leaves the list"
+    );
+    let again: Value = env
+        .http
+        .post(format!("{admin}/dead-letters/replay"))
+        .json(&json!({"rule": RULE}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        again["replayed"],
+        json!([]),
+        "a second replay finds nothing"
+    );
+
+    // Purge asks for confirmation.
+    let refused = env
+        .http
+        .post(format!("{admin}/dead-letters/purge"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(refused.status().as_u16(), 400);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_dead_lettered_at_once() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let conn = queue::connect(&tests::amqp_url(), "it-garbage").await?;
+    let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
+    let names = queue::Names::new(&env.settings.queue_prefix);
+    p.publish(
+        &names.events_exchange(),
+        queue::topology::WORK_KEY,
+        b"{\"version\":\"7\"}",
+        "garbage-1",
+        Default::default(),
+    )
+    .await?;
+    env.settle("the dead letter", || async {
+        Ok(dead_letters(&env).await?.len() == 1)
+    })
+    .await?;
+    let d = &dead_letters(&env).await?[0];
+    assert_eq!(d["class"], "undecodable");
+    assert_eq!(d["event_id"], "garbage-1");
+    let admin = &env.admin_urls[0];
+    let one: Value = env
+        .http
+        .get(format!("{admin}/dead-letters/{}", d["id"]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(one["body"], json!({"version": "7"}));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        retry_delays_ms: vec![100, 1_500],
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 429, "retry_after": "1", "count": 1})).await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-35", "件名": "Slow down"}))
+        .await?;
+    env.settle("write-back", || written_back(&env, &id)).await?;
+    let log = env.request_log("helpdesk").await?;
+    let posts: Vec<&Value> = log.iter().filter(|e| e["method"] == "POST").collect();
+    assert_eq!(posts.len(), 2);
+    let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    let waited = at(posts[1]) - at(posts[0]);
+    assert!(
+        waited >= chrono::Duration::milliseconds(1_000),
+        "waited only {waited}"
+    );
+    assert!(dead_letters(&env).await?.is_empty());
+    env.finish().await
+}

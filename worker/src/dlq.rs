@@ -1,0 +1,84 @@
+//! Dead letters: how a dead-lettered message becomes a stored row, and replay. Replay
+//! keeps the event id, so a replay that races another delivery is still processed
+//! once; and processing always refetches the canonical record, so a replay never
+//! writes stale values.
+
+use queue::{Delivery, Publisher, QueueMessage, headers, topology::WORK_KEY};
+use store::{DeadFilter, NewDeadLetter, Store, StoreError};
+
+/// The row for a dead-lettered message. Messages RabbitMQ dead-lettered itself (past
+/// the delivery limit) carry none of our headers and are classed `poison`.
+pub fn from_delivery(d: &Delivery) -> NewDeadLetter {
+    let event = d.decode().ok();
+    let ev = event.as_ref().map(|QueueMessage::V1(e)| e);
+    let class = d
+        .header_text(headers::DEAD_REASON)
+        .unwrap_or_else(|| "poison".to_owned());
+    let reason = d.header_text(headers::LAST_ERROR).unwrap_or_else(|| {
+        "redelivered past the delivery limit: workers kept failing or dying on it".to_owned()
+    });
+    let dead_id = d.header_text(headers::DEAD_ID).unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            d.message_id().unwrap_or_default(),
+            uuid::Uuid::new_v4()
+        )
+    });
+    NewDeadLetter {
+        dead_id,
+        event_id: ev.map(|e| e.event_id.clone()).or_else(|| d.message_id()),
+        rule: d.header_text(headers::RULE),
+        system: ev.map(|e| e.system.clone()),
+        app: ev.map(|e| e.app.clone()),
+        record_id: ev.map(|e| e.record_id.clone()),
+        class,
+        reason,
+        attempts: d.attempt() as i32,
+        history: d
+            .header_text(headers::HISTORY)
+            .and_then(|h| serde_json::from_str(&h).ok())
+            .unwrap_or_else(|| serde_json::json!([])),
+        body: d.body().to_vec(),
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker failed.
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+}
+
+/// Republishes the dead letters matching `filter` to the work queue as first attempts
+/// and marks them replayed. Returns the ids replayed.
+pub async fn replay(
+    store: &Store,
+    publisher: &Publisher,
+    names: &queue::Names,
+    filter: &DeadFilter,
+) -> Result<Vec<i64>, ReplayError> {
+    let mut replayed = vec![];
+    for row in store.dead_letters(filter, 10_000).await? {
+        let Some(full) = store.dead_letter(row.id).await? else {
+            continue;
+        };
+        let table = queue::header_table(&[
+            (headers::ATTEMPT, queue::number(1)),
+            (
+                "x-recordsync-replayed-from",
+                queue::text(&row.id.to_string()),
+            ),
+        ]);
+        let id = full.event_id.clone().unwrap_or_default();
+        publisher
+            .publish(&names.events_exchange(), WORK_KEY, &full.body, &id, table)
+            .await?;
+        store.mark_replayed(row.id).await?;
+        replayed.push(row.id);
+    }
+    Ok(replayed)
+}
