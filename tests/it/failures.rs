@@ -197,3 +197,134 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
     assert!(dead_letters(&env).await?.is_empty());
     env.finish().await
 }
+
+#[tokio::test]
+async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()> {
+    let proxy = tests::proxy::Proxy::start("127.0.0.1:5432".parse()?).await?;
+    let template = format!("postgres://postgres@{}/{{db}}", proxy.addr);
+    let env = Env::start_with(EnvOptions {
+        worker_database_url: Some(template),
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "POST", "latency_ms": 50}),
+    )
+    .await?;
+    let mut ids = vec![];
+    for n in 0..20 {
+        ids.push(
+            env.kintone_create(
+                json!({"work_order_no": format!("WO-6{n:02}"), "件名": format!("Outage {n}")}),
+            )
+            .await?,
+        );
+    }
+    env.flush_webhooks().await?;
+    tests::wait_for("the first ticket", Duration::from_secs(10), || async {
+        Ok(!env.tickets().await?.is_empty())
+    })
+    .await?;
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = env.tickets().await?.len();
+    proxy.up();
+    env.settle("every work order", || async {
+        for id in &ids {
+            if !written_back(&env, id).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    assert!(during < 20, "the outage came too late to test anything");
+    for n in 0..20 {
+        assert_eq!(
+            env.tickets_for(&format!("WO-6{n:02}")).await?.len(),
+            1,
+            "WO-6{n:02}"
+        );
+    }
+    assert!(env.store.processed_count(RULE).await? >= 20);
+    assert!(
+        dead_letters(&env).await?.is_empty(),
+        "an outage burns no attempts"
+    );
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.admin_urls[0]))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        !metrics.contains("recordsync_worker_retries_total{"),
+        "no retries were scheduled: {metrics}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_broker_restart_under_load_loses_no_accepted_webhook() -> anyhow::Result<()> {
+    let proxy = tests::proxy::Proxy::start("127.0.0.1:5672".parse()?).await?;
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let env = Env::start_with(EnvOptions {
+        amqp_url: Some(url),
+        ..EnvOptions::default()
+    })
+    .await?;
+    // Records exist in kintone; the test plays kintone's webhooks itself so it knows
+    // which ones ingest accepted.
+    let mut accepted = vec![];
+    let mut refused = 0;
+    let path = format!("/webhooks/kintone?token={}", tests::KINTONE_WEBHOOK_TOKEN);
+    for n in 0..60 {
+        if n == 20 {
+            proxy.down();
+        }
+        if n == 40 {
+            proxy.up();
+            tests::wait_for("ingest to reconnect", Duration::from_secs(15), || async {
+                Ok(env
+                    .http
+                    .get(format!("{}/readyz", env.ingest_url))
+                    .send()
+                    .await?
+                    .status()
+                    .as_u16()
+                    == 200)
+            })
+            .await?;
+        }
+        let v = env.admin_post(&format!("/_admin/kintone/apps/{}/records", tests::APP), json!({"record": tests::kintone_record(&json!({"work_order_no": format!("WO-7{n:02}"), "件名": format!("Load {n}")})), "webhook": false})).await?;
+        let id = v["id"].as_str().unwrap().to_owned();
+        let record = env.kintone_record(&id).await?;
+        let hook = json!({"id": format!("load-{n}"), "type": "ADD_RECORD", "app": {"id": tests::APP, "name": "Work orders"}, "record": record, "recordTitle": "", "url": ""});
+        let (status, _) = env.post_webhook(&path, &[], hook.to_string()).await?;
+        match status {
+            202 => accepted.push((n, id)),
+            503 => refused += 1,
+            other => anyhow::bail!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused >= 15,
+        "ingest must answer 503 while the broker is away ({refused} refused)"
+    );
+    env.settle("every accepted webhook", || async {
+        for (_, id) in &accepted {
+            if !written_back(&env, id).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    for (n, _) in &accepted {
+        assert_eq!(env.tickets_for(&format!("WO-7{n:02}")).await?.len(), 1);
+    }
+    env.finish().await
+}

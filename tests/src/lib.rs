@@ -132,6 +132,11 @@ pub struct EnvOptions {
     pub workers: usize,
     /// Ingest's broker URL (a proxy in outage tests).
     pub ingest_amqp_url: Option<String>,
+    /// Every component's broker URL (a proxy in broker outage tests).
+    pub amqp_url: Option<String>,
+    /// The workers' database URL template: `{db}` is replaced by the database name (a
+    /// proxy in PostgreSQL outage tests).
+    pub worker_database_url: Option<String>,
     /// Rules added to the example rules.
     pub extra_rules: Vec<domain::rules::RuleSpec>,
 }
@@ -144,6 +149,8 @@ impl Default for EnvOptions {
             prefetch: 16,
             workers: 1,
             ingest_amqp_url: None,
+            amqp_url: None,
+            worker_database_url: None,
             extra_rules: vec![],
         }
     }
@@ -189,8 +196,11 @@ impl Env {
         let db = TestDb::create().await?;
         let prefix = format!("rs-test-{}", uuid::Uuid::new_v4().simple());
         let settings = Settings {
-            amqp_url: amqp_url(),
-            database_url: db.url.clone(),
+            amqp_url: opts.amqp_url.clone().unwrap_or_else(amqp_url),
+            database_url: match &opts.worker_database_url {
+                Some(template) => template.replace("{db}", &db.name),
+                None => db.url.clone(),
+            },
             queue_prefix: prefix,
             retry_delays_ms: opts.retry_delays_ms.clone(),
             max_attempts: opts.max_attempts,
