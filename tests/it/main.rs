@@ -4,5 +4,6 @@
 
 mod failures;
 mod intake;
+mod limits;
 mod recovery;
 mod sync;

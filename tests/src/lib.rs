@@ -139,6 +139,8 @@ pub struct EnvOptions {
     pub worker_database_url: Option<String>,
     /// Rules added to the example rules.
     pub extra_rules: Vec<domain::rules::RuleSpec>,
+    /// A change to the rules (limits, windows) before anything starts.
+    pub edit_rules: Option<fn(&mut SyncRules)>,
 }
 
 impl Default for EnvOptions {
@@ -151,6 +153,7 @@ impl Default for EnvOptions {
             ingest_amqp_url: None,
             amqp_url: None,
             worker_database_url: None,
+            edit_rules: None,
             extra_rules: vec![],
         }
     }
@@ -189,10 +192,20 @@ impl Env {
 
     /// Starts everything.
     pub async fn start_with(opts: EnvOptions) -> anyhow::Result<Env> {
+        // `RECORDSYNC_TEST_LOG=info` shows the components' logs while debugging a test.
+        if let Ok(filter) = std::env::var("RECORDSYNC_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let sandbox_config = sandbox::SandboxConfig::default();
         let sandbox = sandbox::Sandbox::start(sandbox_config.clone()).await?;
         let mut rules = example_rules(&sandbox.base_url);
         rules.rules.extend(opts.extra_rules.iter().cloned());
+        if let Some(edit) = opts.edit_rules {
+            edit(&mut rules);
+        }
         let db = TestDb::create().await?;
         let prefix = format!("rs-test-{}", uuid::Uuid::new_v4().simple());
         let settings = Settings {
@@ -385,6 +398,40 @@ impl Env {
             .as_array()
             .and_then(|a| a.iter().find(|r| r["$id"]["value"] == id).cloned())
             .with_context(|| format!("no kintone record {id}"))
+    }
+
+    /// A work order and its ticket that were synced before: the kintone record (with
+    /// the ticket id written back), the ticket, and the link in the store. Nothing is
+    /// sent to ingest. Returns the kintone record id and the ticket id.
+    pub async fn seed_linked(
+        &self,
+        work_order_no: &str,
+        subject: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let ticket = self
+            .helpdesk_seed(json!({"subject": subject, "external_id": work_order_no}))
+            .await?;
+        let fields =
+            json!({"work_order_no": work_order_no, "件名": subject, "helpdesk_ticket_id": ticket});
+        let v = self
+            .admin_post(
+                &format!("/_admin/kintone/apps/{APP}/records"),
+                json!({"record": kintone_record(&fields), "webhook": false}),
+            )
+            .await?;
+        let id = v["id"].as_str().context("no id")?.to_owned();
+        let mut sent = serde_json::Map::new();
+        sent.insert("subject".into(), json!(subject));
+        let mut tx = self.store.begin_record(RULE, &id).await?;
+        tx.save_state(
+            Some(&ticket),
+            Some(json!({"step": "seeded"})),
+            Some(1),
+            &sent,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((id, ticket))
     }
 
     /// Seeds a helpdesk ticket directly (no webhook). Returns its id.

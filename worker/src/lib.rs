@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod classify;
 pub mod dlq;
+pub mod limiter;
 pub mod metrics;
 pub mod process;
 
@@ -73,6 +74,8 @@ impl Worker {
         connectors: Connectors,
     ) -> Result<Worker, anyhow::Error> {
         let store = Store::connect_lazy(&settings.database_url, settings.db_max_connections)?;
+        let limiter =
+            limiter::Limiter::new(Store::connect_lazy(&settings.database_url, 4)?, &rules);
         let topology = Topology::new(&settings.queue_prefix, settings.retry_delays_ms.clone());
         let broker = Broker::new(
             &settings.amqp_url,
@@ -83,6 +86,7 @@ impl Worker {
         Ok(Worker {
             settings,
             processor: Arc::new(Processor {
+                limiter,
                 rules,
                 connectors,
                 store,

@@ -3,13 +3,13 @@
 //! canonical record, resolves identity, writes the target and the write-back, and
 //! commits state, link, history and the processed mark together.
 
-use connectors::{ConnectorError, Connectors, Endpoint};
+use connectors::{ConnectorError, Connectors};
 use domain::history::Entry;
 use domain::identity::{
     IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
 };
 use domain::mapping::map_fields;
-use domain::record::{Fields, SourceRecord};
+use domain::record::Fields;
 use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
 use domain::sync::{
     PriorState, Write, check_fresh, payload_disagreements, plan_write, sent_after, write_back,
@@ -17,6 +17,9 @@ use domain::sync::{
 use queue::EventV1;
 use serde_json::{Value, json};
 use store::{EventRef, RecordTx, Store, StoreError};
+
+use crate::classify::{self, Action};
+use crate::limiter::{Limited, Limiter};
 
 /// How processing ended when it ended well: the message can be acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub enum Failure {
 
 /// What the processing step needs.
 pub struct Processor {
+    /// The fleet-wide limiter every request goes through.
+    pub limiter: Limiter,
     /// The rules.
     pub rules: SyncRules,
     /// The connectors.
@@ -127,7 +132,7 @@ impl Processor {
         let mut entries = vec![];
         let flow = match self.decide_and_write(rule, ev, &prior, &mut entries).await {
             Ok(flow) => flow,
-            Err(e) if crate::classify::connector(&e) == crate::classify::Action::Conflict => {
+            Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
                 let (status, message) = match &e {
                     ConnectorError::Rejected {
                         status, message, ..
@@ -142,7 +147,7 @@ impl Processor {
             }
             // The transaction rolls back; nothing of this attempt is kept but the
             // retry entry the runner writes.
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let done = commit(tx, &evref, received, entries, flow).await?;
         Ok(done)
@@ -156,13 +161,14 @@ impl Processor {
         ev: &EventV1,
         prior: &PriorState,
         entries: &mut Vec<Entry>,
-    ) -> Result<Flow, ConnectorError> {
+    ) -> Result<Flow, Failure> {
         let source = self
             .connectors
             .endpoint(&rule.source.system, &rule.source.app)?;
         let target = self
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
+        let (source, target) = (self.limiter.limit(&source), self.limiter.limit(&target));
 
         // The payload is a hint; the canonical record is the truth.
         let Some(record) = source.fetch(&ev.record_id).await? else {
@@ -271,7 +277,13 @@ impl Processor {
 
         let mut revision = record.revision;
         if let Some((field, value)) = write_back(rule, &record, &target_id) {
-            match write_back_field(&source, &record, &field, &value).await? {
+            // Revision-checked, so that a change made since we read the record is never
+            // overwritten or mistaken for ours; `None` when the record changed
+            // meanwhile: that change's own webhook will carry the write-back.
+            match source
+                .write_field(&record.id, &field, &value, record.revision)
+                .await?
+            {
                 Some(new_revision) => {
                     entries.push(Entry::written_back(source.system(), &field, &value));
                     // Our own write: its webhook will find this revision already synced.
@@ -294,10 +306,10 @@ impl Processor {
     async fn resolve(
         &self,
         rule: &RuleSpec,
-        target: &Endpoint,
+        target: &Limited<'_>,
         prior: &PriorState,
         lookup: &str,
-    ) -> Result<IdentityDecision, ConnectorError> {
+    ) -> Result<IdentityDecision, Failure> {
         if let Some(id) = &prior.target_id {
             return Ok(IdentityDecision::Link {
                 target_id: id.clone(),
@@ -317,39 +329,6 @@ impl Processor {
             }
         }
         Ok(when_nothing_matched(rule.on_missing))
-    }
-}
-
-/// Writes the target id into the source with a revision check, so that a change made
-/// since we read the record is never overwritten or mistaken for ours. `None` when
-/// the record changed meanwhile: the change's own webhook will carry the write-back.
-async fn write_back_field(
-    source: &Endpoint,
-    record: &SourceRecord,
-    field: &str,
-    value: &str,
-) -> Result<Option<i64>, ConnectorError> {
-    let mut fields = Fields::new();
-    fields.insert(field.to_owned(), Value::String(value.to_owned()));
-    match source {
-        Endpoint::Kintone(k, app) => match k
-            .update_record(app, &record.id, &fields, record.revision)
-            .await
-        {
-            Ok(rev) => Ok(Some(rev)),
-            Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
-            Err(e) => Err(e),
-        },
-        Endpoint::Rest(_) => {
-            source
-                .update(
-                    &record.id,
-                    &fields,
-                    &format!("write-back:{}:{value}", record.id),
-                )
-                .await?;
-            Ok(record.revision)
-        }
     }
 }
 

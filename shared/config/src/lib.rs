@@ -214,6 +214,23 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(l) = &sys.limits {
+            if !(l.requests_per_second > 0.0 && l.requests_per_second.is_finite()) {
+                bad(
+                    format!("{at}.limits.requests_per_second"),
+                    "must be a positive number".into(),
+                );
+            }
+            if l.burst == 0 {
+                bad(format!("{at}.limits.burst"), "must be at least 1".into());
+            }
+            if l.max_concurrent == Some(0) {
+                bad(
+                    format!("{at}.limits.max_concurrent"),
+                    "must be at least 1 (leave it out for no cap)".into(),
+                );
+            }
+        }
         match sys.kind {
             SystemKind::Kintone => {
                 if !sys.entities.is_empty() {

@@ -250,6 +250,38 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Writes one field of a record with a revision check where the system has
+    /// revisions (kintone), so that a change made since `revision` was read is never
+    /// overwritten. Returns the new revision, or `None` when the record changed
+    /// meanwhile.
+    pub async fn write_field(
+        &self,
+        id: &str,
+        field: &str,
+        value: &str,
+        revision: Option<i64>,
+    ) -> Result<Option<i64>, ConnectorError> {
+        let mut fields = Fields::new();
+        fields.insert(
+            field.to_owned(),
+            serde_json::Value::String(value.to_owned()),
+        );
+        match self {
+            Endpoint::Kintone(k, app) => match k.update_record(app, id, &fields, revision).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Endpoint::Rest(r) => {
+                r.update(id, &fields, &format!("write-field:{id}:{field}:{value}"))
+                    .await?;
+                Ok(revision)
+            }
+        }
+    }
+}
+
 /// Every connector the rules need, built once at start-up with their secrets.
 pub struct Connectors {
     kintone: BTreeMap<String, Arc<kintone::Kintone>>,

@@ -66,6 +66,29 @@ pub struct SystemSpec {
     /// For `rest` systems: where webhook payloads keep the fields routing needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_routing: Option<WebhookRouting>,
+    /// Limits that hold for the whole fleet of workers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// Request limits toward a system, for the whole fleet together. Every request (reads
+/// and writes) counts. A 429 with `Retry-After` from a limited system pauses every
+/// worker's requests to it until then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per second, for example `10` or `0.5`.
+    pub requests_per_second: f64,
+    /// Requests allowed at once above the steady rate (default 1: evenly spaced).
+    #[serde(default = "one")]
+    pub burst: u32,
+    /// Requests in flight at once, fleet-wide (default: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The connector kinds.

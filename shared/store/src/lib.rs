@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dead letters",
         include_str!("../migrations/0002_dead_letters.sql"),
     ),
+    (3, "limiter", include_str!("../migrations/0003_limiter.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -315,6 +316,7 @@ impl Store {
 }
 
 mod dead;
+mod limiter;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 
 fn history_row(r: &sqlx::postgres::PgRow) -> Result<HistoryRow, StoreError> {

@@ -1,0 +1,152 @@
+//! Legacy API limits: the fleet-wide rate limit and the shared pause after a 429.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde_json::{Value, json};
+use tests::{APP, Env, EnvOptions, RULE};
+
+fn limited_helpdesk(rules: &mut domain::rules::SyncRules) {
+    let h = rules
+        .systems
+        .get_mut("helpdesk")
+        .expect("the helpdesk system");
+    h.limits = Some(domain::rules::Limits {
+        requests_per_second: 10.0,
+        burst: 1,
+        max_concurrent: Some(4),
+    });
+}
+
+fn at(e: &Value) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap()
+}
+
+/// The most requests in any window of one second (each window starting at a request).
+fn busiest_second(log: &[Value]) -> usize {
+    let times: Vec<DateTime<FixedOffset>> = log.iter().map(at).collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < chrono::Duration::seconds(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Seeds `n` synced work orders, then edits each once (a webhook each).
+async fn seed_and_edit(env: &Env, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let mut linked = vec![];
+    for i in 0..n {
+        linked.push(
+            env.seed_linked(&format!("WO-8{i:04}"), &format!("Before {i}"))
+                .await?,
+        );
+    }
+    for (i, (id, _)) in linked.iter().enumerate() {
+        env.kintone_edit(id, json!({"件名": format!("After {i}")}))
+            .await?;
+    }
+    Ok(linked)
+}
+
+async fn all_after(env: &Env, linked: &[(String, String)]) -> anyhow::Result<bool> {
+    let tickets = env.tickets().await?;
+    Ok(linked.iter().enumerate().all(|(i, (_, t))| {
+        tickets
+            .iter()
+            .any(|x| x["id"].to_string() == *t && x["subject"] == format!("After {i}"))
+    }))
+}
+
+#[tokio::test]
+async fn four_workers_against_a_10_per_second_target_never_exceed_10_in_any_second()
+-> anyhow::Result<()> {
+    let updates: usize = std::env::var("RECORDSYNC_TEST_LIMITER_UPDATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let env = Env::start_with(EnvOptions {
+        workers: 4,
+        edit_rules: Some(limited_helpdesk),
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post(
+        "/_admin/limits",
+        json!({"system": "helpdesk", "requests_per_second": 10, "burst": 10}),
+    )
+    .await?;
+    let linked = seed_and_edit(&env, updates).await?;
+    env.flush_webhooks().await?;
+    let budget = Duration::from_secs(60 + updates as u64 / 8);
+    tests::wait_for("every update", budget, || async {
+        Ok(env.store.processed_count(RULE).await? as usize >= updates)
+    })
+    .await?;
+    assert!(
+        all_after(&env, &linked).await?,
+        "every ticket holds its last edit"
+    );
+
+    let log = env.request_log("helpdesk").await?;
+    assert_eq!(log.len(), updates, "one PATCH per update and nothing else");
+    assert!(
+        log.iter().all(|e| e["status"] == 200),
+        "the target never had to refuse"
+    );
+    let busiest = busiest_second(&log);
+    assert!(busiest <= 10, "{busiest} requests in one second");
+    let span = at(log.last().unwrap()) - at(&log[0]);
+    let rate = (updates - 1) as f64 / (span.num_milliseconds() as f64 / 1000.0);
+    assert!(rate > 8.0, "the limit is used, not wasted: {rate:.1}/s");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_429_storm_makes_every_worker_wait_and_dead_letters_nothing() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 4,
+        edit_rules: Some(limited_helpdesk),
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "PATCH", "status": 429, "retry_after": "1", "count": 6})).await?;
+    let linked = seed_and_edit(&env, 30).await?;
+    env.flush_webhooks().await?;
+    env.settle("every update", || all_after(&env, &linked))
+        .await?;
+
+    let log = env.request_log("helpdesk").await?;
+    let refused: Vec<&Value> = log.iter().filter(|e| e["status"] == 429).collect();
+    assert_eq!(refused.len(), 6);
+    // After a 429, nobody sends for the Retry-After (beyond requests already on the
+    // wire when it was answered).
+    for r in &refused {
+        let t = at(r);
+        let too_soon = log
+            .iter()
+            .filter(|e| {
+                at(e) - t > chrono::Duration::milliseconds(100)
+                    && at(e) - t < chrono::Duration::milliseconds(900)
+            })
+            .count();
+        assert_eq!(
+            too_soon, 0,
+            "a request was sent during the pause after the 429 at {t}"
+        );
+    }
+    let admin = &env.admin_urls[0];
+    let dead: Value = env
+        .http
+        .get(format!("{admin}/dead-letters"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(dead["dead_letters"], json!([]));
+    let _ = APP;
+    env.finish().await
+}
