@@ -5,5 +5,6 @@
 mod failures;
 mod intake;
 mod limits;
+mod parking;
 mod recovery;
 mod sync;

@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 /// What the admin API reads.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The processor (rules and connectors, for rehydration).
+    pub processor: Arc<crate::process::Processor>,
     /// The store.
     pub store: Store,
     /// The broker.
@@ -39,6 +41,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/dead-letters/{id}", get(dead_letter))
         .route("/dead-letters/replay", post(replay))
         .route("/dead-letters/purge", post(purge))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/paused", get(paused))
+        .route("/rehydrate", post(rehydrate))
         .with_state(state)
 }
 
@@ -192,5 +198,95 @@ async fn purge(State(s): State<AdminState>, Json(req): Json<PurgeRequest>) -> Re
     match s.store.purge_dead_letters(&req.filter).await {
         Ok(n) => Json(json!({"purged": n})).into_response(),
         Err(e) => failed(e),
+    }
+}
+
+/// A rule or a system.
+#[derive(serde::Deserialize)]
+struct Scope {
+    scope: String,
+    name: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn ops_error(e: crate::ops::OpsError) -> Response {
+    match e {
+        crate::ops::OpsError::Unknown(m) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": m}})),
+        )
+            .into_response(),
+        crate::ops::OpsError::Connector(c) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": {"code": "source_failed", "message": c.to_string()}})),
+        )
+            .into_response(),
+        other => failed(other),
+    }
+}
+
+async fn pause(State(s): State<AdminState>, Json(req): Json<Scope>) -> Response {
+    match crate::ops::pause(
+        &s.store,
+        &s.processor.rules,
+        &req.scope,
+        &req.name,
+        req.reason.as_deref(),
+    )
+    .await
+    {
+        Ok(()) => Json(json!({"paused": {"scope": req.scope, "name": req.name}})).into_response(),
+        Err(e) => ops_error(e),
+    }
+}
+
+async fn resume(State(s): State<AdminState>, Json(req): Json<Scope>) -> Response {
+    match crate::ops::resume(&s.store, &s.processor.rules, &req.scope, &req.name).await {
+        Ok(was_paused) => Json(
+            json!({"resumed": {"scope": req.scope, "name": req.name}, "was_paused": was_paused}),
+        )
+        .into_response(),
+        Err(e) => ops_error(e),
+    }
+}
+
+async fn paused(State(s): State<AdminState>) -> Response {
+    let (paused, parked) = match (s.store.paused().await, s.store.parked(None).await) {
+        (Ok(p), Ok(k)) => (p, k),
+        (Err(e), _) | (_, Err(e)) => return failed(e),
+    };
+    let paused: Vec<_> = paused
+        .into_iter()
+        .map(|(scope, name)| json!({"scope": scope, "name": name}))
+        .collect();
+    Json(json!({"paused": paused, "parked": parked})).into_response()
+}
+
+/// What to rehydrate.
+#[derive(serde::Deserialize)]
+struct RehydrateRequest {
+    rule: String,
+    #[serde(default)]
+    record_id: Option<String>,
+}
+
+async fn rehydrate(State(s): State<AdminState>, Json(req): Json<RehydrateRequest>) -> Response {
+    let publisher = match s.broker.publisher().await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    match crate::ops::rehydrate(
+        &s.processor.rules,
+        &s.processor.connectors,
+        &publisher,
+        s.broker.names(),
+        &req.rule,
+        req.record_id.as_deref(),
+    )
+    .await
+    {
+        Ok(ids) => Json(json!({"queued": ids})).into_response(),
+        Err(e) => ops_error(e),
     }
 }

@@ -13,6 +13,7 @@ pub mod classify;
 pub mod dlq;
 pub mod limiter;
 pub mod metrics;
+pub mod ops;
 pub mod process;
 
 use std::sync::Arc;
@@ -126,6 +127,7 @@ impl Worker {
         let keeper = worker.broker.spawn_keeper(shutdown.clone());
         let admin_task = admin.map(|listener| {
             let app = admin::router(admin::AdminState {
+                processor: Arc::clone(&worker.processor),
                 store: worker.processor.store.clone(),
                 broker: Arc::clone(&worker.broker),
                 metrics: Arc::clone(&worker.metrics),
@@ -139,6 +141,7 @@ impl Worker {
         });
         worker.wait_for_database(&shutdown).await;
         let drainer = tokio::spawn(Arc::clone(&worker).drain_dead_letters(shutdown.clone()));
+        let flusher = tokio::spawn(Arc::clone(&worker).flush_parked(shutdown.clone()));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = worker.broker.wait_connected() => {}
@@ -154,6 +157,7 @@ impl Worker {
             }
         }
         let _ = drainer.await;
+        let _ = flusher.await;
         let _ = keeper.await;
         if let Some(t) = admin_task {
             let _ = t.await;
@@ -476,6 +480,45 @@ impl Worker {
                 }
             }
             consumer.close().await;
+        }
+    }
+
+    /// Flushes parked work whose rule, systems and write window allow it, in batches.
+    /// Runs until shutdown.
+    async fn flush_parked(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut pause = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            pause = Duration::from_millis(500);
+            if *self.db_down.borrow() {
+                continue;
+            }
+            let rules = match self.processor.store.parked_rules().await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            for rule in rules {
+                loop {
+                    match self.processor.flush(&rule).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            self.metrics.flushed(&rule, n);
+                            tracing::info!(rule, records = n, "flushed parked work");
+                        }
+                        Err(e) => {
+                            tracing::warn!(rule, error = %e, "flushing parked work failed; it stays parked and is tried again shortly");
+                            pause = Duration::from_secs(2);
+                            break;
+                        }
+                    }
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                }
+            }
         }
     }
 

@@ -207,6 +207,15 @@ impl Limited<'_> {
         self.call(|| self.endpoint.update(id, fields, key)).await
     }
 
+    /// See [`Endpoint::bulk_update`].
+    pub async fn bulk_update(
+        &self,
+        updates: &[(String, Fields)],
+        key: &str,
+    ) -> Result<(), Failure> {
+        self.call(|| self.endpoint.bulk_update(updates, key)).await
+    }
+
     /// See [`Endpoint::write_field`].
     pub async fn write_field(
         &self,

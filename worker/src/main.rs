@@ -27,6 +27,34 @@ enum Command {
     Schema,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Pause a rule or a system: its work is parked, nothing is lost.
+    Pause {
+        /// `rule` or `system`.
+        #[arg(value_parser = ["rule", "system"])]
+        scope: String,
+        /// Its name.
+        name: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a rule or a system: the workers flush what was parked.
+    Resume {
+        /// `rule` or `system`.
+        #[arg(value_parser = ["rule", "system"])]
+        scope: String,
+        /// Its name.
+        name: String,
+    },
+    /// Refetch and resync one record, or every record of a rule.
+    Rehydrate {
+        /// The rule.
+        #[arg(long)]
+        rule: String,
+        /// One source record (all of the rule's source records when left out).
+        #[arg(long)]
+        record: Option<String>,
+    },
     /// Dead letters: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -129,7 +157,64 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run => run().await,
         Command::Dlq { command } => dlq(command).await,
+        Command::Pause {
+            scope,
+            name,
+            reason,
+        } => {
+            let (settings, rules, store) = operator().await?;
+            let _ = settings;
+            worker::ops::pause(&store, &rules, &scope, &name, reason.as_deref()).await?;
+            println!(
+                "paused {scope} {name}: its work is parked until `worker resume {scope} {name}`"
+            );
+            Ok(())
+        }
+        Command::Resume { scope, name } => {
+            let (_, rules, store) = operator().await?;
+            let was = worker::ops::resume(&store, &rules, &scope, &name).await?;
+            let parked = store.parked(None).await?.len();
+            println!(
+                "resumed {scope} {name}{}; {parked} parked record(s) are flushed by the workers",
+                if was { "" } else { " (it was not paused)" }
+            );
+            Ok(())
+        }
+        Command::Rehydrate { rule, record } => {
+            let (settings, rules, _) = operator().await?;
+            let connectors = connectors::Connectors::from_rules(&rules)?;
+            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+                .await
+                .context("Failed to connect to RabbitMQ")?;
+            let publisher = queue::Publisher::open(
+                &conn,
+                std::time::Duration::from_millis(settings.publish_timeout_ms),
+            )
+            .await?;
+            let names = queue::Names::new(&settings.queue_prefix);
+            let ids = worker::ops::rehydrate(
+                &rules,
+                &connectors,
+                &publisher,
+                &names,
+                &rule,
+                record.as_deref(),
+            )
+            .await?;
+            println!("queued {} record(s) for rehydration", ids.len());
+            Ok(())
+        }
     }
+}
+
+/// Settings, rules and the store, for operator commands.
+async fn operator() -> anyhow::Result<(config::Settings, domain::rules::SyncRules, store::Store)> {
+    let settings = config::Settings::from_env()?;
+    let rules = config::load_rules(&settings.rules_path)?;
+    let store = store::Store::connect(&settings.database_url, 2)
+        .await
+        .context("Failed to connect to PostgreSQL")?;
+    Ok((settings, rules, store))
 }
 
 async fn dlq(command: DlqCommand) -> anyhow::Result<()> {

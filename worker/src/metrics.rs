@@ -15,6 +15,7 @@ struct Inner {
     processed: BTreeMap<(String, &'static str), u64>,
     retried: BTreeMap<String, u64>,
     dead_lettered: BTreeMap<String, u64>,
+    flushed: BTreeMap<String, u64>,
     requeued: u64,
 }
 
@@ -40,6 +41,11 @@ impl Metrics {
             .dead_lettered
             .entry(class.to_owned())
             .or_default() += 1;
+    }
+
+    /// Parked records flushed, by rule.
+    pub fn flushed(&self, rule: &str, n: usize) {
+        *self.lock().flushed.entry(rule.to_owned()).or_default() += n as u64;
     }
 
     /// One event given back because PostgreSQL failed.
@@ -81,6 +87,12 @@ impl Metrics {
         for (class, n) in &m.dead_lettered {
             out.push_str(&format!(
                 "recordsync_worker_dead_letters_total{{class=\"{class}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP recordsync_worker_flushed_total Parked records flushed, by rule.\n# TYPE recordsync_worker_flushed_total counter\n");
+        for (rule, n) in &m.flushed {
+            out.push_str(&format!(
+                "recordsync_worker_flushed_total{{rule=\"{rule}\"}} {n}\n"
             ));
         }
         out.push_str("# HELP recordsync_worker_requeued_total Events given back because PostgreSQL failed.\n# TYPE recordsync_worker_requeued_total counter\n");

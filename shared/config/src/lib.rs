@@ -231,6 +231,11 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(w) = &sys.write_windows {
+            for p in w.problems() {
+                bad(format!("{at}.write_windows.{}", p.path), p.message);
+            }
+        }
         match sys.kind {
             SystemKind::Kintone => {
                 if !sys.entities.is_empty() {

@@ -172,6 +172,41 @@ impl Kintone {
             .ok_or_else(|| self.bad("no revision in the answer"))
     }
 
+    /// The ids of the app's records after `after` (by `$id`), up to 500, in order.
+    pub async fn list_ids(&self, app: &str, after: i64) -> Result<Vec<String>, ConnectorError> {
+        let query = format!("$id > {after} order by $id asc limit 500");
+        let req = self.request(Method::GET, "/k/v1/records.json").query(&[
+            ("app", app),
+            ("query", query.as_str()),
+            ("fields[0]", "$id"),
+        ]);
+        let body = self.send(req).await?;
+        let records = body["records"]
+            .as_array()
+            .ok_or_else(|| self.bad("records.json without records"))?;
+        Ok(records
+            .iter()
+            .filter_map(|r| r["$id"]["value"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// PUT `records.json`: up to 100 records in one all-or-nothing call, without
+    /// revision checks.
+    pub async fn update_records(
+        &self,
+        app: &str,
+        updates: &[(String, Fields)],
+    ) -> Result<(), ConnectorError> {
+        let records: Vec<Value> = updates
+            .iter()
+            .map(|(id, f)| json!({"id": id, "record": to_kintone(f)}))
+            .collect();
+        let req = self
+            .request(Method::PUT, "/k/v1/records.json")
+            .json(&json!({"app": app, "records": records}));
+        self.send(req).await.map(drop)
+    }
+
     fn bad(&self, message: &str) -> ConnectorError {
         ConnectorError::BadResponse {
             system: self.system.clone(),

@@ -251,6 +251,53 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// The most updates one bulk call takes, when the system has bulk updates (kintone:
+    /// 100 per `records.json` call).
+    pub fn bulk_max(&self) -> Option<usize> {
+        match self {
+            Endpoint::Kintone(..) => Some(100),
+            Endpoint::Rest(r) => r.bulk_max(),
+        }
+    }
+
+    /// Every record id of the app, for a full resync. Only kintone sources list.
+    pub async fn list_ids(&self) -> Result<Vec<String>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => {
+                let mut all = vec![];
+                loop {
+                    let after = all
+                        .last()
+                        .and_then(|id: &String| id.parse().ok())
+                        .unwrap_or(0);
+                    let page = k.list_ids(app, after).await?;
+                    let done = page.len() < 500;
+                    all.extend(page);
+                    if done {
+                        return Ok(all);
+                    }
+                }
+            }
+            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
+                "{}: listing every record is not supported for rest systems; rehydrate one record at a time",
+                r.system()
+            ))),
+        }
+    }
+
+    /// Updates several records in one all-or-nothing call (at most
+    /// [`Endpoint::bulk_max`]).
+    pub async fn bulk_update(
+        &self,
+        updates: &[(String, Fields)],
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.update_records(app, updates).await,
+            Endpoint::Rest(r) => r.bulk_update(updates, idempotency_key).await,
+        }
+    }
+
     /// Writes one field of a record with a revision check where the system has
     /// revisions (kintone), so that a change made since `revision` was read is never
     /// overwritten. Returns the new revision, or `None` when the record changed

@@ -197,6 +197,45 @@ impl Rest {
     }
 }
 
+impl Rest {
+    /// The most updates one bulk call takes, when the entity has a bulk endpoint.
+    pub fn bulk_max(&self) -> Option<usize> {
+        self.entity.bulk_update.as_ref().map(|b| b.max)
+    }
+
+    /// Updates several records in one all-or-nothing call.
+    pub async fn bulk_update(
+        &self,
+        updates: &[(String, Fields)],
+        idempotency_key: &str,
+    ) -> Result<(), ConnectorError> {
+        let Some(b) = &self.entity.bulk_update else {
+            return Err(ConnectorError::Unknown(format!(
+                "{}: no bulk_update endpoint",
+                self.system
+            )));
+        };
+        let list: Vec<Value> = updates
+            .iter()
+            .map(|(id, fields)| {
+                let id = id
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::String(id.clone()));
+                serde_json::json!({ b.id_key.as_str(): id, b.fields_key.as_str(): fields })
+            })
+            .collect();
+        let body = serde_json::json!({ b.list_key.as_str(): list });
+        let req = self
+            .with_key(self.request(Method::POST, &b.path), idempotency_key)
+            .json(&body);
+        self.send(req)
+            .await?
+            .ok_or_else(|| self.bad("404 on the bulk endpoint: check bulk_update.path"))?;
+        Ok(())
+    }
+}
+
 /// A REST error body as one line, whatever its shape: `error.message`, `message`,
 /// `error`, or the body itself.
 fn error_message(body: &Value) -> String {

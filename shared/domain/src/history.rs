@@ -47,6 +47,9 @@ pub enum Kind {
     DeadLettered,
     /// The source record no longer exists.
     SourceDeleted,
+    /// The work waits: the rule or a system is paused, or the target's write window
+    /// is closed.
+    Parked,
 }
 
 impl Kind {
@@ -69,6 +72,7 @@ impl Kind {
             Kind::RetryScheduled => "retry_scheduled",
             Kind::DeadLettered => "dead_lettered",
             Kind::SourceDeleted => "source_deleted",
+            Kind::Parked => "parked",
         }
     }
 }
@@ -324,6 +328,35 @@ impl Entry {
                 "gave up after {attempts} attempts ({error}); the event is in the dead-letter queue and can be replayed"
             ),
             json!({"error": error, "attempts": attempts}),
+        )
+    }
+
+    /// The work was parked.
+    pub fn parked(why: &str, coalesced: i32) -> Entry {
+        let latest = if coalesced > 1 {
+            format!(
+                "; {coalesced} changes wait for this record, only the latest state will be written"
+            )
+        } else {
+            String::new()
+        };
+        entry(
+            Kind::Parked,
+            format!("parked: {why}{latest}"),
+            json!({"why": why, "coalesced": coalesced}),
+        )
+    }
+
+    /// A target record was updated as part of a bulk call.
+    pub fn updated_in_bulk(target: &str, target_id: &str, fields: &Fields, batch: usize) -> Entry {
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        entry(
+            Kind::Updated,
+            format!(
+                "updated {target} record {target_id} in a bulk call of {batch}: {}",
+                names.join(", ")
+            ),
+            json!({"target_id": target_id, "fields": fields, "bulk": batch}),
         )
     }
 

@@ -18,3 +18,4 @@ pub mod mapping;
 pub mod record;
 pub mod rules;
 pub mod sync;
+pub mod windows;

@@ -69,6 +69,9 @@ pub struct SystemSpec {
     /// Limits that hold for the whole fleet of workers together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// When the system accepts writes; without it, at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_windows: Option<crate::windows::WriteWindows>,
 }
 
 /// Request limits toward a system, for the whole fleet together. Every request (reads
@@ -179,6 +182,46 @@ pub struct RestEntity {
     /// The header that carries an idempotency key on writes, if the API supports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_header: Option<String>,
+    /// A bulk update endpoint, used when parked writes are flushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_update: Option<BulkUpdate>,
+}
+
+/// A bulk update endpoint: the body is `{"<list_key>": [{"<id_key>": id,
+/// "<fields_key>": {...}}, ...]}`, all-or-nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkUpdate {
+    /// The path, e.g. `/api/tickets/bulk`.
+    pub path: String,
+    /// The most updates in one call (default 100).
+    #[serde(default = "hundred")]
+    pub max: usize,
+    /// The key of the list (default `updates`).
+    #[serde(default = "updates_key")]
+    pub list_key: String,
+    /// The key of each id (default `id`).
+    #[serde(default = "id_key")]
+    pub id_key: String,
+    /// The key of each update's fields (default `fields`).
+    #[serde(default = "fields_key")]
+    pub fields_key: String,
+}
+
+fn hundred() -> usize {
+    100
+}
+
+fn updates_key() -> String {
+    "updates".to_owned()
+}
+
+fn id_key() -> String {
+    "id".to_owned()
+}
+
+fn fields_key() -> String {
+    "fields".to_owned()
 }
 
 fn default_update_method() -> String {

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_dead_letters.sql"),
     ),
     (3, "limiter", include_str!("../migrations/0003_limiter.sql")),
+    (4, "parking", include_str!("../migrations/0004_parking.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -317,7 +318,9 @@ impl Store {
 
 mod dead;
 mod limiter;
+mod parking;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
+pub use parking::ParkedRow;
 
 fn history_row(r: &sqlx::postgres::PgRow) -> Result<HistoryRow, StoreError> {
     Ok(HistoryRow {
@@ -367,6 +370,11 @@ pub struct RecordTx {
 }
 
 impl RecordTx {
+    /// The record the next calls concern: a batch transaction locks several records
+    /// and works through them one after the other.
+    pub fn switch_to(&mut self, record_id: &str) {
+        record_id.clone_into(&mut self.record_id);
+    }
     /// Whether this event was already processed under this rule.
     pub async fn already_processed(&mut self, event_id: &str) -> Result<bool, StoreError> {
         let found: Option<i32> =

@@ -1,0 +1,177 @@
+//! Pausing, and parked work: what waits for a paused rule or system, or for a target's
+//! write window, one row per record (the latest event wins).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{RecordTx, Store, StoreError, q};
+
+/// A parked record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParkedRow {
+    /// The rule.
+    pub rule: String,
+    /// The record.
+    pub source_record_id: String,
+    /// The latest event, as the queue carried it.
+    pub event: Value,
+    /// `paused` or `window`.
+    pub reason: String,
+    /// How many events were coalesced into this row.
+    pub events: i32,
+    /// When the first of them was parked.
+    pub first_parked_at: DateTime<Utc>,
+}
+
+fn parked_row(r: &sqlx::postgres::PgRow) -> Result<ParkedRow, StoreError> {
+    Ok(ParkedRow {
+        rule: r.try_get("rule").map_err(q("read"))?,
+        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
+        event: r.try_get("event").map_err(q("read"))?,
+        reason: r.try_get("reason").map_err(q("read"))?,
+        events: r.try_get("events").map_err(q("read"))?,
+        first_parked_at: r.try_get("first_parked_at").map_err(q("read"))?,
+    })
+}
+
+impl Store {
+    /// Pauses a rule or a system (`scope` is `rule` or `system`).
+    pub async fn pause(
+        &self,
+        scope: &str,
+        name: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO paused (scope, name, reason) VALUES ($1, $2, $3) ON CONFLICT (scope, name) DO UPDATE SET reason = EXCLUDED.reason")
+            .bind(scope)
+            .bind(name)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(q("pause"))?;
+        Ok(())
+    }
+
+    /// Resumes a rule or a system; its parked work is flushed by the workers.
+    pub async fn resume(&self, scope: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM paused WHERE scope = $1 AND name = $2")
+            .bind(scope)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(q("resume"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// What is paused: `(scope, name)`.
+    pub async fn paused(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT scope, name FROM paused ORDER BY scope, name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read what is paused"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The parked records of a rule (or of every rule), oldest first.
+    pub async fn parked(&self, rule: Option<&str>) -> Result<Vec<ParkedRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM parked WHERE $1::text IS NULL OR rule = $1 ORDER BY first_parked_at",
+        )
+        .bind(rule)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read parked work"))?;
+        rows.iter().map(parked_row).collect()
+    }
+
+    /// The rules that have parked work.
+    pub async fn parked_rules(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT DISTINCT rule FROM parked")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read parked rules"))
+    }
+
+    /// Starts a batch: a transaction that takes up to `limit` parked records of a
+    /// rule (skipping those another worker holds), locks each record as
+    /// [`Store::begin_record`] would, and removes them from the parked table. If the
+    /// batch is rolled back, they are parked again as they were.
+    pub async fn begin_batch(
+        &self,
+        rule: &str,
+        limit: i64,
+    ) -> Result<(RecordTx, Vec<ParkedRow>), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        let rows = sqlx::query(
+            "DELETE FROM parked WHERE (rule, source_record_id) IN (
+                 SELECT rule, source_record_id FROM parked WHERE rule = $1
+                  ORDER BY first_parked_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(rule)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q("take parked work"))?;
+        let mut parked: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
+        // Always in the same order, so that two batches cannot deadlock.
+        parked.sort_by(|a, b| a.source_record_id.cmp(&b.source_record_id));
+        for p in &parked {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")
+                .bind(rule)
+                .bind(&p.source_record_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("lock the record"))?;
+        }
+        Ok((
+            RecordTx {
+                tx,
+                rule: rule.to_owned(),
+                record_id: String::new(),
+            },
+            parked,
+        ))
+    }
+}
+
+impl RecordTx {
+    /// Whether the rule, or one of its systems, is paused.
+    pub async fn is_paused(&mut self, systems: &[&str]) -> Result<bool, StoreError> {
+        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($2)))",
+        )
+        .bind(&self.rule)
+        .bind(systems)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(q("check whether paused"))
+    }
+
+    /// Parks the event for this record: the latest event replaces an earlier one.
+    pub async fn park(&mut self, event: &Value, reason: &str) -> Result<i32, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                event = EXCLUDED.event, reason = EXCLUDED.reason,
+                events = parked.events + 1, parked_at = now()
+             RETURNING events",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .bind(event)
+        .bind(reason)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(q("park"))
+    }
+}

@@ -1,0 +1,221 @@
+//! Parked work: write windows, pause and resume, rehydration.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tests::{Env, EnvOptions, RULE};
+
+/// The helpdesk accepts writes from eight seconds after the environment starts.
+fn window_soon(rules: &mut domain::rules::SyncRules) {
+    let opens = Utc::now() + chrono::Duration::seconds(8);
+    let closes = opens + chrono::Duration::hours(2);
+    let h = rules
+        .systems
+        .get_mut("helpdesk")
+        .expect("the helpdesk system");
+    h.write_windows = Some(domain::windows::WriteWindows {
+        time_zone: "UTC".into(),
+        windows: vec![domain::windows::Window {
+            days: vec![],
+            from: opens.format("%H:%M:%S").to_string(),
+            to: closes.format("%H:%M:%S").to_string(),
+        }],
+    });
+}
+
+fn at(e: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(e["at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn writes_wait_for_the_window_coalesced_per_record_and_flushed_in_bulk() -> anyhow::Result<()>
+{
+    let started = Utc::now();
+    let env = Env::start_with(EnvOptions {
+        edit_rules: Some(window_soon),
+        ..EnvOptions::default()
+    })
+    .await?;
+    // The window opens at the whole second the rules name.
+    let from = &env.rules.systems["helpdesk"]
+        .write_windows
+        .as_ref()
+        .unwrap()
+        .windows[0]
+        .from;
+    let from = chrono::NaiveTime::parse_from_str(from, "%H:%M:%S")?;
+    let mut opens = started.date_naive().and_time(from).and_utc();
+    if opens < started - chrono::Duration::hours(1) {
+        opens += chrono::Duration::days(1);
+    }
+    let (a, ta) = env.seed_linked("WO-901", "A0").await?;
+    let (b, _) = env.seed_linked("WO-902", "B0").await?;
+    let (c, _) = env.seed_linked("WO-903", "C0").await?;
+    for n in 1..=5 {
+        env.kintone_edit(&a, json!({"件名": format!("A{n}")}))
+            .await?;
+    }
+    env.kintone_edit(&b, json!({"件名": "B1"})).await?;
+    env.kintone_edit(&c, json!({"件名": "C1"})).await?;
+    env.settle("everything parked", || async {
+        let parked = env.store.parked(Some(RULE)).await?;
+        Ok(parked.len() == 3
+            && parked
+                .iter()
+                .any(|p| p.source_record_id == a && p.events == 5))
+    })
+    .await?;
+    assert!(
+        Utc::now() < opens,
+        "the setup took too long to test a closed window"
+    );
+    assert!(
+        env.request_log("helpdesk").await?.is_empty(),
+        "nothing reaches the target outside its window"
+    );
+
+    tests::wait_for("the flush", Duration::from_secs(30), || async {
+        Ok(env.store.parked(Some(RULE)).await?.is_empty())
+    })
+    .await?;
+    let log = env.request_log("helpdesk").await?;
+    assert_eq!(log.len(), 1, "one bulk call for three records: {log:#?}");
+    assert_eq!(log[0]["method"], "POST");
+    assert_eq!(log[0]["path"], "/api/tickets/bulk");
+    assert!(
+        at(&log[0]) >= opens,
+        "the write came at {} before the window opened at {opens}",
+        log[0]["at"]
+    );
+    let tickets = env.tickets().await?;
+    let subject = |id: &str| {
+        tickets
+            .iter()
+            .find(|t| t["id"].to_string() == id)
+            .map(|t| t["subject"].clone())
+    };
+    assert_eq!(
+        subject(&ta),
+        Some(json!("A5")),
+        "only the latest state is written"
+    );
+    let history = env.history(&a).await?;
+    assert_eq!(
+        history.iter().filter(|h| h.starts_with("parked:")).count(),
+        5,
+        "{history:#?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|h| h
+                .contains("5 changes wait for this record, only the latest state will be written")),
+        "{history:#?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|h| h.contains("in a bulk call of 3: subject")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_paused_rule_parks_its_work_and_resuming_drains_it() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let admin = env.admin_urls[0].clone();
+    let paused = env
+        .http
+        .post(format!("{admin}/pause"))
+        .json(&json!({"scope": "rule", "name": RULE, "reason": "maintenance"}))
+        .send()
+        .await?;
+    assert_eq!(paused.status().as_u16(), 200);
+    let unknown = env
+        .http
+        .post(format!("{admin}/pause"))
+        .json(&json!({"scope": "rule", "name": "nope"}))
+        .send()
+        .await?;
+    assert_eq!(unknown.status().as_u16(), 404);
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-911", "件名": "Paused"}))
+        .await?;
+    env.settle("parked", || async {
+        Ok(env.store.parked(Some(RULE)).await?.len() == 1)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        env.request_log("helpdesk").await?.is_empty(),
+        "a paused rule sends nothing"
+    );
+    let state: Value = env
+        .http
+        .get(format!("{admin}/paused"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(state["paused"], json!([{"scope": "rule", "name": RULE}]));
+
+    env.http
+        .post(format!("{admin}/resume"))
+        .json(&json!({"scope": "rule", "name": RULE}))
+        .send()
+        .await?
+        .error_for_status()?;
+    env.settle("the write-back", || async {
+        let r = env.kintone_record(&id).await?;
+        Ok(r["helpdesk_ticket_id"]["value"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()))
+    })
+    .await?;
+    assert_eq!(env.tickets_for("WO-911").await?.len(), 1);
+    assert!(env.store.parked(None).await?.is_empty());
+    env.finish().await
+}
+
+#[tokio::test]
+async fn rehydrating_a_record_repairs_drift_in_the_target() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (id, ticket) = env.seed_linked("WO-921", "Correct").await?;
+    // Someone edits the ticket by hand in the helpdesk.
+    env.http
+        .patch(format!("{}/api/tickets/{ticket}", env.sandbox.base_url))
+        .bearer_auth(&env.sandbox_config.helpdesk_token)
+        .json(&json!({"subject": "Drifted"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let admin = &env.admin_urls[0];
+    let queued: Value = env
+        .http
+        .post(format!("{admin}/rehydrate"))
+        .json(&json!({"rule": RULE, "record_id": id}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(queued["queued"], json!([id]));
+    env.settle("the repair", || async {
+        Ok(env.tickets_for("WO-921").await?[0]["subject"] == "Correct")
+    })
+    .await?;
+    // The whole rule can be rehydrated too: every kintone record is queued.
+    let all: Value = env
+        .http
+        .post(format!("{admin}/rehydrate"))
+        .json(&json!({"rule": RULE}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(all["queued"], json!([id]));
+    env.finish().await
+}
