@@ -55,9 +55,9 @@ async fn seed_and_edit(env: &Env, n: usize) -> anyhow::Result<Vec<(String, Strin
 async fn all_after(env: &Env, linked: &[(String, String)]) -> anyhow::Result<bool> {
     let tickets = env.tickets().await?;
     Ok(linked.iter().enumerate().all(|(i, (_, t))| {
-        tickets
-            .iter()
-            .any(|x| x["id"].to_string() == *t && x["subject"] == format!("After {i}"))
+        tickets.iter().any(|x| {
+            t.parse::<i64>().ok() == x["id"].as_i64() && x["subject"] == format!("After {i}")
+        })
     }))
 }
 

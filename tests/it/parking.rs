@@ -94,7 +94,7 @@ async fn writes_wait_for_the_window_coalesced_per_record_and_flushed_in_bulk() -
     let subject = |id: &str| {
         tickets
             .iter()
-            .find(|t| t["id"].to_string() == id)
+            .find(|t| id.parse::<i64>().ok() == t["id"].as_i64())
             .map(|t| t["subject"].clone())
     };
     assert_eq!(
