@@ -12,10 +12,12 @@
 //! Invariant: this crate never imports tokio, sqlx, lapin, reqwest or axum. Everything
 //! here is a plain function over plain types, so it can be tested exhaustively.
 
+pub mod authority;
 pub mod history;
 pub mod identity;
 pub mod mapping;
 pub mod record;
 pub mod rules;
 pub mod sync;
+pub mod versions;
 pub mod windows;
