@@ -202,14 +202,16 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
 async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()> {
     let proxy = tests::proxy::Proxy::start("127.0.0.1:5432".parse()?).await?;
     let template = format!("postgres://postgres@{}/{{db}}", proxy.addr);
+    // Slow creates and a small prefetch, so that the outage lands mid-stream.
     let env = Env::start_with(EnvOptions {
         worker_database_url: Some(template),
+        prefetch: 4,
         ..EnvOptions::default()
     })
     .await?;
     env.admin_post(
         "/_admin/faults",
-        json!({"system": "helpdesk", "method": "POST", "latency_ms": 50}),
+        json!({"system": "helpdesk", "method": "POST", "latency_ms": 200}),
     )
     .await?;
     let mut ids = vec![];

@@ -177,7 +177,11 @@ async fn a_paused_rule_parks_its_work_and_resuming_drains_it() -> anyhow::Result
     })
     .await?;
     assert_eq!(env.tickets_for("WO-911").await?.len(), 1);
-    assert!(env.store.parked(None).await?.is_empty());
+    // The write-back is visible in kintone just before the flush commits.
+    tests::wait_for("the flush to commit", Duration::from_secs(10), || async {
+        Ok(env.store.parked(None).await?.is_empty())
+    })
+    .await?;
     env.finish().await
 }
 
