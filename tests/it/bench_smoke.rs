@@ -1,0 +1,164 @@
+//! The bench command cannot rot: each scenario runs at a tiny count, prints its figure
+//! rows, and leaves no database and no queue behind.
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use sqlx::Connection;
+
+struct Ran {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the bench binary (a debug build here) and insists that it succeeds.
+async fn bench(args: &[&str]) -> Ran {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+                .args(&args)
+                .env("RUST_BACKTRACE", "0")
+                .output()
+        }
+    })
+    .await
+    .expect("the bench thread joins")
+    .expect("the bench binary starts");
+    let ran = Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        out.status.success(),
+        "bench {} failed ({}):\n{}\n{}",
+        args.join(" "),
+        out.status,
+        ran.stdout,
+        ran.stderr
+    );
+    ran
+}
+
+/// Asserts a table row for `scenario` and `measure` whose result is a figure.
+fn assert_figure(stdout: &str, scenario: &str, measure: &str) {
+    let found = stdout
+        .lines()
+        .map(|l| l.trim_start_matches(['|', ' ']))
+        .filter(|l| l.starts_with(scenario))
+        .filter_map(|l| l.split_once(measure).map(|(_, rest)| rest))
+        .any(|rest| {
+            // A measure may end in a parenthesis, e.g. `at half rate (10/s)`.
+            let rest = rest.trim_start();
+            let rest = match rest.strip_prefix('(') {
+                Some(inner) => inner.split_once(')').map_or("", |(_, after)| after),
+                None => rest,
+            };
+            rest.trim_start_matches(['|', ' '])
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+    assert!(
+        found,
+        "no `{scenario}` row with a figure for `{measure}` in:\n{stdout}"
+    );
+}
+
+/// Every database and queue prefix the bench says it removed is gone, and it removed
+/// at least one of each kind it should have made.
+async fn assert_cleaned(stderr: &str, expect_databases: bool) -> anyhow::Result<()> {
+    let databases: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench: dropped database "))
+        .map(str::to_owned)
+        .collect();
+    let prefixes: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench: deleted the queues and exchange of "))
+        .collect();
+    assert!(!prefixes.is_empty(), "no queues deleted:\n{stderr}");
+    assert_eq!(!databases.is_empty(), expect_databases, "{stderr}");
+
+    let mut pg =
+        sqlx::PgConnection::connect(&format!("{}/postgres", tests::pg_server_url())).await?;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = ANY($1)")
+        .bind(&databases)
+        .fetch_one(&mut pg)
+        .await?;
+    pg.close().await?;
+    assert_eq!(left, 0, "databases left behind: {databases:?}");
+
+    let conn = queue::connect(&tests::amqp_url(), "it-bench-smoke").await?;
+    for prefix in prefixes {
+        // A passive declare of a queue that does not exist fails (and closes its
+        // channel, so each check gets a channel of its own).
+        let channel = conn.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue::Names::new(prefix).work_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(
+            declared.is_err(),
+            "the work queue of {prefix} is left behind"
+        );
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_ingest_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
+    let ran =
+        tokio::time::timeout(Duration::from_secs(60), bench(&["ingest", "--count", "50"])).await?;
+    for measure in ["accepted/s", "latency p50 / p99 / max", "ingest peak RSS"] {
+        assert_figure(&ran.stdout, "ingest, c=64", measure);
+    }
+    assert!(ran.stdout.contains("raw publishes/s"), "{}", ran.stdout);
+    assert_cleaned(&ran.stderr, false).await
+}
+
+#[tokio::test]
+async fn the_e2e_bench_prints_its_figures_as_markdown_and_cleans_up() -> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(60),
+        bench(&[
+            "e2e",
+            "--count",
+            "20",
+            "--workers",
+            "1",
+            "--prefetch",
+            "4",
+            "--markdown",
+        ]),
+    )
+    .await?;
+    for measure in [
+        "events/s",
+        "latency p50 / p99 at max rate",
+        "latency p50 / p99 at half rate",
+        "worker peak RSS",
+    ] {
+        assert_figure(&ran.stdout, "e2e, 1 worker", measure);
+    }
+    assert!(
+        ran.stdout.contains("| --- | --- |"),
+        "not Markdown:\n{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("commits/s"), "{}", ran.stdout);
+    assert_cleaned(&ran.stderr, true).await
+}
+
+#[tokio::test]
+async fn the_limiter_bench_says_it_is_skipped() {
+    let ran = bench(&["limiter"]).await;
+    assert!(ran.stdout.contains("limiter: skipped"), "{}", ran.stdout);
+}

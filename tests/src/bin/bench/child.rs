@@ -1,0 +1,90 @@
+//! The hidden child modes: each does what the real binary's `main` does with the
+//! library, except that it binds 127.0.0.1:0 and announces the address it got as the
+//! first line of stdout (`LISTENING 127.0.0.1:40123`). It stops on SIGTERM, on ctrl-c
+//! or when its stdin closes.
+
+use std::io::Write;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `bench __sandbox`: the simulated kintone and helpdesk with the default secrets.
+pub async fn sandbox() -> anyhow::Result<()> {
+    init_logs();
+    let stop = stop_on_signal()?;
+    let listener = bind_and_announce().await?;
+    sandbox::Sandbox::serve(listener, sandbox::SandboxConfig::default(), async move {
+        stop.cancelled().await
+    })
+    .await
+}
+
+/// `bench __ingest`: ingest with settings and rules from the environment.
+pub async fn ingest() -> anyhow::Result<()> {
+    init_logs();
+    let stop = stop_on_signal()?;
+    let settings = config::Settings::from_env()?;
+    let rules = config::load_rules(&settings.rules_path)?;
+    let ingest = ingest::Ingest::new(&settings, rules)?;
+    let listener = bind_and_announce().await?;
+    ingest.run(listener, stop).await.context("Failed to serve")
+}
+
+/// `bench __worker`: a worker with settings and rules from the environment; the
+/// announced address is its admin API.
+pub async fn worker() -> anyhow::Result<()> {
+    init_logs();
+    let stop = stop_on_signal()?;
+    let settings = config::Settings::from_env()?;
+    let rules = config::load_rules(&settings.rules_path)?;
+    let worker = worker::Worker::new(settings, rules)?;
+    let admin = bind_and_announce().await?;
+    worker.run(Some(admin), stop).await
+}
+
+/// Logs go to stderr (stdout carries the address), filtered by `RUST_LOG`.
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn bind_and_announce() -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("Failed to bind 127.0.0.1:0")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "LISTENING {}", listener.local_addr()?)?;
+    out.flush()?;
+    Ok(listener)
+}
+
+/// A token cancelled on SIGTERM, on ctrl-c, or when stdin closes (the parent holds
+/// its end, so a parent that dies even by SIGKILL does not leave us running). The
+/// signal handlers are installed before it returns, so a SIGTERM right after the
+/// announcement is not lost.
+fn stop_on_signal() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("Failed to install the SIGTERM handler")?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = closed_tx.send(());
+    });
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+            _ = closed => {}
+        }
+        stop.cancel();
+    });
+    Ok(token)
+}

@@ -1,0 +1,663 @@
+//! The `e2e` scenario: a sandbox, ingest and 1, 2 or 4 workers, each a process of its
+//! own. The bench sends kintone webhooks to ingest itself (so it knows when each was
+//! accepted) and reads when each ticket was written from the sandbox's request log.
+//! Each event is one create: a kintone GET, helpdesk searches, a POST and a kintone PUT.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+use crate::ceiling::{self, warm_up};
+use crate::cpu;
+use crate::fixture::{ChildEnv, Janitor};
+use crate::intake::wait_ready;
+use crate::load::{self, Run};
+use crate::procs::Proc;
+use crate::report::Row;
+use crate::stats::{Summary, megabytes, ms, percent, rate};
+
+/// Webhooks in flight while the bench pushes as fast as ingest takes them.
+const CONCURRENCY: usize = 64;
+/// The first work order number; the sandbox helpdesk holds no ticket that matches.
+const FIRST_ORDER: usize = 100_000;
+/// How long the ticket count may stand still before the run fails.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Target: events per second with one worker.
+const MIN_RATE_ONE_WORKER: f64 = 1_000.0;
+/// Target: the p99 latency at half the maximum rate.
+const MAX_P99_AT_HALF_RATE: Duration = Duration::from_millis(100);
+/// Target: each worker's peak RSS.
+const MAX_WORKER_RSS_MB: f64 = 100.0;
+
+/// What one worker count measured.
+pub struct Figures {
+    /// Worker processes.
+    pub workers: usize,
+    /// Events per second from the first accepted webhook to the last ticket written.
+    pub max_rate: f64,
+    /// Accepted → written, while pushing as fast as ingest takes webhooks.
+    pub max_latency: Summary,
+    /// The rate of the paced phase (half of `max_rate`).
+    pub half_rate: f64,
+    /// Accepted → written, at half the maximum rate.
+    pub half_latency: Summary,
+    /// The largest worker peak RSS, in KiB.
+    pub worker_rss_kib: u64,
+    /// The PostgreSQL ceiling, commits per second.
+    pub pg_commits_per_s: f64,
+    /// Connections the PostgreSQL ceiling used.
+    pub pg_connections: usize,
+    /// The broker ceiling, consumed and acknowledged messages per second.
+    pub broker_acks_per_s: f64,
+    /// Where the CPU went in each phase.
+    pub cpu: Vec<String>,
+}
+
+impl Figures {
+    /// The report rows.
+    pub fn rows(&self) -> Vec<Row> {
+        let scenario = format!(
+            "e2e, {} worker{}",
+            self.workers,
+            if self.workers == 1 { "" } else { "s" }
+        );
+        let ceiling = self.pg_commits_per_s.min(self.broker_acks_per_s);
+        let mut max = Row::plain(&scenario, "events/s", rate(self.max_rate)).ceiling(
+            format!(
+                "PG {} commits/s ({} conn); broker {} consume+ack/s",
+                rate(self.pg_commits_per_s),
+                self.pg_connections,
+                rate(self.broker_acks_per_s)
+            ),
+            percent(self.max_rate, ceiling),
+        );
+        if self.workers == 1 {
+            max = max.target("≥ 1,000/s", self.max_rate >= MIN_RATE_ONE_WORKER);
+        }
+        let rss_mb = megabytes(self.worker_rss_kib);
+        vec![
+            max,
+            Row::plain(
+                &scenario,
+                "latency p50 / p99 at max rate",
+                format!(
+                    "{} / {} ms",
+                    ms(self.max_latency.p50),
+                    ms(self.max_latency.p99)
+                ),
+            ),
+            Row::plain(
+                &scenario,
+                &format!(
+                    "latency p50 / p99 at half rate ({}/s)",
+                    rate(self.half_rate)
+                ),
+                format!(
+                    "{} / {} ms",
+                    ms(self.half_latency.p50),
+                    ms(self.half_latency.p99)
+                ),
+            )
+            .target("p99 < 100 ms", self.half_latency.p99 < MAX_P99_AT_HALF_RATE),
+            Row::plain(
+                &scenario,
+                "worker peak RSS (largest)",
+                format!("{rss_mb:.1} MB"),
+            )
+            .target("< 100 MB each", rss_mb < MAX_WORKER_RSS_MB),
+        ]
+    }
+}
+
+/// Runs the scenario once with `workers` worker processes and `count` events per
+/// phase. Each phase gets a stack of its own (sandbox, database, prefix, ingest,
+/// workers), so that both start from an empty helpdesk.
+pub async fn run(
+    janitor: &Janitor,
+    http: &reqwest::Client,
+    workers: usize,
+    count: usize,
+    prefetch: u16,
+) -> anyhow::Result<Figures> {
+    let label = format!(
+        "e2e, {workers} worker{}",
+        if workers == 1 { "" } else { "s" }
+    );
+    // A warm-up opens the connections and fills the caches before each phase.
+    let warm = warm_up(count);
+
+    // The ceilings, measured before ingest and the workers run.
+    let seeded = Seeded::new(http, &label, warm + count).await?;
+    let database_url = janitor.database().await?;
+    let pg_connections = workers * usize::from(prefetch);
+    let commits = (5 * count).max(200 * pg_connections);
+    eprintln!("{label}: ceiling: {commits} PostgreSQL commits over {pg_connections} connections");
+    let pg_commits_per_s = ceiling::pg_commits(&database_url, pg_connections, commits).await?;
+    let envelope = envelope(&seeded.bodies[0])?;
+    let messages = 5 * count;
+    eprintln!(
+        "{label}: ceiling: {messages} messages of {} bytes consumed and acknowledged by {workers} consumer(s), prefetch {prefetch}",
+        envelope.len()
+    );
+    let broker_acks_per_s =
+        ceiling::consume_ack(janitor, &envelope, messages, workers, prefetch).await?;
+
+    // Phase 1: as fast as ingest takes the webhooks.
+    let mut stack = Stack::start(janitor, http, seeded, database_url, workers, prefetch).await?;
+    stack.warm_up(warm).await?;
+    eprintln!("{label}: {count} kintone changes at concurrency {CONCURRENCY}");
+    let before = stack.cpu.snapshot();
+    let sender = stack.sender.clone();
+    let pushed = load::closed_loop(count, CONCURRENCY, move |i| sender.send(warm + i)).await?;
+    let written = stack.log.wait_for(warm..warm + count, &label).await?;
+    let after = stack.cpu.snapshot();
+    let max_cpu = stack.cpu.describe(
+        "event",
+        &format!("{label}, max rate"),
+        count,
+        &before,
+        &after,
+    );
+    let first_accepted = pushed
+        .samples
+        .iter()
+        .map(|s| s.done_at)
+        .min()
+        .context("no webhook was sent")?;
+    let last_written = written.iter().max().copied().unwrap_or(first_accepted);
+    let span = (last_written - first_accepted)
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    let max_rate = count as f64 / span.as_secs_f64();
+    let max_latency = latencies(&pushed, &written);
+    let mut worker_rss_kib = stack.finish().await?;
+    janitor.clean().await?;
+
+    // Phase 2: paced at half the rate phase 1 reached.
+    let half_rate = max_rate / 2.0;
+    let seeded = Seeded::new(http, &label, warm + count).await?;
+    let database_url = janitor.database().await?;
+    let mut stack = Stack::start(janitor, http, seeded, database_url, workers, prefetch).await?;
+    stack.warm_up(warm).await?;
+    eprintln!(
+        "{label}: {count} kintone changes paced at {}/s",
+        rate(half_rate)
+    );
+    let before = stack.cpu.snapshot();
+    let sender = stack.sender.clone();
+    let paced = load::paced(count, half_rate, 4 * CONCURRENCY, move |i| {
+        sender.send(warm + i)
+    })
+    .await?;
+    let written = stack.log.wait_for(warm..warm + count, &label).await?;
+    let after = stack.cpu.snapshot();
+    let half_cpu = stack.cpu.describe(
+        "event",
+        &format!("{label}, half rate"),
+        count,
+        &before,
+        &after,
+    );
+    let half_latency = latencies(&paced, &written);
+    worker_rss_kib = worker_rss_kib.max(stack.finish().await?);
+    janitor.clean().await?;
+
+    Ok(Figures {
+        workers,
+        max_rate,
+        max_latency,
+        half_rate,
+        half_latency,
+        worker_rss_kib,
+        pg_commits_per_s,
+        pg_connections,
+        broker_acks_per_s,
+        cpu: vec![max_cpu, half_cpu],
+    })
+}
+
+/// A sandbox seeded with work orders, and the webhook kintone would send for each.
+struct Seeded {
+    sandbox: Proc,
+    bodies: Vec<String>,
+    label: String,
+}
+
+impl Seeded {
+    async fn new(http: &reqwest::Client, label: &str, records: usize) -> anyhow::Result<Seeded> {
+        let sandbox = Proc::spawn("sandbox", "__sandbox", &[]).await?;
+        wait_ready(http, &format!("{}/healthz", sandbox.url())).await?;
+        let admin = Admin {
+            http: http.clone(),
+            base: sandbox.url(),
+        };
+        eprintln!("{label}: seeding {records} kintone records");
+        let bodies = seed(&admin, records).await?;
+        Ok(Seeded {
+            sandbox,
+            bodies,
+            label: label.to_owned(),
+        })
+    }
+}
+
+/// One phase's processes: a seeded sandbox, ingest and the workers, on their own
+/// database and queue prefix.
+struct Stack {
+    sandbox: Proc,
+    ingest: Proc,
+    fleet: Vec<Proc>,
+    sender: Sender,
+    log: TicketLog,
+    cpu: cpu::Watch,
+    label: String,
+}
+
+impl Stack {
+    async fn start(
+        janitor: &Janitor,
+        http: &reqwest::Client,
+        seeded: Seeded,
+        database_url: String,
+        workers: usize,
+        prefetch: u16,
+    ) -> anyhow::Result<Stack> {
+        let Seeded {
+            sandbox,
+            bodies,
+            label,
+        } = seeded;
+        let database = database_url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let prefix = janitor.prefix();
+        let env = ChildEnv {
+            prefix: prefix.clone(),
+            rules: janitor.rules_file(&tests::example_rules(&sandbox.url()))?,
+            database_url: Some(database_url),
+            prefetch,
+        }
+        .vars();
+        let ingest = Proc::spawn("ingest", "__ingest", &env).await?;
+        wait_ready(http, &format!("{}/readyz", ingest.url())).await?;
+        let mut fleet = Vec::with_capacity(workers);
+        for n in 0..workers {
+            fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
+        }
+        wait_consumers(&prefix, workers).await?;
+        let cpu = cpu::Watch::new(vec![
+            cpu::Group {
+                name: "sandbox",
+                members: cpu::Members::Pids(vec![sandbox.pid()]),
+            },
+            cpu::Group {
+                name: "workers",
+                members: cpu::Members::Pids(fleet.iter().map(Proc::pid).collect()),
+            },
+            cpu::Group {
+                name: "ingest",
+                members: cpu::Members::Pids(vec![ingest.pid()]),
+            },
+            cpu::Group {
+                name: "RabbitMQ",
+                members: cpu::Members::Command("beam.smp"),
+            },
+            cpu::Group {
+                name: "PostgreSQL",
+                members: cpu::Members::Postgres { database },
+            },
+            cpu::Group {
+                name: "bench",
+                members: cpu::Members::Pids(vec![std::process::id()]),
+            },
+        ]);
+        let sender = Sender {
+            http: http.clone(),
+            url: Arc::from(format!(
+                "{}/webhooks/kintone?token={}",
+                ingest.url(),
+                tests::KINTONE_WEBHOOK_TOKEN
+            )),
+            bodies: Arc::new(bodies),
+        };
+        let log = TicketLog::new(http.clone(), sandbox.url());
+        Ok(Stack {
+            sandbox,
+            ingest,
+            fleet,
+            sender,
+            log,
+            cpu,
+            label,
+        })
+    }
+
+    /// Sends the first `n` webhooks and waits for their tickets.
+    async fn warm_up(&mut self, n: usize) -> anyhow::Result<()> {
+        let sender = self.sender.clone();
+        load::closed_loop(n, CONCURRENCY, move |i| sender.send(i)).await?;
+        self.log.wait_for(0..n, &self.label).await?;
+        Ok(())
+    }
+
+    /// Stops every process; returns the largest worker peak RSS in KiB.
+    async fn finish(self) -> anyhow::Result<u64> {
+        let mut rss = 0;
+        for worker in &self.fleet {
+            rss = rss.max(worker.peak_rss_kib()?);
+        }
+        for worker in self.fleet {
+            worker.stop().await?;
+        }
+        self.ingest.stop().await?;
+        self.sandbox.stop().await?;
+        Ok(rss)
+    }
+}
+
+/// Posts the prepared kintone webhooks to ingest.
+#[derive(Clone)]
+struct Sender {
+    http: reqwest::Client,
+    url: Arc<str>,
+    bodies: Arc<Vec<String>>,
+}
+
+impl Sender {
+    /// Posts webhook `i`; fails unless ingest answers 202.
+    fn send(&self, i: usize) -> impl Future<Output = anyhow::Result<()>> + Send + use<> {
+        let request = self
+            .http
+            .post(&*self.url)
+            .header("content-type", "application/json")
+            .body(self.bodies[i].clone());
+        async move {
+            let resp = request.send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            if status != reqwest::StatusCode::ACCEPTED {
+                bail!(
+                    "ingest answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Accepted → written for each sample; `written[k]` belongs to the sample with index
+/// `k`. The sandbox logs whole milliseconds, so a sub-millisecond negative difference
+/// counts as zero.
+fn latencies(run: &Run, written: &[DateTime<Utc>]) -> Summary {
+    Summary::of(
+        run.samples
+            .iter()
+            .map(|s| (written[s.index] - s.done_at).to_std().unwrap_or_default())
+            .collect(),
+    )
+}
+
+/// The sandbox's admin API.
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Admin {
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("sandbox {what} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(req, path).await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req, path).await
+    }
+}
+
+/// Sets the work-order app up as the test harness does, but without a webhook URL,
+/// seeds `n` work orders without webhooks, and returns the kintone webhook each would
+/// have sent, in work-order order.
+async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
+    admin
+        .post(
+            "/_admin/kintone/apps",
+            &json!({
+                "app": 101,
+                "name": "Work orders",
+                "title_field": "件名",
+                "fields": {
+                    "work_order_no": "SINGLE_LINE_TEXT",
+                    "件名": "SINGLE_LINE_TEXT",
+                    "詳細": "MULTI_LINE_TEXT",
+                    "優先度": "DROP_DOWN",
+                    "顧客メール": "SINGLE_LINE_TEXT",
+                    "tags": "CHECK_BOX",
+                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT"
+                }
+            }),
+        )
+        .await?;
+    let admin = Arc::new(Admin {
+        http: admin.http.clone(),
+        base: admin.base.clone(),
+    });
+    let seeder = Arc::clone(&admin);
+    load::closed_loop(n, 8, move |i| {
+        let admin = Arc::clone(&seeder);
+        async move {
+            let path = format!("/_admin/kintone/apps/{}/records", tests::APP);
+            let body =
+                json!({"record": tests::kintone_record(&order(FIRST_ORDER + i)), "webhook": false});
+            admin.post(&path, &body).await.map(drop)
+        }
+    })
+    .await?;
+    let listed = admin
+        .get(&format!("/_admin/kintone/apps/{}/records", tests::APP))
+        .await?;
+    let mut by_number: HashMap<String, Value> = listed["records"]
+        .as_array()
+        .context("the sandbox listed no records")?
+        .iter()
+        .filter_map(|r| {
+            let no = r["work_order_no"]["value"].as_str()?.to_owned();
+            Some((no, r.clone()))
+        })
+        .collect();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    (0..n)
+        .map(|i| {
+            let no = order_no(FIRST_ORDER + i);
+            let record = by_number
+                .remove(&no)
+                .with_context(|| format!("the sandbox lost work order {no}"))?;
+            Ok(json!({
+                "id": format!("bench-{run}-{i}"),
+                "type": "ADD_RECORD",
+                "app": {"id": tests::APP, "name": "Work orders"},
+                "record": record,
+                "recordTitle": "",
+                "url": "",
+            })
+            .to_string())
+        })
+        .collect()
+}
+
+fn order_no(n: usize) -> String {
+    format!("WO-{n}")
+}
+
+/// A work order as the demo creates them.
+fn order(n: usize) -> Value {
+    let priority = ["高", "中", "低"][n % 3];
+    json!({
+        "work_order_no": order_no(n),
+        "件名": format!("Work order {n}: inspect pump"),
+        "詳細": "Reported by the customer by phone.",
+        "優先度": priority,
+        "顧客メール": format!(" Customer{n}@Example.com "),
+        "tags": if n.is_multiple_of(2) { json!(["onsite"]) } else { json!(["remote", "follow-up"]) },
+    })
+}
+
+/// The queue message ingest publishes for a kintone webhook, for a ceiling of the
+/// same size.
+fn envelope(body: &str) -> anyhow::Result<Vec<u8>> {
+    let payload: Value = serde_json::from_str(body)?;
+    let text = |p: &str| {
+        payload
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    Ok(queue::QueueMessage::V1(queue::EventV1 {
+        event_id: text("/id"),
+        system: "kintone".into(),
+        app: tests::APP.into(),
+        record_id: text("/record/$id/value"),
+        event_type: text("/type"),
+        received_at: Utc::now(),
+        correlation_id: uuid::Uuid::now_v7().to_string(),
+        payload,
+    })
+    .encode())
+}
+
+/// Waits until `want` consumers are on the work queue of `prefix`: the workers have
+/// migrated, connected and started consuming.
+async fn wait_consumers(prefix: &str, want: usize) -> anyhow::Result<()> {
+    let conn = queue::connect(&tests::amqp_url(), "recordsync-bench-watch").await?;
+    let queue = queue::Names::new(prefix).work_queue();
+    let waited = tests::wait_for(
+        &format!("{want} consumer(s) on {queue}"),
+        Duration::from_secs(30),
+        || async {
+            let channel = conn.create_channel().await?;
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            let _ = channel.close(200, "done".into()).await;
+            Ok(declared.is_ok_and(|q| q.consumer_count() as usize >= want))
+        },
+    )
+    .await;
+    let _ = conn.close(200, "done".into()).await;
+    waited.context("the workers did not start consuming; their stderr above may say why")
+}
+
+/// The tickets the workers created, read from the sandbox's request log.
+struct TicketLog {
+    http: reqwest::Client,
+    base: String,
+    since_seq: u64,
+    written: HashMap<String, DateTime<Utc>>,
+}
+
+impl TicketLog {
+    fn new(http: reqwest::Client, base: String) -> TicketLog {
+        TicketLog {
+            http,
+            base,
+            since_seq: 0,
+            written: HashMap::new(),
+        }
+    }
+
+    /// Reads the helpdesk entries logged since the last read.
+    async fn poll(&mut self) -> anyhow::Result<()> {
+        let v: Value = self
+            .http
+            .get(format!(
+                "{}/_admin/log?system=helpdesk&since_seq={}",
+                self.base, self.since_seq
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for entry in v["entries"].as_array().into_iter().flatten() {
+            self.since_seq = self.since_seq.max(entry["seq"].as_u64().unwrap_or(0));
+            let created = entry["method"] == "POST"
+                && entry["path"] == "/api/tickets"
+                && entry["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s));
+            let Some(external_id) = entry["body"]["external_id"].as_str() else {
+                continue;
+            };
+            if created {
+                let at = entry["at"].as_str().context("a log entry without `at`")?;
+                let at = DateTime::parse_from_rfc3339(at)
+                    .with_context(|| format!("a log entry with `at` {at:?}"))?
+                    .with_timezone(&Utc);
+                self.written.entry(external_id.to_owned()).or_insert(at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the work orders `range` (as offsets from the first one) each have a
+    /// ticket, and returns when each was written, in order. Fails when no ticket is
+    /// written for [`STALL_TIMEOUT`].
+    async fn wait_for(
+        &mut self,
+        range: std::ops::Range<usize>,
+        label: &str,
+    ) -> anyhow::Result<Vec<DateTime<Utc>>> {
+        let names: Vec<String> = range.map(|i| order_no(FIRST_ORDER + i)).collect();
+        let mut seen = 0;
+        let mut progressed = Instant::now();
+        loop {
+            self.poll().await?;
+            let now = names
+                .iter()
+                .filter(|n| self.written.contains_key(*n))
+                .count();
+            if now == names.len() {
+                break;
+            }
+            if now > seen {
+                seen = now;
+                progressed = Instant::now();
+            } else if progressed.elapsed() > STALL_TIMEOUT {
+                bail!(
+                    "{label}: the sandbox saw {now} of {} ticket creations (POST /api/tickets) and no new one for {STALL_TIMEOUT:?}; the workers' stderr above may say why",
+                    names.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(names.iter().map(|n| self.written[n]).collect())
+    }
+}

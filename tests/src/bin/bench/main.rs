@@ -1,0 +1,266 @@
+//! The benchmark: how much recordsync takes before it falls behind, and what it costs
+//! to run, each figure beside the ceiling of the broker or the database measured in
+//! the same run.
+//!
+//! `cargo run --release -p tests --bin bench -- <ingest|e2e|limiter|all> [--count N]
+//! [--markdown]`. It starts the sandbox, ingest and the workers as separate processes
+//! (this executable in hidden modes) against the local RabbitMQ and PostgreSQL, uses
+//! its own databases and queue prefixes, and removes them at the end.
+
+mod ceiling;
+mod child;
+mod cpu;
+mod e2e;
+mod fixture;
+mod intake;
+mod load;
+mod procs;
+mod report;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Parser, Subcommand};
+
+use crate::fixture::Janitor;
+use crate::report::Report;
+use crate::stats::thousands;
+
+/// Webhooks in an ingest run unless `--count` says otherwise.
+const DEFAULT_INGEST_COUNT: usize = 20_000;
+/// Events per phase and worker count in an e2e run unless `--count` says otherwise.
+const DEFAULT_E2E_COUNT: usize = 2_000;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "recordsync benchmark: throughput, latency and memory beside the broker and database ceilings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Signed webhooks into ingest at concurrency 64, beside raw confirmed publishing.
+    Ingest(RunArgs),
+    /// Sandbox → ingest → 1, 2 and 4 workers → sandbox, beside PostgreSQL commits and
+    /// broker consume-and-ack.
+    E2e(RunArgs),
+    /// Fleet-wide rate limits (not available yet: reported as skipped).
+    Limiter(RunArgs),
+    /// `ingest` and `e2e`.
+    All(RunArgs),
+    /// Child mode: the sandbox.
+    #[command(name = "__sandbox", hide = true)]
+    ChildSandbox,
+    /// Child mode: ingest.
+    #[command(name = "__ingest", hide = true)]
+    ChildIngest,
+    /// Child mode: a worker.
+    #[command(name = "__worker", hide = true)]
+    ChildWorker,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Webhooks for ingest (default 20,000); events per phase and worker count for
+    /// e2e (default 2,000).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Print the table as Markdown.
+    #[arg(long)]
+    markdown: bool,
+    /// Worker counts for e2e, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// Unacknowledged messages per worker (and events in flight per worker).
+    #[arg(long, default_value_t = 16)]
+    prefetch: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Ingest,
+    E2e,
+    Limiter,
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Ingest => "ingest",
+            Scenario::E2e => "e2e",
+            Scenario::Limiter => "limiter",
+            Scenario::All => "all",
+        }
+    }
+
+    fn runs_ingest(self) -> bool {
+        matches!(self, Scenario::Ingest | Scenario::All)
+    }
+
+    fn runs_e2e(self) -> bool {
+        matches!(self, Scenario::E2e | Scenario::All)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ChildSandbox => child::sandbox().await,
+        Command::ChildIngest => child::ingest().await,
+        Command::ChildWorker => child::worker().await,
+        Command::Ingest(args) => bench(Scenario::Ingest, args).await,
+        Command::E2e(args) => bench(Scenario::E2e, args).await,
+        Command::Limiter(args) => bench(Scenario::Limiter, args).await,
+        Command::All(args) => bench(Scenario::All, args).await,
+    }
+}
+
+/// Runs a scenario, cleans up whatever happened, and prints the report.
+async fn bench(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
+    if args.workers.is_empty() || args.workers.contains(&0) {
+        anyhow::bail!("--workers takes worker counts of at least 1, e.g. 1,2,4");
+    }
+    if args.count == Some(0) {
+        anyhow::bail!("--count must be at least 1");
+    }
+    // reqwest is built without a bundled crypto provider; ring is the one we ship.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut report = Report::default();
+    if scenario != Scenario::Limiter {
+        let postgres = check_services().await?;
+        report.context = context(scenario, &postgres);
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1_024)
+        .tcp_nodelay(true)
+        .build()
+        .context("Failed to build the HTTP client")?;
+    let janitor = Janitor::default();
+    let outcome = tokio::select! {
+        measured = measure(scenario, &args, &janitor, &http, &mut report) => measured,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    // The children of an interrupted or failed run were killed when their handles
+    // dropped; what they used is removed here.
+    let cleaned = janitor.clean().await;
+    outcome?;
+    print!("{}", report.render(args.markdown));
+    cleaned
+}
+
+async fn measure(
+    scenario: Scenario,
+    args: &RunArgs,
+    janitor: &Janitor,
+    http: &reqwest::Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if scenario.runs_ingest() {
+        let count = args.count.unwrap_or(DEFAULT_INGEST_COUNT);
+        let figures = intake::run(janitor, http, count).await?;
+        report.context.push(format!(
+            "ingest: {} signed helpdesk webhooks (Standard Webhooks), envelope {} bytes, concurrency {}, keep-alive; ceiling: the same envelope published raw (confirmed, persistent, mandatory) to a quorum queue at the same concurrency",
+            thousands(figures.count as u64),
+            figures.envelope_bytes,
+            intake::CONCURRENCY
+        ));
+        report.rows.extend(figures.rows());
+        report.notes.extend(figures.cpu);
+    }
+    if scenario.runs_e2e() {
+        let count = args.count.unwrap_or(DEFAULT_E2E_COUNT);
+        report.context.push(format!(
+            "e2e: per worker count, {} kintone creates pushed at concurrency 64, then {} paced at half the measured rate, each phase on a fresh stack after a warm-up; latency = ingest's 202 → the ticket POST in the sandbox log; prefetch {} per worker; sandbox without limits or latency; ceilings: single-row INSERT autocommits into a logged table over workers × prefetch connections, and consume + ack of the same envelope from a quorum queue by one consumer per worker (5× the count each)",
+            thousands(count as u64),
+            thousands(count as u64),
+            args.prefetch
+        ));
+        for &workers in &args.workers {
+            let figures = e2e::run(janitor, http, workers, count, args.prefetch).await?;
+            report.rows.extend(figures.rows());
+            report.notes.extend(figures.cpu);
+        }
+    }
+    if matches!(scenario, Scenario::Limiter | Scenario::All) {
+        report.notes.push(
+            "limiter: skipped — this bench has no rate-limit scenario yet; nothing is measured"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Fails within seconds when RabbitMQ or PostgreSQL cannot be reached, naming it and
+/// how to start it; returns PostgreSQL's version.
+async fn check_services() -> anyhow::Result<String> {
+    let amqp = tokio::time::timeout(
+        Duration::from_secs(5),
+        queue::connect(&tests::amqp_url(), "recordsync-bench-check"),
+    )
+    .await;
+    match amqp {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "checked".into()).await;
+        }
+        _ => anyhow::bail!(
+            "RabbitMQ is not reachable at {}. Start it with:\n    rabbitmq-server -detached   (or: docker compose up -d rabbitmq)",
+            tests::amqp_url()
+        ),
+    }
+    let url = format!("{}/postgres", tests::pg_server_url());
+    let version = tokio::time::timeout(Duration::from_secs(5), async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        anyhow::Ok(version)
+    })
+    .await;
+    match version {
+        Ok(Ok(v)) => Ok(v),
+        _ => anyhow::bail!(
+            "PostgreSQL is not reachable at {url}. Start it with:\n    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or: docker compose up -d postgres)"
+        ),
+    }
+}
+
+/// The lines that say what ran where.
+fn context(scenario: Scenario, postgres: &str) -> Vec<String> {
+    let build = if cfg!(debug_assertions) {
+        "debug build (not representative: use --release)"
+    } else {
+        "release build"
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "unknown memory".to_owned(),
+            |kib| format!("{:.1} GiB memory", kib as f64 / (1024.0 * 1024.0)),
+        );
+    vec![format!(
+        "recordsync bench {}: {}, {build}; {cpus} CPUs, {memory}; PostgreSQL {postgres}; RabbitMQ at {}",
+        scenario.name(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        tests::amqp_url()
+            .rsplit('@')
+            .next()
+            .and_then(|host| host.split('/').next())
+            .unwrap_or("?"),
+    )]
+}
