@@ -420,16 +420,32 @@ impl Env {
             )
             .await?;
         let id = v["id"].as_str().context("no id")?.to_owned();
-        let mut sent = serde_json::Map::new();
-        sent.insert("subject".into(), json!(subject));
+        // The state a sync by this version would have left: both systems hold the
+        // record's mapped values, at the record's revision.
+        let rule = self.rules.rule(RULE).context("the example rule")?;
+        let record = connectors::kintone::from_kintone(&self.kintone_record(&id).await?)
+            .context("a kintone record")?;
+        let values = domain::mapping::map_fields(&rule.fields, &record.fields)
+            .map_err(|p| anyhow::anyhow!("{p:?}"))?;
+        let (mut state, _) = domain::authority::initial(
+            &rule.policies(),
+            &rule.source.system,
+            &rule.target.system,
+            &values,
+            Some(&values),
+            record.revision,
+        );
+        domain::authority::wrote(&mut state, &rule.target.system, &values, None);
         let mut tx = self.store.begin_record(RULE, &id).await?;
         tx.save_state(
             Some(&ticket),
             Some(json!({"step": "seeded"})),
-            Some(1),
-            &sent,
+            record.revision,
+            &values,
         )
         .await?;
+        tx.save_authority_state(&serde_json::to_value(&state)?)
+            .await?;
         tx.commit().await?;
         Ok((id, ticket))
     }

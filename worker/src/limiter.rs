@@ -18,7 +18,7 @@ use store::{Store, StoreError};
 use crate::process::Failure;
 
 /// The headroom of the spacing between requests over the configured rate.
-const SPACING: f64 = 1.05;
+const SPACING: f64 = 1.10;
 /// How long a concurrency slot is leased.
 const LEASE_SECONDS: f64 = 60.0;
 /// How many times a 429 is waited out in place before the event is retried later.
@@ -81,8 +81,9 @@ impl Limiter {
             },
             None => None,
         };
-        // Requests leave evenly spaced, 5% wider than the rate allows, so that network
-        // jitter on the way cannot squeeze one request too many into a second.
+        // Requests leave evenly spaced, 10% wider than the rate allows, so that a
+        // request delayed on the way (a busy machine, the network) cannot squeeze one
+        // request too many into a second.
         let interval = SPACING / l.requests_per_second;
         let tolerance = f64::from(l.burst.saturating_sub(1)) * interval;
         let waited = async {
@@ -198,13 +199,34 @@ impl Limited<'_> {
     }
 
     /// See [`Endpoint::create`].
-    pub async fn create(&self, fields: &Fields, key: &str) -> Result<String, Failure> {
+    pub async fn create(
+        &self,
+        fields: &Fields,
+        key: &str,
+    ) -> Result<(String, Option<i64>), Failure> {
         self.call(|| self.endpoint.create(fields, key)).await
     }
 
     /// See [`Endpoint::update`].
-    pub async fn update(&self, id: &str, fields: &Fields, key: &str) -> Result<(), Failure> {
+    pub async fn update(
+        &self,
+        id: &str,
+        fields: &Fields,
+        key: &str,
+    ) -> Result<Option<i64>, Failure> {
         self.call(|| self.endpoint.update(id, fields, key)).await
+    }
+
+    /// See [`Endpoint::update_checked`].
+    pub async fn update_checked(
+        &self,
+        id: &str,
+        fields: &Fields,
+        revision: Option<i64>,
+        key: &str,
+    ) -> Result<Option<Option<i64>>, Failure> {
+        self.call(|| self.endpoint.update_checked(id, fields, revision, key))
+            .await
     }
 
     /// See [`Endpoint::bulk_update`].

@@ -4,6 +4,9 @@
 //! commits state, link, history and the processed mark together.
 
 use connectors::{ConnectorError, Connectors};
+use domain::authority::{
+    Classification, Observation, PendingWrite, SyncState, Verdict, initial, observe, wrote,
+};
 use domain::history::Entry;
 use domain::identity::{
     IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
@@ -11,9 +14,9 @@ use domain::identity::{
 use domain::mapping::map_fields;
 use domain::record::{Fields, SourceRecord};
 use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
-use domain::sync::{
-    PriorState, Write, check_fresh, payload_disagreements, plan_write, sent_after, write_back,
-};
+use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
+use std::collections::BTreeMap;
+
 use queue::{EventV1, QueueMessage};
 use serde_json::{Value, json};
 use store::{EventRef, RecordTx, Store, StoreError};
@@ -86,38 +89,78 @@ pub struct Processor {
 enum Flow {
     Finish(Done),
     Conflict { kind: &'static str },
-    Synced { done: Done, state: SavedState },
+    Synced { done: Done, state: Box<SavedState> },
 }
 
+/// What is saved for a record after a decision.
 struct SavedState {
     target_id: Option<String>,
     matched_by: Option<Value>,
     revision: Option<i64>,
-    sent: Fields,
+    authority: SyncState,
+    ops: Vec<Op>,
+    confirmed: Vec<i64>,
+    /// A manual-review conflict to open with the others' entries.
+    review: Option<Entry>,
 }
 
-/// A write decided but not yet made.
+/// An outbound operation made.
+struct Op {
+    system: String,
+    key: String,
+    fields: Fields,
+    vv: Value,
+}
+
+/// Which side of a rule an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The rule's source.
+    Source,
+    /// The target of a two-way rule.
+    Target,
+}
+
+/// Writes decided but not yet made, and the state they lead to.
 struct Planned {
+    /// The source record as read (for the write-back and revision checks).
     record: SourceRecord,
-    write: Write,
+    /// The target record, or `None` to create one.
+    target_id: Option<String>,
+    /// What to write to the target (canonical names).
+    target_fields: Fields,
+    /// What to write back into the source (canonical names).
+    source_fields: Fields,
+    /// The state after the decision, before the writes.
+    state: SyncState,
     matched_by: Option<Value>,
-    mapped: Fields,
     key_base: String,
+    confirmed: Vec<i64>,
+    review: Option<Entry>,
 }
 
-/// What deciding ended with: finished without a write, or a planned write.
+/// What deciding ended with: finished without a write, or planned writes.
 enum Decision {
     Flow(Flow),
-    Planned(Planned),
+    Planned(Box<Planned>),
 }
 
 /// The event type of a rehydration: refetch everything and resync, as if nothing had
 /// been synced before (the link is kept).
 pub const REHYDRATE: &str = "recordsync.rehydrate";
 
+/// What a decision starts from: the store's memory of the record.
+struct Known {
+    prior: PriorState,
+    state: Option<SyncState>,
+    /// Per system, the operations sent to it and not confirmed: `(id, fields, vv)`.
+    sent: BTreeMap<String, Vec<(i64, Value, Value)>>,
+}
+
 impl Processor {
-    /// Processes the event under every rule that watches its app. Rules already done
-    /// for this event are skipped, so a retry after a partial failure is safe.
+    /// Processes the event under every rule that takes changes from its app. Rules
+    /// already done for this event are skipped, so a retry after a partial failure is
+    /// safe.
     pub async fn process(
         &self,
         ev: &EventV1,
@@ -126,7 +169,12 @@ impl Processor {
         let mut outcomes = vec![];
         let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
         for rule in rules {
-            let done = self.process_rule(rule, ev, attempt).await?;
+            let side = if rule.source.system == ev.system && rule.source.app == ev.app {
+                Side::Source
+            } else {
+                Side::Target
+            };
+            let done = self.process_rule(rule, side, ev, attempt).await?;
             outcomes.push((rule.name.clone(), done));
         }
         Ok(outcomes)
@@ -135,6 +183,7 @@ impl Processor {
     async fn process_rule(
         &self,
         rule: &RuleSpec,
+        side: Side,
         ev: &EventV1,
         attempt: u32,
     ) -> Result<Done, Failure> {
@@ -142,7 +191,31 @@ impl Processor {
             event_id: ev.event_id.clone(),
             correlation_id: ev.correlation_id.clone(),
         };
-        let mut tx = self.store.begin_record(&rule.name, &ev.record_id).await?;
+        let record_id = match side {
+            Side::Source => ev.record_id.clone(),
+            Side::Target => match self
+                .store
+                .source_for_target(&rule.name, &ev.record_id)
+                .await?
+            {
+                Some(id) => id,
+                None => {
+                    // A target record no source record is linked to: this rule has nothing
+                    // to say about it. It is kept in the history under its own name.
+                    let key = format!("{}:{}", ev.system, ev.record_id);
+                    let mut tx = self.store.begin_record(&rule.name, &key).await?;
+                    if !tx.already_processed(&ev.event_id).await? {
+                        let note = Entry::unlinked(&ev.system, &ev.record_id);
+                        tx.append(&evref, &[note]).await?;
+                        tx.mark_processed(&ev.event_id, Done::Unchanged.as_str())
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(Done::Unchanged);
+                }
+            },
+        };
+        let mut tx = self.store.begin_record(&rule.name, &record_id).await?;
         if tx.already_processed(&ev.event_id).await? {
             tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)])
                 .await?;
@@ -160,9 +233,12 @@ impl Processor {
             tx.commit().await?;
             return Ok(Done::Parked);
         }
-        let prior = tx.prior().await?;
+        let known = load(&mut tx, rule).await?;
         let mut entries = vec![];
-        let flow = match self.sync_one(rule, ev, &prior, &mut entries).await {
+        let flow = match self
+            .sync_one(rule, side, &record_id, ev, &known, &mut entries)
+            .await
+        {
             Ok(flow) => flow,
             Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
                 rejected(rule, &e, &mut entries)
@@ -214,69 +290,218 @@ impl Processor {
     async fn sync_one(
         &self,
         rule: &RuleSpec,
+        side: Side,
+        record_id: &str,
         ev: &EventV1,
-        prior: &PriorState,
+        known: &Known,
         entries: &mut Vec<Entry>,
     ) -> Result<Flow, Failure> {
-        match self.decide(rule, ev, prior, entries).await? {
+        match self
+            .decide(rule, side, record_id, ev, known, entries)
+            .await?
+        {
             Decision::Flow(flow) => Ok(flow),
             Decision::Planned(planned) => {
-                let (target_id, done) = self.perform(rule, ev, &planned, entries).await?;
-                self.finish_write(rule, prior, planned, target_id, done, entries)
-                    .await
+                let planned = self.perform(rule, ev, *planned, entries).await?;
+                self.finish_write(rule, planned, entries).await
             }
         }
     }
 
-    /// The part that reads: the canonical record, freshness, mapping, identity. What
-    /// happened is appended to `entries`, which survive a data-quality failure.
+    /// The canonical values a source record maps to.
+    fn source_values(
+        rule: &RuleSpec,
+        record: &SourceRecord,
+    ) -> Result<Fields, Vec<domain::mapping::MappingProblem>> {
+        map_fields(&rule.fields, &record.fields)
+    }
+
+    /// The canonical values a target record holds.
+    fn target_values(rule: &RuleSpec, fields: &Fields) -> Fields {
+        rule.fields
+            .iter()
+            .filter_map(|m| Some((m.target.clone(), fields.get(&m.target)?.clone())))
+            .collect()
+    }
+
+    /// The part that reads: the canonical records, freshness, mapping, identity, and
+    /// field authority. What happened is appended to `entries`, which survive a
+    /// data-quality failure.
     async fn decide(
         &self,
         rule: &RuleSpec,
+        side: Side,
+        record_id: &str,
         ev: &EventV1,
-        prior: &PriorState,
+        known: &Known,
         entries: &mut Vec<Entry>,
     ) -> Result<Decision, Failure> {
-        let source = self
+        let source_ep = self
             .connectors
             .endpoint(&rule.source.system, &rule.source.app)?;
-        let target = self
+        let target_ep = self
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
-        let (source, target) = (self.limiter.limit(&source), self.limiter.limit(&target));
-        let rehydrating;
-        let prior = if ev.event_type == REHYDRATE {
-            rehydrating = PriorState {
-                target_id: prior.target_id.clone(),
-                source_revision: None,
-                sent: Fields::new(),
-            };
-            &rehydrating
-        } else {
-            prior
-        };
+        let (source, target) = (
+            self.limiter.limit(&source_ep),
+            self.limiter.limit(&target_ep),
+        );
+        let rehydrating = ev.event_type == REHYDRATE;
+        let policies = rule.policies();
+        let systems = [rule.source.system.as_str(), rule.target.system.as_str()];
 
         // The payload is a hint; the canonical record is the truth.
-        let Some(record) = source.fetch(&ev.record_id).await? else {
+        let Some(record) = source.fetch(record_id).await? else {
             let unlink = rule.on_delete == OnDelete::Unlink;
             entries.push(Entry::source_deleted(source.system(), unlink));
             return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
         };
-        entries.push(Entry::fetched(source.system(), record.revision));
-        if let Some(hint) = payload_record(&self.rules, ev) {
-            entries.extend(payload_disagreements(rule, &hint, &record.fields));
+        if side == Side::Source {
+            entries.push(Entry::fetched(source.system(), record.revision));
+            if let Some(hint) = payload_record(&self.rules, ev) {
+                entries.extend(payload_disagreements(rule, &hint, &record.fields));
+            }
         }
-        if let Err(skip) = check_fresh(prior, &record) {
-            entries.push(skip);
-            return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
-        }
-        let mapped = match map_fields(&rule.fields, &record.fields) {
+        let values = match Self::source_values(rule, &record) {
             Ok(m) => m,
             Err(problems) => {
                 entries.push(Entry::invalid(&problems));
                 return Ok(Decision::Flow(Flow::Conflict { kind: "invalid" }));
             }
         };
+        let key_base = format!("{}:{}", rule.name, record.id);
+
+        // A record linked before, with its state: field authority decides. A two-way
+        // rule observes both systems, whichever sent the event (the event is only a
+        // trigger), the source first: a change each made since the last sync is then
+        // seen for what it is, and coalesced parked events lose nothing.
+        if let (Some(target_id), Some(state), false) =
+            (&known.prior.target_id, &known.state, rehydrating)
+        {
+            let mut observations = vec![];
+            let source_seen = state.revisions.get(&rule.source.system).copied();
+            match (record.revision, source_seen) {
+                (Some(now), Some(seen)) if now <= seen => {
+                    if side == Side::Source {
+                        entries.push(Entry::stale_skipped(now, seen));
+                    }
+                }
+                _ => observations.push(Observation {
+                    system: rule.source.system.clone(),
+                    revision: record.revision,
+                    values,
+                    changed_at: record.changed_at,
+                }),
+            }
+            if rule.both_ways() {
+                let Some(t) = target.fetch(target_id).await? else {
+                    entries.push(Entry::target_deleted(target.system(), target_id));
+                    return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
+                };
+                if side == Side::Target {
+                    entries.push(Entry::fetched(target.system(), t.revision));
+                }
+                observations.push(Observation {
+                    system: rule.target.system.clone(),
+                    revision: t.revision,
+                    values: Self::target_values(rule, &t.fields),
+                    changed_at: t.changed_at,
+                });
+            }
+            let mut state = state.clone();
+            let mut writes: BTreeMap<String, Fields> = BTreeMap::new();
+            let mut confirmed = vec![];
+            let mut review = None;
+            let mut changed = false;
+            for obs in &observations {
+                let sent: &[(i64, Value, Value)] = known
+                    .sent
+                    .get(&obs.system)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let pending: Vec<PendingWrite> = sent
+                    .iter()
+                    .filter_map(|(_, f, vv)| {
+                        Some(PendingWrite {
+                            system: obs.system.clone(),
+                            values: f.as_object()?.clone(),
+                            vv: serde_json::from_value(vv.clone()).ok()?,
+                        })
+                    })
+                    .collect();
+                let d = observe(&policies, &systems, &state, obs, &pending);
+                let triggered = (obs.system == rule.source.system) == (side == Side::Source);
+                match d.classification {
+                    Classification::Confirmation => {
+                        confirmed.extend(sent.iter().map(|(id, _, _)| *id));
+                        if triggered {
+                            entries.push(Entry::classified(
+                                &obs.system,
+                                d.classification,
+                                obs.revision,
+                            ));
+                        }
+                    }
+                    Classification::NoChange if triggered && obs.system == rule.source.system => {
+                        entries.push(Entry::no_change(target.system(), target_id))
+                    }
+                    Classification::Stale
+                    | Classification::Duplicate
+                    | Classification::NoChange => {
+                        if triggered {
+                            entries.push(Entry::classified(
+                                &obs.system,
+                                d.classification,
+                                obs.revision,
+                            ));
+                        }
+                    }
+                    Classification::NewChange | Classification::Concurrent => changed = true,
+                }
+                for o in &d.fields {
+                    let others: Vec<&str> = systems
+                        .iter()
+                        .copied()
+                        .filter(|s| {
+                            *s != obs.system
+                                && d.writes.get(*s).is_some_and(|w| w.contains_key(&o.field))
+                        })
+                        .collect();
+                    let e = Entry::field_outcome(&obs.system, o, &others);
+                    if o.verdict == Verdict::ManualReview {
+                        review = Some(e.clone());
+                    }
+                    entries.push(e);
+                }
+                state = d.state;
+                for (system, fields) in d.writes {
+                    writes.entry(system).or_default().extend(fields);
+                }
+            }
+            if !changed && observations.is_empty() {
+                return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
+            }
+            return Ok(Decision::Planned(Box::new(Planned {
+                record,
+                target_id: Some(target_id.clone()),
+                target_fields: writes.remove(&rule.target.system).unwrap_or_default(),
+                source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
+                state,
+                matched_by: None,
+                key_base,
+                confirmed,
+                review,
+            })));
+        }
+
+        // A target event for a record without state: it is settled from the source.
+        if side == Side::Target {
+            entries.push(Entry::fetched(source.system(), record.revision));
+        }
+        if !rehydrating && let Err(skip) = check_fresh(&known.prior, &record) {
+            entries.push(skip);
+            return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
+        }
         let Some(lookup) = record
             .text(&rule.identity.source_field)
             .filter(|v| !v.trim().is_empty())
@@ -286,23 +511,25 @@ impl Processor {
                 kind: "no_lookup_value",
             }));
         };
-
-        let decision = self.resolve(rule, &target, prior, &lookup).await?;
-        let matched_by = match &decision {
+        let decision = self.resolve(rule, &target, &known.prior, &lookup).await?;
+        let (target_id, matched_by) = match &decision {
             IdentityDecision::Link {
                 target_id,
                 step,
                 matched_value,
-            } if *step != MatchStep::StoredLink => {
-                entries.push(Entry::matched(
-                    target.system(),
-                    target_id,
-                    step,
-                    matched_value.as_deref(),
-                ));
-                Some(json!({"step": step, "value": matched_value}))
+            } => {
+                let by = (*step != MatchStep::StoredLink).then(|| {
+                    entries.push(Entry::matched(
+                        target.system(),
+                        target_id,
+                        step,
+                        matched_value.as_deref(),
+                    ));
+                    json!({"step": step, "value": matched_value})
+                });
+                (Some(target_id.clone()), by)
             }
-            IdentityDecision::Create => Some(json!({"step": "created", "value": lookup})),
+            IdentityDecision::Create => (None, Some(json!({"step": "created", "value": lookup}))),
             IdentityDecision::Ambiguous {
                 step,
                 value,
@@ -319,87 +546,197 @@ impl Processor {
             }
             IdentityDecision::Skip => {
                 entries.push(Entry::skipped_no_match(&lookup));
+                let authority = SyncState::default();
                 let state = SavedState {
                     target_id: None,
                     matched_by: None,
                     revision: record.revision,
-                    sent: Fields::new(),
+                    authority,
+                    ops: vec![],
+                    confirmed: vec![],
+                    review: None,
                 };
                 return Ok(Decision::Flow(Flow::Synced {
                     done: Done::Skipped,
-                    state,
+                    state: Box::new(state),
                 }));
             }
-            IdentityDecision::Link { .. } => None,
         };
-        let write = plan_write(rule, prior, &decision, &lookup, &mapped)
-            .expect("a link or a create plans a write");
-        let key_base = format!("{}:{}", rule.name, record.id);
-        Ok(Decision::Planned(Planned {
+        // Linked for the first time (or rehydrated): each field takes its owner's value.
+        let target_values = match &target_id {
+            Some(id) => target
+                .fetch(id)
+                .await?
+                .map(|t| Self::target_values(rule, &t.fields)),
+            None => None,
+        };
+        let (state, mut writes) = initial(
+            &policies,
+            &rule.source.system,
+            &rule.target.system,
+            &values,
+            target_values.as_ref(),
+            record.revision,
+        );
+        let mut target_fields = writes.remove(&rule.target.system).unwrap_or_default();
+        if target_id.is_none() {
+            // A new record also gets the lookup value, so that the next search finds it.
+            target_fields
+                .entry(rule.identity.target_field.clone())
+                .or_insert_with(|| Value::String(lookup.clone()));
+        }
+        if rehydrating {
+            // Everything the source owns is written again.
+            for p in &policies {
+                if !matches!(&p.owner, domain::authority::Owner::System(o) if o == &rule.target.system)
+                    && let Some(v) = state.canonical.get(&p.field)
+                {
+                    target_fields.insert(p.field.clone(), v.clone());
+                }
+            }
+        }
+        Ok(Decision::Planned(Box::new(Planned {
             record,
-            write,
+            target_id,
+            target_fields,
+            source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
+            state,
             matched_by,
-            mapped,
             key_base,
-        }))
+            confirmed: vec![],
+            review: None,
+        })))
     }
 
-    /// Makes a planned write, one record at a time: returns the target id.
+    /// Makes the planned writes to the target and the corrections to the source, one
+    /// record at a time (the flush does target updates in bulk before this).
     async fn perform(
         &self,
         rule: &RuleSpec,
         ev: &EventV1,
-        planned: &Planned,
+        mut planned: Planned,
         entries: &mut Vec<Entry>,
-    ) -> Result<(String, Done), Failure> {
-        let target = self
+    ) -> Result<(Planned, Vec<Op>), Failure> {
+        let target_ep = self
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
-        let target = self.limiter.limit(&target);
-        let key_base = &planned.key_base;
-        Ok(match &planned.write {
-            Write::Create { fields } => {
+        let source_ep = self
+            .connectors
+            .endpoint(&rule.source.system, &rule.source.app)?;
+        let (target, source) = (
+            self.limiter.limit(&target_ep),
+            self.limiter.limit(&source_ep),
+        );
+        let key_base = planned.key_base.clone();
+        let vv = serde_json::to_value(&planned.state.vv).unwrap_or_default();
+        let mut ops = vec![];
+        match planned.target_id.clone() {
+            None => {
                 // The key is the same for every attempt at this record's creation, so
                 // a crash between the create and the commit cannot create twice.
-                let id = target.create(fields, &format!("{key_base}:create")).await?;
-                entries.push(Entry::created(target.system(), &id, fields));
-                (id, Done::Synced)
+                let key = format!("{key_base}:create");
+                let (id, rev) = target.create(&planned.target_fields, &key).await?;
+                entries.push(Entry::created(target.system(), &id, &planned.target_fields));
+                wrote(
+                    &mut planned.state,
+                    &rule.target.system,
+                    &planned.target_fields,
+                    rev,
+                );
+                ops.push(Op {
+                    system: rule.target.system.clone(),
+                    key,
+                    fields: planned.target_fields.clone(),
+                    vv: vv.clone(),
+                });
+                planned.target_id = Some(id);
             }
-            Write::Update { target_id, fields } => {
+            Some(id) if !planned.target_fields.is_empty() => {
                 let rev = planned
                     .record
                     .revision
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| ev.event_id.clone());
-                target
-                    .update(target_id, fields, &format!("{key_base}:update:{rev}"))
-                    .await?;
-                entries.push(Entry::updated(target.system(), target_id, fields));
-                (target_id.clone(), Done::Synced)
+                let key = format!("{key_base}:update:{}:{rev}", planned.state.vv);
+                let new_rev = target.update(&id, &planned.target_fields, &key).await?;
+                entries.push(Entry::updated(target.system(), &id, &planned.target_fields));
+                wrote(
+                    &mut planned.state,
+                    &rule.target.system,
+                    &planned.target_fields,
+                    new_rev,
+                );
+                ops.push(Op {
+                    system: rule.target.system.clone(),
+                    key,
+                    fields: planned.target_fields.clone(),
+                    vv: vv.clone(),
+                });
             }
-            Write::Nothing { target_id } => {
-                entries.push(Entry::no_change(target.system(), target_id));
-                (target_id.clone(), Done::Unchanged)
+            Some(_) => {}
+        }
+        if !planned.source_fields.is_empty() {
+            let fields = to_source(rule, &planned.source_fields);
+            let key = format!("{key_base}:source:{}", planned.state.vv);
+            let base = planned
+                .state
+                .revisions
+                .get(&rule.source.system)
+                .copied()
+                .or(planned.record.revision);
+            match source
+                .update_checked(&planned.record.id, &fields, base, &key)
+                .await?
+            {
+                Some(new_rev) => {
+                    entries.push(Entry::updated(source.system(), &planned.record.id, &fields));
+                    wrote(
+                        &mut planned.state,
+                        &rule.source.system,
+                        &planned.source_fields,
+                        new_rev,
+                    );
+                    if let Some(r) = new_rev {
+                        planned.record.revision = Some(r);
+                    }
+                    ops.push(Op {
+                        system: rule.source.system.clone(),
+                        key,
+                        fields: planned.source_fields.clone(),
+                        vv,
+                    });
+                }
+                // The source changed since it was read: decide again from its new state.
+                None => {
+                    return Err(ConnectorError::RevisionConflict {
+                        system: rule.source.system.clone(),
+                    }
+                    .into());
+                }
             }
-        })
+        }
+        Ok((planned, ops))
     }
 
-    /// After the target write: the write-back into the source, and the state to save.
+    /// After the writes: the write-back into the source, and the state to save.
     async fn finish_write(
         &self,
         rule: &RuleSpec,
-        prior: &PriorState,
-        planned: Planned,
-        target_id: String,
-        mut done: Done,
+        performed: (Planned, Vec<Op>),
         entries: &mut Vec<Entry>,
     ) -> Result<Flow, Failure> {
+        let (mut planned, ops) = performed;
         let source = self
             .connectors
             .endpoint(&rule.source.system, &rule.source.app)?;
         let source = self.limiter.limit(&source);
+        let target_id = planned
+            .target_id
+            .clone()
+            .expect("a target id after the writes");
         let record = &planned.record;
         let mut revision = record.revision;
+        let wrote_something = !ops.is_empty();
         if let Some((field, value)) = write_back(rule, record, &target_id) {
             // Revision-checked, so that a change made since we read the record is never
             // overwritten or mistaken for ours; `None` when the record changed
@@ -410,20 +747,36 @@ impl Processor {
             {
                 Some(new_revision) => {
                     entries.push(Entry::written_back(source.system(), &field, &value));
-                    // Our own write: its webhook will find this revision already synced.
+                    // Our own write: its webhook will find this revision already seen.
                     revision = Some(new_revision);
-                    done = Done::Synced;
+                    wrote(
+                        &mut planned.state,
+                        &rule.source.system,
+                        &Fields::new(),
+                        Some(new_revision),
+                    );
                 }
                 None => entries.push(Entry::write_back_deferred(source.system(), &field)),
             }
         }
+        let done = if wrote_something || revision != record.revision {
+            Done::Synced
+        } else {
+            Done::Unchanged
+        };
         let state = SavedState {
             target_id: Some(target_id),
             matched_by: planned.matched_by,
-            revision,
-            sent: sent_after(prior, &planned.write, &planned.mapped),
+            revision: revision.max(planned.state.revisions.get(&rule.source.system).copied()),
+            authority: planned.state,
+            ops,
+            confirmed: planned.confirmed,
+            review: planned.review,
         };
-        Ok(Flow::Synced { done, state })
+        Ok(Flow::Synced {
+            done,
+            state: Box::new(state),
+        })
     }
 
     /// Flushes one batch of a rule's parked work, if its rule, systems and write window
@@ -460,10 +813,10 @@ impl Processor {
         }
         struct Item {
             ev: EventV1,
-            prior: PriorState,
+            record_id: String,
             entries: Vec<Entry>,
             decision: Option<Decision>,
-            performed: Option<(String, Done)>,
+            bulk_ops: Vec<Op>,
         }
         let mut items = vec![];
         for row in &parked {
@@ -481,9 +834,17 @@ impl Processor {
             if tx.already_processed(&ev.event_id).await? {
                 continue;
             }
-            let prior = tx.prior().await?;
+            let side = if ev.system == rule.source.system {
+                Side::Source
+            } else {
+                Side::Target
+            };
+            let known = load(&mut tx, rule).await?;
             let mut entries = vec![];
-            let decision = match self.decide(rule, &ev, &prior, &mut entries).await {
+            let decision = match self
+                .decide(rule, side, &row.source_record_id, &ev, &known, &mut entries)
+                .await
+            {
                 Ok(d) => d,
                 Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
                     Decision::Flow(rejected(rule, &e, &mut entries))
@@ -493,57 +854,54 @@ impl Processor {
             };
             items.push(Item {
                 ev,
-                prior,
+                record_id: row.source_record_id.clone(),
                 entries,
                 decision: Some(decision),
-                performed: None,
+                bulk_ops: vec![],
             });
         }
 
-        // Updates in bulk, where the target has a bulk endpoint.
+        // Updates of linked records in bulk, where the target has a bulk endpoint.
         if let Some(max) = bulk_max {
             let updates: Vec<usize> = items
                 .iter()
                 .enumerate()
-                .filter(|(_, it)| {
-                    matches!(
-                        &it.decision,
-                        Some(Decision::Planned(Planned {
-                            write: Write::Update { .. },
-                            ..
-                        }))
-                    )
-                })
+                .filter(|(_, it)| matches!(&it.decision, Some(Decision::Planned(p)) if p.target_id.is_some() && !p.target_fields.is_empty()))
                 .map(|(i, _)| i)
                 .collect();
             for chunk in updates.chunks(max) {
                 let batch: Vec<(String, Fields)> = chunk
                     .iter()
                     .filter_map(|i| match &items[*i].decision {
-                        Some(Decision::Planned(Planned {
-                            write: Write::Update { target_id, fields },
-                            ..
-                        })) => Some((target_id.clone(), fields.clone())),
+                        Some(Decision::Planned(p)) => {
+                            Some((p.target_id.clone()?, p.target_fields.clone()))
+                        }
                         _ => None,
                     })
                     .collect();
                 let limited = self.limiter.limit(&target);
-                match limited
-                    .bulk_update(
-                        &batch,
-                        &format!("{}:bulk:{}", rule.name, uuid::Uuid::new_v4()),
-                    )
-                    .await
-                {
+                let key = format!("{}:bulk:{}", rule.name, uuid::Uuid::new_v4());
+                match limited.bulk_update(&batch, &key).await {
                     Ok(()) => {
                         for (i, (target_id, fields)) in chunk.iter().zip(&batch) {
-                            items[*i].entries.push(Entry::updated_in_bulk(
+                            let item = &mut items[*i];
+                            item.entries.push(Entry::updated_in_bulk(
                                 target.system(),
                                 target_id,
                                 fields,
                                 batch.len(),
                             ));
-                            items[*i].performed = Some((target_id.clone(), Done::Synced));
+                            if let Some(Decision::Planned(p)) = &mut item.decision {
+                                let vv = serde_json::to_value(&p.state.vv).unwrap_or_default();
+                                wrote(&mut p.state, &rule.target.system, fields, None);
+                                item.bulk_ops.push(Op {
+                                    system: rule.target.system.clone(),
+                                    key: key.clone(),
+                                    fields: fields.clone(),
+                                    vv,
+                                });
+                                p.target_fields = Fields::new();
+                            }
                         }
                     }
                     // One record's data is refused: write them one by one, so that only
@@ -557,31 +915,26 @@ impl Processor {
         }
 
         let mut flushed = 0;
-        let evrefs: Vec<EventRef> = items
-            .iter()
-            .map(|it| EventRef {
-                event_id: it.ev.event_id.clone(),
-                correlation_id: it.ev.correlation_id.clone(),
-            })
-            .collect();
-        for (item, evref) in items.into_iter().zip(evrefs) {
+        for item in items {
             let Item {
                 ev,
-                prior,
+                record_id,
                 mut entries,
                 decision,
-                performed,
+                bulk_ops,
             } = item;
+            let evref = EventRef {
+                event_id: ev.event_id.clone(),
+                correlation_id: ev.correlation_id.clone(),
+            };
             let flow = match decision.expect("every item has a decision") {
                 Decision::Flow(flow) => flow,
                 Decision::Planned(planned) => {
                     let result = async {
-                        let (target_id, done) = match performed {
-                            Some(p) => p,
-                            None => self.perform(rule, &ev, &planned, &mut entries).await?,
-                        };
-                        self.finish_write(rule, &prior, planned, target_id, done, &mut entries)
-                            .await
+                        let (planned, mut ops) =
+                            self.perform(rule, &ev, *planned, &mut entries).await?;
+                        ops.splice(0..0, bulk_ops);
+                        self.finish_write(rule, (planned, ops), &mut entries).await
                     }
                     .await;
                     match result {
@@ -595,7 +948,7 @@ impl Processor {
                     }
                 }
             };
-            tx.switch_to(&ev.record_id);
+            tx.switch_to(&record_id);
             let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, 1);
             finish(&mut tx, &evref, received, entries, flow).await?;
             flushed += 1;
@@ -669,6 +1022,40 @@ fn rejected(rule: &RuleSpec, e: &ConnectorError, entries: &mut Vec<Entry>) -> Fl
     Flow::Conflict { kind: "rejected" }
 }
 
+/// Reads what the store knows of the transaction's record, and the operations sent to
+/// the rule's systems that are not confirmed.
+async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
+    let prior = tx.prior().await?;
+    let state = tx
+        .authority_state()
+        .await?
+        .and_then(|v| serde_json::from_value(v).ok());
+    let mut sent = BTreeMap::new();
+    for system in [&rule.source.system, &rule.target.system] {
+        sent.insert(system.clone(), tx.sent_ops(system).await?);
+    }
+    Ok(Known { prior, state, sent })
+}
+
+/// Canonical values in the source's form and field codes (`reverse` transforms).
+fn to_source(rule: &RuleSpec, canonical: &Fields) -> Fields {
+    let mut out = Fields::new();
+    for m in &rule.fields {
+        let Some(v) = canonical.get(&m.target) else {
+            continue;
+        };
+        let mut v = v.clone();
+        for t in &m.reverse {
+            match t.apply(v.clone()) {
+                Ok(x) => v = x,
+                Err(_) => break,
+            }
+        }
+        out.insert(m.source.clone(), v);
+    }
+    out
+}
+
 /// Saves what a flow decided for the transaction's current record, its history, and
 /// the processed mark. The caller commits.
 async fn finish(
@@ -694,13 +1081,43 @@ async fn finish(
             Done::Conflict
         }
         Flow::Synced { done, state } => {
+            let SavedState {
+                target_id,
+                matched_by,
+                revision,
+                authority,
+                ops,
+                confirmed,
+                review,
+            } = *state;
             tx.save_state(
-                state.target_id.as_deref(),
-                state.matched_by,
-                state.revision,
-                &state.sent,
+                target_id.as_deref(),
+                matched_by,
+                revision,
+                &authority.canonical,
             )
             .await?;
+            if target_id.is_some() {
+                tx.save_authority_state(
+                    &serde_json::to_value(&authority).expect("a state serializes"),
+                )
+                .await?;
+            }
+            for op in &ops {
+                tx.record_op(
+                    &op.system,
+                    &op.key,
+                    &Value::Object(op.fields.clone()),
+                    &op.vv,
+                )
+                .await?;
+            }
+            if !confirmed.is_empty() {
+                tx.confirm_ops(&confirmed).await?;
+            }
+            if let Some(r) = &review {
+                tx.open_conflict("manual_review", r).await?;
+            }
             done
         }
     };

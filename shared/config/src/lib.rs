@@ -411,8 +411,65 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
         if rule.fields.is_empty() {
             bad(format!("{at}.fields"), "map at least one field".into());
         }
+        if rule.both_ways()
+            && let Some(t) = target
+            && t.webhook.is_none()
+        {
+            bad(
+                format!("{at}.direction"),
+                format!(
+                    "changes flow back only from webhooks: give systems.{}.webhook",
+                    rule.target.system
+                ),
+            );
+        }
         let mut targets = BTreeSet::new();
         for (j, f) in rule.fields.iter().enumerate() {
+            let fat = format!("{at}.fields[{j}]");
+            if let Some(o) = &f.owner
+                && o != "shared"
+                && o != &rule.source.system
+                && o != &rule.target.system
+            {
+                bad(
+                    format!("{fat}.owner"),
+                    format!(
+                        "\"{o}\" is neither the rule's source ({}), its target ({}), nor shared",
+                        rule.source.system, rule.target.system
+                    ),
+                );
+            }
+            let owner = f
+                .owner
+                .clone()
+                .unwrap_or_else(|| rule.source.system.clone());
+            if !rule.both_ways() && owner != rule.source.system {
+                bad(
+                    format!("{fat}.owner"),
+                    "a one-way rule takes values from its source only: set \"direction\": \"both\""
+                        .into(),
+                );
+            }
+            use domain::authority::Strategy;
+            let fits = match f.strategy_of(rule) {
+                Strategy::LocalWins => owner == rule.source.system,
+                Strategy::ExternalWins => owner == rule.target.system,
+                Strategy::LatestValidChange | Strategy::Merge | Strategy::ManualReview => {
+                    owner == "shared"
+                }
+            };
+            if !fits {
+                let s = f.strategy_of(rule).as_str();
+                bad(
+                    format!("{fat}.strategy"),
+                    format!(
+                        "{s} does not fit owner \"{owner}\": local_wins is for source-owned fields, external_wins for target-owned ones, the others for shared ones"
+                    ),
+                );
+            }
+            if let Some(p) = f.validate.as_ref().and_then(|v| v.problem()) {
+                bad(format!("{fat}.validate.pattern"), p);
+            }
             if f.source.trim().is_empty() {
                 bad(
                     format!("{at}.fields[{j}].source"),

@@ -254,9 +254,14 @@ pub fn from_kintone(record: &Value) -> Option<SourceRecord> {
         .iter()
         .map(|(code, f)| (code.clone(), f.get("value").cloned().unwrap_or(Value::Null)))
         .collect();
+    let changed_at = obj
+        .values()
+        .find(|f| f.get("type").and_then(Value::as_str) == Some("UPDATED_TIME"))
+        .and_then(|f| f.get("value")?.as_str()?.parse().ok());
     Some(SourceRecord {
         id,
         revision,
+        changed_at,
         fields,
     })
 }

@@ -204,11 +204,7 @@ impl Endpoint {
     pub async fn fetch(&self, id: &str) -> Result<Option<SourceRecord>, ConnectorError> {
         match self {
             Endpoint::Kintone(k, app) => k.get_record(app, id).await,
-            Endpoint::Rest(r) => Ok(r.get(id).await?.map(|t| SourceRecord {
-                id: t.id,
-                revision: None,
-                fields: t.fields,
-            })),
+            Endpoint::Rest(r) => Ok(r.get(id).await?.map(|t| r.as_source(t))),
         }
     }
 
@@ -225,27 +221,57 @@ impl Endpoint {
     }
 
     /// Creates a record; the idempotency key makes a repeated create return the first.
+    /// Returns its id and revision, when the system tells.
     pub async fn create(
         &self,
         fields: &Fields,
         idempotency_key: &str,
-    ) -> Result<String, ConnectorError> {
+    ) -> Result<(String, Option<i64>), ConnectorError> {
         match self {
-            Endpoint::Kintone(k, app) => k.create_record(app, fields).await,
-            Endpoint::Rest(r) => Ok(r.create(fields, idempotency_key).await?.id),
+            // kintone answers a new record's revision: 1.
+            Endpoint::Kintone(k, app) => Ok((k.create_record(app, fields).await?, Some(1))),
+            Endpoint::Rest(r) => {
+                let t = r.create(fields, idempotency_key).await?;
+                let rev = r.revision_of(&t);
+                Ok((t.id, rev))
+            }
         }
     }
 
-    /// Updates some fields of a record.
+    /// Updates some fields of a record; returns the revision the write produced, when
+    /// the system tells.
     pub async fn update(
         &self,
         id: &str,
         fields: &Fields,
         idempotency_key: &str,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Option<i64>, ConnectorError> {
         match self {
-            Endpoint::Kintone(k, app) => k.update_record(app, id, fields, None).await.map(drop),
-            Endpoint::Rest(r) => r.update(id, fields, idempotency_key).await.map(drop),
+            Endpoint::Kintone(k, app) => k.update_record(app, id, fields, None).await.map(Some),
+            Endpoint::Rest(r) => {
+                let t = r.update(id, fields, idempotency_key).await?;
+                Ok(r.revision_of(&t))
+            }
+        }
+    }
+
+    /// Updates some fields of a record only if it is still at `revision` (kintone's
+    /// revision check; other systems write unconditionally). `Ok(None)` when the
+    /// record changed since; otherwise the revision the write produced.
+    pub async fn update_checked(
+        &self,
+        id: &str,
+        fields: &Fields,
+        revision: Option<i64>,
+        idempotency_key: &str,
+    ) -> Result<Option<Option<i64>>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => match k.update_record(app, id, fields, revision).await {
+                Ok(rev) => Ok(Some(Some(rev))),
+                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Endpoint::Rest(_) => self.update(id, fields, idempotency_key).await.map(Some),
         }
     }
 }
@@ -314,18 +340,13 @@ impl Endpoint {
             field.to_owned(),
             serde_json::Value::String(value.to_owned()),
         );
-        match self {
-            Endpoint::Kintone(k, app) => match k.update_record(app, id, &fields, revision).await {
-                Ok(rev) => Ok(Some(rev)),
-                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
-                Err(e) => Err(e),
+        let key = format!("write-field:{id}:{field}:{value}");
+        Ok(
+            match self.update_checked(id, &fields, revision, &key).await? {
+                Some(new_revision) => new_revision.or(revision),
+                None => None,
             },
-            Endpoint::Rest(r) => {
-                r.update(id, &fields, &format!("write-field:{id}:{field}:{value}"))
-                    .await?;
-                Ok(revision)
-            }
-        }
+        )
     }
 }
 

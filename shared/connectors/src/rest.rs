@@ -198,6 +198,30 @@ impl Rest {
 }
 
 impl Rest {
+    /// A record of this entity with its revision and change time, where the entity
+    /// declares pointers to them.
+    pub fn as_source(&self, t: TargetRecord) -> domain::record::SourceRecord {
+        let obj = Value::Object(t.fields.clone());
+        let at = |p: &Option<String>| p.as_deref().and_then(|p| obj.pointer(p)).cloned();
+        let revision = at(&self.entity.revision_pointer).and_then(|v| match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        let changed_at = at(&self.entity.changed_at_pointer).and_then(|v| v.as_str()?.parse().ok());
+        domain::record::SourceRecord {
+            id: t.id,
+            revision,
+            changed_at,
+            fields: t.fields,
+        }
+    }
+
+    /// The revision a write answered with, where the entity declares where it is.
+    pub fn revision_of(&self, t: &TargetRecord) -> Option<i64> {
+        self.as_source(t.clone()).revision
+    }
+
     /// The most updates one bulk call takes, when the entity has a bulk endpoint.
     pub fn bulk_max(&self) -> Option<usize> {
         self.entity.bulk_update.as_ref().map(|b| b.max)

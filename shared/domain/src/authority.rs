@@ -98,6 +98,14 @@ pub struct Validation {
 }
 
 impl Validation {
+    /// Why the declaration itself is wrong (a pattern that does not compile).
+    pub fn problem(&self) -> Option<String> {
+        let p = self.pattern.as_ref()?;
+        regex::Regex::new(p)
+            .err()
+            .map(|e| format!("the pattern is not a regular expression: {e}"))
+    }
+
     /// Why `value` is not valid, if it is not.
     pub fn check(&self, value: &Value) -> Option<String> {
         if is_empty(value) {
@@ -579,6 +587,67 @@ pub fn wrote(state: &mut SyncState, system: &str, values: &Fields, revision: Opt
     let vv = state.vv.clone();
     let seen = state.seen.entry(system.to_owned()).or_default();
     *seen = seen.join(&vv);
+}
+
+/// The state of a record linked for the first time. Each field takes its owner's
+/// value: source-owned and shared fields the source's (the source is where the record
+/// was created), target-owned fields the target's when it is known. Returns the state
+/// and the writes that bring both systems to it.
+pub fn initial(
+    policies: &[FieldPolicy],
+    source: &str,
+    target: &str,
+    source_values: &Fields,
+    target_values: Option<&Fields>,
+    source_revision: Option<i64>,
+) -> (SyncState, BTreeMap<String, Fields>) {
+    let mut st = SyncState::default();
+    st.vv.bump(source);
+    let mut writes: BTreeMap<String, Fields> = BTreeMap::new();
+    for p in policies {
+        let from_target = matches!(&p.owner, Owner::System(o) if o == target);
+        let value = if from_target {
+            target_values.and_then(|t| t.get(&p.field)).cloned()
+        } else {
+            source_values.get(&p.field).cloned()
+        };
+        let Some(value) = value else {
+            continue;
+        };
+        let by = if from_target { target } else { source };
+        st.canonical.insert(p.field.clone(), value.clone());
+        st.field_versions.insert(
+            p.field.clone(),
+            FieldVersion {
+                vv: st.vv.clone(),
+                by: by.to_owned(),
+                at: None,
+            },
+        );
+        let other = if from_target { source } else { target };
+        let other_holds = if from_target {
+            Some(source_values)
+        } else {
+            target_values
+        };
+        if other_holds.and_then(|h| h.get(&p.field)) != Some(&value) {
+            writes
+                .entry(other.to_owned())
+                .or_default()
+                .insert(p.field.clone(), value);
+        }
+    }
+    st.held.insert(source.to_owned(), source_values.clone());
+    if let Some(t) = target_values {
+        st.held.insert(target.to_owned(), t.clone());
+    }
+    for s in [source, target] {
+        st.seen.insert(s.to_owned(), st.vv.clone());
+    }
+    if let Some(r) = source_revision {
+        st.revisions.insert(source.to_owned(), r);
+    }
+    (st, writes)
 }
 
 #[cfg(test)]

@@ -238,6 +238,7 @@ mod tests {
             target: target.into(),
             transforms,
             required,
+            ..Default::default()
         }
     }
 

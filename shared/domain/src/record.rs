@@ -15,6 +15,9 @@ pub struct SourceRecord {
     pub id: String,
     /// The source's revision counter (kintone `$revision`), when it has one.
     pub revision: Option<i64>,
+    /// When the system says the record last changed, when it says.
+    #[serde(default)]
+    pub changed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The fields.
     pub fields: Fields,
 }
@@ -71,6 +74,7 @@ mod tests {
         let r = SourceRecord {
             id: "1".into(),
             revision: Some(1),
+            changed_at: None,
             fields,
         };
         assert_eq!(r.text("a").as_deref(), Some("WO-1"));

@@ -26,15 +26,17 @@ pub struct SyncRules {
 }
 
 impl SyncRules {
-    /// The rules that watch `app` of `system`, in file order.
+    /// The rules that take changes from `app` of `system`, in file order: those whose
+    /// source it is, and the two-way rules whose target it is.
     pub fn rules_for<'a>(
         &'a self,
         system: &'a str,
         app: &'a str,
     ) -> impl Iterator<Item = &'a RuleSpec> + 'a {
-        self.rules
-            .iter()
-            .filter(move |r| r.source.system == system && r.source.app == app)
+        self.rules.iter().filter(move |r| {
+            (r.source.system == system && r.source.app == app)
+                || (r.both_ways() && r.target.system == system && r.target.entity == app)
+        })
     }
 
     /// The rule with this name.
@@ -182,6 +184,13 @@ pub struct RestEntity {
     /// The header that carries an idempotency key on writes, if the API supports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_header: Option<String>,
+    /// JSON pointer to the record's revision counter inside a record (e.g.
+    /// `/version`), so that stale reads and late webhooks are recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_pointer: Option<String>,
+    /// JSON pointer to when the record last changed (RFC 3339, e.g. `/updated_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at_pointer: Option<String>,
     /// A bulk update endpoint, used when parked writes are flushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_update: Option<BulkUpdate>,
@@ -267,6 +276,9 @@ pub struct RuleSpec {
     /// What to do when the source record is deleted.
     #[serde(default)]
     pub on_delete: OnDelete,
+    /// Which way changes flow (default `one_way`).
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 /// The source of a rule.
@@ -304,8 +316,10 @@ pub struct IdentitySpec {
     pub variants: Vec<Variant>,
 }
 
-/// One mapped field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One mapped field. Its canonical name is the target field name; values are kept in
+/// the target's form (after `transforms`), and `reverse` turns them back into the
+/// source's form when they flow back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMapping {
     /// The source field code (kintone field codes may be non-ASCII).
@@ -319,6 +333,80 @@ pub struct FieldMapping {
     /// written and a conflict is opened.
     #[serde(default)]
     pub required: bool,
+    /// Who may change the field: the rule's source system, its target system, or
+    /// `shared` (default: the source system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// What decides a concurrent change (default: `local_wins` for a source-owned
+    /// field, `external_wins` for a target-owned one, `latest_valid_change` for a
+    /// shared one). `local_wins` needs the source as owner, `external_wins` the target,
+    /// the others `shared`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<crate::authority::Strategy>,
+    /// What a valid value is (for `latest_valid_change`, and for every change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<crate::authority::Validation>,
+    /// How `merge` combines concurrent changes (default `union`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::authority::MergeKind>,
+    /// Transforms from the target's form back to the source's, for values that flow
+    /// back (e.g. a `map` from `closed` to `完了`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverse: Vec<Transform>,
+}
+
+impl FieldMapping {
+    /// The owner, resolved against the rule.
+    pub fn owner_of(&self, rule: &RuleSpec) -> crate::authority::Owner {
+        match self.owner.as_deref() {
+            Some("shared") => crate::authority::Owner::Shared,
+            Some(system) => crate::authority::Owner::System(system.to_owned()),
+            None => crate::authority::Owner::System(rule.source.system.clone()),
+        }
+    }
+
+    /// The strategy, resolved against the rule.
+    pub fn strategy_of(&self, rule: &RuleSpec) -> crate::authority::Strategy {
+        use crate::authority::{Owner, Strategy};
+        self.strategy.unwrap_or(match self.owner_of(rule) {
+            Owner::Shared => Strategy::LatestValidChange,
+            Owner::System(s) if s == rule.target.system => Strategy::ExternalWins,
+            Owner::System(_) => Strategy::LocalWins,
+        })
+    }
+}
+
+impl RuleSpec {
+    /// The field policies of the rule, by canonical (target) field name.
+    pub fn policies(&self) -> Vec<crate::authority::FieldPolicy> {
+        self.fields
+            .iter()
+            .map(|f| crate::authority::FieldPolicy {
+                field: f.target.clone(),
+                owner: f.owner_of(self),
+                strategy: f.strategy_of(self),
+                validation: f.validate.clone().unwrap_or_default(),
+                merge: f.merge.unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Whether changes flow both ways.
+    pub fn both_ways(&self) -> bool {
+        self.direction == Direction::Both
+    }
+}
+
+/// Which way changes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the source to the target only.
+    #[default]
+    OneWay,
+    /// Both ways: the target's webhooks are processed too, and fields it owns (or
+    /// shares) flow back to the source.
+    Both,
 }
 
 /// The write-back of the target id into the source record.

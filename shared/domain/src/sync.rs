@@ -173,12 +173,14 @@ mod tests {
                     target: "subject".into(),
                     transforms: vec![],
                     required: true,
+                    ..Default::default()
                 },
                 FieldMapping {
                     source: "status".into(),
                     target: "status".into(),
                     transforms: vec![],
                     required: false,
+                    ..Default::default()
                 },
             ],
             write_back: Some(WriteBack {
@@ -186,6 +188,7 @@ mod tests {
             }),
             on_missing: OnMissing::Create,
             on_delete: OnDelete::Ignore,
+            direction: Default::default(),
         }
     }
 
@@ -197,6 +200,7 @@ mod tests {
         SourceRecord {
             id: "5".into(),
             revision: rev,
+            changed_at: None,
             fields: f(v),
         }
     }

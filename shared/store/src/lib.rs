@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "limiter", include_str!("../migrations/0003_limiter.sql")),
     (4, "parking", include_str!("../migrations/0004_parking.sql")),
+    (
+        5,
+        "authority",
+        include_str!("../migrations/0005_authority.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -274,6 +279,45 @@ impl Store {
             .collect()
     }
 
+    /// The source record linked to a target record under a rule.
+    pub async fn source_for_target(
+        &self,
+        rule: &str,
+        target_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND target_id = $2 LIMIT 1",
+        )
+        .bind(rule)
+        .bind(target_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("find the linked record"))
+    }
+
+    /// The outbound operations of a record, oldest first: `(system, status, fields)`.
+    pub async fn ops(
+        &self,
+        rule: &str,
+        record_id: &str,
+    ) -> Result<Vec<(String, String, Value)>, StoreError> {
+        let rows = sqlx::query("SELECT system, status, fields FROM outbound_ops WHERE rule = $1 AND source_record_id = $2 ORDER BY id")
+            .bind(rule)
+            .bind(record_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read outbound operations"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                    r.try_get(2).map_err(q("read"))?,
+                ))
+            })
+            .collect()
+    }
+
     /// Conflicts with a status (`open`, `resolved`, `dismissed`), oldest first.
     pub async fn conflicts(&self, status: &str) -> Result<Vec<ConflictRow>, StoreError> {
         let rows = sqlx::query(
@@ -438,6 +482,85 @@ impl RecordTx {
         .execute(&mut *self.tx)
         .await
         .map_err(q("save the record's state"))?;
+        Ok(())
+    }
+
+    /// The record's field-authority state, when it has one.
+    pub async fn authority_state(&mut self) -> Result<Option<Value>, StoreError> {
+        let v: Option<Option<Value>> = sqlx::query_scalar(
+            "SELECT state FROM sync_records WHERE rule = $1 AND source_record_id = $2",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(q("read the record's authority state"))?;
+        Ok(v.flatten())
+    }
+
+    /// Saves the record's field-authority state (the row must exist).
+    pub async fn save_authority_state(&mut self, state: &Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sync_records SET state = $3, updated_at = now() WHERE rule = $1 AND source_record_id = $2")
+            .bind(&self.rule)
+            .bind(&self.record_id)
+            .bind(state)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("save the record's authority state"))?;
+        Ok(())
+    }
+
+    /// Records an outbound operation as sent.
+    pub async fn record_op(
+        &mut self,
+        system: &str,
+        key: &str,
+        fields: &Value,
+        vv: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&self.rule)
+            .bind(&self.record_id)
+            .bind(system)
+            .bind(key)
+            .bind(fields)
+            .bind(vv)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("record an outbound operation"))?;
+        Ok(())
+    }
+
+    /// The operations sent to `system` for this record and not yet confirmed:
+    /// `(id, fields, vv)`.
+    pub async fn sent_ops(&mut self, system: &str) -> Result<Vec<(i64, Value, Value)>, StoreError> {
+        let rows = sqlx::query("SELECT id, fields, vv FROM outbound_ops WHERE rule = $1 AND source_record_id = $2 AND system = $3 AND status = 'sent' ORDER BY id")
+            .bind(&self.rule)
+            .bind(&self.record_id)
+            .bind(system)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(q("read outbound operations"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                    r.try_get(2).map_err(q("read"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Marks operations confirmed by the target's own read-back or webhook.
+    pub async fn confirm_ops(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbound_ops SET status = 'confirmed', confirmed_at = now() WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("confirm outbound operations"))?;
         Ok(())
     }
 
