@@ -2,6 +2,7 @@
 //! its own environment (sandbox, ingest, workers on port 0, its own database and queue
 //! prefix) and tears it down.
 
+mod authority;
 mod bench_smoke;
 mod failures;
 mod intake;

@@ -67,6 +67,40 @@ fn lookup(
     }
 }
 
+/// Makes the example rule two-way: the helpdesk owns the status (kintone's 状態),
+/// kintone keeps the rest; the helpdesk's version and update time are read.
+pub fn two_way(rules: &mut SyncRules) {
+    let entity = rules
+        .systems
+        .get_mut("helpdesk")
+        .and_then(|h| h.entities.get_mut("ticket"))
+        .expect("the ticket entity");
+    entity.revision_pointer = Some("/version".into());
+    entity.changed_at_pointer = Some("/updated_at".into());
+    let rule = rules
+        .rules
+        .iter_mut()
+        .find(|r| r.name == RULE)
+        .expect("the example rule");
+    rule.direction = domain::rules::Direction::Both;
+    let forward = serde_json::from_value(
+        json!({"map": {"table": {"未対応": "open", "対応中": "in_progress", "完了": "closed"}}}),
+    )
+    .expect("a transform");
+    let reverse = serde_json::from_value(
+        json!({"map": {"table": {"open": "未対応", "in_progress": "対応中", "closed": "完了"}}}),
+    )
+    .expect("a transform");
+    rule.fields.push(domain::rules::FieldMapping {
+        source: "状態".into(),
+        target: "status".into(),
+        transforms: vec![forward],
+        owner: Some("helpdesk".into()),
+        reverse: vec![reverse],
+        ..Default::default()
+    });
+}
+
 /// The example `sync-rules.json` with every system pointed at `base_url`.
 pub fn example_rules(base_url: &str) -> SyncRules {
     let text = include_str!("../../sync-rules.json");
@@ -320,7 +354,8 @@ impl Env {
                     "優先度": "DROP_DOWN",
                     "顧客メール": "SINGLE_LINE_TEXT",
                     "tags": "CHECK_BOX",
-                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT"
+                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT",
+                    "状態": "DROP_DOWN"
                 },
                 "webhook_url": self.kintone_webhook_url()
             }),
@@ -448,6 +483,30 @@ impl Env {
             .await?;
         tx.commit().await?;
         Ok((id, ticket))
+    }
+
+    /// Makes the helpdesk send its (signed) webhooks to ingest.
+    pub async fn enable_helpdesk_webhooks(&self) -> anyhow::Result<()> {
+        let url = format!("{}/webhooks/helpdesk", self.ingest_url);
+        self.admin_post("/_admin/helpdesk/config", json!({"webhook_url": url}))
+            .await?;
+        Ok(())
+    }
+
+    /// An agent edits a ticket in the helpdesk (its API; a signed webhook follows when
+    /// enabled).
+    pub async fn helpdesk_edit(&self, ticket: &str, fields: Value) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .patch(format!("{}/api/tickets/{ticket}", self.sandbox.base_url))
+            .bearer_auth(&self.sandbox_config.helpdesk_token)
+            .json(&fields)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("helpdesk edit answered {}", resp.status());
+        }
+        Ok(())
     }
 
     /// Seeds a helpdesk ticket directly (no webhook). Returns its id.

@@ -55,6 +55,11 @@ enum Command {
         #[arg(long)]
         record: Option<String>,
     },
+    /// Conflicts: list, resolve, dismiss.
+    Conflicts {
+        #[command(subcommand)]
+        command: ConflictCommand,
+    },
     /// Dead letters: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -97,6 +102,35 @@ impl From<Filter> for store::DeadFilter {
             status: None,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum ConflictCommand {
+    /// List conflicts.
+    List {
+        /// open, resolved or dismissed.
+        #[arg(long, default_value = "open")]
+        status: String,
+    },
+    /// Resolve a conflict: the value is written to every system through the normal path.
+    Resolve {
+        /// Its id.
+        id: i64,
+        /// The value to keep, as JSON (e.g. '"low"').
+        #[arg(long)]
+        value: Option<String>,
+        /// Keep `incoming` or `current` instead.
+        #[arg(long)]
+        pick: Option<String>,
+        /// For an identity conflict: the target record to link.
+        #[arg(long)]
+        target_id: Option<String>,
+    },
+    /// Dismiss a conflict (the data was fixed elsewhere).
+    Dismiss {
+        /// Its id.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run => run().await,
         Command::Dlq { command } => dlq(command).await,
+        Command::Conflicts { command } => conflicts(command).await,
         Command::Pause {
             scope,
             name,
@@ -205,6 +240,66 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
+    let (settings, rules, store) = operator().await?;
+    match command {
+        ConflictCommand::List { status } => {
+            let rows = store.conflicts(&status).await?;
+            for c in &rows {
+                println!(
+                    "{:>6}  {:<18} {:<24} record {:<8} {}",
+                    c.id, c.kind, c.rule, c.source_record_id, c.summary
+                );
+            }
+            println!("{} {status} conflict(s)", rows.len());
+        }
+        ConflictCommand::Resolve {
+            id,
+            value,
+            pick,
+            target_id,
+        } => {
+            let value =
+                value.map(|v| serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)));
+            let r = worker::ops::Resolution {
+                value,
+                pick,
+                target_id,
+                by: Some(format!(
+                    "{} (command line)",
+                    std::env::var("USER").unwrap_or_else(|_| "an operator".into())
+                )),
+            };
+            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+                .await
+                .context("Failed to connect to RabbitMQ")?;
+            let publisher = queue::Publisher::open(
+                &conn,
+                std::time::Duration::from_millis(settings.publish_timeout_ms),
+            )
+            .await?;
+            worker::ops::resolve(
+                &store,
+                &rules,
+                &publisher,
+                &queue::Names::new(&settings.queue_prefix),
+                id,
+                &r,
+            )
+            .await?;
+            println!("resolution of conflict {id} queued; the workers write it to every system");
+        }
+        ConflictCommand::Dismiss { id } => {
+            if store.dismiss_conflict(id).await? {
+                println!("conflict {id} dismissed");
+            } else {
+                anyhow::bail!("no open conflict {id}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Settings, rules and the store, for operator commands.

@@ -6,7 +6,7 @@ use domain::rules::SyncRules;
 use queue::{EventV1, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
 use store::{Store, StoreError};
 
-use crate::process::REHYDRATE;
+use crate::process::{REHYDRATE, RESOLVE};
 
 /// Why an operator action failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,4 +113,102 @@ pub async fn rehydrate(
             .await?;
     }
     Ok(ids)
+}
+
+/// How a person resolves a conflict.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Resolution {
+    /// The value to keep (a manual-review conflict).
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// Keep `incoming` (what the other system carried) or `current` (the kept value),
+    /// instead of giving a value.
+    #[serde(default)]
+    pub pick: Option<String>,
+    /// The target record to link (an identity conflict).
+    #[serde(default)]
+    pub target_id: Option<String>,
+    /// Who resolves, for the history.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// Queues a resolution: the worker applies it through the normal outbound path and
+/// closes the conflict.
+pub async fn resolve(
+    store: &Store,
+    rules: &SyncRules,
+    publisher: &Publisher,
+    names: &Names,
+    id: i64,
+    r: &Resolution,
+) -> Result<(), OpsError> {
+    let c = store
+        .conflict(id)
+        .await?
+        .ok_or_else(|| OpsError::Unknown(format!("no conflict {id}")))?;
+    if c.status != "open" {
+        return Err(OpsError::Unknown(format!(
+            "conflict {id} is {}, not open",
+            c.status
+        )));
+    }
+    let rule = rules.rule(&c.rule).ok_or_else(|| {
+        OpsError::Unknown(format!(
+            "conflict {id} names rule {} that no longer exists",
+            c.rule
+        ))
+    })?;
+    let mut payload = serde_json::json!({"rule": c.rule, "conflict_id": id, "by": r.by.clone().unwrap_or_else(|| "an operator".into())});
+    match c.kind.as_str() {
+        "manual_review" => {
+            let value = match (&r.value, r.pick.as_deref()) {
+                (Some(v), _) => v.clone(),
+                (None, Some("incoming")) => c.detail["incoming"].clone(),
+                (None, Some("current")) => c.detail["after"].clone(),
+                _ => {
+                    return Err(OpsError::Unknown(
+                        "give a value, or pick incoming or current".into(),
+                    ));
+                }
+            };
+            payload["field"] = c.detail["field"].clone();
+            payload["value"] = value;
+        }
+        "several_matches" | "no_match" => {
+            let Some(t) = &r.target_id else {
+                return Err(OpsError::Unknown(
+                    "give the target_id of the record to link".into(),
+                ));
+            };
+            payload["target_id"] = serde_json::json!(t);
+        }
+        other => {
+            return Err(OpsError::Unknown(format!(
+                "a {other} conflict is fixed in the data, then dismissed or rehydrated"
+            )));
+        }
+    }
+    let event_id = format!("resolve-{id}-{}", uuid::Uuid::now_v7());
+    let message = QueueMessage::V1(EventV1 {
+        event_id: event_id.clone(),
+        system: rule.source.system.clone(),
+        app: rule.source.app.clone(),
+        record_id: c.source_record_id.clone(),
+        event_type: RESOLVE.to_owned(),
+        received_at: chrono::Utc::now(),
+        correlation_id: event_id.clone(),
+        payload,
+    });
+    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
+    publisher
+        .publish(
+            &names.events_exchange(),
+            WORK_KEY,
+            &message.encode(),
+            &event_id,
+            table,
+        )
+        .await?;
+    Ok(())
 }

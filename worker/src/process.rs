@@ -145,6 +145,9 @@ enum Decision {
     Planned(Box<Planned>),
 }
 
+/// The event type of a person's resolution of a conflict.
+pub const RESOLVE: &str = "recordsync.resolve";
+
 /// The event type of a rehydration: refetch everything and resync, as if nothing had
 /// been synced before (the link is kept).
 pub const REHYDRATE: &str = "recordsync.rehydrate";
@@ -167,6 +170,14 @@ impl Processor {
         attempt: u32,
     ) -> Result<Vec<(String, Done)>, Failure> {
         let mut outcomes = vec![];
+        if ev.event_type == RESOLVE {
+            let rule = ev.payload["rule"].as_str().and_then(|r| self.rules.rule(r));
+            let Some(rule) = rule else {
+                return Ok(vec![]);
+            };
+            let done = self.resolve_conflict(rule, ev, attempt).await?;
+            return Ok(vec![(rule.name.clone(), done)]);
+        }
         let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
         for rule in rules {
             let side = if rule.source.system == ev.system && rule.source.app == ev.app {
@@ -247,6 +258,127 @@ impl Processor {
             // retry entry the runner writes.
             Err(e) => return Err(e),
         };
+        let done = finish(&mut tx, &evref, received, entries, flow).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Applies a person's resolution of a conflict through the normal outbound path:
+    /// a field's value (manual review), or the target record to link (identity).
+    async fn resolve_conflict(
+        &self,
+        rule: &RuleSpec,
+        ev: &EventV1,
+        attempt: u32,
+    ) -> Result<Done, Failure> {
+        let evref = EventRef {
+            event_id: ev.event_id.clone(),
+            correlation_id: ev.correlation_id.clone(),
+        };
+        let mut tx = self.store.begin_record(&rule.name, &ev.record_id).await?;
+        if tx.already_processed(&ev.event_id).await? {
+            tx.commit().await?;
+            return Ok(Done::Duplicate);
+        }
+        let conflict_id = ev.payload["conflict_id"].as_i64().unwrap_or_default();
+        let by = ev.payload["by"]
+            .as_str()
+            .unwrap_or("an operator")
+            .to_owned();
+        let received = Entry::webhook_received("operator", "resolution", &ev.event_id, attempt);
+        let mut entries = vec![];
+        if let Some(target_id) = ev.payload["target_id"].as_str() {
+            // An identity conflict: link the chosen record, then sync in full.
+            tx.save_state(
+                Some(target_id),
+                Some(json!({"step": "chosen by a person"})),
+                None,
+                &Fields::new(),
+            )
+            .await?;
+            entries.push(Entry::resolved("the link", &json!(target_id), &by));
+            let known = load(&mut tx, rule).await?;
+            let mut again = ev.clone();
+            again.event_type = REHYDRATE.to_owned();
+            let flow = match self
+                .sync_one(
+                    rule,
+                    Side::Source,
+                    &ev.record_id,
+                    &again,
+                    &known,
+                    &mut entries,
+                )
+                .await
+            {
+                Ok(flow) => flow,
+                Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
+                    rejected(rule, &e, &mut entries)
+                }
+                Err(e) => return Err(e),
+            };
+            tx.resolve_conflict(conflict_id).await?;
+            let done = finish(&mut tx, &evref, received, entries, flow).await?;
+            tx.commit().await?;
+            return Ok(done);
+        }
+        let field = ev.payload["field"].as_str().unwrap_or_default().to_owned();
+        let value = ev.payload["value"].clone();
+        let known = load(&mut tx, rule).await?;
+        let (Some(target_id), Some(mut state)) =
+            (known.prior.target_id.clone(), known.state.clone())
+        else {
+            tx.commit().await?;
+            return Ok(Done::Unchanged);
+        };
+        let source = self
+            .connectors
+            .endpoint(&rule.source.system, &rule.source.app)?;
+        let Some(record) = self.limiter.limit(&source).fetch(&ev.record_id).await? else {
+            tx.commit().await?;
+            return Ok(Done::Deleted);
+        };
+        state.revisions.insert(
+            rule.source.system.clone(),
+            record.revision.unwrap_or_default(),
+        );
+        state.canonical.insert(field.clone(), value.clone());
+        state.vv.bump("operator");
+        state.field_versions.insert(
+            field.clone(),
+            domain::authority::FieldVersion {
+                vv: state.vv.clone(),
+                by: "operator".into(),
+                at: Some(chrono::Utc::now()),
+            },
+        );
+        entries.push(Entry::resolved(&field, &value, &by));
+        let mut writes = Fields::new();
+        writes.insert(field, value);
+        let planned = Planned {
+            record,
+            target_id: Some(target_id),
+            target_fields: writes.clone(),
+            source_fields: writes,
+            state,
+            matched_by: None,
+            key_base: format!("{}:{}:resolution:{conflict_id}", rule.name, ev.record_id),
+            confirmed: vec![],
+            review: None,
+        };
+        let flow = match async {
+            let performed = self.perform(rule, ev, planned, &mut entries).await?;
+            self.finish_write(rule, performed, &mut entries).await
+        }
+        .await
+        {
+            Ok(flow) => flow,
+            Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
+                rejected(rule, &e, &mut entries)
+            }
+            Err(e) => return Err(e),
+        };
+        tx.resolve_conflict(conflict_id).await?;
         let done = finish(&mut tx, &evref, received, entries, flow).await?;
         tx.commit().await?;
         Ok(done)
@@ -474,6 +606,21 @@ impl Processor {
                     entries.push(e);
                 }
                 state = d.state;
+                // A later observation decides a field again: a write planned by an
+                // earlier one that this decision does not repeat is dropped (a field
+                // under manual review is written nowhere; a concurrent change that won
+                // is not overwritten on the system that made it).
+                for o in &d.fields {
+                    for (system, planned) in writes.iter_mut() {
+                        if !d
+                            .writes
+                            .get(system)
+                            .is_some_and(|w| w.contains_key(&o.field))
+                        {
+                            planned.remove(&o.field);
+                        }
+                    }
+                }
                 for (system, fields) in d.writes {
                     writes.entry(system).or_default().extend(fields);
                 }
@@ -652,12 +799,14 @@ impl Processor {
                 planned.target_id = Some(id);
             }
             Some(id) if !planned.target_fields.is_empty() => {
-                let rev = planned
-                    .record
-                    .revision
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| ev.event_id.clone());
-                let key = format!("{key_base}:update:{}:{rev}", planned.state.vv);
+                let key = write_key(
+                    &key_base,
+                    "update",
+                    &id,
+                    &planned.target_fields,
+                    ev,
+                    &planned.state,
+                );
                 let new_rev = target.update(&id, &planned.target_fields, &key).await?;
                 entries.push(Entry::updated(target.system(), &id, &planned.target_fields));
                 wrote(
@@ -677,7 +826,14 @@ impl Processor {
         }
         if !planned.source_fields.is_empty() {
             let fields = to_source(rule, &planned.source_fields);
-            let key = format!("{key_base}:source:{}", planned.state.vv);
+            let key = write_key(
+                &key_base,
+                "source",
+                &planned.record.id,
+                &planned.source_fields,
+                ev,
+                &planned.state,
+            );
             let base = planned
                 .state
                 .revisions
@@ -1005,6 +1161,25 @@ fn connector_system(e: &ConnectorError) -> Option<&str> {
         ConnectorError::Rejected { system, .. } => Some(system),
         _ => None,
     }
+}
+
+/// The idempotency key of a write: a retry of the same event making the same write
+/// (record, fields, values, version) gets the same key, so the target recognises it;
+/// any other write, even of the same values later on, gets another.
+fn write_key(
+    key_base: &str,
+    what: &str,
+    id: &str,
+    fields: &Fields,
+    ev: &EventV1,
+    state: &SyncState,
+) -> String {
+    use sha2::Digest;
+    let body =
+        serde_json::to_vec(&(id, fields, &ev.event_id, &state.vv)).expect("fields serialize");
+    let digest = sha2::Sha256::digest(&body);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("{key_base}:{what}:{hex}")
 }
 
 /// A data-quality refusal from a system: a conflict, with the story so far kept.

@@ -217,15 +217,6 @@ pub fn map_fields(
     }
 }
 
-/// The fields of `next` whose values differ from `previous` (missing counts as
-/// different).
-pub fn changed_fields(previous: &Fields, next: &Fields) -> Fields {
-    next.iter()
-        .filter(|(k, v)| previous.get(k.as_str()) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,17 +348,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn changed_fields_lists_only_differences() {
-        let prev = fields(json!({"a": 1, "b": "x"}));
-        let next = fields(json!({"a": 1, "b": "y", "c": null}));
-        assert_eq!(
-            Value::Object(changed_fields(&prev, &next)),
-            json!({"b": "y", "c": null})
-        );
-        assert!(changed_fields(&next, &next).is_empty());
     }
 
     proptest! {

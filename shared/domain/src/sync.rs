@@ -5,8 +5,6 @@
 use serde_json::Value;
 
 use crate::history::Entry;
-use crate::identity::IdentityDecision;
-use crate::mapping::changed_fields;
 use crate::record::{Fields, SourceRecord, value_text};
 use crate::rules::RuleSpec;
 
@@ -47,72 +45,6 @@ pub fn payload_disagreements(rule: &RuleSpec, payload: &Fields, canonical: &Fiel
         .collect()
 }
 
-/// What to write to the target.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Write {
-    /// Create a target record with these fields.
-    Create {
-        /// All mapped fields plus the identity's target field.
-        fields: Fields,
-    },
-    /// Update the linked target record with the fields that changed.
-    Update {
-        /// The target record.
-        target_id: String,
-        /// Only the changed fields.
-        fields: Fields,
-    },
-    /// The linked record already holds these values.
-    Nothing {
-        /// The target record.
-        target_id: String,
-    },
-}
-
-/// Turns a link-or-create identity decision and the mapped fields into a write.
-///
-/// A record linked before gets only the fields that changed since the last write; a
-/// record linked for the first time gets every mapped field, because nothing is known
-/// of what it holds. A new record also gets the lookup value in the identity's target
-/// field, so the next search finds it.
-pub fn plan_write(
-    rule: &RuleSpec,
-    prior: &PriorState,
-    decision: &IdentityDecision,
-    lookup_value: &str,
-    mapped: &Fields,
-) -> Option<Write> {
-    match decision {
-        IdentityDecision::Link { target_id, .. } => {
-            let fields = if prior.target_id.as_deref() == Some(target_id.as_str()) {
-                changed_fields(&prior.sent, mapped)
-            } else {
-                mapped.clone()
-            };
-            Some(if fields.is_empty() {
-                Write::Nothing {
-                    target_id: target_id.clone(),
-                }
-            } else {
-                Write::Update {
-                    target_id: target_id.clone(),
-                    fields,
-                }
-            })
-        }
-        IdentityDecision::Create => {
-            let mut fields = mapped.clone();
-            fields
-                .entry(rule.identity.target_field.clone())
-                .or_insert_with(|| Value::String(lookup_value.to_owned()));
-            Some(Write::Create { fields })
-        }
-        IdentityDecision::Skip
-        | IdentityDecision::NoMatchConflict
-        | IdentityDecision::Ambiguous { .. } => None,
-    }
-}
-
 /// The write-back to make, if the rule asks for one and the source does not already
 /// hold the target id: `(field, value)`.
 pub fn write_back(
@@ -125,27 +57,9 @@ pub fn write_back(
     (current.as_deref() != Some(target_id)).then(|| (wb.field.clone(), target_id.to_owned()))
 }
 
-/// The mapped values the target holds after a write, to remember for the next
-/// comparison.
-pub fn sent_after(prior: &PriorState, write: &Write, mapped: &Fields) -> Fields {
-    match write {
-        Write::Create { .. } => mapped.clone(),
-        Write::Update { target_id, .. } | Write::Nothing { target_id } => {
-            if prior.target_id.as_deref() == Some(target_id.as_str()) {
-                let mut sent = prior.sent.clone();
-                sent.extend(mapped.iter().map(|(k, v)| (k.clone(), v.clone())));
-                sent
-            } else {
-                mapped.clone()
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::MatchStep;
     use crate::rules::{
         FieldMapping, IdentitySpec, OnDelete, OnMissing, SourceSpec, TargetSpec, WriteBack,
     };
@@ -205,14 +119,6 @@ mod tests {
         }
     }
 
-    fn link(id: &str) -> IdentityDecision {
-        IdentityDecision::Link {
-            target_id: id.into(),
-            step: MatchStep::Lookup,
-            matched_value: Some("WO-1".into()),
-        }
-    }
-
     #[test]
     fn freshness_by_revision() {
         let prior = PriorState {
@@ -224,78 +130,6 @@ mod tests {
         assert!(check_fresh(&prior, &src(Some(4), json!({}))).is_err());
         assert!(check_fresh(&prior, &src(None, json!({}))).is_ok());
         assert!(check_fresh(&PriorState::default(), &src(Some(1), json!({}))).is_ok());
-    }
-
-    #[test]
-    fn create_adds_the_lookup_value() {
-        let mapped = f(json!({"subject": "a", "status": "open"}));
-        let w = plan_write(
-            &rule(),
-            &PriorState::default(),
-            &IdentityDecision::Create,
-            "WO-1",
-            &mapped,
-        );
-        assert_eq!(
-            w,
-            Some(Write::Create {
-                fields: f(json!({"subject": "a", "status": "open", "external_id": "WO-1"}))
-            })
-        );
-    }
-
-    #[test]
-    fn first_link_sends_everything_later_only_changes() {
-        let mapped = f(json!({"subject": "a", "status": "open"}));
-        let w = plan_write(&rule(), &PriorState::default(), &link("9"), "WO-1", &mapped);
-        assert_eq!(
-            w,
-            Some(Write::Update {
-                target_id: "9".into(),
-                fields: mapped.clone()
-            })
-        );
-        let prior = PriorState {
-            target_id: Some("9".into()),
-            source_revision: Some(1),
-            sent: mapped.clone(),
-        };
-        let next = f(json!({"subject": "b", "status": "open"}));
-        let w = plan_write(&rule(), &prior, &link("9"), "WO-1", &next);
-        assert_eq!(
-            w,
-            Some(Write::Update {
-                target_id: "9".into(),
-                fields: f(json!({"subject": "b"}))
-            })
-        );
-        let w = plan_write(&rule(), &prior, &link("9"), "WO-1", &mapped);
-        assert_eq!(
-            w,
-            Some(Write::Nothing {
-                target_id: "9".into()
-            })
-        );
-        assert_eq!(sent_after(&prior, w.as_ref().unwrap(), &next), next);
-    }
-
-    #[test]
-    fn no_write_without_a_target() {
-        let mapped = f(json!({"subject": "a"}));
-        for d in [
-            IdentityDecision::Skip,
-            IdentityDecision::NoMatchConflict,
-            IdentityDecision::Ambiguous {
-                step: MatchStep::Lookup,
-                value: "x".into(),
-                candidates: vec!["1".into(), "2".into()],
-            },
-        ] {
-            assert_eq!(
-                plan_write(&rule(), &PriorState::default(), &d, "x", &mapped),
-                None
-            );
-        }
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct LinkRow {
     pub source_revision: Option<i64>,
     /// The values last written.
     pub sent: Value,
+    /// The field-authority state.
+    pub state: Option<Value>,
 }
 
 impl Store {
@@ -239,6 +241,43 @@ impl Store {
         rows.iter().map(history_row).collect()
     }
 
+    /// A rule's latest history entries, newest first.
+    pub async fn rule_history(
+        &self,
+        rule: &str,
+        limit: i64,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
+             WHERE rule = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(rule)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read a rule's history"))?;
+        rows.iter().map(history_row).collect()
+    }
+
+    /// A rule's history entries by kind.
+    pub async fn rule_history_counts(&self, rule: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, count(*) FROM history WHERE rule = $1 GROUP BY kind ORDER BY kind",
+        )
+        .bind(rule)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("count a rule's history"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                ))
+            })
+            .collect()
+    }
+
     /// How many history entries of each kind exist.
     pub async fn history_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT kind, count(*) FROM history GROUP BY kind ORDER BY kind")
@@ -258,7 +297,7 @@ impl Store {
     /// The links, with how each was matched.
     pub async fn links(&self, rule: &str) -> Result<Vec<LinkRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT rule, source_record_id, target_id, matched_by, source_revision, sent FROM sync_records
+            "SELECT rule, source_record_id, target_id, matched_by, source_revision, sent, state FROM sync_records
              WHERE rule = $1 ORDER BY source_record_id",
         )
         .bind(rule)
@@ -274,9 +313,42 @@ impl Store {
                     matched_by: r.try_get("matched_by").map_err(q("read"))?,
                     source_revision: r.try_get("source_revision").map_err(q("read"))?,
                     sent: r.try_get("sent").map_err(q("read"))?,
+                    state: r.try_get("state").map_err(q("read"))?,
                 })
             })
             .collect()
+    }
+
+    /// One conflict.
+    pub async fn conflict(&self, id: i64) -> Result<Option<ConflictRow>, StoreError> {
+        let rows = self.conflicts_where("id = $1", id).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn conflicts_where(
+        &self,
+        condition: &'static str,
+        id: i64,
+    ) -> Result<Vec<ConflictRow>, StoreError> {
+        let sql = format!(
+            "SELECT id, rule, source_record_id, kind, summary, detail, status, occurrences, opened_at FROM conflicts WHERE {condition}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read a conflict"))?;
+        rows.iter().map(conflict_row).collect()
+    }
+
+    /// Dismisses an open conflict; returns whether it was open.
+    pub async fn dismiss_conflict(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE conflicts SET status = 'dismissed', closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("dismiss a conflict"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The source record linked to a target record under a rule.
@@ -328,21 +400,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("read conflicts"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(ConflictRow {
-                    id: r.try_get("id").map_err(q("read"))?,
-                    rule: r.try_get("rule").map_err(q("read"))?,
-                    source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-                    kind: r.try_get("kind").map_err(q("read"))?,
-                    summary: r.try_get("summary").map_err(q("read"))?,
-                    detail: r.try_get("detail").map_err(q("read"))?,
-                    status: r.try_get("status").map_err(q("read"))?,
-                    occurrences: r.try_get("occurrences").map_err(q("read"))?,
-                    opened_at: r.try_get("opened_at").map_err(q("read"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(conflict_row).collect()
     }
 
     /// How many events were processed for a rule.
@@ -365,6 +423,20 @@ mod limiter;
 mod parking;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use parking::ParkedRow;
+
+fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
+    Ok(ConflictRow {
+        id: r.try_get("id").map_err(q("read"))?,
+        rule: r.try_get("rule").map_err(q("read"))?,
+        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
+        kind: r.try_get("kind").map_err(q("read"))?,
+        summary: r.try_get("summary").map_err(q("read"))?,
+        detail: r.try_get("detail").map_err(q("read"))?,
+        status: r.try_get("status").map_err(q("read"))?,
+        occurrences: r.try_get("occurrences").map_err(q("read"))?,
+        opened_at: r.try_get("opened_at").map_err(q("read"))?,
+    })
+}
 
 fn history_row(r: &sqlx::postgres::PgRow) -> Result<HistoryRow, StoreError> {
     Ok(HistoryRow {
@@ -433,7 +505,7 @@ impl RecordTx {
 
     /// What is known of the record.
     pub async fn prior(&mut self) -> Result<PriorState, StoreError> {
-        let row = sqlx::query("SELECT target_id, source_revision, sent FROM sync_records WHERE rule = $1 AND source_record_id = $2")
+        let row = sqlx::query("SELECT target_id, source_revision, sent, state FROM sync_records WHERE rule = $1 AND source_record_id = $2")
             .bind(&self.rule)
             .bind(&self.record_id)
             .fetch_optional(&mut *self.tx)
@@ -562,6 +634,21 @@ impl RecordTx {
         .await
         .map_err(q("confirm outbound operations"))?;
         Ok(())
+    }
+
+    /// Marks an open conflict of this record resolved.
+    pub async fn resolve_conflict(&mut self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE conflicts SET status = 'resolved', closed_at = now(), updated_at = now()
+              WHERE id = $1 AND rule = $2 AND source_record_id = $3 AND status = 'open'",
+        )
+        .bind(id)
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("resolve a conflict"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes the link (on source deletion with `unlink`).

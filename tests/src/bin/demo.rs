@@ -16,6 +16,7 @@ const NEW_ORDERS: usize = 240;
 const LEGACY_MATCHES: usize = 40;
 const EDITS: usize = 100;
 const REPEATED: usize = 20;
+const CLOSED: usize = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,13 +24,16 @@ async fn main() -> anyhow::Result<()> {
     check_services().await?;
     let started = Instant::now();
     println!("recordsync demo — sandbox kintone app {APP} → sandbox helpdesk, rule \"{RULE}\"\n");
-    let env = Env::start_with(EnvOptions {
+    // The example rule, two-way: the helpdesk owns the ticket status (kintone's 状態).
+    let mut env = Env::start_with(EnvOptions {
         workers: 1,
         prefetch: 32,
         retry_delays_ms: vec![500, 2_000],
+        edit_rules: Some(tests::two_way),
         ..EnvOptions::default()
     })
     .await?;
+    env.enable_helpdesk_webhooks().await?;
     println!(
         "started: sandbox {}, ingest {}, 1 worker; database {}, queue prefix {}",
         env.sandbox.base_url, env.ingest_url, env.db.name, env.settings.queue_prefix
@@ -120,6 +124,37 @@ async fn main() -> anyhow::Result<()> {
         hooks.len()
     );
     env.flush_webhooks().await?;
+    wait_quiet(&env).await?;
+
+    // The other way: agents close tickets in the helpdesk (the status flows back), one
+    // edits an email kintone owns (refused and restored), and the seed's story: while
+    // the worker is away, kintone and an agent both change one customer's email.
+    let ticket_of = |record: Value| {
+        record["helpdesk_ticket_id"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for id in ids.iter().skip(1).take(CLOSED) {
+        let t = ticket_of(env.kintone_record(id).await?);
+        env.helpdesk_edit(&t, json!({"status": "closed"})).await?;
+    }
+    let t = ticket_of(env.kintone_record(&ids[CLOSED + 1]).await?);
+    env.helpdesk_edit(&t, json!({"contact_email": "typo@example"}))
+        .await?;
+    env.flush_webhooks().await?;
+    wait_quiet(&env).await?;
+    env.stop_workers().await?;
+    env.kintone_edit(&story, json!({"顧客メール": "new@example.com"}))
+        .await?;
+    let t = ticket_of(env.kintone_record(&story).await?);
+    env.helpdesk_edit(&t, json!({"contact_email": "agent@example.com"}))
+        .await?;
+    env.flush_webhooks().await?;
+    env.start_worker().await?;
+    println!(
+        "the helpdesk closed {CLOSED} tickets, an agent edited an email kintone owns, and kintone and an agent changed one email at once"
+    );
     wait_quiet(&env).await?;
     let elapsed = started.elapsed();
 
@@ -282,6 +317,21 @@ async fn summary(
     println!(
         "retries:     {}    dead letters: {dead}",
         c("retry_scheduled")
+    );
+    let decided = env.store.rule_history(RULE, 100_000).await?;
+    let said = |from: &str, needle: &str| {
+        decided
+            .iter()
+            .filter(|h| {
+                h.kind == "decided" && h.summary.starts_with(from) && h.summary.contains(needle)
+            })
+            .count()
+    };
+    println!(
+        "two-way:     {} helpdesk changes flowed back to kintone; {} changes refused and restored (the sender does not own the field), {} of them concurrent",
+        said("helpdesk carried", "— accepted ("),
+        said("", "— refused"),
+        said("", "concurrent with")
     );
     let dup_conflict = conflicts
         .iter()

@@ -387,3 +387,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_first_link_takes_each_field_from_its_owner() {
+    let p = vec![
+        policy("subject", Owner::System(K.into()), Strategy::LocalWins),
+        policy("status", Owner::System(H.into()), Strategy::ExternalWins),
+    ];
+    let source = f(json!({"subject": "Pump", "status": "open"}));
+    let target = f(json!({"subject": "Old", "status": "closed"}));
+    let (st, writes) = initial(&p, K, H, &source, Some(&target), Some(3));
+    assert_eq!(
+        st.canonical,
+        f(json!({"subject": "Pump", "status": "closed"}))
+    );
+    assert_eq!(writes[H], f(json!({"subject": "Pump"})));
+    assert_eq!(writes[K], f(json!({"status": "closed"})));
+    assert_eq!(st.revisions[K], 3);
+    assert_eq!(st.field_versions["status"].by, H);
+    // A record created in the target gets only what the source may write.
+    let (st, writes) = initial(&p, K, H, &source, None, None);
+    assert_eq!(writes[H], f(json!({"subject": "Pump"})));
+    assert!(!st.canonical.contains_key("status"));
+}
+
+#[test]
+fn the_timeline_line_reads_as_the_seed() {
+    let st = synced(json!({"contact_email": "old@example.com"}));
+    let d = run(
+        &st,
+        &obs(K, Some(12), json!({"contact_email": "new@example.com"})),
+    );
+    let d2 = run(
+        &d.state,
+        &obs(H, Some(6), json!({"contact_email": "agent@example.com"})),
+    );
+    let e = crate::history::Entry::field_outcome(H, &d2.fields[0], &[]);
+    assert_eq!(
+        e.summary,
+        "helpdesk carried \"agent@example.com\" for contact_email — concurrent with kintone's change {helpdesk: 5, kintone: 12} — refused, kept \"new@example.com\" (contact_email is owned by kintone, local_wins) — correction queued"
+    );
+}

@@ -1,0 +1,366 @@
+//! Two-way sync under field authority: the helpdesk owns the status, kintone owns the
+//! rest; echoes are recognised, conflicts decided by the declared strategy.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::{Env, EnvOptions, RULE, two_way};
+
+async fn two_way_env() -> anyhow::Result<Env> {
+    let env = Env::start_with(EnvOptions {
+        edit_rules: Some(two_way),
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.enable_helpdesk_webhooks().await?;
+    Ok(env)
+}
+
+/// A work order synced to a ticket; returns (kintone id, ticket id).
+async fn synced(env: &Env, no: &str, email: &str) -> anyhow::Result<(String, String)> {
+    let id = env
+        .kintone_create(json!({"work_order_no": no, "件名": "Pump", "顧客メール": email}))
+        .await?;
+    env.settle("the write-back", || async {
+        let r = env.kintone_record(&id).await?;
+        Ok(r["helpdesk_ticket_id"]["value"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()))
+    })
+    .await?;
+    quiet(env).await?;
+    let ticket = env.kintone_record(&id).await?["helpdesk_ticket_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Ok((id, ticket))
+}
+
+/// Waits until every webhook was delivered and every event processed.
+async fn quiet(env: &Env) -> anyhow::Result<()> {
+    env.flush_webhooks().await?;
+    let conn = queue::connect(&tests::amqp_url(), "it-quiet").await?;
+    let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
+    let work = queue::Names::new(&env.settings.queue_prefix).work_queue();
+    let mut last = -1;
+    let mut stable = 0;
+    for _ in 0..600 {
+        env.flush_webhooks().await?;
+        let n = env.store.processed_count(RULE).await?;
+        if n == last && p.queue_depth(&work).await? == 0 {
+            stable += 1;
+            if stable >= 4 {
+                return Ok(());
+            }
+        } else {
+            stable = 0;
+            last = n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("never quiet")
+}
+
+async fn ticket(env: &Env, id: &str) -> anyhow::Result<Value> {
+    let all = env.tickets().await?;
+    Ok(all
+        .into_iter()
+        .find(|t| id.parse::<i64>().ok() == t["id"].as_i64())
+        .expect("the ticket"))
+}
+
+/// Writes the service made (not the test's own edits): requests in the log whose
+/// method writes, minus those the test made itself.
+fn service_writes(log: &[Value]) -> usize {
+    log.iter()
+        .filter(|e| e["method"] == "PATCH" || e["method"] == "PUT" || e["method"] == "POST")
+        .count()
+}
+
+#[tokio::test]
+async fn a_status_closed_in_the_helpdesk_flows_back_and_its_echo_writes_nothing()
+-> anyhow::Result<()> {
+    let env = two_way_env().await?;
+    let (id, t) = synced(&env, "WO-1201", "a@example.com").await?;
+    let kintone_writes = service_writes(&env.request_log("kintone").await?);
+    env.helpdesk_edit(&t, json!({"status": "closed"})).await?;
+    env.settle("the status in kintone", || async {
+        Ok(env.kintone_record(&id).await?["状態"]["value"] == "完了")
+    })
+    .await?;
+    quiet(&env).await?;
+    // One write to kintone (the status), and nothing back to the helpdesk: kintone's
+    // webhook for our write is recognised.
+    assert_eq!(
+        service_writes(&env.request_log("kintone").await?),
+        kintone_writes + 1
+    );
+    let helpdesk = env.request_log("helpdesk").await?;
+    assert_eq!(
+        helpdesk.iter().filter(|e| e["method"] == "PATCH").count(),
+        1,
+        "only the agent's own edit"
+    );
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h == "decided: helpdesk carried \"closed\" for status — accepted (status is owned by helpdesk, external_wins); written to kintone"),
+        "{history:#?}"
+    );
+    let ops = env.store.ops(RULE, &id).await?;
+    assert!(
+        ops.iter()
+            .any(|(system, _, fields)| system == "kintone" && fields["status"] == "closed"),
+        "{ops:?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_change_by_a_system_that_does_not_own_the_field_is_refused_and_restored()
+-> anyhow::Result<()> {
+    let env = two_way_env().await?;
+    let (id, t) = synced(&env, "WO-1202", "a@example.com").await?;
+    // The helpdesk agent edits the email, which kintone owns.
+    env.helpdesk_edit(&t, json!({"contact_email": "typo@example.com"}))
+        .await?;
+    env.settle("the email restored", || async {
+        Ok(ticket(&env, &t).await?["contact_email"] == "a@example.com")
+    })
+    .await?;
+    // A kintone user sets the status, which the helpdesk owns.
+    env.kintone_edit(&id, json!({"状態": "完了"})).await?;
+    env.settle("the status restored", || async {
+        Ok(env.kintone_record(&id).await?["状態"]["value"] == "未対応")
+    })
+    .await?;
+    quiet(&env).await?;
+    assert_eq!(ticket(&env, &t).await?["status"], "open");
+    let history = env.history(&id).await?;
+    assert!(history.iter().any(|h| h.starts_with("decided: helpdesk carried \"typo@example.com\" for contact_email — refused, kept \"a@example.com\" (contact_email is owned by kintone, local_wins) — correction queued")), "{history:#?}");
+    assert!(history.iter().any(|h| h.starts_with("decided: kintone carried \"closed\" for status — refused, kept \"open\" (status is owned by helpdesk, external_wins)")), "{history:#?}");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn the_seed_email_story() -> anyhow::Result<()> {
+    let mut env = two_way_env().await?;
+    let (id, t) = synced(&env, "WO-1203", "old@example.com").await?;
+    // While the workers are away, kintone changes the email and a helpdesk agent,
+    // who has not seen that, changes it too.
+    env.stop_workers().await?;
+    env.kintone_edit(&id, json!({"顧客メール": "new@example.com"}))
+        .await?;
+    env.helpdesk_edit(&t, json!({"contact_email": "agent@example.com"}))
+        .await?;
+    env.flush_webhooks().await?;
+    env.start_worker().await?;
+    env.settle("the correction", || async {
+        Ok(ticket(&env, &t).await?["contact_email"] == "new@example.com")
+    })
+    .await?;
+    quiet(&env).await?;
+    assert_eq!(
+        env.kintone_record(&id).await?["顧客メール"]["value"],
+        "new@example.com"
+    );
+    let history = env.history(&id).await?;
+    let story = history
+        .iter()
+        .find(|h| h.contains("agent@example.com"))
+        .expect("the concurrent change in the story");
+    assert!(
+        story.starts_with("decided: helpdesk carried \"agent@example.com\" for contact_email — concurrent with kintone's change {")
+            && story.ends_with("— refused, kept \"new@example.com\" (contact_email is owned by kintone, local_wins) — correction queued"),
+        "{story}"
+    );
+    let admin = env.admin_urls.last().unwrap();
+    let timeline = env
+        .http
+        .get(format!("{admin}/records/{RULE}/{id}/timeline"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        timeline.contains("concurrent with kintone's change"),
+        "{timeline}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn changes_to_different_fields_made_at_once_are_both_kept() -> anyhow::Result<()> {
+    let mut env = two_way_env().await?;
+    let (id, t) = synced(&env, "WO-1204", "a@example.com").await?;
+    env.stop_workers().await?;
+    env.kintone_edit(&id, json!({"件名": "Pump replaced"}))
+        .await?;
+    env.helpdesk_edit(&t, json!({"status": "in_progress"}))
+        .await?;
+    env.flush_webhooks().await?;
+    env.start_worker().await?;
+    env.settle("both changes", || async {
+        Ok(ticket(&env, &t).await?["subject"] == "Pump replaced"
+            && env.kintone_record(&id).await?["状態"]["value"] == "対応中")
+    })
+    .await?;
+    quiet(&env).await?;
+    assert_eq!(ticket(&env, &t).await?["status"], "in_progress");
+    env.finish().await
+}
+
+fn review_priority(rules: &mut domain::rules::SyncRules) {
+    two_way(rules);
+    let rule = rules.rules.iter_mut().find(|r| r.name == RULE).unwrap();
+    let p = rule
+        .fields
+        .iter_mut()
+        .find(|f| f.target == "priority")
+        .unwrap();
+    p.owner = Some("shared".into());
+    p.strategy = Some(domain::authority::Strategy::ManualReview);
+    p.reverse = vec![
+        serde_json::from_value(
+            json!({"map": {"table": {"high": "高", "normal": "中", "low": "低"}}}),
+        )
+        .unwrap(),
+    ];
+}
+
+#[tokio::test]
+async fn a_manual_review_conflict_waits_for_a_person_and_the_resolution_reaches_both()
+-> anyhow::Result<()> {
+    let mut env = Env::start_with(EnvOptions {
+        edit_rules: Some(review_priority),
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.enable_helpdesk_webhooks().await?;
+    let (id, t) = synced(&env, "WO-1205", "a@example.com").await?;
+    env.stop_workers().await?;
+    env.kintone_edit(&id, json!({"優先度": "高"})).await?;
+    env.helpdesk_edit(&t, json!({"priority": "low"})).await?;
+    env.flush_webhooks().await?;
+    env.start_worker().await?;
+    env.settle("the conflict", || async {
+        Ok(env
+            .store
+            .conflicts("open")
+            .await?
+            .iter()
+            .any(|c| c.kind == "manual_review"))
+    })
+    .await?;
+    quiet(&env).await?;
+    assert_eq!(
+        ticket(&env, &t).await?["priority"],
+        "low",
+        "nothing is written while a person decides"
+    );
+    let c = env
+        .store
+        .conflicts("open")
+        .await?
+        .into_iter()
+        .find(|c| c.kind == "manual_review")
+        .unwrap();
+    assert_eq!(c.detail["field"], "priority");
+    assert_eq!(c.detail["incoming"], "low");
+    assert_eq!(c.detail["after"], "high");
+
+    let admin = env.admin_urls.last().unwrap();
+    let r = env
+        .http
+        .post(format!("{admin}/conflicts/{}/resolve", c.id))
+        .json(&json!({"value": "normal", "by": "Sato"}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 202);
+    env.settle("the resolution", || async {
+        Ok(ticket(&env, &t).await?["priority"] == "normal"
+            && env.kintone_record(&id).await?["優先度"]["value"] == "中")
+    })
+    .await?;
+    quiet(&env).await?;
+    assert!(
+        env.store
+            .conflicts("open")
+            .await?
+            .iter()
+            .all(|x| x.id != c.id)
+    );
+    let history = env.history(&id).await?;
+    assert!(
+        history
+            .iter()
+            .any(|h| h == "resolved: Sato resolved priority: \"normal\" — written to every system"),
+        "{history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn hundreds_of_alternating_edits_converge_without_ping_pong() -> anyhow::Result<()> {
+    let env = two_way_env().await?;
+    let (id, t) = synced(&env, "WO-1206", "a@example.com").await?;
+    let before_k = service_writes(&env.request_log("kintone").await?);
+    let statuses = ["open", "in_progress", "closed"];
+    let rounds = 100;
+    for n in 0..rounds {
+        env.kintone_edit(&id, json!({"件名": format!("Subject {n}")}))
+            .await?;
+        env.helpdesk_edit(&t, json!({"status": statuses[n % 3]}))
+            .await?;
+    }
+    quiet(&env).await?;
+    let tk = ticket(&env, &t).await?;
+    assert_eq!(tk["subject"], format!("Subject {}", rounds - 1));
+    assert_eq!(tk["status"], statuses[(rounds - 1) % 3]);
+    assert_eq!(
+        env.kintone_record(&id).await?["状態"]["value"],
+        json!(["未対応", "対応中", "完了"][(rounds - 1) % 3])
+    );
+    // Bounded: at most one write per edit on the other side, none from echoes.
+    let ours_to_helpdesk = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] == "PATCH")
+        .count()
+        - rounds;
+    let ours_to_kintone = service_writes(&env.request_log("kintone").await?) - before_k;
+    assert!(
+        ours_to_helpdesk <= rounds,
+        "{ours_to_helpdesk} writes to the helpdesk for {rounds} kintone edits"
+    );
+    assert!(
+        ours_to_kintone <= rounds,
+        "{ours_to_kintone} writes to kintone for {rounds} helpdesk edits"
+    );
+    // And it stays quiet: nothing more is written.
+    let settled = (
+        env.request_log("helpdesk").await?.len(),
+        env.request_log("kintone").await?.len(),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    quiet(&env).await?;
+    let log_h = env.request_log("helpdesk").await?;
+    let log_k = env.request_log("kintone").await?;
+    assert_eq!(
+        log_h
+            .iter()
+            .skip(settled.0)
+            .filter(|e| e["method"] != "GET")
+            .count(),
+        0
+    );
+    assert_eq!(
+        log_k
+            .iter()
+            .skip(settled.1)
+            .filter(|e| e["method"] != "GET")
+            .count(),
+        0
+    );
+    env.finish().await
+}
