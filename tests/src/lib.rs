@@ -125,11 +125,18 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database and migrates it.
     pub async fn create() -> anyhow::Result<TestDb> {
-        let name = format!("rs_test_{}", uuid::Uuid::new_v4().simple());
+        // The name carries its creation time, so that databases left behind by a test
+        // that died can be recognised and dropped later.
+        let now = chrono::Utc::now().timestamp();
+        let name = format!(
+            "rs_test_{now}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let admin = format!("{}/postgres", pg_server_url());
         let store = Store::connect(&admin, 1).await.with_context(|| {
             format!("Failed to reach PostgreSQL at {admin}: start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
         })?;
+        drop_stale(&store, now).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(store.pool())
             .await?;
@@ -150,6 +157,29 @@ impl TestDb {
         .execute(store.pool())
         .await?;
         Ok(())
+    }
+}
+
+/// Drops test databases left behind by tests that died: those created more than an
+/// hour ago (their name says when) that nobody is connected to.
+async fn drop_stale(admin: &Store, now: i64) {
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 'rs\\_test\\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+    )
+    .fetch_all(admin.pool())
+    .await
+    .unwrap_or_default();
+    for name in stale {
+        let created = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok());
+        // A name without a time is from an older harness: stale by now.
+        if created.is_none_or(|t| now - t > 3_600) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(admin.pool())
+            .await;
+        }
     }
 }
 
