@@ -1,7 +1,7 @@
 //! The helpdesk REST API under `/api`: tickets with optimistic versions, idempotency keys, an
 //! eventually consistent search, and Standard Webhooks-signed change notifications.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,9 +116,75 @@ struct Replay {
     body: Value,
 }
 
+/// The tickets by id, and the ids of the tickets that hold each external id.
+///
+/// The search by external id reads the index instead of scanning every ticket. Every
+/// change goes through [`Tickets::put`], which moves the ticket's id in the index when
+/// its external id changes, so the index always matches the tickets. An external id may
+/// be shared by several tickets; only string external ids are indexed, because only
+/// they can equal a searched value.
+#[derive(Default)]
+struct Tickets {
+    by_id: BTreeMap<u64, StoredTicket>,
+    by_external_id: HashMap<String, BTreeSet<u64>>,
+}
+
+impl Tickets {
+    fn get(&self, id: u64) -> Option<&StoredTicket> {
+        self.by_id.get(&id)
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// Every ticket, in id order.
+    fn all(&self) -> impl Iterator<Item = &StoredTicket> {
+        self.by_id.values()
+    }
+
+    /// The tickets whose external id is `wanted`, in id order (the order of [`Tickets::all`]).
+    fn with_external_id<'a>(&'a self, wanted: &str) -> impl Iterator<Item = &'a StoredTicket> {
+        self.by_external_id
+            .get(wanted)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+    }
+
+    /// Inserts or replaces the ticket `id`, keeping the index right.
+    fn put(&mut self, id: u64, stored: StoredTicket) {
+        let new_key = external_id_of(&stored.ticket).map(str::to_owned);
+        let old = self.by_id.insert(id, stored);
+        let old_key = old
+            .as_ref()
+            .and_then(|old| external_id_of(&old.ticket))
+            .map(str::to_owned);
+        if old_key == new_key {
+            return;
+        }
+        if let Some(old_key) = old_key
+            && let Some(ids) = self.by_external_id.get_mut(&old_key)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_external_id.remove(&old_key);
+            }
+        }
+        if let Some(new_key) = new_key {
+            self.by_external_id.entry(new_key).or_default().insert(id);
+        }
+    }
+}
+
+/// A ticket's external id, when it is a string.
+fn external_id_of(ticket: &Map<String, Value>) -> Option<&str> {
+    ticket.get("external_id").and_then(Value::as_str)
+}
+
 #[derive(Default)]
 pub(crate) struct HelpdeskState {
-    tickets: BTreeMap<u64, StoredTicket>,
+    tickets: Tickets,
     last_id: u64,
     pub(crate) search_lag_ms: u64,
     pub(crate) webhook_url: Option<String>,
@@ -132,7 +198,7 @@ impl HelpdeskState {
 
     pub(crate) fn tickets_json(&self) -> Value {
         let tickets: Vec<&Map<String, Value>> =
-            self.tickets.values().map(|stored| &stored.ticket).collect();
+            self.tickets.all().map(|stored| &stored.ticket).collect();
         json!({ "tickets": tickets })
     }
 }
@@ -412,21 +478,19 @@ async fn list_tickets(
     let state = shared.lock();
     let lag = Duration::from_millis(state.helpdesk.search_lag_ms);
     let now = Instant::now();
-    let tickets: Vec<&Map<String, Value>> = state
-        .helpdesk
-        .tickets
-        .values()
+    // A search by external id reads only the tickets the index names, in the same id
+    // order as a scan of every ticket would find them.
+    let candidates: Box<dyn Iterator<Item = &StoredTicket>> = match external_id.as_deref() {
+        Some(wanted) => Box::new(state.helpdesk.tickets.with_external_id(wanted)),
+        None => Box::new(state.helpdesk.tickets.all()),
+    };
+    let tickets: Vec<&Map<String, Value>> = candidates
         .filter(|stored| {
             stored
                 .changed_at
                 .is_none_or(|changed| now.saturating_duration_since(changed) >= lag)
         })
         .map(|stored| &stored.ticket)
-        .filter(|ticket| {
-            external_id
-                .as_deref()
-                .is_none_or(|wanted| ticket.get("external_id") == Some(&json!(wanted)))
-        })
         .filter(|ticket| {
             status
                 .as_deref()
@@ -447,7 +511,7 @@ async fn get_ticket(
         state
             .helpdesk
             .tickets
-            .get(&id)
+            .get(id)
             .map(|stored| json!({ "ticket": stored.ticket }))
             .ok_or_else(|| HError::not_found(id))
     });
@@ -480,7 +544,7 @@ fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
         } = state;
         helpdesk.last_id += 1;
         let ticket = new_ticket(helpdesk.last_id, &fields, &now_millis());
-        helpdesk.tickets.insert(
+        helpdesk.tickets.put(
             helpdesk.last_id,
             StoredTicket {
                 ticket: ticket.clone(),
@@ -523,13 +587,18 @@ fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8])
         } = state;
         let stored = helpdesk
             .tickets
-            .get_mut(&id)
+            .get(id)
             .ok_or_else(|| HError::not_found(id))?;
         check_version(header_text(headers, "if-match"), &stored.ticket)?;
         validate_fields(&fields, false, "")?;
-        stored.ticket = patch(&stored.ticket, &fields, &now_millis());
-        stored.changed_at = Some(Instant::now());
-        let ticket = stored.ticket.clone();
+        let ticket = patch(&stored.ticket, &fields, &now_millis());
+        helpdesk.tickets.put(
+            id,
+            StoredTicket {
+                ticket: ticket.clone(),
+                changed_at: Some(Instant::now()),
+            },
+        );
         fire(
             &shared.hooks,
             deliveries,
@@ -600,7 +669,7 @@ fn bulk_update_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respons
                 };
                 let current = staged
                     .get(&id)
-                    .or_else(|| helpdesk.tickets.get(&id).map(|stored| &stored.ticket))
+                    .or_else(|| helpdesk.tickets.get(id).map(|stored| &stored.ticket))
                     .ok_or_else(|| HError::not_found(id))?;
                 let expected = match update.get("version") {
                     None | Some(Value::Null) => None,
@@ -615,7 +684,7 @@ fn bulk_update_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respons
             }
             let changed_at = Instant::now();
             for (id, ticket) in staged {
-                helpdesk.tickets.insert(
+                helpdesk.tickets.put(
                     id,
                     StoredTicket {
                         ticket,
@@ -652,7 +721,7 @@ pub(crate) fn seed_ticket(
             .filter(|id| *id > 0)
             .ok_or_else(|| HError::validation("id", "id must be a positive integer"))?,
     };
-    if helpdesk.tickets.contains_key(&id) {
+    if helpdesk.tickets.contains(id) {
         return Err(HError::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -667,7 +736,7 @@ pub(crate) fn seed_ticket(
         }
     }
     helpdesk.last_id = helpdesk.last_id.max(id);
-    helpdesk.tickets.insert(
+    helpdesk.tickets.put(
         id,
         StoredTicket {
             ticket: ticket.clone(),
@@ -742,6 +811,54 @@ mod tests {
         assert!(check_version(Some("W/\"2\""), &patched).is_ok());
         assert!(check_version(Some("1"), &patched).is_err());
         assert!(check_version(None, &patched).is_ok());
+    }
+
+    fn stored(id: u64, external_id: Value) -> StoredTicket {
+        let fields = object(json!({"subject": "s", "external_id": external_id}));
+        StoredTicket {
+            ticket: new_ticket(id, &fields, "t0"),
+            changed_at: None,
+        }
+    }
+
+    fn ids_for(tickets: &Tickets, external_id: &str) -> Vec<u64> {
+        tickets
+            .with_external_id(external_id)
+            .filter_map(|stored| stored.ticket["id"].as_u64())
+            .collect()
+    }
+
+    #[test]
+    fn the_external_id_index_follows_every_change() {
+        let mut tickets = Tickets::default();
+        tickets.put(3, stored(3, json!("A")));
+        tickets.put(1, stored(1, json!("A")));
+        tickets.put(2, stored(2, json!("B")));
+        tickets.put(4, stored(4, Value::Null));
+        // Several tickets may share an external id; they come in id order.
+        assert_eq!(ids_for(&tickets, "A"), vec![1, 3]);
+        assert_eq!(ids_for(&tickets, "B"), vec![2]);
+        assert_eq!(ids_for(&tickets, "C"), Vec::<u64>::new());
+        // A change of external id moves the ticket; an emptied entry goes away.
+        tickets.put(2, stored(2, json!("A")));
+        assert_eq!(ids_for(&tickets, "A"), vec![1, 2, 3]);
+        assert_eq!(ids_for(&tickets, "B"), Vec::<u64>::new());
+        assert!(!tickets.by_external_id.contains_key("B"));
+        // A ticket whose external id becomes null leaves the index; one that gains one
+        // enters it.
+        tickets.put(1, stored(1, Value::Null));
+        tickets.put(4, stored(4, json!("B")));
+        assert_eq!(ids_for(&tickets, "A"), vec![2, 3]);
+        assert_eq!(ids_for(&tickets, "B"), vec![4]);
+        // The index names exactly the tickets a scan would find.
+        for wanted in ["A", "B", "C"] {
+            let scanned: Vec<u64> = tickets
+                .all()
+                .filter(|stored| external_id_of(&stored.ticket) == Some(wanted))
+                .filter_map(|stored| stored.ticket["id"].as_u64())
+                .collect();
+            assert_eq!(ids_for(&tickets, wanted), scanned);
+        }
     }
 
     #[test]

@@ -158,7 +158,16 @@ async fn the_e2e_bench_prints_its_figures_as_markdown_and_cleans_up() -> anyhow:
 }
 
 #[tokio::test]
-async fn the_limiter_bench_says_it_is_skipped() {
-    let ran = bench(&["limiter"]).await;
-    assert!(ran.stdout.contains("limiter: skipped"), "{}", ran.stdout);
+async fn the_limiter_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(90),
+        bench(&["limiter", "--count", "20", "--prefetch", "4"]),
+    )
+    .await?;
+    for measure in ["busiest second", "mean rate", "429 answers"] {
+        assert_figure(&ran.stdout, "limiter, 4 workers", measure);
+    }
+    assert!(ran.stdout.contains("50/s configured"), "{}", ran.stdout);
+    assert!(!ran.stdout.contains("skipped"), "{}", ran.stdout);
+    assert_cleaned(&ran.stderr, true).await
 }

@@ -330,3 +330,68 @@ async fn a_broker_restart_under_load_loses_no_accepted_webhook() -> anyhow::Resu
     }
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Result<()> {
+    // Delays that add up past the outage: 1 + 4 + 8 + 16 s before the fifth attempt.
+    let env = Env::start_with(EnvOptions {
+        retry_delays_ms: vec![1_000, 4_000, 8_000, 16_000],
+        max_attempts: 6,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let outage = env
+        .admin_post(
+            "/_admin/faults",
+            json!({"system": "helpdesk", "status": 503}),
+        )
+        .await?;
+    let started = std::time::Instant::now();
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            env.kintone_create(
+                json!({"work_order_no": format!("WO-13{n}"), "件名": format!("Outage {n}")}),
+            )
+            .await?,
+        );
+    }
+    env.flush_webhooks().await?;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(started.elapsed())).await;
+    assert!(
+        env.tickets().await?.is_empty(),
+        "nothing got through during the outage"
+    );
+    env.http
+        .delete(format!(
+            "{}/_admin/faults/{}",
+            env.sandbox.base_url,
+            outage["id"].as_str().unwrap()
+        ))
+        .send()
+        .await?
+        .error_for_status()?;
+    tests::wait_for("every work order", Duration::from_secs(60), || async {
+        for id in &ids {
+            if !written_back(&env, id).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    for n in 0..5 {
+        assert_eq!(env.tickets_for(&format!("WO-13{n}")).await?.len(), 1);
+    }
+    assert!(dead_letters(&env).await?.is_empty(), "no dead letter");
+    let history = env.history(&ids[0]).await?;
+    assert!(
+        history
+            .iter()
+            .filter(|h| h.starts_with("retry_scheduled"))
+            .count()
+            >= 2,
+        "{history:#?}"
+    );
+    env.finish().await
+}

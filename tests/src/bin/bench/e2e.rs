@@ -274,11 +274,7 @@ impl Stack {
             bodies,
             label,
         } = seeded;
-        let database = database_url
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let database = database_name(&database_url);
         let prefix = janitor.prefix();
         let env = ChildEnv {
             prefix: prefix.clone(),
@@ -294,41 +290,8 @@ impl Stack {
             fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
         }
         wait_consumers(&prefix, workers).await?;
-        let cpu = cpu::Watch::new(vec![
-            cpu::Group {
-                name: "sandbox",
-                members: cpu::Members::Pids(vec![sandbox.pid()]),
-            },
-            cpu::Group {
-                name: "workers",
-                members: cpu::Members::Pids(fleet.iter().map(Proc::pid).collect()),
-            },
-            cpu::Group {
-                name: "ingest",
-                members: cpu::Members::Pids(vec![ingest.pid()]),
-            },
-            cpu::Group {
-                name: "RabbitMQ",
-                members: cpu::Members::Command("beam.smp"),
-            },
-            cpu::Group {
-                name: "PostgreSQL",
-                members: cpu::Members::Postgres { database },
-            },
-            cpu::Group {
-                name: "bench",
-                members: cpu::Members::Pids(vec![std::process::id()]),
-            },
-        ]);
-        let sender = Sender {
-            http: http.clone(),
-            url: Arc::from(format!(
-                "{}/webhooks/kintone?token={}",
-                ingest.url(),
-                tests::KINTONE_WEBHOOK_TOKEN
-            )),
-            bodies: Arc::new(bodies),
-        };
+        let cpu = cpu_watch(&sandbox, &ingest, &fleet, database);
+        let sender = Sender::kintone(http, &ingest, bodies);
         let log = TicketLog::new(http.clone(), sandbox.url());
         Ok(Stack {
             sandbox,
@@ -364,17 +327,66 @@ impl Stack {
     }
 }
 
-/// Posts the prepared kintone webhooks to ingest.
+/// The database name at the end of a PostgreSQL URL.
+pub fn database_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Watches the CPU time of a stack's processes, RabbitMQ, the PostgreSQL processes
+/// that serve `database`, and the bench itself.
+pub fn cpu_watch(sandbox: &Proc, ingest: &Proc, fleet: &[Proc], database: String) -> cpu::Watch {
+    cpu::Watch::new(vec![
+        cpu::Group {
+            name: "sandbox",
+            members: cpu::Members::Pids(vec![sandbox.pid()]),
+        },
+        cpu::Group {
+            name: "workers",
+            members: cpu::Members::Pids(fleet.iter().map(Proc::pid).collect()),
+        },
+        cpu::Group {
+            name: "ingest",
+            members: cpu::Members::Pids(vec![ingest.pid()]),
+        },
+        cpu::Group {
+            name: "RabbitMQ",
+            members: cpu::Members::Command("beam.smp"),
+        },
+        cpu::Group {
+            name: "PostgreSQL",
+            members: cpu::Members::Postgres { database },
+        },
+        cpu::Group {
+            name: "bench",
+            members: cpu::Members::Pids(vec![std::process::id()]),
+        },
+    ])
+}
+
+/// Posts prepared kintone webhooks to ingest.
 #[derive(Clone)]
-struct Sender {
+pub struct Sender {
     http: reqwest::Client,
     url: Arc<str>,
     bodies: Arc<Vec<String>>,
 }
 
 impl Sender {
+    /// A sender of `bodies` to the kintone webhook of `ingest`.
+    pub fn kintone(http: &reqwest::Client, ingest: &Proc, bodies: Vec<String>) -> Sender {
+        Sender {
+            http: http.clone(),
+            url: Arc::from(format!(
+                "{}/webhooks/kintone?token={}",
+                ingest.url(),
+                tests::KINTONE_WEBHOOK_TOKEN
+            )),
+            bodies: Arc::new(bodies),
+        }
+    }
+
     /// Posts webhook `i`; fails unless ingest answers 202.
-    fn send(&self, i: usize) -> impl Future<Output = anyhow::Result<()>> + Send + use<> {
+    pub fn send(&self, i: usize) -> impl Future<Output = anyhow::Result<()>> + Send + use<> {
         let request = self
             .http
             .post(&*self.url)
@@ -408,12 +420,20 @@ fn latencies(run: &Run, written: &[DateTime<Utc>]) -> Summary {
 }
 
 /// The sandbox's admin API.
-struct Admin {
+pub struct Admin {
     http: reqwest::Client,
     base: String,
 }
 
 impl Admin {
+    /// The admin API of the sandbox at `base`.
+    pub fn new(http: &reqwest::Client, base: String) -> Admin {
+        Admin {
+            http: http.clone(),
+            base,
+        }
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
         let resp = req.send().await?;
         let status = resp.status();
@@ -424,21 +444,28 @@ impl Admin {
         Ok(v)
     }
 
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// POSTs `body` to `path`; fails unless the answer is a success.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let req = self.http.post(format!("{}{path}", self.base)).json(body);
         self.send(req, path).await
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// PUTs `body` to `path`; fails unless the answer is a success.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let req = self.http.put(format!("{}{path}", self.base)).json(body);
+        self.send(req, path).await
+    }
+
+    /// GETs `path`; fails unless the answer is a success.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let req = self.http.get(format!("{}{path}", self.base));
         self.send(req, path).await
     }
 }
 
-/// Sets the work-order app up as the test harness does, but without a webhook URL,
-/// seeds `n` work orders without webhooks, and returns the kintone webhook each would
-/// have sent, in work-order order.
-async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
+/// Sets the work-order app up as the test harness does, but without a webhook URL:
+/// the bench posts the webhooks itself.
+pub async fn create_app(admin: &Admin) -> anyhow::Result<()> {
     admin
         .post(
             "/_admin/kintone/apps",
@@ -458,6 +485,13 @@ async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
             }),
         )
         .await?;
+    Ok(())
+}
+
+/// Sets the work-order app up, seeds `n` work orders without webhooks, and returns the
+/// kintone webhook each would have sent, in work-order order.
+async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
+    create_app(admin).await?;
     let admin = Arc::new(Admin {
         http: admin.http.clone(),
         base: admin.base.clone(),
@@ -492,25 +526,32 @@ async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
             let record = by_number
                 .remove(&no)
                 .with_context(|| format!("the sandbox lost work order {no}"))?;
-            Ok(json!({
-                "id": format!("bench-{run}-{i}"),
-                "type": "ADD_RECORD",
-                "app": {"id": tests::APP, "name": "Work orders"},
-                "record": record,
-                "recordTitle": "",
-                "url": "",
-            })
-            .to_string())
+            Ok(webhook("ADD_RECORD", &format!("bench-{run}-{i}"), record))
         })
         .collect()
 }
 
-fn order_no(n: usize) -> String {
+/// The kintone webhook of type `kind` (`ADD_RECORD`, `UPDATE_RECORD`) for `record`, a
+/// record as the sandbox's admin API lists it.
+pub fn webhook(kind: &str, id: &str, record: Value) -> String {
+    json!({
+        "id": id,
+        "type": kind,
+        "app": {"id": tests::APP, "name": "Work orders"},
+        "record": record,
+        "recordTitle": "",
+        "url": "",
+    })
+    .to_string()
+}
+
+/// A work order's number.
+pub fn order_no(n: usize) -> String {
     format!("WO-{n}")
 }
 
 /// A work order as the demo creates them.
-fn order(n: usize) -> Value {
+pub fn order(n: usize) -> Value {
     let priority = ["高", "中", "低"][n % 3];
     json!({
         "work_order_no": order_no(n),
@@ -548,7 +589,7 @@ fn envelope(body: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Waits until `want` consumers are on the work queue of `prefix`: the workers have
 /// migrated, connected and started consuming.
-async fn wait_consumers(prefix: &str, want: usize) -> anyhow::Result<()> {
+pub async fn wait_consumers(prefix: &str, want: usize) -> anyhow::Result<()> {
     let conn = queue::connect(&tests::amqp_url(), "recordsync-bench-watch").await?;
     let queue = queue::Names::new(prefix).work_queue();
     let waited = tests::wait_for(
