@@ -5,13 +5,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE};
 
-async fn written_back(env: &Env, id: &str) -> anyhow::Result<bool> {
-    let r = env.kintone_record(id).await?;
-    Ok(r["helpdesk_ticket_id"]["value"]
-        .as_str()
-        .is_some_and(|v| !v.is_empty()))
-}
-
 async fn dead_letters(env: &Env) -> anyhow::Result<Vec<Value>> {
     let admin = &env.admin_urls[0];
     let v: Value = env
@@ -109,7 +102,7 @@ async fn a_record_the_target_always_rejects_is_dead_lettered_then_replayed_once_
         .json()
         .await?;
     assert_eq!(replayed["replayed"].as_array().unwrap().len(), 1);
-    env.settle("the replay", || written_back(&env, &id)).await?;
+    env.settle("the replay", || env.written_back(&id)).await?;
     assert_eq!(env.tickets_for("WO-32").await?.len(), 1);
     assert!(
         dead_letters(&env).await?.is_empty(),
@@ -184,7 +177,7 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
     let id = env
         .kintone_create(json!({"work_order_no": "WO-35", "件名": "Slow down"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     let log = env.request_log("helpdesk").await?;
     let posts: Vec<&Value> = log.iter().filter(|e| e["method"] == "POST").collect();
     assert_eq!(posts.len(), 2);
@@ -234,7 +227,7 @@ async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()
     proxy.up();
     env.settle("every work order", || async {
         for id in &ids {
-            if !written_back(&env, id).await? {
+            if !env.written_back(id).await? {
                 return Ok(false);
             }
         }
@@ -318,7 +311,7 @@ async fn a_broker_restart_under_load_loses_no_accepted_webhook() -> anyhow::Resu
     );
     env.settle("every accepted webhook", || async {
         for (_, id) in &accepted {
-            if !written_back(&env, id).await? {
+            if !env.written_back(id).await? {
                 return Ok(false);
             }
         }
@@ -373,7 +366,7 @@ async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Res
         .error_for_status()?;
     tests::wait_for("every work order", Duration::from_secs(60), || async {
         for id in &ids {
-            if !written_back(&env, id).await? {
+            if !env.written_back(id).await? {
                 return Ok(false);
             }
         }

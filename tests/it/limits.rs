@@ -140,9 +140,13 @@ async fn a_429_storm_makes_every_worker_wait_and_dead_letters_nothing() -> anyho
                     && at(e) - t < chrono::Duration::milliseconds(900)
             })
             .count();
+        let timeline: Vec<String> = log
+            .iter()
+            .map(|e| format!("{} {} {}", e["at"], e["method"], e["status"]))
+            .collect();
         assert_eq!(
             too_soon, 0,
-            "a request was sent during the pause after the 429 at {t}"
+            "a request was sent during the pause after the 429 at {t}: {timeline:#?}"
         );
     }
     let admin = &env.admin_urls[0];

@@ -175,13 +175,8 @@ async fn a_paused_rule_parks_its_work_and_resuming_drains_it() -> anyhow::Result
         .send()
         .await?
         .error_for_status()?;
-    env.settle("the write-back", || async {
-        let r = env.kintone_record(&id).await?;
-        Ok(r["helpdesk_ticket_id"]["value"]
-            .as_str()
-            .is_some_and(|v| !v.is_empty()))
-    })
-    .await?;
+    env.settle("the write-back", || env.written_back(&id))
+        .await?;
     assert_eq!(env.tickets_for("WO-911").await?.len(), 1);
     // The write-back is visible in kintone just before the flush commits.
     tests::wait_for("the flush to commit", Duration::from_secs(10), || async {

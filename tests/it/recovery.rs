@@ -6,13 +6,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE};
 
-async fn written_back(env: &Env, id: &str) -> anyhow::Result<bool> {
-    let r = env.kintone_record(id).await?;
-    Ok(r["helpdesk_ticket_id"]["value"]
-        .as_str()
-        .is_some_and(|v| !v.is_empty()))
-}
-
 fn count(log: &[Value], method: &str, path: &str) -> usize {
     log.iter()
         .filter(|e| e["method"] == method && e["path"] == path)
@@ -54,7 +47,7 @@ async fn a_worker_killed_mid_message_leaves_no_duplicate_and_no_lost_update() ->
         .await?
         .error_for_status()?;
     env.start_worker().await?;
-    env.settle("the redelivered event", || written_back(&env, &id))
+    env.settle("the redelivered event", || env.written_back(&id))
         .await?;
 
     let tickets = env.tickets_for("WO-41").await?;
@@ -89,7 +82,7 @@ async fn a_lost_response_to_a_create_does_not_create_twice() -> anyhow::Result<(
     let id = env
         .kintone_create(json!({"work_order_no": "WO-42", "件名": "Lost answer"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     assert_eq!(env.tickets_for("WO-42").await?.len(), 1);
     let history = env.history(&id).await?;
     assert!(
@@ -138,7 +131,7 @@ async fn a_graceful_stop_finishes_work_in_flight_and_loses_nothing() -> anyhow::
     env.start_worker().await?;
     env.settle("every work order", || async {
         for id in &ids {
-            if !written_back(&env, id).await? {
+            if !env.written_back(id).await? {
                 return Ok(false);
             }
         }
@@ -161,7 +154,7 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
     let id = env
         .kintone_create(json!({"work_order_no": "WO-43", "件名": "Story"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     env.settle("the echo", || async {
         Ok(env.store.processed_count(RULE).await? >= 2)
     })

@@ -17,20 +17,13 @@ async fn processed(env: &Env, n: i64) -> anyhow::Result<bool> {
     Ok(env.store.processed_count(RULE).await? >= n)
 }
 
-async fn written_back(env: &Env, id: &str) -> anyhow::Result<bool> {
-    let r = env.kintone_record(id).await?;
-    Ok(r["helpdesk_ticket_id"]["value"]
-        .as_str()
-        .is_some_and(|v| !v.is_empty()))
-}
-
 #[tokio::test]
 async fn a_new_work_order_is_created_once_and_its_ticket_id_written_back() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let id = env
         .kintone_create(json!({"work_order_no": "WO-1001", "件名": " Broken pump ", "優先度": "高", "顧客メール": " A@Example.com ", "tags": ["onsite"]}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     // The write-back's own webhook is processed too, and recognised as already synced.
     env.settle("the write-back echo", || processed(&env, 2))
         .await?;
@@ -79,7 +72,7 @@ async fn a_variant_matches_an_existing_ticket_without_a_duplicate() -> anyhow::R
     let id = env
         .kintone_create(json!({"work_order_no": "WO-1234", "件名": "New subject"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
 
     let tickets = env.tickets().await?;
     assert_eq!(tickets.len(), 1, "no ticket may be created: {tickets:#?}");
@@ -149,7 +142,7 @@ async fn the_canonical_value_wins_over_a_lying_payload() -> anyhow::Result<()> {
     let id = env
         .kintone_create(json!({"work_order_no": "WO-77", "件名": "Truth"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     env.settle("the echo", || processed(&env, 2)).await?;
     // A user changes the subject; its webhook is lost. Then a webhook arrives whose
     // payload claims another subject.
@@ -233,7 +226,7 @@ async fn an_older_revision_processed_after_a_newer_one_does_not_regress_the_targ
     let id = env
         .kintone_create(json!({"work_order_no": "WO-9", "件名": "v1"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     env.settle("the echo", || processed(&env, 2)).await?;
 
     // Two edits whose webhooks arrive in the wrong order.
@@ -292,7 +285,7 @@ async fn a_transient_target_failure_is_retried_until_it_succeeds() -> anyhow::Re
     let id = env
         .kintone_create(json!({"work_order_no": "WO-31", "件名": "Flaky"}))
         .await?;
-    env.settle("write-back", || written_back(&env, &id)).await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
     assert_eq!(env.tickets_for("WO-31").await?.len(), 1);
     let history = env.history(&id).await?;
     assert_eq!(

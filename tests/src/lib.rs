@@ -454,6 +454,14 @@ impl Env {
         Ok(())
     }
 
+    /// Whether the ticket id has been written back into a kintone work order.
+    pub async fn written_back(&self, id: &str) -> anyhow::Result<bool> {
+        let r = self.kintone_record(id).await?;
+        Ok(r["helpdesk_ticket_id"]["value"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()))
+    }
+
     /// A kintone record as the API returns it.
     pub async fn kintone_record(&self, id: &str) -> anyhow::Result<Value> {
         let v = self

@@ -172,15 +172,25 @@ impl Limited<'_> {
             let result = f().await;
             self.limiter.release(system, slot).await;
             match result {
-                Err(ConnectorError::RateLimited { retry_after, .. })
-                    if tries < RATE_LIMITED_TRIES =>
-                {
+                Err(ConnectorError::RateLimited { retry_after, .. }) => {
                     let pause = retry_after.unwrap_or(Duration::from_secs(1));
                     tracing::warn!(
                         system,
                         pause_ms = pause.as_millis() as u64,
                         "rate limited (429): every worker pauses requests to this system"
                     );
+                    if tries >= RATE_LIMITED_TRIES {
+                        // The pause holds for everyone even when this event gives up
+                        // waiting in place and goes to the delay queues.
+                        if self.limiter.limits.contains_key(system) {
+                            self.limiter.block(system, pause).await?;
+                        }
+                        return Err(ConnectorError::RateLimited {
+                            system: system.to_owned(),
+                            retry_after,
+                        }
+                        .into());
+                    }
                     self.limiter.block(system, pause).await?;
                 }
                 other => return other.map_err(Failure::from),

@@ -209,15 +209,19 @@ async fn check_services() -> anyhow::Result<()> {
 async fn wait_quiet(env: &Env) -> anyhow::Result<()> {
     let conn = queue::connect(&tests::amqp_url(), "recordsync-demo").await?;
     let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
-    let work = queue::Names::new(&env.settings.queue_prefix).work_queue();
+    // The work queue and the delay queues: a retry waiting out its delay is not done.
+    let names = queue::Names::new(&env.settings.queue_prefix);
+    let mut queues = vec![names.work_queue()];
+    queues.extend((0..env.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = (-1, u32::MAX);
     let mut quiet_since = Instant::now();
     loop {
-        let now = (
-            env.store.processed_count(RULE).await?,
-            p.queue_depth(&work).await?,
-        );
+        let mut depth = 0;
+        for q in &queues {
+            depth += p.queue_depth(q).await?;
+        }
+        let now = (env.store.processed_count(RULE).await?, depth);
         if now != last {
             last = now;
             quiet_since = Instant::now();
