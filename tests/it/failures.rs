@@ -225,15 +225,8 @@ async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = env.tickets().await?.len();
     proxy.up();
-    env.settle("every work order", || async {
-        for id in &ids {
-            if !env.written_back(id).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })
-    .await?;
+    env.settle("every work order", || env.all_written_back(&ids))
+        .await?;
     assert!(during < 20, "the outage came too late to test anything");
     for n in 0..20 {
         assert_eq!(
@@ -364,13 +357,8 @@ async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Res
         .send()
         .await?
         .error_for_status()?;
-    tests::wait_for("every work order", Duration::from_secs(60), || async {
-        for id in &ids {
-            if !env.written_back(id).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+    tests::wait_for("every work order", Duration::from_secs(60), || {
+        env.all_written_back(&ids)
     })
     .await?;
     for n in 0..5 {

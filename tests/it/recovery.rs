@@ -129,15 +129,8 @@ async fn a_graceful_stop_finishes_work_in_flight_and_loses_nothing() -> anyhow::
         "the stop came too late to test anything ({done_at_stop} done)"
     );
     env.start_worker().await?;
-    env.settle("every work order", || async {
-        for id in &ids {
-            if !env.written_back(id).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })
-    .await?;
+    env.settle("every work order", || env.all_written_back(&ids))
+        .await?;
     assert_eq!(env.tickets().await?.len(), 30);
     let log = env.request_log("helpdesk").await?;
     assert_eq!(

@@ -462,6 +462,16 @@ impl Env {
             .is_some_and(|v| !v.is_empty()))
     }
 
+    /// Whether every one of these work orders has its ticket id written back.
+    pub async fn all_written_back(&self, ids: &[String]) -> anyhow::Result<bool> {
+        for id in ids {
+            if !self.written_back(id).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// A kintone record as the API returns it.
     pub async fn kintone_record(&self, id: &str) -> anyhow::Result<Value> {
         let v = self

@@ -396,7 +396,7 @@ async fn rule_history(
         .min(1_000);
     match (
         s.store.rule_history(&rule, limit).await,
-        s.store.rule_history_counts(&rule).await,
+        s.store.history_counts(Some(&rule)).await,
     ) {
         (Ok(rows), Ok(counts)) => {
             let counts: serde_json::Map<String, serde_json::Value> =

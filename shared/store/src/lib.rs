@@ -259,31 +259,18 @@ impl Store {
         rows.iter().map(history_row).collect()
     }
 
-    /// A rule's history entries by kind.
-    pub async fn rule_history_counts(&self, rule: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    /// How many history entries of each kind exist, for one rule or for all.
+    pub async fn history_counts(
+        &self,
+        rule: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, count(*) FROM history WHERE rule = $1 GROUP BY kind ORDER BY kind",
+            "SELECT kind, count(*) FROM history WHERE $1::text IS NULL OR rule = $1 GROUP BY kind ORDER BY kind",
         )
         .bind(rule)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("count a rule's history"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// How many history entries of each kind exist.
-    pub async fn history_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT kind, count(*) FROM history GROUP BY kind ORDER BY kind")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("count history"))?;
+        .map_err(q("count history"))?;
         rows.iter()
             .map(|r| {
                 Ok((
