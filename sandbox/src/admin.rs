@@ -523,9 +523,20 @@ async fn set_helpdesk_config(State(shared): State<Arc<Shared>>, body: Bytes) -> 
     } else {
         None
     };
+    let ignore_keys = match body.get("ignore_idempotency_keys") {
+        None => None,
+        Some(value) => Some(
+            value
+                .as_bool()
+                .ok_or_else(|| bad_request("ignore_idempotency_keys must be true or false"))?,
+        ),
+    };
     let mut state = shared.lock();
     if let Some(lag) = lag {
         state.helpdesk.search_lag_ms = lag;
+    }
+    if let Some(ignore) = ignore_keys {
+        state.helpdesk.ignore_idempotency_keys = ignore;
     }
     if let Some(url) = url {
         state.helpdesk.webhook_url = url;

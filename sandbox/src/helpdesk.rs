@@ -188,12 +188,14 @@ pub(crate) struct HelpdeskState {
     last_id: u64,
     pub(crate) search_lag_ms: u64,
     pub(crate) webhook_url: Option<String>,
+    /// Plays the many real APIs that ignore `Idempotency-Key`: every request is new.
+    pub(crate) ignore_idempotency_keys: bool,
     idempotency: HashMap<String, Replay>,
 }
 
 impl HelpdeskState {
     pub(crate) fn config_json(&self) -> Value {
-        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url})
+        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url, "ignore_idempotency_keys": self.ignore_idempotency_keys})
     }
 
     pub(crate) fn tickets_json(&self) -> Value {
@@ -422,7 +424,9 @@ fn idempotent(
     body: &[u8],
     operation: impl FnOnce(&mut SandboxState) -> Result<(StatusCode, Value), HError>,
 ) -> Response {
-    let key = header_text(headers, "idempotency-key").map(str::to_owned);
+    let key = header_text(headers, "idempotency-key")
+        .filter(|_| !state.helpdesk.ignore_idempotency_keys)
+        .map(str::to_owned);
     let fingerprint = format!("{request} {:x}", Sha256::digest(body));
     if let Some(key) = &key
         && let Some(replay) = state.helpdesk.idempotency.get(key)

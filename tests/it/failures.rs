@@ -61,7 +61,7 @@ async fn a_record_the_target_always_rejects_is_dead_lettered_then_replayed_once_
     assert_eq!(
         history
             .iter()
-            .filter(|h| h.starts_with("retry_scheduled"))
+            .filter(|h| h.starts_with("retry_scheduled") && h.contains("answered 500"))
             .count(),
         2,
         "{history:#?}"

@@ -9,4 +9,6 @@ mod intake;
 mod limits;
 mod parking;
 mod recovery;
+mod security;
+mod step;
 mod sync;

@@ -192,6 +192,8 @@ pub struct EnvOptions {
     pub max_attempts: u32,
     /// Prefetch per worker.
     pub prefetch: u16,
+    /// How long an in-doubt create is looked for before it is made again.
+    pub in_doubt_settle_ms: u64,
     /// Workers to start.
     pub workers: usize,
     /// Ingest's broker URL (a proxy in outage tests).
@@ -213,6 +215,7 @@ impl Default for EnvOptions {
             retry_delays_ms: vec![200, 400, 800],
             max_attempts: 4,
             prefetch: 16,
+            in_doubt_settle_ms: 1_500,
             workers: 1,
             ingest_amqp_url: None,
             amqp_url: None,
@@ -282,7 +285,11 @@ impl Env {
             retry_delays_ms: opts.retry_delays_ms.clone(),
             max_attempts: opts.max_attempts,
             prefetch: opts.prefetch,
-            db_max_connections: u32::from(opts.prefetch) + 4,
+            // A small pool whatever the prefetch: nothing holds a connection while
+            // another system is called.
+            db_max_connections: 6,
+            lease_ttl_ms: 3_000,
+            in_doubt_settle_ms: opts.in_doubt_settle_ms,
             publish_timeout_ms: 2_000,
             ..Settings::default()
         };
@@ -525,10 +532,8 @@ impl Env {
             Some(json!({"step": "seeded"})),
             record.revision,
             &values,
-        )
-        .await?;
-        tx.save_authority_state(&serde_json::to_value(&state)?)
-            .await?;
+        );
+        tx.save_authority_state(&serde_json::to_value(&state)?);
         tx.commit().await?;
         Ok((id, ticket))
     }

@@ -3,8 +3,46 @@
 use std::time::Duration;
 
 use connectors::ConnectorError;
+use store::{StoreError, StoreErrorKind};
 
-use crate::process::Failure;
+/// Why processing did not end: the runner decides between giving the message back,
+/// a retry and the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// PostgreSQL is unavailable: give the message back without counting an attempt.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An external system failed in a way that retrying may cure.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// PostgreSQL refused values the plan would record (`(field, reason)`): nothing
+    /// was sent; the record becomes a data-quality conflict.
+    #[error("PostgreSQL cannot store the record's values: {0:?}")]
+    Unstorable(Vec<(String, String)>),
+    /// An earlier create of the record is in doubt and left no trace yet (the
+    /// target's search may lag): try again after `retry_after`, create nothing now.
+    #[error(
+        "an earlier create ({key}) is in doubt and not yet visible in the target; retrying before creating anything"
+    )]
+    InDoubt {
+        /// The in-doubt create's idempotency key.
+        key: String,
+        /// When to look again.
+        retry_after: std::time::Duration,
+    },
+}
+
+impl Failure {
+    /// A short class name for metrics, headers and the dead letter's reason.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Connector(e) => e.class(),
+            Failure::Store(_) => "store",
+            Failure::Unstorable(_) => "unstorable",
+            Failure::InDoubt { .. } => "in_doubt",
+        }
+    }
+}
 
 /// What the runner does about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +50,10 @@ pub enum Action {
     /// Infrastructure (PostgreSQL) failed: give the message back without counting an
     /// attempt, and stop taking messages until it is back.
     Requeue,
+    /// Not now, but nothing is down (the pool is busy, the record's lease was lost to
+    /// another worker): give the message back without counting an attempt and go on
+    /// consuming.
+    GiveBack,
     /// Retry through the delay queues, no sooner than `after` when the system said so.
     Retry {
         /// The system's `Retry-After`.
@@ -39,11 +81,26 @@ pub fn connector(e: &ConnectorError) -> Action {
     }
 }
 
+/// Classifies a store failure: only unavailability stops the consumer; a data error
+/// is the same on every attempt, so it is not retried.
+pub fn store(e: &StoreError) -> Action {
+    match e.kind() {
+        StoreErrorKind::Unavailable => Action::Requeue,
+        StoreErrorKind::Busy | StoreErrorKind::LeaseLost => Action::GiveBack,
+        StoreErrorKind::Data | StoreErrorKind::Other => Action::DeadLetter,
+    }
+}
+
 /// Classifies any processing failure.
 pub fn failure(f: &Failure) -> Action {
     match f {
-        Failure::Store(_) => Action::Requeue,
+        Failure::Store(e) => store(e),
         Failure::Connector(e) => connector(e),
+        // Stored as conflicts by the step; should one reach the runner, no retry helps.
+        Failure::Unstorable(_) => Action::DeadLetter,
+        Failure::InDoubt { retry_after, .. } => Action::Retry {
+            after: Some(*retry_after),
+        },
     }
 }
 

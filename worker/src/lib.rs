@@ -9,6 +9,7 @@
 //!   before the process exits).
 
 pub mod admin;
+pub mod auth;
 pub mod classify;
 pub mod dlq;
 pub mod limiter;
@@ -74,7 +75,11 @@ impl Worker {
         rules: SyncRules,
         connectors: Connectors,
     ) -> Result<Worker, anyhow::Error> {
-        let store = Store::connect_lazy(&settings.database_url, settings.db_max_connections)?;
+        let store = Store::connect_lazy(&settings.database_url, settings.db_max_connections)?
+            .with_leases(store::LeaseSettings {
+                ttl: Duration::from_millis(settings.lease_ttl_ms),
+                ..store::LeaseSettings::default()
+            });
         let limiter =
             limiter::Limiter::new(Store::connect_lazy(&settings.database_url, 4)?, &rules);
         let topology = Topology::new(&settings.queue_prefix, settings.retry_delays_ms.clone());
@@ -84,6 +89,7 @@ impl Worker {
             topology,
             Duration::from_millis(settings.publish_timeout_ms),
         );
+        let in_doubt_settle = Duration::from_millis(settings.in_doubt_settle_ms);
         Ok(Worker {
             settings,
             processor: Arc::new(Processor {
@@ -91,6 +97,7 @@ impl Worker {
                 rules,
                 connectors,
                 store,
+                in_doubt_settle,
             }),
             broker,
             metrics: Arc::new(Metrics::default()),
@@ -125,20 +132,31 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let worker = Arc::new(self);
         let keeper = worker.broker.spawn_keeper(shutdown.clone());
-        let admin_task = admin.map(|listener| {
-            let app = admin::router(admin::AdminState {
-                processor: Arc::clone(&worker.processor),
-                store: worker.processor.store.clone(),
-                broker: Arc::clone(&worker.broker),
-                metrics: Arc::clone(&worker.metrics),
-            });
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
-        });
+        let admin_task = match admin {
+            Some(listener) => {
+                // Tokens from the environment; without any, only a loopback listener
+                // is served (anything else is refused here, naming the variable).
+                let access = match listener.local_addr() {
+                    Ok(local) => auth::Access::from_env(local).map_err(anyhow::Error::from),
+                    Err(e) => Err(e.into()),
+                };
+                let access = match access {
+                    Ok(access) => access,
+                    Err(e) => {
+                        keeper.abort();
+                        return Err(e);
+                    }
+                };
+                let app = admin::router(admin::AdminState::of(&worker), access);
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                }))
+            }
+            None => None,
+        };
         worker.wait_for_database(&shutdown).await;
         let drainer = tokio::spawn(Arc::clone(&worker).drain_dead_letters(shutdown.clone()));
         let flusher = tokio::spawn(Arc::clone(&worker).flush_parked(shutdown.clone()));
@@ -260,16 +278,25 @@ impl Worker {
                     self.db_down.send_replace(true);
                     self.requeue(&delivery).await
                 }
-                Action::Retry { after } if attempt < self.settings.max_attempts => {
+                Action::GiveBack => {
+                    self.metrics.requeued();
+                    tracing::warn!(error = %failure, "the event goes back to the queue without counting an attempt; nothing is down");
+                    // A short pause, so that a busy pool is not hammered by redeliveries.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.requeue(&delivery).await
+                }
+                // Waiting for an in-doubt create to show is not a failed attempt, and
+                // it ends: after the settle time the create is made again.
+                Action::Retry { after }
+                    if attempt < self.settings.max_attempts
+                        || matches!(failure, Failure::InDoubt { .. }) =>
+                {
                     self.retry(&delivery, ev, attempt, &failure, after).await
                 }
                 Action::Retry { .. } | Action::DeadLetter | Action::Conflict => {
                     // Conflicts are stored by the processing step and never reach here;
                     // what does is out of attempts or cannot be helped by retrying.
-                    let class = match &failure {
-                        Failure::Connector(e) => e.class(),
-                        Failure::Store(_) => "store",
-                    };
+                    let class = failure.class();
                     tracing::error!(error = %failure, attempts = attempt, "giving up: the event is dead-lettered; fix the cause, then `worker dlq replay`");
                     self.note(ev, Entry::dead_lettered(&failure.to_string(), attempt)).await;
                     self.dead_letter(&delivery, Some(ev), class, &failure.to_string(), attempt).await
@@ -296,7 +323,10 @@ impl Worker {
         failure: &Failure,
         after: Option<Duration>,
     ) -> Disposition {
-        let next_attempt = attempt + 1;
+        let next_attempt = match failure {
+            Failure::InDoubt { .. } => attempt,
+            _ => attempt + 1,
+        };
         let topology = self.broker.topology();
         let tier = match after {
             // The smallest tier that waits at least as long as the system asked.
@@ -313,25 +343,26 @@ impl Worker {
             Ok(p) => p,
             Err(_) => return self.requeue(delivery).await,
         };
-        let class = match failure {
-            Failure::Connector(e) => e.class(),
-            Failure::Store(_) => "store",
-        };
+        let class = failure.class();
         let mut table = delivery.headers();
         table.insert(headers::ATTEMPT.into(), queue::number(next_attempt));
         table.insert(
             headers::LAST_ERROR.into(),
             queue::text(&failure.to_string()),
         );
-        table.insert(
-            headers::HISTORY.into(),
-            queue::text(&with_attempt(
-                delivery,
-                attempt,
-                class,
-                &failure.to_string(),
-            )),
-        );
+        if next_attempt > attempt {
+            // Waiting for an in-doubt create is not an attempt: it stays out of the
+            // attempt history.
+            table.insert(
+                headers::HISTORY.into(),
+                queue::text(&with_attempt(
+                    delivery,
+                    attempt,
+                    class,
+                    &failure.to_string(),
+                )),
+            );
+        }
         let queue_name = topology.names.retry_queue(tier);
         // The default exchange routes by queue name; the delay queue dead-letters the
         // message back to the work queue when its TTL (or the jittered per-message

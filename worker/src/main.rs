@@ -1,4 +1,12 @@
-//! The `worker` binary: `run` (the default), `check-config FILE`, `schema`, `migrate`.
+//! The `worker` binary: `run` (the default), `check-config FILE`, `schema`, `migrate`,
+//! and the operator's commands.
+//!
+//! The operator's commands (`pause`, `resume`, `rehydrate`, `conflicts`, `dlq`) do not
+//! call the admin API: they talk to PostgreSQL and RabbitMQ directly, with
+//! `RECORDSYNC_DATABASE_URL` and `RECORDSYNC_AMQP_URL`. Whoever holds those credentials
+//! can do everything the `admin` role can, so they need no admin token (and
+//! `RECORDSYNC_ADMIN_TOKEN` is not read). The history credits them as `$USER (command
+//! line)`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -125,6 +133,13 @@ enum ConflictCommand {
         /// For an identity conflict: the target record to link.
         #[arg(long)]
         target_id: Option<String>,
+        /// Link a target record that is not one of the conflict's candidates (needs
+        /// --reason, which is recorded in the record's history).
+        #[arg(long = "override", requires = "reason")]
+        override_candidates: bool,
+        /// Why the override.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Dismiss a conflict (the data was fixed elsewhere).
     Dismiss {
@@ -260,6 +275,8 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
             value,
             pick,
             target_id,
+            override_candidates,
+            reason,
         } => {
             let value =
                 value.map(|v| serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)));
@@ -267,11 +284,14 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
                 value,
                 pick,
                 target_id,
-                by: Some(format!(
-                    "{} (command line)",
-                    std::env::var("USER").unwrap_or_else(|_| "an operator".into())
-                )),
+                by: None,
+                override_candidates,
+                reason,
             };
+            let actor = format!(
+                "{} (command line)",
+                std::env::var("USER").unwrap_or_else(|_| "an operator".into())
+            );
             let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
                 .await
                 .context("Failed to connect to RabbitMQ")?;
@@ -287,6 +307,7 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
                 &queue::Names::new(&settings.queue_prefix),
                 id,
                 &r,
+                &actor,
             )
             .await?;
             println!("resolution of conflict {id} queued; the workers write it to every system");
@@ -395,6 +416,19 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let settings = config::Settings::from_env()?;
     let rules = worker::check_config(&settings.rules_path)?;
+    // An admin API without tokens is served on loopback only: refuse before listening.
+    let auth = worker::auth::Auth::from_env()?;
+    let addresses = tokio::net::lookup_host(&settings.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "RECORDSYNC_ADMIN_LISTEN={} is not an address",
+                settings.admin_listen
+            )
+        })?;
+    for addr in addresses {
+        auth.check_listener(addr)?;
+    }
     let admin = tokio::net::TcpListener::bind(&settings.admin_listen)
         .await
         .with_context(|| format!("Failed to listen on {}", settings.admin_listen))?;

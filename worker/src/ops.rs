@@ -1,7 +1,8 @@
 //! Operator actions shared by the admin API and the command line: pause, resume,
-//! rehydrate.
+//! rehydrate, resolve.
 
 use connectors::Connectors;
+use domain::history::{Entry, Kind};
 use domain::rules::SyncRules;
 use queue::{EventV1, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
 use store::{Store, StoreError};
@@ -23,6 +24,35 @@ pub enum OpsError {
     /// The source system failed.
     #[error(transparent)]
     Connector(#[from] connectors::ConnectorError),
+    /// A resolution names a target record that is not one of the conflict's candidates,
+    /// without an override.
+    #[error(
+        "target record {target_id} is not one of the candidates of conflict {conflict} ({}); to link it anyway, send \"override\": true with a \"reason\", which is recorded",
+        candidates.join(", ")
+    )]
+    NotACandidate {
+        /// The conflict.
+        conflict: i64,
+        /// The target record named.
+        target_id: String,
+        /// The candidates the conflict lists.
+        candidates: Vec<String>,
+    },
+    /// A resolution names a target record that another source record is linked to.
+    #[error(
+        "target record {target_id} is already linked to source record {source_record_id} under rule {rule}; two source records are never linked to one target record"
+    )]
+    AlreadyLinked {
+        /// The rule.
+        rule: String,
+        /// The target record named.
+        target_id: String,
+        /// The source record it is linked to.
+        source_record_id: String,
+    },
+    /// A resolution is malformed: an override without a reason, a value out of bounds.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Checks that `scope` is `rule` or `system` and `name` exists in the rules.
@@ -115,8 +145,13 @@ pub async fn rehydrate(
     Ok(ids)
 }
 
+/// The longest target id a resolution may name, in characters.
+const MAX_TARGET_ID_LEN: usize = 256;
+/// The longest override reason, in characters.
+const MAX_REASON_LEN: usize = 2_000;
+
 /// How a person resolves a conflict.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct Resolution {
     /// The value to keep (a manual-review conflict).
     #[serde(default)]
@@ -128,13 +163,103 @@ pub struct Resolution {
     /// The target record to link (an identity conflict).
     #[serde(default)]
     pub target_id: Option<String>,
-    /// Who resolves, for the history.
+    /// Who the caller says they are. The admin API uses it only when it has no tokens
+    /// (loopback only); with tokens, the token's name is the actor and this is ignored.
     #[serde(default)]
     pub by: Option<String>,
+    /// Link a target record that is not one of the conflict's candidates. Needs a
+    /// `reason`, which is recorded in the record's history and the resolution.
+    #[serde(default, rename = "override")]
+    pub override_candidates: bool,
+    /// Why the override: required with `override`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The candidate target records a conflict lists (`several_matches` conflicts store
+/// them in their detail), or `None` when it lists none.
+pub fn candidates(detail: &serde_json::Value) -> Option<Vec<String>> {
+    let list = detail.get("candidates")?.as_array()?;
+    Some(
+        list.iter()
+            .map(|c| match c {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+    )
+}
+
+/// What a valid identity resolution links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChoice {
+    /// The target record to link.
+    pub target_id: String,
+    /// The reason, when the target record is outside the candidates by override.
+    pub override_reason: Option<String>,
+}
+
+/// Checks an identity resolution against the conflict's candidates: the target id is
+/// one of them, or the resolution says `override` and gives a reason. An `override`
+/// always needs a reason, so that none is ever silent.
+pub fn choose_target(
+    conflict: i64,
+    detail: &serde_json::Value,
+    r: &Resolution,
+) -> Result<LinkChoice, OpsError> {
+    let Some(target_id) = r.target_id.as_deref().map(str::trim) else {
+        return Err(OpsError::Unknown(
+            "give the target_id of the record to link".into(),
+        ));
+    };
+    if target_id.is_empty() || target_id.chars().count() > MAX_TARGET_ID_LEN {
+        return Err(OpsError::Invalid(format!(
+            "a target_id has 1 to {MAX_TARGET_ID_LEN} characters"
+        )));
+    }
+    if target_id.chars().any(char::is_control) {
+        return Err(OpsError::Invalid(
+            "a target_id has no control characters".into(),
+        ));
+    }
+    let reason = r.reason.as_deref().map(str::trim).unwrap_or_default();
+    if r.override_candidates {
+        if reason.is_empty() {
+            return Err(OpsError::Invalid(
+                "an override needs a non-empty \"reason\": it is recorded in the record's history"
+                    .into(),
+            ));
+        }
+        if reason.chars().count() > MAX_REASON_LEN {
+            return Err(OpsError::Invalid(format!(
+                "a reason has at most {MAX_REASON_LEN} characters"
+            )));
+        }
+    }
+    let listed = candidates(detail);
+    let outside = listed
+        .as_ref()
+        .is_some_and(|c| !c.iter().any(|c| c == target_id));
+    if outside && !r.override_candidates {
+        return Err(OpsError::NotACandidate {
+            conflict,
+            target_id: target_id.to_owned(),
+            candidates: listed.unwrap_or_default(),
+        });
+    }
+    Ok(LinkChoice {
+        target_id: target_id.to_owned(),
+        override_reason: outside.then(|| reason.to_owned()),
+    })
 }
 
 /// Queues a resolution: the worker applies it through the normal outbound path and
-/// closes the conflict.
+/// closes the conflict. `actor` is who is recorded as resolving it (the admin token's
+/// name, or the command line's user); `r.by` is not read here.
+///
+/// An identity resolution must name one of the conflict's candidates, unless it is an
+/// override with a reason (recorded in the history before the resolution is queued),
+/// and never a target record another source record is linked to.
 pub async fn resolve(
     store: &Store,
     rules: &SyncRules,
@@ -142,6 +267,7 @@ pub async fn resolve(
     names: &Names,
     id: i64,
     r: &Resolution,
+    actor: &str,
 ) -> Result<(), OpsError> {
     let c = store
         .conflict(id)
@@ -159,7 +285,9 @@ pub async fn resolve(
             c.rule
         ))
     })?;
-    let mut payload = serde_json::json!({"rule": c.rule, "conflict_id": id, "by": r.by.clone().unwrap_or_else(|| "an operator".into())});
+    let event_id = format!("resolve-{id}-{}", uuid::Uuid::now_v7());
+    let mut payload = serde_json::json!({"rule": c.rule, "conflict_id": id, "by": actor});
+    let mut note = None;
     match c.kind.as_str() {
         "manual_review" => {
             let value = match (&r.value, r.pick.as_deref()) {
@@ -176,12 +304,28 @@ pub async fn resolve(
             payload["value"] = value;
         }
         "several_matches" | "no_match" => {
-            let Some(t) = &r.target_id else {
-                return Err(OpsError::Unknown(
-                    "give the target_id of the record to link".into(),
+            let choice = choose_target(id, &c.detail, r)?;
+            if let Some(other) = store.source_for_target(&c.rule, &choice.target_id).await?
+                && other != c.source_record_id
+            {
+                return Err(OpsError::AlreadyLinked {
+                    rule: c.rule.clone(),
+                    target_id: choice.target_id,
+                    source_record_id: other,
+                });
+            }
+            payload["target_id"] = serde_json::json!(choice.target_id);
+            if let Some(reason) = &choice.override_reason {
+                let listed = candidates(&c.detail).unwrap_or_default();
+                payload["override"] = serde_json::json!({"reason": reason, "candidates": listed});
+                note = Some(override_entry(
+                    actor,
+                    &rule.target.system,
+                    &choice.target_id,
+                    &listed,
+                    reason,
                 ));
-            };
-            payload["target_id"] = serde_json::json!(t);
+            }
         }
         other => {
             return Err(OpsError::Unknown(format!(
@@ -189,7 +333,17 @@ pub async fn resolve(
             )));
         }
     }
-    let event_id = format!("resolve-{id}-{}", uuid::Uuid::now_v7());
+    if let Some(entry) = note {
+        // Recorded before the resolution is queued: an override is never applied
+        // without its reason in the history.
+        let evref = store::EventRef {
+            event_id: event_id.clone(),
+            correlation_id: event_id.clone(),
+        };
+        store
+            .append(&c.rule, &c.source_record_id, &evref, &[entry])
+            .await?;
+    }
     let message = QueueMessage::V1(EventV1 {
         event_id: event_id.clone(),
         system: rule.source.system.clone(),
@@ -211,4 +365,109 @@ pub async fn resolve(
         )
         .await?;
     Ok(())
+}
+
+/// The history entry of an override: who linked which record outside the candidates,
+/// and why.
+fn override_entry(
+    actor: &str,
+    system: &str,
+    target_id: &str,
+    candidates: &[String],
+    reason: &str,
+) -> Entry {
+    Entry {
+        kind: Kind::Resolved,
+        summary: format!(
+            "{actor} chose {system} record {target_id}, which is not among the candidates ({}), by override: {reason}",
+            candidates.join(", ")
+        ),
+        detail: serde_json::json!({
+            "override": true,
+            "by": actor,
+            "target_id": target_id,
+            "candidates": candidates,
+            "reason": reason,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn linking(target: &str) -> Resolution {
+        Resolution {
+            target_id: Some(target.into()),
+            ..Resolution::default()
+        }
+    }
+
+    #[test]
+    fn a_target_must_be_a_candidate_unless_overridden_with_a_reason() {
+        let detail = json!({"reason": "several_matches", "candidates": ["3", "8"]});
+        assert_eq!(
+            choose_target(1, &detail, &linking("8")).expect("a candidate"),
+            LinkChoice {
+                target_id: "8".into(),
+                override_reason: None
+            }
+        );
+        let e = choose_target(1, &detail, &linking("5")).expect_err("not a candidate");
+        assert!(matches!(e, OpsError::NotACandidate { .. }), "{e:?}");
+        assert!(e.to_string().contains("(3, 8)"), "{e}");
+        let mut r = linking("5");
+        r.override_candidates = true;
+        let e = choose_target(1, &detail, &r).expect_err("no reason");
+        assert!(e.to_string().contains("reason"), "{e}");
+        r.reason = Some("   ".into());
+        assert!(choose_target(1, &detail, &r).is_err(), "a blank reason");
+        r.reason = Some(" merged by hand ".into());
+        assert_eq!(
+            choose_target(1, &detail, &r).expect("an override"),
+            LinkChoice {
+                target_id: "5".into(),
+                override_reason: Some("merged by hand".into())
+            }
+        );
+        r.target_id = Some("3".into());
+        assert_eq!(
+            choose_target(1, &detail, &r)
+                .expect("a candidate")
+                .override_reason,
+            None,
+            "a candidate needs no override"
+        );
+    }
+
+    #[test]
+    fn a_conflict_without_candidates_takes_any_target_but_checks_its_shape() {
+        let detail = json!({"reason": "no_match", "value": "55"});
+        assert!(choose_target(1, &detail, &linking("77")).is_ok());
+        for bad in ["", "  ", "a\u{0}b"] {
+            assert!(
+                matches!(
+                    choose_target(1, &detail, &linking(bad)),
+                    Err(OpsError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(choose_target(1, &detail, &linking(&"9".repeat(257))).is_err());
+        assert!(matches!(
+            choose_target(1, &detail, &Resolution::default()),
+            Err(OpsError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_body_says_override_and_its_by_is_only_a_claim() {
+        let r: Resolution = serde_json::from_value(
+            json!({"target_id": "5", "override": true, "reason": "x", "by": "someone-else"}),
+        )
+        .expect("a resolution");
+        assert!(r.override_candidates);
+        assert_eq!(r.reason.as_deref(), Some("x"));
+    }
 }

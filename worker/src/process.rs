@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 
 use queue::{EventV1, QueueMessage};
 use serde_json::{Value, json};
-use store::{EventRef, RecordTx, Store, StoreError};
+use store::{EventRef, Intent, PendingCreate, RecordTx, Store, StoreError, StoreErrorKind};
 
+pub use crate::classify::Failure;
 use crate::classify::{self, Action};
 use crate::limiter::{Limited, Limiter};
 
@@ -61,18 +62,6 @@ impl Done {
     }
 }
 
-/// Why processing did not end: the runner decides between giving the message back,
-/// a retry and the dead-letter queue.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// PostgreSQL is unavailable: give the message back without counting an attempt.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// An external system failed in a way that retrying may cure.
-    #[error(transparent)]
-    Connector(#[from] ConnectorError),
-}
-
 /// What the processing step needs.
 pub struct Processor {
     /// The fleet-wide limiter every request goes through.
@@ -83,6 +72,9 @@ pub struct Processor {
     pub connectors: Connectors,
     /// The store.
     pub store: Store,
+    /// How long a create in doubt is looked for (write-back field, search) before it
+    /// is made again: longer than the slowest target's search lag.
+    pub in_doubt_settle: std::time::Duration,
 }
 
 /// What the connector part decided, before it is committed.
@@ -102,6 +94,10 @@ struct SavedState {
     confirmed: Vec<i64>,
     /// A manual-review conflict to open with the others' entries.
     review: Option<Entry>,
+    /// A write-back that would have replaced another id: a conflict to open.
+    clash: Option<Entry>,
+    /// An in-doubt create found to have happened: `(operation, how)`.
+    found: Option<(i64, &'static str)>,
 }
 
 /// An outbound operation made.
@@ -110,6 +106,10 @@ struct Op {
     key: String,
     fields: Fields,
     vv: Value,
+    /// Its committed intent (none for a bulk call).
+    intent: Option<i64>,
+    /// The record it created.
+    created: Option<String>,
 }
 
 /// Which side of a rule an event comes from.
@@ -137,6 +137,17 @@ struct Planned {
     key_base: String,
     confirmed: Vec<i64>,
     review: Option<Entry>,
+    /// An in-doubt create: found to have happened `(operation, how)`, or to be made
+    /// again under its own intent and key.
+    in_doubt: Option<InDoubt>,
+}
+
+/// What became of an in-doubt create.
+enum InDoubt {
+    /// It happened: linked, not created again.
+    Found(i64, &'static str),
+    /// No trace after the settle time: created again with the same key.
+    Again(PendingCreate),
 }
 
 /// What deciding ended with: finished without a write, or planned writes.
@@ -158,6 +169,8 @@ struct Known {
     state: Option<SyncState>,
     /// Per system, the operations sent to it and not confirmed: `(id, fields, vv)`.
     sent: BTreeMap<String, Vec<(i64, Value, Value)>>,
+    /// A create committed and never confirmed: it may have happened.
+    pending_create: Option<PendingCreate>,
 }
 
 impl Processor {
@@ -217,9 +230,8 @@ impl Processor {
                     let mut tx = self.store.begin_record(&rule.name, &key).await?;
                     if !tx.already_processed(&ev.event_id).await? {
                         let note = Entry::unlinked(&ev.system, &ev.record_id);
-                        tx.append(&evref, &[note]).await?;
-                        tx.mark_processed(&ev.event_id, Done::Unchanged.as_str())
-                            .await?;
+                        tx.append(&evref, &[note]);
+                        tx.mark_processed(&ev.event_id, Done::Unchanged.as_str());
                     }
                     tx.commit().await?;
                     return Ok(Done::Unchanged);
@@ -228,8 +240,7 @@ impl Processor {
         };
         let mut tx = self.store.begin_record(&rule.name, &record_id).await?;
         if tx.already_processed(&ev.event_id).await? {
-            tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)])
-                .await?;
+            tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)]);
             tx.commit().await?;
             return Ok(Done::Duplicate);
         }
@@ -239,28 +250,21 @@ impl Processor {
             let body =
                 serde_json::to_value(QueueMessage::V1(ev.clone())).expect("an event serializes");
             let coalesced = tx.park(&body, why.0).await?;
-            tx.append(&evref, &[received, Entry::parked(&why.1, coalesced)])
-                .await?;
+            tx.append(&evref, &[received, Entry::parked(&why.1, coalesced)]);
             tx.commit().await?;
             return Ok(Done::Parked);
         }
         let known = load(&mut tx, rule).await?;
         let mut entries = vec![];
-        let flow = match self
-            .sync_one(rule, side, &record_id, ev, &known, &mut entries)
-            .await
-        {
-            Ok(flow) => flow,
-            Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
-                rejected(rule, &e, &mut entries)
-            }
-            // The transaction rolls back; nothing of this attempt is kept but the
-            // retry entry the runner writes.
-            Err(e) => return Err(e),
-        };
-        let done = finish(&mut tx, &evref, received, entries, flow).await?;
-        tx.commit().await?;
-        Ok(done)
+        let result = self
+            .sync_one(rule, side, &record_id, ev, &mut tx, &known, &mut entries)
+            .await;
+        // On any other failure the buffered writes are dropped with the lease; nothing
+        // of this attempt is kept but its committed intents and the retry entry the
+        // runner writes.
+        let flow = settle(rule, result, &mut entries)?;
+        let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+        Ok(commit(&mut tx, &evref, received, done).await?)
     }
 
     /// Applies a person's resolution of a conflict through the normal outbound path:
@@ -294,33 +298,26 @@ impl Processor {
                 Some(json!({"step": "chosen by a person"})),
                 None,
                 &Fields::new(),
-            )
-            .await?;
+            );
             entries.push(Entry::resolved("the link", &json!(target_id), &by));
             let known = load(&mut tx, rule).await?;
             let mut again = ev.clone();
             again.event_type = REHYDRATE.to_owned();
-            let flow = match self
+            let result = self
                 .sync_one(
                     rule,
                     Side::Source,
                     &ev.record_id,
                     &again,
+                    &mut tx,
                     &known,
                     &mut entries,
                 )
-                .await
-            {
-                Ok(flow) => flow,
-                Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
-                    rejected(rule, &e, &mut entries)
-                }
-                Err(e) => return Err(e),
-            };
-            tx.resolve_conflict(conflict_id).await?;
-            let done = finish(&mut tx, &evref, received, entries, flow).await?;
-            tx.commit().await?;
-            return Ok(done);
+                .await;
+            let flow = settle(rule, result, &mut entries)?;
+            tx.resolve_conflict(conflict_id);
+            let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+            return Ok(commit(&mut tx, &evref, received, done).await?);
         }
         let field = ev.payload["field"].as_str().unwrap_or_default().to_owned();
         let value = ev.payload["value"].clone();
@@ -365,23 +362,19 @@ impl Processor {
             key_base: format!("{}:{}:resolution:{conflict_id}", rule.name, ev.record_id),
             confirmed: vec![],
             review: None,
+            in_doubt: None,
         };
-        let flow = match async {
-            let performed = self.perform(rule, ev, planned, &mut entries).await?;
+        let result = async {
+            let performed = self
+                .perform(rule, ev, &mut tx, planned, &mut entries)
+                .await?;
             self.finish_write(rule, performed, &mut entries).await
         }
-        .await
-        {
-            Ok(flow) => flow,
-            Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
-                rejected(rule, &e, &mut entries)
-            }
-            Err(e) => return Err(e),
-        };
-        tx.resolve_conflict(conflict_id).await?;
-        let done = finish(&mut tx, &evref, received, entries, flow).await?;
-        tx.commit().await?;
-        Ok(done)
+        .await;
+        let flow = settle(rule, result, &mut entries)?;
+        tx.resolve_conflict(conflict_id);
+        let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+        Ok(commit(&mut tx, &evref, received, done).await?)
     }
 
     /// Why the rule's work must wait, if it must: `(reason code, words)`.
@@ -419,12 +412,14 @@ impl Processor {
     }
 
     /// Decides and writes one record.
+    #[allow(clippy::too_many_arguments)]
     async fn sync_one(
         &self,
         rule: &RuleSpec,
         side: Side,
         record_id: &str,
         ev: &EventV1,
+        tx: &mut RecordTx,
         known: &Known,
         entries: &mut Vec<Entry>,
     ) -> Result<Flow, Failure> {
@@ -434,7 +429,7 @@ impl Processor {
         {
             Decision::Flow(flow) => Ok(flow),
             Decision::Planned(planned) => {
-                let planned = self.perform(rule, ev, *planned, entries).await?;
+                let planned = self.perform(rule, ev, tx, *planned, entries).await?;
                 self.finish_write(rule, planned, entries).await
             }
         }
@@ -638,6 +633,7 @@ impl Processor {
                 key_base,
                 confirmed,
                 review,
+                in_doubt: None,
             })));
         }
 
@@ -659,6 +655,72 @@ impl Processor {
             }));
         };
         let decision = self.resolve(rule, &target, &known.prior, &lookup).await?;
+        let mut in_doubt = None;
+        if let (None, Some(pending)) = (&known.prior.target_id, &known.pending_create) {
+            // An earlier create may have happened (its worker died or lost the answer
+            // before committing): never create before knowing.
+            let held = rule
+                .write_back
+                .as_ref()
+                .and_then(|wb| record.text(&wb.field))
+                .filter(|v| !v.trim().is_empty());
+            let mut found = None;
+            if let Some(id) = held
+                && target.fetch(&id).await?.is_some()
+            {
+                found = Some((id, "the write-back field"));
+            } else if let IdentityDecision::Link { target_id, .. } = &decision {
+                found = Some((target_id.clone(), "search"));
+            }
+            match found {
+                Some((id, how)) => {
+                    entries.push(Entry::in_doubt_found(
+                        target.system(),
+                        &id,
+                        &pending.key,
+                        how,
+                    ));
+                    in_doubt = Some(InDoubt::Found(pending.id, how));
+                    return self
+                        .linked(
+                            rule,
+                            &target,
+                            record,
+                            values,
+                            &policies,
+                            Some(id),
+                            Some(json!({"step": "in-doubt create", "resolved_by": how})),
+                            key_base,
+                            lookup,
+                            rehydrating,
+                            in_doubt,
+                        )
+                        .await;
+                }
+                None if matches!(decision, IdentityDecision::Create) => {
+                    let waited = chrono::Utc::now() - pending.since;
+                    let settle = chrono::Duration::from_std(self.in_doubt_settle)
+                        .unwrap_or(chrono::Duration::MAX);
+                    if waited < settle {
+                        let left = (settle - waited)
+                            .to_std()
+                            .unwrap_or_default()
+                            .max(std::time::Duration::from_millis(500));
+                        return Err(Failure::InDoubt {
+                            key: pending.key.clone(),
+                            retry_after: left,
+                        });
+                    }
+                    entries.push(Entry::in_doubt_not_found(
+                        target.system(),
+                        &pending.key,
+                        waited.num_milliseconds(),
+                    ));
+                    in_doubt = Some(InDoubt::Again(pending.clone()));
+                }
+                None => {}
+            }
+        }
         let (target_id, matched_by) = match &decision {
             IdentityDecision::Link {
                 target_id,
@@ -702,6 +764,8 @@ impl Processor {
                     ops: vec![],
                     confirmed: vec![],
                     review: None,
+                    clash: None,
+                    found: None,
                 };
                 return Ok(Decision::Flow(Flow::Synced {
                     done: Done::Skipped,
@@ -709,7 +773,39 @@ impl Processor {
                 }));
             }
         };
-        // Linked for the first time (or rehydrated): each field takes its owner's value.
+        self.linked(
+            rule,
+            &target,
+            record,
+            values,
+            &policies,
+            target_id,
+            matched_by,
+            key_base,
+            lookup,
+            rehydrating,
+            in_doubt,
+        )
+        .await
+    }
+
+    /// Linked for the first time (or rehydrated, or to be created): each field takes
+    /// its owner's value.
+    #[allow(clippy::too_many_arguments)]
+    async fn linked(
+        &self,
+        rule: &RuleSpec,
+        target: &Limited<'_>,
+        record: SourceRecord,
+        values: Fields,
+        policies: &[domain::authority::FieldPolicy],
+        target_id: Option<String>,
+        matched_by: Option<Value>,
+        key_base: String,
+        lookup: String,
+        rehydrating: bool,
+        in_doubt: Option<InDoubt>,
+    ) -> Result<Decision, Failure> {
         let target_values = match &target_id {
             Some(id) => target
                 .fetch(id)
@@ -718,7 +814,7 @@ impl Processor {
             None => None,
         };
         let (state, mut writes) = initial(
-            &policies,
+            policies,
             &rule.source.system,
             &rule.target.system,
             &values,
@@ -734,7 +830,7 @@ impl Processor {
         }
         if rehydrating {
             // Everything the source owns is written again.
-            for p in &policies {
+            for p in policies {
                 if !matches!(&p.owner, domain::authority::Owner::System(o) if o == &rule.target.system)
                     && let Some(v) = state.canonical.get(&p.field)
                 {
@@ -752,15 +848,20 @@ impl Processor {
             key_base,
             confirmed: vec![],
             review: None,
+            in_doubt,
         })))
     }
 
     /// Makes the planned writes to the target and the corrections to the source, one
-    /// record at a time (the flush does target updates in bulk before this).
+    /// record at a time (the flush does target updates in bulk before this). Every
+    /// write is first committed as an intent (transactional outbox), so that a value
+    /// PostgreSQL cannot store stops the step before anything is sent, and a create
+    /// whose answer is lost is known to the next holder of the record.
     async fn perform(
         &self,
         rule: &RuleSpec,
         ev: &EventV1,
+        tx: &mut RecordTx,
         mut planned: Planned,
         entries: &mut Vec<Entry>,
     ) -> Result<(Planned, Vec<Op>), Failure> {
@@ -776,12 +877,82 @@ impl Processor {
         );
         let key_base = planned.key_base.clone();
         let vv = serde_json::to_value(&planned.state.vv).unwrap_or_default();
+
+        // The plan's operations, committed before any is sent.
+        let mut intents = vec![];
+        let mut reused_create = None;
+        let target_op = match (&planned.target_id, &planned.in_doubt) {
+            (None, Some(InDoubt::Again(pending))) => {
+                reused_create = Some(pending.id);
+                Some(("create", pending.key.clone()))
+            }
+            (None, _) => Some(("create", format!("{key_base}:create"))),
+            (Some(id), _) if !planned.target_fields.is_empty() => Some((
+                "update",
+                write_key(
+                    &key_base,
+                    "update",
+                    id,
+                    &planned.target_fields,
+                    ev,
+                    &planned.state,
+                ),
+            )),
+            (Some(_), _) => None,
+        };
+        if let Some((kind, key)) = &target_op
+            && reused_create.is_none()
+        {
+            intents.push(Intent {
+                system: rule.target.system.clone(),
+                kind,
+                key: key.clone(),
+                fields: planned.target_fields.clone(),
+                vv: vv.clone(),
+            });
+        }
+        let source_key = (!planned.source_fields.is_empty()).then(|| {
+            write_key(
+                &key_base,
+                "source",
+                &planned.record.id,
+                &planned.source_fields,
+                ev,
+                &planned.state,
+            )
+        });
+        if let Some(key) = &source_key {
+            intents.push(Intent {
+                system: rule.source.system.clone(),
+                kind: "source",
+                key: key.clone(),
+                fields: planned.source_fields.clone(),
+                vv: vv.clone(),
+            });
+        }
+        let mut ids = match tx.commit_intents(&intents).await {
+            Ok(ids) => ids.into_iter(),
+            Err(e) if e.kind() == StoreErrorKind::Data => {
+                let mut all = planned.target_fields.clone();
+                all.extend(planned.source_fields.clone());
+                let mut bad = tx.unstorable(&all).await?;
+                if bad.is_empty() {
+                    bad.push(("the record".to_owned(), e.reason()));
+                }
+                return Err(Failure::Unstorable(bad));
+            }
+            Err(e) => return Err(e.into()),
+        };
+
         let mut ops = vec![];
-        match planned.target_id.clone() {
-            None => {
-                // The key is the same for every attempt at this record's creation, so
-                // a crash between the create and the commit cannot create twice.
-                let key = format!("{key_base}:create");
+        if let Some((kind, key)) = target_op {
+            let intent = match reused_create {
+                Some(id) => Some(id),
+                None => ids.next(),
+            };
+            if kind == "create" {
+                // The key is the same for every attempt at this record's creation; a
+                // target that ignores it is covered by the in-doubt resolution.
                 let (id, rev) = target.create(&planned.target_fields, &key).await?;
                 entries.push(Entry::created(target.system(), &id, &planned.target_fields));
                 wrote(
@@ -795,18 +966,12 @@ impl Processor {
                     key,
                     fields: planned.target_fields.clone(),
                     vv: vv.clone(),
+                    intent,
+                    created: Some(id.clone()),
                 });
                 planned.target_id = Some(id);
-            }
-            Some(id) if !planned.target_fields.is_empty() => {
-                let key = write_key(
-                    &key_base,
-                    "update",
-                    &id,
-                    &planned.target_fields,
-                    ev,
-                    &planned.state,
-                );
+            } else {
+                let id = planned.target_id.clone().expect("an update has a target");
                 let new_rev = target.update(&id, &planned.target_fields, &key).await?;
                 entries.push(Entry::updated(target.system(), &id, &planned.target_fields));
                 wrote(
@@ -820,20 +985,14 @@ impl Processor {
                     key,
                     fields: planned.target_fields.clone(),
                     vv: vv.clone(),
+                    intent,
+                    created: None,
                 });
             }
-            Some(_) => {}
         }
-        if !planned.source_fields.is_empty() {
+        if let Some(key) = source_key {
+            let intent = ids.next();
             let fields = to_source(rule, &planned.source_fields);
-            let key = write_key(
-                &key_base,
-                "source",
-                &planned.record.id,
-                &planned.source_fields,
-                ev,
-                &planned.state,
-            );
             let base = planned
                 .state
                 .revisions
@@ -860,6 +1019,8 @@ impl Processor {
                         key,
                         fields: planned.source_fields.clone(),
                         vv,
+                        intent,
+                        created: None,
                     });
                 }
                 // The source changed since it was read: decide again from its new state.
@@ -893,7 +1054,19 @@ impl Processor {
         let record = &planned.record;
         let mut revision = record.revision;
         let wrote_something = !ops.is_empty();
-        if let Some((field, value)) = write_back(rule, record, &target_id) {
+        let mut clash = None;
+        let held = rule
+            .write_back
+            .as_ref()
+            .and_then(|wb| Some((wb.field.clone(), record.text(&wb.field)?)))
+            .filter(|(_, v)| !v.trim().is_empty() && *v != target_id);
+        if let (Some((field, held)), Some(_)) = (&held, &planned.matched_by) {
+            // This step made the link, and the source already names another target
+            // record: never silently replace it.
+            let e = Entry::write_back_clash(source.system(), field, held, &target_id);
+            entries.push(e.clone());
+            clash = Some(e);
+        } else if let Some((field, value)) = write_back(rule, record, &target_id) {
             // Revision-checked, so that a change made since we read the record is never
             // overwritten or mistaken for ours; `None` when the record changed
             // meanwhile: that change's own webhook will carry the write-back.
@@ -928,6 +1101,11 @@ impl Processor {
             ops,
             confirmed: planned.confirmed,
             review: planned.review,
+            clash,
+            found: match planned.in_doubt {
+                Some(InDoubt::Found(id, how)) => Some((id, how)),
+                _ => None,
+            },
         };
         Ok(Flow::Synced {
             done,
@@ -959,14 +1137,13 @@ impl Processor {
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
         let bulk_max = target.bulk_max();
-        let (mut tx, parked) = self
+        let Some((mut tx, parked)) = self
             .store
             .begin_batch(&rule.name, bulk_max.unwrap_or(100) as i64)
-            .await?;
-        if parked.is_empty() {
-            tx.commit().await?;
+            .await?
+        else {
             return Ok(0);
-        }
+        };
         struct Item {
             ev: EventV1,
             record_id: String,
@@ -1055,6 +1232,8 @@ impl Processor {
                                     key: key.clone(),
                                     fields: fields.clone(),
                                     vv,
+                                    intent: None,
+                                    created: None,
                                 });
                                 p.target_fields = Fields::new();
                             }
@@ -1083,28 +1262,22 @@ impl Processor {
                 event_id: ev.event_id.clone(),
                 correlation_id: ev.correlation_id.clone(),
             };
+            tx.switch_to(&record_id);
             let flow = match decision.expect("every item has a decision") {
                 Decision::Flow(flow) => flow,
                 Decision::Planned(planned) => {
                     let result = async {
-                        let (planned, mut ops) =
-                            self.perform(rule, &ev, *planned, &mut entries).await?;
+                        let (planned, mut ops) = self
+                            .perform(rule, &ev, &mut tx, *planned, &mut entries)
+                            .await?;
                         ops.splice(0..0, bulk_ops);
                         self.finish_write(rule, (planned, ops), &mut entries).await
                     }
                     .await;
-                    match result {
-                        Ok(flow) => flow,
-                        Err(Failure::Connector(e))
-                            if classify::connector(&e) == Action::Conflict =>
-                        {
-                            rejected(rule, &e, &mut entries)
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    // Any other failure drops the batch: everything stays parked.
+                    settle(rule, result, &mut entries)?
                 }
             };
-            tx.switch_to(&record_id);
             let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, 1);
             finish(&mut tx, &evref, received, entries, flow).await?;
             flushed += 1;
@@ -1200,16 +1373,22 @@ fn rejected(rule: &RuleSpec, e: &ConnectorError, entries: &mut Vec<Entry>) -> Fl
 /// Reads what the store knows of the transaction's record, and the operations sent to
 /// the rule's systems that are not confirmed.
 async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
-    let prior = tx.prior().await?;
-    let state = tx
-        .authority_state()
-        .await?
-        .and_then(|v| serde_json::from_value(v).ok());
-    let mut sent = BTreeMap::new();
+    let (prior, state) = tx.prior().await?;
+    let state = state.and_then(|v| serde_json::from_value(v).ok());
+    let (ops, pending_create) = tx.open_ops().await?;
+    let mut sent: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
     for system in [&rule.source.system, &rule.target.system] {
-        sent.insert(system.clone(), tx.sent_ops(system).await?);
+        sent.insert(system.clone(), vec![]);
     }
-    Ok(Known { prior, state, sent })
+    for (system, id, fields, vv) in ops {
+        sent.entry(system).or_default().push((id, fields, vv));
+    }
+    Ok(Known {
+        prior,
+        state,
+        sent,
+        pending_create,
+    })
 }
 
 /// Canonical values in the source's form and field codes (`reverse` transforms).
@@ -1244,14 +1423,14 @@ async fn finish(
         Flow::Finish(done) => {
             if done == Done::Deleted && entries.last().is_some_and(|e| e.detail["unlinked"] == true)
             {
-                tx.forget().await?;
+                tx.forget();
             }
             done
         }
         Flow::Conflict { kind } => {
             // The last entry says why: it is the conflict's summary.
             if let Some(last) = entries.last() {
-                tx.open_conflict(kind, last).await?;
+                tx.open_conflict(kind, last);
             }
             Done::Conflict
         }
@@ -1264,41 +1443,99 @@ async fn finish(
                 ops,
                 confirmed,
                 review,
+                clash,
+                found,
             } = *state;
             tx.save_state(
                 target_id.as_deref(),
                 matched_by,
                 revision,
                 &authority.canonical,
-            )
-            .await?;
+            );
             if target_id.is_some() {
                 tx.save_authority_state(
                     &serde_json::to_value(&authority).expect("a state serializes"),
-                )
-                .await?;
+                );
             }
             for op in &ops {
-                tx.record_op(
-                    &op.system,
-                    &op.key,
-                    &Value::Object(op.fields.clone()),
-                    &op.vv,
-                )
-                .await?;
+                match op.intent {
+                    Some(id) => tx.ops_sent(&[id], op.created.as_deref(), None),
+                    None => tx.record_op(
+                        &op.system,
+                        &op.key,
+                        &Value::Object(op.fields.clone()),
+                        &op.vv,
+                    ),
+                }
+            }
+            if let Some((id, how)) = found {
+                tx.ops_sent(&[id], target_id.as_deref(), Some(how));
+            }
+            if let Some(c) = &clash {
+                tx.open_conflict("write_back_clash", c);
             }
             if !confirmed.is_empty() {
-                tx.confirm_ops(&confirmed).await?;
+                tx.confirm_ops(&confirmed);
             }
             if let Some(r) = &review {
-                tx.open_conflict("manual_review", r).await?;
+                tx.open_conflict("manual_review", r);
             }
             done
         }
     };
     let mut all = vec![received];
     all.extend(entries);
-    tx.append(evref, &all).await?;
-    tx.mark_processed(&evref.event_id, done.as_str()).await?;
+    tx.append(evref, &all);
+    tx.mark_processed(&evref.event_id, done.as_str());
     Ok(done)
+}
+
+/// Commits the step. When PostgreSQL refuses what it would store (a data error, the
+/// same on every attempt), the record becomes a data-quality conflict instead: the
+/// story is replaced by the refusal, which names PostgreSQL's reason, and the event is
+/// marked processed, so that the consumer goes on.
+async fn commit(
+    tx: &mut RecordTx,
+    evref: &EventRef,
+    received: Entry,
+    done: Done,
+) -> Result<Done, StoreError> {
+    match tx.commit().await {
+        Ok(()) => Ok(done),
+        Err(e) if e.kind() == StoreErrorKind::Data => {
+            tracing::error!(error = %e, "PostgreSQL refused the record's values; a conflict is opened for a person");
+            tx.discard_writes();
+            let refusal = Entry::unstorable(&[("the record's history".to_owned(), e.reason())]);
+            tx.open_conflict("unstorable", &refusal);
+            tx.append(evref, &[received, refusal]);
+            tx.mark_processed(&evref.event_id, Done::Conflict.as_str());
+            tx.commit().await?;
+            Ok(Done::Conflict)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A failure that is the data's fault, as a conflict flow with the story so far; any
+/// other failure as it is.
+fn settle(
+    rule: &RuleSpec,
+    result: Result<Flow, Failure>,
+    entries: &mut Vec<Entry>,
+) -> Result<Flow, Failure> {
+    match result {
+        Ok(flow) => Ok(flow),
+        Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
+            Ok(rejected(rule, &e, entries))
+        }
+        Err(Failure::Unstorable(fields)) => {
+            // The entries may carry the very values PostgreSQL refuses.
+            entries.retain(|e| {
+                !(e.summary.contains('\u{0}') || e.detail.to_string().contains("\\u0000"))
+            });
+            entries.push(Entry::unstorable(&fields));
+            Ok(Flow::Conflict { kind: "unstorable" })
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -28,8 +28,16 @@ pub struct Settings {
     pub retry_delays_ms: Vec<u64>,
     /// `RECORDSYNC_MAX_ATTEMPTS`: attempts before an event is dead-lettered.
     pub max_attempts: u32,
-    /// `RECORDSYNC_DB_MAX_CONNECTIONS`.
+    /// `RECORDSYNC_DB_MAX_CONNECTIONS`: the worker's pool. Nothing holds a connection
+    /// while another system is called, so a handful serves any prefetch.
     pub db_max_connections: u32,
+    /// `RECORDSYNC_LEASE_TTL_MS`: how long a record's lease lasts unless its holder
+    /// renews it (every third of this); a dead worker's records wait this long.
+    pub lease_ttl_ms: u64,
+    /// `RECORDSYNC_IN_DOUBT_SETTLE_MS`: how long a create whose outcome is in doubt is
+    /// looked for (write-back field, search) before it is made again. Set it above the
+    /// slowest target's search lag.
+    pub in_doubt_settle_ms: u64,
     /// `RECORDSYNC_PUBLISH_TIMEOUT_MS`: how long ingest waits for a broker confirm.
     pub publish_timeout_ms: u64,
 }
@@ -44,10 +52,12 @@ impl Default for Settings {
             ingest_listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:8081".into(),
             max_body_bytes: 1024 * 1024,
-            prefetch: 32,
+            prefetch: 256,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             max_attempts: 6,
-            db_max_connections: 40,
+            db_max_connections: 8,
+            lease_ttl_ms: 30_000,
+            in_doubt_settle_ms: 60_000,
             publish_timeout_ms: 5_000,
         }
     }
@@ -139,6 +149,12 @@ impl Settings {
         if let Some(p) = get("DB_MAX_CONNECTIONS") {
             s.db_max_connections = num(p)?;
         }
+        if let Some(p) = get("LEASE_TTL_MS") {
+            s.lease_ttl_ms = num(p)?;
+        }
+        if let Some(p) = get("IN_DOUBT_SETTLE_MS") {
+            s.in_doubt_settle_ms = num(p)?;
+        }
         if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
             s.publish_timeout_ms = num(p)?;
         }
@@ -147,6 +163,20 @@ impl Settings {
                 var: "RECORDSYNC_PREFETCH".into(),
                 value: "0".into(),
                 message: "must be at least 1".into(),
+            });
+        }
+        if s.lease_ttl_ms < 300 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_LEASE_TTL_MS".into(),
+                value: s.lease_ttl_ms.to_string(),
+                message: "must be at least 300 (it is renewed every third of it)".into(),
+            });
+        }
+        if s.db_max_connections < 2 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_DB_MAX_CONNECTIONS".into(),
+                value: s.db_max_connections.to_string(),
+                message: "must be at least 2 (leases are renewed beside the work)".into(),
             });
         }
         if s.max_attempts == 0 {

@@ -56,6 +56,8 @@ pub enum Kind {
     Decided,
     /// A person resolved a conflict.
     Resolved,
+    /// A create whose outcome was in doubt was resolved before anything was created.
+    InDoubtResolved,
 }
 
 impl Kind {
@@ -82,6 +84,7 @@ impl Kind {
             Kind::Classified => "classified",
             Kind::Decided => "decided",
             Kind::Resolved => "resolved",
+            Kind::InDoubtResolved => "in_doubt_resolved",
         }
     }
 }
@@ -303,6 +306,70 @@ impl Entry {
                 text.join("; ")
             ),
             json!({"reason": "invalid", "problems": problems}),
+        )
+    }
+
+    /// A create whose outcome was in doubt (sent, never confirmed) was found to have
+    /// happened: `how` is `write-back field`, `search` or `the target's record of the
+    /// key`.
+    pub fn in_doubt_found(target: &str, target_id: &str, key: &str, how: &str) -> Entry {
+        entry(
+            Kind::InDoubtResolved,
+            format!(
+                "an earlier create of this record was in doubt; found it as {target} record {target_id} by {how}, so nothing was created again"
+            ),
+            json!({"target_id": target_id, "idempotency_key": key, "resolved_by": how, "created_again": false}),
+        )
+    }
+
+    /// A create whose outcome was in doubt left no trace after `waited_ms`: it is made
+    /// again, with the same idempotency key.
+    pub fn in_doubt_not_found(target: &str, key: &str, waited_ms: i64) -> Entry {
+        entry(
+            Kind::InDoubtResolved,
+            format!(
+                "an earlier create of this record was in doubt; after {} neither the write-back field nor a search of {target} shows it, so it is created again with the same idempotency key",
+                human_ms(waited_ms.max(0) as u64)
+            ),
+            json!({"idempotency_key": key, "resolved_by": "no trace", "created_again": true, "waited_ms": waited_ms}),
+        )
+    }
+
+    /// PostgreSQL refused values the plan would have recorded: nothing was written
+    /// anywhere.
+    pub fn unstorable(fields: &[(String, String)]) -> Entry {
+        let text: Vec<String> = fields
+            .iter()
+            .map(|(f, why)| format!("{f}: {why}"))
+            .collect();
+        let summary = if text.is_empty() {
+            "the record cannot be stored (PostgreSQL refused its values); nothing written — a person must fix the data".to_owned()
+        } else {
+            format!(
+                "the record cannot be stored: {}; nothing written — a person must fix the data",
+                text.join("; ")
+            )
+        };
+        let named: Vec<Value> = fields
+            .iter()
+            .map(|(f, why)| json!({"field": f, "reason": why}))
+            .collect();
+        entry(
+            Kind::ConflictOpened,
+            summary,
+            json!({"reason": "unstorable", "fields": named}),
+        )
+    }
+
+    /// The source's write-back field already holds another target record's id: it is
+    /// not replaced.
+    pub fn write_back_clash(system: &str, field: &str, held: &str, ours: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{system} field {field} already holds {held}, not {ours}; it was not replaced — a person must decide which record this is"
+            ),
+            json!({"reason": "write_back_clash", "field": field, "held": held, "ours": ours}),
         )
     }
 

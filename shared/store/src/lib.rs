@@ -10,16 +10,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::history::Entry;
-use domain::record::Fields;
-use domain::sync::PriorState;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, SqlSafeStr, Transaction};
 
-/// A store failure. All of them mean "the database is not available or not working":
-/// the worker gives the message back and tries again later, without counting an
-/// attempt.
+/// A store failure. [`StoreError::kind`] tells the worker what it means: PostgreSQL
+/// unavailable (give the message back, stop taking more), the pool busy (give it back,
+/// keep consuming), the record's lease lost (a later holder decides), or a
+/// deterministic data error (no retry can help: a data-quality conflict).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A query failed.
@@ -34,6 +33,77 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("PostgreSQL migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The record's lease expired and another worker took it: this holder's work is
+    /// not committed.
+    #[error(
+        "the lease on {rule}/{record} was lost (it expired and another worker took it); nothing of this attempt was committed"
+    )]
+    LeaseLost {
+        /// The rule.
+        rule: String,
+        /// The record.
+        record: String,
+    },
+}
+
+/// What a store failure means for the work that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// PostgreSQL cannot be reached or is shutting down.
+    Unavailable,
+    /// Every pooled connection is in use: backpressure, not an outage.
+    Busy,
+    /// The lease was lost: a later holder decides the record.
+    LeaseLost,
+    /// PostgreSQL refused the values (a data exception or a constraint): the same
+    /// values will be refused again.
+    Data,
+    /// Anything else (a bug or a schema mismatch).
+    Other,
+}
+
+impl StoreError {
+    /// What the failure means.
+    pub fn kind(&self) -> StoreErrorKind {
+        let source = match self {
+            StoreError::LeaseLost { .. } => return StoreErrorKind::LeaseLost,
+            StoreError::Migrate(_) => return StoreErrorKind::Unavailable,
+            StoreError::Query { source, .. } => source,
+        };
+        match source {
+            sqlx::Error::PoolTimedOut => StoreErrorKind::Busy,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match code.get(..2).unwrap_or_default() {
+                    // Data exception, integrity constraint violation.
+                    "22" | "23" => StoreErrorKind::Data,
+                    // Connection exception, insufficient resources, operator
+                    // intervention (shutdown), system error.
+                    "08" | "53" | "57" | "58" => StoreErrorKind::Unavailable,
+                    // Serialization failure or deadlock: try again.
+                    "40" => StoreErrorKind::Busy,
+                    _ => StoreErrorKind::Other,
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreErrorKind::Unavailable,
+            _ => StoreErrorKind::Other,
+        }
+    }
+
+    /// PostgreSQL's own words for a data error, when it is one.
+    pub fn reason(&self) -> String {
+        match self {
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db.message().to_owned(),
+            other => other.to_string(),
+        }
+    }
 }
 
 fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -55,6 +125,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "authority",
         include_str!("../migrations/0005_authority.sql"),
     ),
+    (6, "leases", include_str!("../migrations/0006_leases.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -78,6 +149,29 @@ fn migrator() -> Migrator {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    leases: LeaseSettings,
+}
+
+/// How records are leased.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// Who holds the leases this store takes (for operators reading the table).
+    pub owner: String,
+    /// How long a lease lasts unless renewed; a holder renews it every third of this.
+    pub ttl: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            owner: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Where an event being processed came from: put on every history entry.
@@ -164,18 +258,33 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(q("connect"))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            leases: LeaseSettings::default(),
+        })
     }
 
     /// Connects without checking that PostgreSQL answers (workers start while it is
-    /// down and wait).
+    /// down and wait). Nothing holds a connection across a call to another system, so
+    /// a small pool serves any number of events in flight; a caller waits up to
+    /// `acquire_timeout` for a free connection, and a pool still busy after that is
+    /// backpressure ([`StoreErrorKind::Busy`]), not an outage.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(q("parse the database URL"))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            leases: LeaseSettings::default(),
+        })
+    }
+
+    /// The same store with other lease settings.
+    pub fn with_leases(mut self, leases: LeaseSettings) -> Store {
+        self.leases = leases;
+        self
     }
 
     /// Applies the embedded migrations (idempotent, with a lock against concurrent
@@ -192,22 +301,6 @@ impl Store {
             .await
             .map(drop)
             .map_err(q("ping"))
-    }
-
-    /// Starts the transaction for one record, holding its advisory lock until commit.
-    pub async fn begin_record(&self, rule: &str, record_id: &str) -> Result<RecordTx, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")
-            .bind(rule)
-            .bind(record_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("lock the record"))?;
-        Ok(RecordTx {
-            tx,
-            rule: rule.to_owned(),
-            record_id: record_id.to_owned(),
-        })
     }
 
     /// Appends history entries outside a record transaction (retries, dead letters).
@@ -408,8 +501,10 @@ impl Store {
 mod dead;
 mod limiter;
 mod parking;
+mod record;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use parking::ParkedRow;
+pub use record::{Intent, PendingCreate, RecordTx};
 
 fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
     Ok(ConflictRow {
@@ -445,252 +540,27 @@ async fn insert_history(
     ev: &EventRef,
     entries: &[Entry],
 ) -> Result<(), StoreError> {
-    for e in entries {
-        sqlx::query(
-            "INSERT INTO history (rule, source_record_id, event_id, correlation_id, kind, summary, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(rule)
-        .bind(record_id)
-        .bind(&ev.event_id)
-        .bind(&ev.correlation_id)
-        .bind(e.kind.as_str())
-        .bind(&e.summary)
-        .bind(&e.detail)
-        .execute(&mut **tx)
-        .await
-        .map_err(q("append history"))?;
+    if entries.is_empty() {
+        return Ok(());
     }
+    // One statement for all of them.
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
+    let details: Vec<&Value> = entries.iter().map(|e| &e.detail).collect();
+    sqlx::query(
+        "INSERT INTO history (rule, source_record_id, event_id, correlation_id, kind, summary, detail)
+         SELECT $1, $2, $3, $4, k, s, d FROM UNNEST($5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY AS e(k, s, d, n)
+         ORDER BY n",
+    )
+    .bind(rule)
+    .bind(record_id)
+    .bind(&ev.event_id)
+    .bind(&ev.correlation_id)
+    .bind(kinds)
+    .bind(summaries)
+    .bind(details)
+    .execute(&mut **tx)
+    .await
+    .map_err(q("append history"))?;
     Ok(())
-}
-
-/// The transaction of one record under one rule. Nothing is visible to others until
-/// [`RecordTx::commit`]; dropping it rolls back and releases the lock.
-pub struct RecordTx {
-    tx: Transaction<'static, Postgres>,
-    rule: String,
-    record_id: String,
-}
-
-impl RecordTx {
-    /// The record the next calls concern: a batch transaction locks several records
-    /// and works through them one after the other.
-    pub fn switch_to(&mut self, record_id: &str) {
-        record_id.clone_into(&mut self.record_id);
-    }
-    /// Whether this event was already processed under this rule.
-    pub async fn already_processed(&mut self, event_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2")
-                .bind(event_id)
-                .bind(&self.rule)
-                .fetch_optional(&mut *self.tx)
-                .await
-                .map_err(q("check processed events"))?;
-        Ok(found.is_some())
-    }
-
-    /// What is known of the record.
-    pub async fn prior(&mut self) -> Result<PriorState, StoreError> {
-        let row = sqlx::query("SELECT target_id, source_revision, sent, state FROM sync_records WHERE rule = $1 AND source_record_id = $2")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(q("read the record's state"))?;
-        let Some(row) = row else {
-            return Ok(PriorState::default());
-        };
-        let sent: Value = row.try_get("sent").map_err(q("read"))?;
-        Ok(PriorState {
-            target_id: row.try_get("target_id").map_err(q("read"))?,
-            source_revision: row.try_get("source_revision").map_err(q("read"))?,
-            sent: match sent {
-                Value::Object(m) => m,
-                _ => Fields::new(),
-            },
-        })
-    }
-
-    /// Saves the record's link and sync state.
-    pub async fn save_state(
-        &mut self,
-        target_id: Option<&str>,
-        matched_by: Option<Value>,
-        source_revision: Option<i64>,
-        sent: &Fields,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, sent, linked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
-             ON CONFLICT (rule, source_record_id) DO UPDATE SET
-                target_id = EXCLUDED.target_id,
-                matched_by = COALESCE(EXCLUDED.matched_by, sync_records.matched_by),
-                source_revision = GREATEST(EXCLUDED.source_revision, sync_records.source_revision),
-                sent = EXCLUDED.sent,
-                linked_at = CASE WHEN sync_records.target_id IS DISTINCT FROM EXCLUDED.target_id
-                                 THEN EXCLUDED.linked_at ELSE sync_records.linked_at END,
-                updated_at = now()",
-        )
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .bind(target_id)
-        .bind(matched_by)
-        .bind(source_revision)
-        .bind(Value::Object(sent.clone()))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(q("save the record's state"))?;
-        Ok(())
-    }
-
-    /// The record's field-authority state, when it has one.
-    pub async fn authority_state(&mut self) -> Result<Option<Value>, StoreError> {
-        let v: Option<Option<Value>> = sqlx::query_scalar(
-            "SELECT state FROM sync_records WHERE rule = $1 AND source_record_id = $2",
-        )
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(q("read the record's authority state"))?;
-        Ok(v.flatten())
-    }
-
-    /// Saves the record's field-authority state (the row must exist).
-    pub async fn save_authority_state(&mut self, state: &Value) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sync_records SET state = $3, updated_at = now() WHERE rule = $1 AND source_record_id = $2")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .bind(state)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(q("save the record's authority state"))?;
-        Ok(())
-    }
-
-    /// Records an outbound operation as sent.
-    pub async fn record_op(
-        &mut self,
-        system: &str,
-        key: &str,
-        fields: &Value,
-        vv: &Value,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .bind(system)
-            .bind(key)
-            .bind(fields)
-            .bind(vv)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(q("record an outbound operation"))?;
-        Ok(())
-    }
-
-    /// The operations sent to `system` for this record and not yet confirmed:
-    /// `(id, fields, vv)`.
-    pub async fn sent_ops(&mut self, system: &str) -> Result<Vec<(i64, Value, Value)>, StoreError> {
-        let rows = sqlx::query("SELECT id, fields, vv FROM outbound_ops WHERE rule = $1 AND source_record_id = $2 AND system = $3 AND status = 'sent' ORDER BY id")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .bind(system)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(q("read outbound operations"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                    r.try_get(2).map_err(q("read"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Marks operations confirmed by the target's own read-back or webhook.
-    pub async fn confirm_ops(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbound_ops SET status = 'confirmed', confirmed_at = now() WHERE id = ANY($1)",
-        )
-        .bind(ids)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(q("confirm outbound operations"))?;
-        Ok(())
-    }
-
-    /// Marks an open conflict of this record resolved.
-    pub async fn resolve_conflict(&mut self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE conflicts SET status = 'resolved', closed_at = now(), updated_at = now()
-              WHERE id = $1 AND rule = $2 AND source_record_id = $3 AND status = 'open'",
-        )
-        .bind(id)
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(q("resolve a conflict"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Removes the link (on source deletion with `unlink`).
-    pub async fn forget(&mut self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sync_records WHERE rule = $1 AND source_record_id = $2")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(q("remove the link"))?;
-        Ok(())
-    }
-
-    /// Opens a conflict of `kind` (or counts one more occurrence of the open one).
-    pub async fn open_conflict(&mut self, kind: &str, entry: &Entry) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "INSERT INTO conflicts (rule, source_record_id, kind, summary, detail) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (rule, source_record_id, kind) WHERE status = 'open' DO UPDATE SET
-                summary = EXCLUDED.summary, detail = EXCLUDED.detail,
-                occurrences = conflicts.occurrences + 1, updated_at = now()
-             RETURNING id",
-        )
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .bind(kind)
-        .bind(&entry.summary)
-        .bind(&entry.detail)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(q("open a conflict"))
-    }
-
-    /// Appends history entries.
-    pub async fn append(&mut self, ev: &EventRef, entries: &[Entry]) -> Result<(), StoreError> {
-        insert_history(&mut self.tx, &self.rule, &self.record_id, ev, entries).await
-    }
-
-    /// Marks the event processed under this rule.
-    pub async fn mark_processed(
-        &mut self,
-        event_id: &str,
-        outcome: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO processed_events (event_id, rule, outcome) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .bind(&self.rule)
-            .bind(outcome)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(q("mark the event processed"))?;
-        Ok(())
-    }
-
-    /// Commits everything and releases the record's lock.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(q("commit"))
-    }
 }

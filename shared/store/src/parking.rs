@@ -100,78 +100,34 @@ impl Store {
             .map_err(q("read parked rules"))
     }
 
-    /// Starts a batch: a transaction that takes up to `limit` parked records of a
-    /// rule (skipping those another worker holds), locks each record as
-    /// [`Store::begin_record`] would, and removes them from the parked table. If the
-    /// batch is rolled back, they are parked again as they were.
+    /// Starts a batch: leases up to `limit` parked records of a rule (skipping those
+    /// another worker holds). The batch's commit removes them from the parked table;
+    /// if it is dropped instead, they stay parked as they were.
     pub async fn begin_batch(
         &self,
         rule: &str,
         limit: i64,
-    ) -> Result<(RecordTx, Vec<ParkedRow>), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        let rows = sqlx::query(
-            "DELETE FROM parked WHERE (rule, source_record_id) IN (
-                 SELECT rule, source_record_id FROM parked WHERE rule = $1
-                  ORDER BY first_parked_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING *",
-        )
-        .bind(rule)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(q("take parked work"))?;
-        let mut parked: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
-        // Always in the same order, so that two batches cannot deadlock.
-        parked.sort_by(|a, b| a.source_record_id.cmp(&b.source_record_id));
-        for p in &parked {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")
+    ) -> Result<Option<(RecordTx, Vec<ParkedRow>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM parked WHERE rule = $1 ORDER BY first_parked_at LIMIT $2")
                 .bind(rule)
-                .bind(&p.source_record_id)
-                .execute(&mut *tx)
+                .bind(limit)
+                .fetch_all(&self.pool)
                 .await
-                .map_err(q("lock the record"))?;
+                .map_err(q("read parked work"))?;
+        let parked: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
+        let ids: Vec<String> = parked.iter().map(|p| p.source_record_id.clone()).collect();
+        let Some(mut tx) = self.lease_free(rule, &ids).await? else {
+            return Ok(None);
+        };
+        let taken: Vec<ParkedRow> = parked
+            .into_iter()
+            .filter(|p| tx.records().contains(&p.source_record_id))
+            .collect();
+        for p in &taken {
+            tx.switch_to(&p.source_record_id);
+            tx.unpark();
         }
-        Ok((
-            RecordTx {
-                tx,
-                rule: rule.to_owned(),
-                record_id: String::new(),
-            },
-            parked,
-        ))
-    }
-}
-
-impl RecordTx {
-    /// Whether the rule, or one of its systems, is paused.
-    pub async fn is_paused(&mut self, systems: &[&str]) -> Result<bool, StoreError> {
-        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($2)))",
-        )
-        .bind(&self.rule)
-        .bind(systems)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(q("check whether paused"))
-    }
-
-    /// Parks the event for this record: the latest event replaces an earlier one.
-    pub async fn park(&mut self, event: &Value, reason: &str) -> Result<i32, StoreError> {
-        sqlx::query_scalar(
-            "INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (rule, source_record_id) DO UPDATE SET
-                event = EXCLUDED.event, reason = EXCLUDED.reason,
-                events = parked.events + 1, parked_at = now()
-             RETURNING events",
-        )
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .bind(event)
-        .bind(reason)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(q("park"))
+        Ok(Some((tx, taken)))
     }
 }

@@ -329,9 +329,8 @@ async fn seed_linked(
                 Some(json!({"step": "seeded"})),
                 *revision,
                 values,
-            )
-            .await?;
-            tx.save_authority_state(state).await?;
+            );
+            tx.save_authority_state(state);
             tx.commit().await?;
             anyhow::Ok(())
         }

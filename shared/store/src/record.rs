@@ -1,0 +1,809 @@
+//! The work on one record (or a batch of records) under one rule, without holding a
+//! connection or a transaction while other systems are called.
+//!
+//! - A **lease** gives one worker in the fleet the record: a row with an owner, a
+//!   fencing token and an expiry, taken and released in short statements and renewed
+//!   in the background while the holder works.
+//! - Reads go to the pool, one short statement each.
+//! - Writes are **buffered** and applied by [`RecordTx::commit`] in one short
+//!   transaction that first checks the fencing token: a holder whose lease expired
+//!   and was taken by another worker (a paused or partitioned process) cannot commit.
+//! - Outbound operations are committed as **intents** before they are sent
+//!   ([`RecordTx::commit_intents`]), so a create whose outcome is in doubt is known to
+//!   whoever takes the record next.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::history::Entry;
+use domain::record::Fields;
+use domain::sync::PriorState;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::{EventRef, Store, StoreError, insert_history, q};
+
+/// An outbound operation about to be sent.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    /// The system it goes to.
+    pub system: String,
+    /// `create`, `update` or `source` (a correction of the source record).
+    pub kind: &'static str,
+    /// Its idempotency key.
+    pub key: String,
+    /// The canonical fields and values it sends.
+    pub fields: Fields,
+    /// The version vector it carries.
+    pub vv: Value,
+}
+
+/// A create committed as an intent and never confirmed: it may or may not have
+/// happened.
+#[derive(Debug, Clone)]
+pub struct PendingCreate {
+    /// The operation's id.
+    pub id: i64,
+    /// The idempotency key it was sent with.
+    pub key: String,
+    /// When the intent was committed.
+    pub since: DateTime<Utc>,
+}
+
+/// A write applied at commit.
+enum Write {
+    SaveState {
+        record: String,
+        target_id: Option<String>,
+        matched_by: Option<Value>,
+        source_revision: Option<i64>,
+        sent: Value,
+    },
+    SaveAuthority {
+        record: String,
+        state: Value,
+    },
+    RecordOp {
+        record: String,
+        system: String,
+        key: String,
+        fields: Value,
+        vv: Value,
+    },
+    OpsSent {
+        ids: Vec<i64>,
+        target_id: Option<String>,
+        resolved_by: Option<String>,
+    },
+    OpsStatus {
+        ids: Vec<i64>,
+        status: &'static str,
+    },
+    ResolveConflict {
+        record: String,
+        id: i64,
+    },
+    Forget {
+        record: String,
+    },
+    OpenConflict {
+        record: String,
+        kind: String,
+        summary: String,
+        detail: Value,
+    },
+    Append {
+        record: String,
+        ev: EventRef,
+        entries: Vec<Entry>,
+    },
+    MarkProcessed {
+        event_id: String,
+        outcome: String,
+    },
+    Park {
+        record: String,
+        event: Value,
+        reason: String,
+    },
+    Unpark {
+        record: String,
+    },
+}
+
+/// The lease on one or more records of a rule, renewed in the background until it is
+/// committed or dropped.
+struct Lease {
+    token: i64,
+    records: Vec<String>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    done: bool,
+}
+
+/// The work on one record under one rule (or, for a flush, on several, one after the
+/// other). Nothing it writes is visible to others until [`RecordTx::commit`];
+/// dropping it discards the writes and releases the lease.
+pub struct RecordTx {
+    pool: PgPool,
+    pub(crate) rule: String,
+    pub(crate) record_id: String,
+    lease: Lease,
+    writes: Vec<Write>,
+    /// Intents committed by this holder and not yet marked sent: at commit they are
+    /// marked failed (the step ended without sending them).
+    open_intents: Vec<i64>,
+}
+
+impl Store {
+    /// Takes the lease on one record, waiting (without holding a connection) while
+    /// another worker holds it.
+    pub async fn begin_record(&self, rule: &str, record_id: &str) -> Result<RecordTx, StoreError> {
+        let mut wait = Duration::from_millis(5);
+        loop {
+            if let Some(token) = self.try_lease(rule, record_id).await? {
+                return Ok(self.holder(rule, vec![record_id.to_owned()], token));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Takes the lease on as many of `records` as are free, under one token, without
+    /// waiting: a batch skips what another worker holds.
+    pub(crate) async fn lease_free(
+        &self,
+        rule: &str,
+        records: &[String],
+    ) -> Result<Option<RecordTx>, StoreError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let token: i64 = sqlx::query_scalar("SELECT nextval('lease_tokens')")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("take a lease token"))?;
+        let taken: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO record_leases (rule, source_record_id, owner, token, expires_at)
+             SELECT $1, r, $3, $4, clock_timestamp() + $5 * interval '1 millisecond' FROM UNNEST($2::text[]) AS r
+             ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+             WHERE record_leases.expires_at < clock_timestamp()
+             RETURNING source_record_id",
+        )
+        .bind(rule)
+        .bind(records)
+        .bind(&self.leases.owner)
+        .bind(token)
+        .bind(self.leases.ttl.as_millis() as f64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("lease records"))?;
+        if taken.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.holder(rule, taken, token)))
+    }
+
+    /// One attempt at the lease: its fencing token, or `None` while another holds it.
+    async fn try_lease(&self, rule: &str, record_id: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO record_leases (rule, source_record_id, owner, token, expires_at)
+             VALUES ($1, $2, $3, nextval('lease_tokens'), clock_timestamp() + $4 * interval '1 millisecond')
+             ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+             WHERE record_leases.expires_at < clock_timestamp()
+             RETURNING token",
+        )
+        .bind(rule)
+        .bind(record_id)
+        .bind(&self.leases.owner)
+        .bind(self.leases.ttl.as_millis() as f64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("lease the record"))
+    }
+
+    fn holder(&self, rule: &str, records: Vec<String>, token: i64) -> RecordTx {
+        let renewer = {
+            let pool = self.pool.clone();
+            let (rule, records, ttl) = (rule.to_owned(), records.clone(), self.leases.ttl);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let renewed = sqlx::query(
+                        "UPDATE record_leases SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
+                          WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3",
+                    )
+                    .bind(&rule)
+                    .bind(&records)
+                    .bind(token)
+                    .bind(ttl.as_millis() as f64)
+                    .execute(&pool)
+                    .await;
+                    match renewed {
+                        // Lost: the commit will say so.
+                        Ok(r) if r.rows_affected() == 0 => return,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, rule, "could not renew a record lease");
+                        }
+                    }
+                }
+            })
+        };
+        RecordTx {
+            pool: self.pool.clone(),
+            rule: rule.to_owned(),
+            record_id: records.first().cloned().unwrap_or_default(),
+            lease: Lease {
+                token,
+                records,
+                renewer: Some(renewer),
+                done: false,
+            },
+            writes: vec![],
+            open_intents: vec![],
+        }
+    }
+}
+
+impl Drop for RecordTx {
+    fn drop(&mut self) {
+        if let Some(r) = self.lease.renewer.take() {
+            r.abort();
+        }
+        if self.lease.done {
+            return;
+        }
+        // Not committed: release the lease so that the next holder need not wait for
+        // its expiry. If this fails, the lease simply expires.
+        let (pool, rule, records, token) = (
+            self.pool.clone(),
+            self.rule.clone(),
+            std::mem::take(&mut self.lease.records),
+            self.lease.token,
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = sqlx::query(
+                    "DELETE FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3",
+                )
+                .bind(rule)
+                .bind(records)
+                .bind(token)
+                .execute(&pool)
+                .await;
+            });
+        }
+    }
+}
+
+impl RecordTx {
+    /// The record the next calls concern: a batch works through its records one after
+    /// the other.
+    pub fn switch_to(&mut self, record_id: &str) {
+        record_id.clone_into(&mut self.record_id);
+    }
+
+    /// The records this holder leased (a batch may get fewer than it asked for).
+    pub fn records(&self) -> &[String] {
+        &self.lease.records
+    }
+
+    /// The lease's fencing token.
+    pub fn token(&self) -> i64 {
+        self.lease.token
+    }
+
+    /// Whether this event was already processed under this rule.
+    pub async fn already_processed(&mut self, event_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2")
+                .bind(event_id)
+                .bind(&self.rule)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(q("check processed events"))?;
+        Ok(found.is_some())
+    }
+
+    /// What is known of the record: its link, the last revision synced, the values
+    /// last written, and its field-authority state.
+    pub async fn prior(&mut self) -> Result<(PriorState, Option<Value>), StoreError> {
+        let row = sqlx::query("SELECT target_id, source_revision, sent, state FROM sync_records WHERE rule = $1 AND source_record_id = $2")
+            .bind(&self.rule)
+            .bind(&self.record_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("read the record's state"))?;
+        let Some(row) = row else {
+            return Ok((PriorState::default(), None));
+        };
+        let sent: Value = row.try_get("sent").map_err(q("read"))?;
+        Ok((
+            PriorState {
+                target_id: row.try_get("target_id").map_err(q("read"))?,
+                source_revision: row.try_get("source_revision").map_err(q("read"))?,
+                sent: match sent {
+                    Value::Object(m) => m,
+                    _ => Fields::new(),
+                },
+            },
+            row.try_get("state").map_err(q("read"))?,
+        ))
+    }
+
+    /// The operations sent to the rule's systems for this record and not yet
+    /// confirmed, per system: `(id, fields, vv)`, oldest first; and the newest create
+    /// still in doubt, if any.
+    #[allow(clippy::type_complexity)]
+    pub async fn open_ops(
+        &mut self,
+    ) -> Result<(Vec<(String, i64, Value, Value)>, Option<PendingCreate>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, system, fields, vv, status, kind, idempotency_key, created_at FROM outbound_ops
+              WHERE rule = $1 AND source_record_id = $2 AND status IN ('sent', 'pending') ORDER BY id",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read outbound operations"))?;
+        let mut sent = vec![];
+        let mut pending = None;
+        for r in &rows {
+            let status: String = r.try_get("status").map_err(q("read"))?;
+            let kind: String = r.try_get("kind").map_err(q("read"))?;
+            let id: i64 = r.try_get("id").map_err(q("read"))?;
+            if status == "sent" {
+                sent.push((
+                    r.try_get("system").map_err(q("read"))?,
+                    id,
+                    r.try_get("fields").map_err(q("read"))?,
+                    r.try_get("vv").map_err(q("read"))?,
+                ));
+            } else if kind == "create" {
+                pending = Some(PendingCreate {
+                    id,
+                    key: r.try_get("idempotency_key").map_err(q("read"))?,
+                    since: r.try_get("created_at").map_err(q("read"))?,
+                });
+            }
+        }
+        Ok((sent, pending))
+    }
+
+    /// Commits the operations about to be sent, in one short transaction that checks
+    /// the lease; returns their ids in order. A value PostgreSQL cannot store fails
+    /// here, before anything is sent.
+    pub async fn commit_intents(&mut self, intents: &[Intent]) -> Result<Vec<i64>, StoreError> {
+        if intents.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        self.check_lease(&mut tx, false).await?;
+        let mut ids = Vec::with_capacity(intents.len());
+        for i in intents {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv, status, kind)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) RETURNING id",
+            )
+            .bind(&self.rule)
+            .bind(&self.record_id)
+            .bind(&i.system)
+            .bind(&i.key)
+            .bind(Value::Object(i.fields.clone()))
+            .bind(&i.vv)
+            .bind(i.kind)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q("commit an outbound operation"))?;
+            ids.push(id);
+        }
+        tx.commit().await.map_err(q("commit"))?;
+        self.open_intents.extend(&ids);
+        Ok(ids)
+    }
+
+    /// Which of `fields` PostgreSQL cannot store, with its reason: asked after a data
+    /// error, to name the field.
+    pub async fn unstorable(&self, fields: &Fields) -> Result<Vec<(String, String)>, StoreError> {
+        let mut bad = vec![];
+        for (name, value) in fields {
+            if let Err(e) = sqlx::query("SELECT $1::jsonb")
+                .bind(value)
+                .execute(&self.pool)
+                .await
+            {
+                let e = StoreError::Query {
+                    op: "check a value",
+                    source: e,
+                };
+                if e.kind() != crate::StoreErrorKind::Data {
+                    return Err(e);
+                }
+                bad.push((name.clone(), e.reason()));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Marks committed intents sent (the target answered), with the record they
+    /// created and how an in-doubt create was resolved.
+    pub fn ops_sent(&mut self, ids: &[i64], target_id: Option<&str>, resolved_by: Option<&str>) {
+        self.open_intents.retain(|i| !ids.contains(i));
+        self.writes.push(Write::OpsSent {
+            ids: ids.to_vec(),
+            target_id: target_id.map(str::to_owned),
+            resolved_by: resolved_by.map(str::to_owned),
+        });
+    }
+
+    /// Marks an in-doubt create as not having happened (it is created again under a
+    /// new intent).
+    pub fn op_abandoned(&mut self, id: i64) {
+        self.writes.push(Write::OpsStatus {
+            ids: vec![id],
+            status: "failed",
+        });
+    }
+
+    /// Saves the record's link and sync state.
+    pub fn save_state(
+        &mut self,
+        target_id: Option<&str>,
+        matched_by: Option<Value>,
+        source_revision: Option<i64>,
+        sent: &Fields,
+    ) {
+        self.writes.push(Write::SaveState {
+            record: self.record_id.clone(),
+            target_id: target_id.map(str::to_owned),
+            matched_by,
+            source_revision,
+            sent: Value::Object(sent.clone()),
+        });
+    }
+
+    /// Saves the record's field-authority state.
+    pub fn save_authority_state(&mut self, state: &Value) {
+        self.writes.push(Write::SaveAuthority {
+            record: self.record_id.clone(),
+            state: state.clone(),
+        });
+    }
+
+    /// Records an outbound operation as sent (one that had no intent: a bulk call).
+    pub fn record_op(&mut self, system: &str, key: &str, fields: &Value, vv: &Value) {
+        self.writes.push(Write::RecordOp {
+            record: self.record_id.clone(),
+            system: system.to_owned(),
+            key: key.to_owned(),
+            fields: fields.clone(),
+            vv: vv.clone(),
+        });
+    }
+
+    /// Marks operations confirmed by the target's own read-back or webhook.
+    pub fn confirm_ops(&mut self, ids: &[i64]) {
+        self.writes.push(Write::OpsStatus {
+            ids: ids.to_vec(),
+            status: "confirmed",
+        });
+    }
+
+    /// Marks an open conflict of this record resolved.
+    pub fn resolve_conflict(&mut self, id: i64) {
+        self.writes.push(Write::ResolveConflict {
+            record: self.record_id.clone(),
+            id,
+        });
+    }
+
+    /// Removes the link (on source deletion with `unlink`).
+    pub fn forget(&mut self) {
+        self.writes.push(Write::Forget {
+            record: self.record_id.clone(),
+        });
+    }
+
+    /// Opens a conflict of `kind` (or counts one more occurrence of the open one).
+    pub fn open_conflict(&mut self, kind: &str, entry: &Entry) {
+        self.writes.push(Write::OpenConflict {
+            record: self.record_id.clone(),
+            kind: kind.to_owned(),
+            summary: entry.summary.clone(),
+            detail: entry.detail.clone(),
+        });
+    }
+
+    /// Appends history entries.
+    pub fn append(&mut self, ev: &EventRef, entries: &[Entry]) {
+        self.writes.push(Write::Append {
+            record: self.record_id.clone(),
+            ev: ev.clone(),
+            entries: entries.to_vec(),
+        });
+    }
+
+    /// Marks the event processed under this rule.
+    pub fn mark_processed(&mut self, event_id: &str, outcome: &str) {
+        self.writes.push(Write::MarkProcessed {
+            event_id: event_id.to_owned(),
+            outcome: outcome.to_owned(),
+        });
+    }
+
+    /// Parks the event for this record: the latest event replaces an earlier one.
+    /// Returns how many events the parked row will stand for.
+    pub async fn park(&mut self, event: &Value, reason: &str) -> Result<i32, StoreError> {
+        let before: Option<i32> = sqlx::query_scalar(
+            "SELECT events FROM parked WHERE rule = $1 AND source_record_id = $2",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read parked work"))?;
+        self.writes.push(Write::Park {
+            record: self.record_id.clone(),
+            event: event.clone(),
+            reason: reason.to_owned(),
+        });
+        Ok(before.unwrap_or(0) + 1)
+    }
+
+    /// Removes this record's parked work (a flush took it).
+    pub fn unpark(&mut self) {
+        self.writes.push(Write::Unpark {
+            record: self.record_id.clone(),
+        });
+    }
+
+    /// Whether the rule, or one of its systems, is paused.
+    pub async fn is_paused(&mut self, systems: &[&str]) -> Result<bool, StoreError> {
+        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($2)))",
+        )
+        .bind(&self.rule)
+        .bind(systems)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("check whether paused"))
+    }
+
+    /// Drops the buffered writes (a commit refused them): the caller buffers others.
+    pub fn discard_writes(&mut self) {
+        self.writes.clear();
+    }
+
+    /// Checks that the lease is still this holder's, locking its rows for the
+    /// transaction; with `release`, removes it.
+    async fn check_lease(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if release {
+            "DELETE FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3 RETURNING 1"
+        } else {
+            "SELECT 1 FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3 FOR UPDATE"
+        };
+        let held = sqlx::query(sql)
+            .bind(&self.rule)
+            .bind(&self.lease.records)
+            .bind(self.lease.token)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(q("check the lease"))?;
+        if held.len() != self.lease.records.len() {
+            return Err(StoreError::LeaseLost {
+                rule: self.rule.clone(),
+                record: self.lease.records.join(","),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies every buffered write and releases the lease, in one short transaction
+    /// that first checks the fencing token. On failure nothing is applied, the writes
+    /// stay buffered and the lease stays held (until dropped).
+    pub async fn commit(&mut self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        self.check_lease(&mut tx, true).await?;
+        if !self.open_intents.is_empty() {
+            // Committed intents this holder never sent: the step ended before them
+            // (a refusal), so they did not happen.
+            sqlx::query("UPDATE outbound_ops SET status = 'failed' WHERE id = ANY($1)")
+                .bind(&self.open_intents)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("close unsent operations"))?;
+        }
+        for w in &self.writes {
+            apply(&mut tx, &self.rule, w).await?;
+        }
+        tx.commit().await.map_err(q("commit"))?;
+        self.lease.done = true;
+        self.writes.clear();
+        self.open_intents.clear();
+        if let Some(r) = self.lease.renewer.take() {
+            r.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn apply(
+    tx: &mut Transaction<'static, Postgres>,
+    rule: &str,
+    w: &Write,
+) -> Result<(), StoreError> {
+    match w {
+        Write::SaveState {
+            record,
+            target_id,
+            matched_by,
+            source_revision,
+            sent,
+        } => {
+            sqlx::query(
+                "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, sent, linked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
+                 ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                    target_id = EXCLUDED.target_id,
+                    matched_by = COALESCE(EXCLUDED.matched_by, sync_records.matched_by),
+                    source_revision = GREATEST(EXCLUDED.source_revision, sync_records.source_revision),
+                    sent = EXCLUDED.sent,
+                    linked_at = CASE WHEN sync_records.target_id IS DISTINCT FROM EXCLUDED.target_id
+                                     THEN EXCLUDED.linked_at ELSE sync_records.linked_at END,
+                    updated_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(target_id)
+            .bind(matched_by)
+            .bind(source_revision)
+            .bind(sent)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("save the record's state"))?;
+        }
+        Write::SaveAuthority { record, state } => {
+            sqlx::query("UPDATE sync_records SET state = $3, updated_at = now() WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .bind(state)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("save the record's authority state"))?;
+        }
+        Write::RecordOp {
+            record,
+            system,
+            key,
+            fields,
+            vv,
+        } => {
+            sqlx::query("INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(rule)
+                .bind(record)
+                .bind(system)
+                .bind(key)
+                .bind(fields)
+                .bind(vv)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("record an outbound operation"))?;
+        }
+        Write::OpsSent {
+            ids,
+            target_id,
+            resolved_by,
+        } => {
+            sqlx::query(
+                "UPDATE outbound_ops SET status = 'sent', target_id = COALESCE($2, target_id), resolved_by = $3 WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .bind(target_id)
+            .bind(resolved_by)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("mark operations sent"))?;
+        }
+        Write::OpsStatus { ids, status } => {
+            sqlx::query(
+                "UPDATE outbound_ops SET status = $2, confirmed_at = CASE WHEN $2 = 'confirmed' THEN now() ELSE confirmed_at END WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .bind(status)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("update outbound operations"))?;
+        }
+        Write::ResolveConflict { record, id } => {
+            sqlx::query(
+                "UPDATE conflicts SET status = 'resolved', closed_at = now(), updated_at = now()
+                  WHERE id = $1 AND rule = $2 AND source_record_id = $3 AND status = 'open'",
+            )
+            .bind(id)
+            .bind(rule)
+            .bind(record)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("resolve a conflict"))?;
+        }
+        Write::Forget { record } => {
+            sqlx::query("DELETE FROM sync_records WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("remove the link"))?;
+        }
+        Write::OpenConflict {
+            record,
+            kind,
+            summary,
+            detail,
+        } => {
+            sqlx::query(
+                "INSERT INTO conflicts (rule, source_record_id, kind, summary, detail) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (rule, source_record_id, kind) WHERE status = 'open' DO UPDATE SET
+                    summary = EXCLUDED.summary, detail = EXCLUDED.detail,
+                    occurrences = conflicts.occurrences + 1, updated_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(kind)
+            .bind(summary)
+            .bind(detail)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("open a conflict"))?;
+        }
+        Write::Append {
+            record,
+            ev,
+            entries,
+        } => insert_history(tx, rule, record, ev, entries).await?,
+        Write::MarkProcessed { event_id, outcome } => {
+            sqlx::query("INSERT INTO processed_events (event_id, rule, outcome) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(event_id)
+                .bind(rule)
+                .bind(outcome)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("mark the event processed"))?;
+        }
+        Write::Park {
+            record,
+            event,
+            reason,
+        } => {
+            sqlx::query(
+                "INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                    event = EXCLUDED.event, reason = EXCLUDED.reason,
+                    events = parked.events + 1, parked_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(event)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("park"))?;
+        }
+        Write::Unpark { record } => {
+            sqlx::query("DELETE FROM parked WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("take parked work"))?;
+        }
+    }
+    Ok(())
+}
