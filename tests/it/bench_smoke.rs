@@ -171,3 +171,23 @@ async fn the_limiter_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<
     assert!(!ran.stdout.contains("skipped"), "{}", ran.stdout);
     assert_cleaned(&ran.stderr, true).await
 }
+
+#[tokio::test]
+async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(90),
+        bench(&["slow", "--count", "20", "--workers", "1", "--prefetch", "8"]),
+    )
+    .await?;
+    for measure in [
+        "events/s",
+        "peak PostgreSQL connections",
+        "retries, dead letters, conflicts",
+    ] {
+        assert_figure(&ran.stdout, "slow, 1 worker", measure);
+    }
+    // The ceiling is computed from the sandbox log: 20 creates cost requests, so the
+    // ceiling cannot be empty or infinite.
+    assert!(ran.stdout.contains("8 in flight ÷ 0."), "{}", ran.stdout);
+    assert_cleaned(&ran.stderr, true).await
+}

@@ -23,7 +23,7 @@ use crate::report::Row;
 use crate::stats::{Summary, megabytes, ms, percent, rate};
 
 /// Webhooks in flight while the bench pushes as fast as ingest takes them.
-const CONCURRENCY: usize = 64;
+pub(crate) const CONCURRENCY: usize = 64;
 /// The first work order number; the sandbox helpdesk holds no ticket that matches.
 const FIRST_ORDER: usize = 100_000;
 /// How long the ticket count may stand still before the run fails.
@@ -224,14 +224,18 @@ pub async fn run(
 }
 
 /// A sandbox seeded with work orders, and the webhook kintone would send for each.
-struct Seeded {
+pub(crate) struct Seeded {
     sandbox: Proc,
     bodies: Vec<String>,
     label: String,
 }
 
 impl Seeded {
-    async fn new(http: &reqwest::Client, label: &str, records: usize) -> anyhow::Result<Seeded> {
+    pub(crate) async fn new(
+        http: &reqwest::Client,
+        label: &str,
+        records: usize,
+    ) -> anyhow::Result<Seeded> {
         let sandbox = Proc::spawn("sandbox", "__sandbox", &[]).await?;
         wait_ready(http, &format!("{}/healthz", sandbox.url())).await?;
         let admin = Admin {
@@ -250,18 +254,18 @@ impl Seeded {
 
 /// One phase's processes: a seeded sandbox, ingest and the workers, on their own
 /// database and queue prefix.
-struct Stack {
-    sandbox: Proc,
+pub(crate) struct Stack {
+    pub(crate) sandbox: Proc,
     ingest: Proc,
     fleet: Vec<Proc>,
-    sender: Sender,
-    log: TicketLog,
+    pub(crate) sender: Sender,
+    pub(crate) log: TicketLog,
     cpu: cpu::Watch,
     label: String,
 }
 
 impl Stack {
-    async fn start(
+    pub(crate) async fn start(
         janitor: &Janitor,
         http: &reqwest::Client,
         seeded: Seeded,
@@ -305,7 +309,7 @@ impl Stack {
     }
 
     /// Sends the first `n` webhooks and waits for their tickets.
-    async fn warm_up(&mut self, n: usize) -> anyhow::Result<()> {
+    pub(crate) async fn warm_up(&mut self, n: usize) -> anyhow::Result<()> {
         let sender = self.sender.clone();
         load::closed_loop(n, CONCURRENCY, move |i| sender.send(i)).await?;
         self.log.wait_for(0..n, &self.label).await?;
@@ -313,7 +317,7 @@ impl Stack {
     }
 
     /// Stops every process; returns the largest worker peak RSS in KiB.
-    async fn finish(self) -> anyhow::Result<u64> {
+    pub(crate) async fn finish(self) -> anyhow::Result<u64> {
         let mut rss = 0;
         for worker in &self.fleet {
             rss = rss.max(worker.peak_rss_kib()?);
@@ -617,7 +621,7 @@ pub async fn wait_consumers(prefix: &str, want: usize) -> anyhow::Result<()> {
 }
 
 /// The tickets the workers created, read from the sandbox's request log.
-struct TicketLog {
+pub(crate) struct TicketLog {
     http: reqwest::Client,
     base: String,
     since_seq: u64,
@@ -671,7 +675,7 @@ impl TicketLog {
     /// Waits until the work orders `range` (as offsets from the first one) each have a
     /// ticket, and returns when each was written, in order. Fails when no ticket is
     /// written for [`STALL_TIMEOUT`].
-    async fn wait_for(
+    pub(crate) async fn wait_for(
         &mut self,
         range: std::ops::Range<usize>,
         label: &str,

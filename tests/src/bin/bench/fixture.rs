@@ -193,11 +193,9 @@ impl ChildEnv {
                 "RECORDSYNC_RETRY_DELAYS_MS".into(),
                 RETRY_DELAYS_MS.map(|d| d.to_string()).join(","),
             ),
+            // The pool keeps its default (a handful): nothing holds a connection while
+            // another system is called, whatever the prefetch.
             ("RECORDSYNC_PREFETCH".into(), self.prefetch.to_string()),
-            (
-                "RECORDSYNC_DB_MAX_CONNECTIONS".into(),
-                (u32::from(self.prefetch) + 2).to_string(),
-            ),
         ];
         if let Some(url) = &self.database_url {
             vars.push(("RECORDSYNC_DATABASE_URL".into(), url.clone()));

@@ -17,6 +17,7 @@ mod limiter;
 mod load;
 mod procs;
 mod report;
+mod slow;
 mod stats;
 
 use std::time::Duration;
@@ -32,6 +33,11 @@ use crate::stats::thousands;
 const DEFAULT_INGEST_COUNT: usize = 20_000;
 /// Events per phase and worker count in an e2e run unless `--count` says otherwise.
 const DEFAULT_E2E_COUNT: usize = 2_000;
+/// Creates per worker count in a slow run unless `--count` says otherwise.
+const DEFAULT_SLOW_COUNT: usize = 1_000;
+/// The prefetch of a slow run unless `--prefetch` says otherwise: sized for in-flight
+/// work, as the worker's default is.
+const SLOW_PREFETCH: u16 = 256;
 /// Edits in a limiter run unless `--count` says otherwise: about 20 s of requests at
 /// the limit.
 const DEFAULT_LIMITER_EDITS: usize = 900;
@@ -55,7 +61,10 @@ enum Command {
     E2e(RunArgs),
     /// Four workers sharing a helpdesk limited to 50 requests/s, beside the limit.
     Limiter(RunArgs),
-    /// `ingest`, `e2e` and `limiter`.
+    /// A helpdesk answering after 200 ms; 1, 2 and 4 workers at prefetch 256, beside
+    /// the in-flight ceiling, with the PostgreSQL connections they use.
+    Slow(RunArgs),
+    /// `ingest`, `e2e`, `limiter` and `slow`.
     All(RunArgs),
     /// Child mode: the sandbox.
     #[command(name = "__sandbox", hide = true)]
@@ -80,9 +89,10 @@ struct RunArgs {
     /// Worker counts for e2e, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
-    /// Unacknowledged messages per worker (and events in flight per worker).
-    #[arg(long, default_value_t = 16)]
-    prefetch: u16,
+    /// Unacknowledged messages per worker (and events in flight per worker); 16 by
+    /// default, 256 for `slow`.
+    #[arg(long)]
+    prefetch: Option<u16>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,6 +100,7 @@ enum Scenario {
     Ingest,
     E2e,
     Limiter,
+    Slow,
     All,
 }
 
@@ -99,6 +110,7 @@ impl Scenario {
             Scenario::Ingest => "ingest",
             Scenario::E2e => "e2e",
             Scenario::Limiter => "limiter",
+            Scenario::Slow => "slow",
             Scenario::All => "all",
         }
     }
@@ -114,6 +126,10 @@ impl Scenario {
     fn runs_limiter(self) -> bool {
         matches!(self, Scenario::Limiter | Scenario::All)
     }
+
+    fn runs_slow(self) -> bool {
+        matches!(self, Scenario::Slow | Scenario::All)
+    }
 }
 
 #[tokio::main]
@@ -126,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => bench(Scenario::Ingest, args).await,
         Command::E2e(args) => bench(Scenario::E2e, args).await,
         Command::Limiter(args) => bench(Scenario::Limiter, args).await,
+        Command::Slow(args) => bench(Scenario::Slow, args).await,
         Command::All(args) => bench(Scenario::All, args).await,
     }
 }
@@ -186,10 +203,11 @@ async fn measure(
             "e2e: per worker count, {} kintone creates pushed at concurrency 64, then {} paced at half the measured rate, each phase on a fresh stack after a warm-up; latency = ingest's 202 → the ticket POST in the sandbox log; prefetch {} per worker; sandbox without limits or latency; ceilings: single-row INSERT autocommits into a logged table over workers × prefetch connections, and consume + ack of the same envelope from a quorum queue by one consumer per worker (5× the count each)",
             thousands(count as u64),
             thousands(count as u64),
-            args.prefetch
+            args.prefetch.unwrap_or(16)
         ));
         for &workers in &args.workers {
-            let figures = e2e::run(janitor, http, workers, count, args.prefetch).await?;
+            let figures =
+                e2e::run(janitor, http, workers, count, args.prefetch.unwrap_or(16)).await?;
             report.rows.extend(figures.rows());
             report.notes.extend(figures.cpu);
         }
@@ -200,14 +218,28 @@ async fn measure(
             "limiter: {} work orders synced before (linked to their tickets), each edited once (one helpdesk PATCH per event), webhooks pushed at concurrency 64 to {} workers, prefetch {}; rules: helpdesk limits {}/s, burst 1; sandbox: {}/s, burst {} (429 above); figures from the sandbox's request log (arrival times, whole milliseconds)",
             thousands(edits as u64),
             limiter::WORKERS,
-            args.prefetch,
+            args.prefetch.unwrap_or(16),
             limiter::REQUESTS_PER_SECOND,
             limiter::REQUESTS_PER_SECOND,
             limiter::SANDBOX_BURST,
         ));
-        let figures = limiter::run(janitor, http, edits, args.prefetch).await?;
+        let figures = limiter::run(janitor, http, edits, args.prefetch.unwrap_or(16)).await?;
         report.rows.extend(figures.rows());
         report.notes.extend(figures.notes());
+    }
+    if scenario.runs_slow() {
+        let count = args.count.unwrap_or(DEFAULT_SLOW_COUNT);
+        let prefetch = args.prefetch.unwrap_or(SLOW_PREFETCH);
+        report.context.push(format!(
+            "slow: per worker count, {} kintone creates pushed at concurrency 64 to workers at prefetch {prefetch} (pool at its default), helpdesk answering every API request after {} ms; ceiling: events in flight (workers × prefetch) ÷ the helpdesk time per event (its requests per event, from the sandbox log, × {} ms); connections: peak of pg_stat_activity on the run's database, sampled every 50 ms; errors: retries, dead letters and conflicts in the run's history",
+            thousands(count as u64),
+            slow::LATENCY_MS,
+            slow::LATENCY_MS,
+        ));
+        for &workers in &args.workers {
+            let figures = slow::run(janitor, http, workers, count, prefetch).await?;
+            report.rows.extend(figures.rows());
+        }
     }
     Ok(())
 }
