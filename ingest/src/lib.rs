@@ -6,15 +6,23 @@
 //! body, parse, check what routing needs, route to at least one sync rule, wrap in the
 //! versioned envelope, publish persistent + mandatory with a confirm, and only then
 //! answer 202.
+//!
+//! Intake is bounded ([`IntakeLimits`]): hyper's header-read timeout (which also
+//! closes idle keep-alive connections), tower-http's body-read timeout between chunks
+//! and a whole-request deadline, a cap on open connections, and a budget of body bytes
+//! buffered at once across all requests (503 with `Retry-After` when it is spent).
 
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod signature;
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,10 +31,15 @@ use axum::{Json, Router};
 use config::{ConfigError, Settings};
 use domain::record::value_text;
 use domain::rules::{SyncRules, SystemKind, WebhookAuth};
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use queue::{Broker, EventV1, QueueMessage, Topology, topology::WORK_KEY};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::metrics::Metrics;
 use crate::signature::{AuthError, parse_secret, verify, verify_token};
@@ -46,12 +59,105 @@ struct AppState {
     auth: BTreeMap<String, Auth>,
     broker: Arc<Broker>,
     max_body: usize,
+    /// Body bytes that may be buffered at once, across every request.
+    body_budget: Arc<Semaphore>,
     metrics: Metrics,
+}
+
+/// How much a client may hold of ingest, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntakeLimits {
+    /// `RECORDSYNC_INGEST_MAX_CONNECTIONS`: open connections at once. Further
+    /// connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// `RECORDSYNC_INGEST_HEADER_TIMEOUT_MS`: a request's headers must arrive within
+    /// this. It also closes a keep-alive connection idle this long, and a connection
+    /// that sends nothing.
+    pub header_timeout: Duration,
+    /// `RECORDSYNC_INGEST_BODY_TIMEOUT_MS`: the longest wait for the next chunk of a
+    /// body (408).
+    pub body_timeout: Duration,
+    /// `RECORDSYNC_INGEST_REQUEST_TIMEOUT_MS`: a whole request, from its headers to
+    /// the answer (408). Keep it above `RECORDSYNC_PUBLISH_TIMEOUT_MS`.
+    pub request_timeout: Duration,
+    /// `RECORDSYNC_INGEST_BODY_BUDGET_BYTES`: body bytes buffered at once across all
+    /// requests, before their signature is checked. A request that would exceed it is
+    /// answered 503 with `Retry-After`. At least `RECORDSYNC_MAX_BODY_BYTES`.
+    pub body_budget_bytes: usize,
+    /// `RECORDSYNC_INGEST_MAX_HEADER_BYTES`: the largest request head (hyper's read
+    /// buffer; at least 8192).
+    pub max_header_bytes: usize,
+}
+
+impl Default for IntakeLimits {
+    fn default() -> Self {
+        IntakeLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            body_budget_bytes: 64 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl IntakeLimits {
+    /// Defaults overridden by the process environment.
+    pub fn from_env(max_body_bytes: usize) -> Result<IntakeLimits, config::SettingsError> {
+        IntakeLimits::from_lookup(max_body_bytes, |k| std::env::var(k).ok())
+    }
+
+    /// Defaults overridden by `lookup`; `max_body_bytes` is the largest body accepted
+    /// (the budget must hold at least one).
+    pub fn from_lookup(
+        max_body_bytes: usize,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<IntakeLimits, config::SettingsError> {
+        let mut l = IntakeLimits::default();
+        let num = |name: &str, min: u64, max: u64| -> Result<Option<u64>, config::SettingsError> {
+            let var = format!("RECORDSYNC_INGEST_{name}");
+            let Some(value) = lookup(&var) else {
+                return Ok(None);
+            };
+            match value.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(config::SettingsError {
+                    var,
+                    value,
+                    message: format!("must be a whole number from {min} to {max}"),
+                }),
+            }
+        };
+        let ms = |n: u64| Duration::from_millis(n);
+        if let Some(n) = num("MAX_CONNECTIONS", 1, 1 << 20)? {
+            l.max_connections = n as usize;
+        }
+        if let Some(n) = num("HEADER_TIMEOUT_MS", 1, 3_600_000)? {
+            l.header_timeout = ms(n);
+        }
+        if let Some(n) = num("BODY_TIMEOUT_MS", 1, 3_600_000)? {
+            l.body_timeout = ms(n);
+        }
+        if let Some(n) = num("REQUEST_TIMEOUT_MS", 1, 3_600_000)? {
+            l.request_timeout = ms(n);
+        }
+        if let Some(n) = num("MAX_HEADER_BYTES", 8192, 1 << 24)? {
+            l.max_header_bytes = n as usize;
+        }
+        let max_budget = u64::from(u32::MAX).min(Semaphore::MAX_PERMITS as u64);
+        if let Some(n) = num("BODY_BUDGET_BYTES", max_body_bytes as u64, max_budget)? {
+            l.body_budget_bytes = n as usize;
+        }
+        l.body_budget_bytes = l.body_budget_bytes.max(max_body_bytes);
+        Ok(l)
+    }
 }
 
 /// The ingest service, ready to serve.
 pub struct Ingest {
     state: Arc<AppState>,
+    limits: IntakeLimits,
 }
 
 impl Ingest {
@@ -88,7 +194,8 @@ impl Ingest {
                             message: format!("{secret_env} must hold whsec_<base64> secrets separated by spaces"),
                         }],
                     })?;
-                    let tolerance_secs = tolerance_seconds.unwrap_or(300) as i64;
+                    let tolerance_secs =
+                        i64::try_from(tolerance_seconds.unwrap_or(300)).unwrap_or(i64::MAX);
                     auth.insert(
                         name.clone(),
                         Auth::Signed {
@@ -107,15 +214,32 @@ impl Ingest {
             topology,
             Duration::from_millis(settings.publish_timeout_ms),
         );
+        let limits = IntakeLimits::default();
         Ok(Ingest {
             state: Arc::new(AppState {
                 rules,
                 auth,
                 broker,
                 max_body: settings.max_body_bytes,
+                body_budget: budget(&limits, settings.max_body_bytes),
                 metrics: Metrics::default(),
             }),
+            limits,
         })
+    }
+
+    /// Replaces the default [`IntakeLimits`].
+    pub fn with_limits(mut self, limits: IntakeLimits) -> Ingest {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.body_budget = budget(&limits, state.max_body);
+        }
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &IntakeLimits {
+        &self.limits
     }
 
     /// The broker handle (tests wait on it).
@@ -123,7 +247,8 @@ impl Ingest {
         Arc::clone(&self.state.broker)
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes, with the body-read timeout (between chunks) and the
+    /// whole-request deadline.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/webhooks/{system}", post(webhook))
@@ -131,9 +256,16 @@ impl Ingest {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .with_state(Arc::clone(&self.state))
+            .layer(RequestBodyTimeoutLayer::new(self.limits.body_timeout))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.limits.request_timeout,
+            ))
     }
 
-    /// Serves until `shutdown`; keeps the broker connection alive meanwhile.
+    /// Serves HTTP/1.1 until `shutdown`, within the [`IntakeLimits`]; keeps the broker
+    /// connection alive meanwhile. On shutdown, requests in flight finish (each within
+    /// the request deadline) and idle connections close.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -141,14 +273,81 @@ impl Ingest {
     ) -> std::io::Result<()> {
         let keeper = self.state.broker.spawn_keeper(shutdown.clone());
         let app = self.router();
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+        let limits = self.limits.clone();
+        // axum::serve offers no header-read timeout, so connections are served with
+        // hyper's HTTP/1 builder, and each holds a permit of the connection cap.
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .keep_alive(true);
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(app.clone());
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let stop = shutdown.clone();
+            tokio::spawn(serve_connection(conn, stop, permit));
+        }
+        drop(listener);
+        // Every connection gives its permit back when it ends.
+        let _ = connections
+            .acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX))
             .await;
         shutdown.cancel();
         let _ = keeper.await;
-        served
+        Ok(())
     }
+}
+
+fn budget(limits: &IntakeLimits, max_body: usize) -> Arc<Semaphore> {
+    let bytes = limits
+        .body_budget_bytes
+        .max(max_body)
+        .min(Semaphore::MAX_PERMITS);
+    Arc::new(Semaphore::new(bytes))
+}
+
+async fn serve_connection<S>(
+    conn: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
+    stop: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as axum::body::HttpBody>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// Why a webhook was not accepted: each maps to one status of the bad-input contract.
@@ -164,10 +363,16 @@ enum Refusal {
     TooLarge(usize),
     #[error("the body could not be read: {0}")]
     BadBody(String),
+    #[error("the body did not arrive in time")]
+    SlowBody,
+    #[error("too many webhook bodies are being received at once; retry later")]
+    Busy,
     #[error("the body is not JSON: {0}")]
     NotJson(String),
     #[error("the payload lacks {0}, which routing needs")]
     MissingField(&'static str),
+    #[error("{0}")]
+    Invalid(String),
     #[error("no sync rule watches app \"{app}\" of system \"{system}\"")]
     NoRule { system: String, app: String },
     #[error("the broker is unavailable ({0}); nothing was queued — retry later")]
@@ -181,8 +386,11 @@ impl Refusal {
             Refusal::NoWebhookAuth(_) | Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BadBody(_) | Refusal::NotJson(_) => StatusCode::BAD_REQUEST,
-            Refusal::MissingField(_) | Refusal::NoRule { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            Refusal::MissingField(_) | Refusal::Invalid(_) | Refusal::NoRule { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Refusal::Busy | Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -193,16 +401,24 @@ impl Refusal {
             Refusal::NoWebhookAuth(_) | Refusal::Unauthorized(_) => "unauthorized",
             Refusal::TooLarge(_) => "too_large",
             Refusal::BadBody(_) | Refusal::NotJson(_) => "bad_request",
+            Refusal::SlowBody => "timeout",
+            Refusal::Busy => "busy",
             Refusal::MissingField(_) => "missing_field",
+            Refusal::Invalid(_) => "invalid",
             Refusal::NoRule { .. } => "no_rule",
             Refusal::Unavailable(_) => "unavailable",
         }
     }
 
     fn code(&self) -> &'static str {
+        self.outcome()
+    }
+
+    fn retry_after(&self) -> Option<&'static str> {
         match self {
-            Refusal::MissingField(_) => "missing_field",
-            other => other.outcome(),
+            Refusal::Unavailable(_) => Some("5"),
+            Refusal::Busy => Some("1"),
+            _ => None,
         }
     }
 }
@@ -211,9 +427,9 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code(), "message": self.to_string()}}));
         let mut resp = (self.status(), body).into_response();
-        if matches!(self, Refusal::Unavailable(_)) {
+        if let Some(secs) = self.retry_after() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
         resp
     }
@@ -329,6 +545,198 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The longest id, type or app name a webhook may route by: the event id becomes the
+/// AMQP message id, a short string of at most 255 bytes.
+pub const MAX_ROUTING_FIELD_BYTES: usize = 255;
+/// The deepest payload accepted. The worker's JSON decoder stops at 128 levels and the
+/// envelope adds one, so this leaves a wide margin.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// Checks a value routing uses: short, and no control characters (PostgreSQL's text
+/// refuses NUL).
+fn check_routing_field(what: &'static str, value: &str) -> Result<(), Refusal> {
+    if value.len() > MAX_ROUTING_FIELD_BYTES {
+        return Err(Refusal::Invalid(format!(
+            "{what} is {} bytes long; at most {MAX_ROUTING_FIELD_BYTES} are accepted",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Refusal::Invalid(format!(
+            "{what} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// How deeply arrays and objects nest in a value (a scalar is 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            Value::Object(o) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(o.values().map(|c| (c, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The error behind a body error, when it is tower-http's body-read timeout.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Reads a body of at most `max_body` bytes, holding its bytes of the shared budget:
+/// all of a declared `Content-Length` up front, or chunk by chunk. The permit is given
+/// back when the caller drops it, after the bytes are gone.
+async fn read_body(
+    budget: &Arc<Semaphore>,
+    max_body: usize,
+    declared: Option<usize>,
+    body: Body,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Refusal> {
+    let take = |n: usize| -> Result<OwnedSemaphorePermit, Refusal> {
+        let n = u32::try_from(n).map_err(|_| Refusal::TooLarge(max_body))?;
+        Arc::clone(budget)
+            .try_acquire_many_owned(n)
+            .map_err(|_| Refusal::Busy)
+    };
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = 0usize;
+    if let Some(n) = declared.filter(|n| *n > 0) {
+        held = Some(take(n)?);
+        reserved = n;
+    }
+    let mut buf = Vec::with_capacity(reserved);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                Refusal::SlowBody
+            } else {
+                Refusal::BadBody(error_chain(&e))
+            }
+        })?;
+        let len = buf.len().saturating_add(chunk.len());
+        if len > max_body {
+            return Err(Refusal::TooLarge(max_body));
+        }
+        if len > reserved {
+            let more = take(len - reserved)?;
+            match &mut held {
+                Some(p) => p.merge(more),
+                None => held = Some(more),
+            }
+            reserved = len;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, held))
+}
+
+/// A webhook ready to publish.
+#[derive(Debug)]
+struct Prepared {
+    event_id: String,
+    correlation_id: String,
+    /// The encoded [`QueueMessage`].
+    message: Vec<u8>,
+}
+
+/// Everything between the body and the broker, without I/O: the signature, JSON,
+/// routing, the limits the worker decodes within, and the envelope. `now` is the
+/// Unix time the signature's tolerance is measured from.
+fn prepare(
+    state: &AppState,
+    system: &str,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Prepared, Refusal> {
+    let spec = state
+        .rules
+        .systems
+        .get(system)
+        .ok_or_else(|| Refusal::UnknownSystem(system.to_owned()))?;
+    let auth = state
+        .auth
+        .get(system)
+        .ok_or_else(|| Refusal::NoWebhookAuth(system.to_owned()))?;
+    if let Auth::Signed {
+        keys,
+        tolerance_secs,
+    } = auth
+    {
+        verify(
+            keys,
+            header_str(headers, "webhook-id"),
+            header_str(headers, "webhook-timestamp"),
+            header_str(headers, "webhook-signature"),
+            bytes,
+            now.timestamp(),
+            *tolerance_secs,
+        )?;
+    }
+    let payload: Value =
+        serde_json::from_slice(bytes).map_err(|e| Refusal::NotJson(e.to_string()))?;
+    if depth(&payload) > MAX_PAYLOAD_DEPTH {
+        return Err(Refusal::Invalid(format!(
+            "the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"
+        )));
+    }
+    let routed = match spec.kind {
+        SystemKind::Kintone => route_kintone(&payload)?,
+        SystemKind::Rest => route_rest(spec, header_str(headers, "webhook-id"), &payload)?,
+    };
+    check_routing_field("the event id", &routed.event_id)?;
+    check_routing_field("the event type", &routed.event_type)?;
+    check_routing_field("the app", &routed.app)?;
+    check_routing_field("the record id", &routed.record_id)?;
+    if state.rules.rules_for(system, &routed.app).next().is_none() {
+        return Err(Refusal::NoRule {
+            system: system.to_owned(),
+            app: routed.app,
+        });
+    }
+    // A sender's correlation id is kept when it is a plausible one.
+    let correlation_id = header_str(headers, "x-correlation-id")
+        .filter(|c| {
+            !c.is_empty() && c.len() <= MAX_ROUTING_FIELD_BYTES && !c.chars().any(char::is_control)
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let message = QueueMessage::V1(EventV1 {
+        event_id: routed.event_id.clone(),
+        system: system.to_owned(),
+        app: routed.app,
+        record_id: routed.record_id,
+        event_type: routed.event_type,
+        received_at: now,
+        correlation_id: correlation_id.clone(),
+        payload,
+    });
+    Ok(Prepared {
+        event_id: routed.event_id,
+        correlation_id,
+        message: message.encode(),
+    })
+}
+
 async fn accept(
     state: &AppState,
     system: &str,
@@ -336,11 +744,9 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, Refusal> {
-    let spec = state
-        .rules
-        .systems
-        .get(system)
-        .ok_or_else(|| Refusal::UnknownSystem(system.to_owned()))?;
+    if !state.rules.systems.contains_key(system) {
+        return Err(Refusal::UnknownSystem(system.to_owned()));
+    }
     let auth = state
         .auth
         .get(system)
@@ -353,77 +759,35 @@ async fn accept(
     if declared.is_some_and(|n| n > state.max_body) {
         return Err(Refusal::TooLarge(state.max_body));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, state.max_body)
-        .await
-        .map_err(|e| {
-            if error_chain(&e).contains("length limit") {
-                Refusal::TooLarge(state.max_body)
-            } else {
-                Refusal::BadBody(e.to_string())
-            }
-        })?;
-    if let Auth::Signed {
-        keys,
-        tolerance_secs,
-    } = auth
-    {
-        verify(
-            keys,
-            header_str(headers, "webhook-id"),
-            header_str(headers, "webhook-timestamp"),
-            header_str(headers, "webhook-signature"),
-            &bytes,
-            chrono::Utc::now().timestamp(),
-            *tolerance_secs,
-        )?;
-    }
-    let payload: Value =
-        serde_json::from_slice(&bytes).map_err(|e| Refusal::NotJson(e.to_string()))?;
-    let routed = match spec.kind {
-        SystemKind::Kintone => route_kintone(&payload)?,
-        SystemKind::Rest => route_rest(spec, header_str(headers, "webhook-id"), &payload)?,
-    };
-    if state.rules.rules_for(system, &routed.app).next().is_none() {
-        return Err(Refusal::NoRule {
-            system: system.to_owned(),
-            app: routed.app,
-        });
-    }
-    let correlation_id = header_str(headers, "x-correlation-id")
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let message = QueueMessage::V1(EventV1 {
-        event_id: routed.event_id.clone(),
-        system: system.to_owned(),
-        app: routed.app,
-        record_id: routed.record_id,
-        event_type: routed.event_type,
-        received_at: chrono::Utc::now(),
-        correlation_id: correlation_id.clone(),
-        payload,
-    });
+    // The permit is held until the bytes (and what was made of them) are dropped.
+    let (bytes, _permit) = read_body(&state.body_budget, state.max_body, declared, body).await?;
+    let prepared = prepare(state, system, headers, &bytes, chrono::Utc::now())?;
+    drop(bytes);
     let publisher = state
         .broker
         .publisher()
         .await
         .map_err(|e| Refusal::Unavailable(e.to_string()))?;
     let names = state.broker.names();
-    let headers = queue::header_table(&[
+    let amqp_headers = queue::header_table(&[
         (queue::headers::ATTEMPT, queue::number(1)),
-        (queue::headers::CORRELATION_ID, queue::text(&correlation_id)),
+        (
+            queue::headers::CORRELATION_ID,
+            queue::text(&prepared.correlation_id),
+        ),
     ]);
     publisher
         .publish(
             &names.events_exchange(),
             WORK_KEY,
-            &message.encode(),
-            &routed.event_id,
-            headers,
+            &prepared.message,
+            &prepared.event_id,
+            amqp_headers,
         )
         .await
         .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-    tracing::debug!(system, event_id = %routed.event_id, correlation_id, "webhook queued");
-    Ok(routed.event_id)
+    tracing::debug!(system, event_id = %prepared.event_id, correlation_id = %prepared.correlation_id, "webhook queued");
+    Ok(prepared.event_id)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -452,6 +816,193 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kintone_ingest() -> Ingest {
+        let rules = config::parse_rules("sync-rules.json", include_str!("../../sync-rules.json"))
+            .expect("the example rules");
+        let settings = Settings {
+            amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            ..Settings::default()
+        };
+        Ingest::with_secrets(&settings, rules, |_, var| {
+            Ok(match var {
+                "HELPDESK_WEBHOOK_SECRET" => "whsec_c2VjcmV0".to_owned(),
+                _ => "t".to_owned(),
+            })
+        })
+        .expect("ingest")
+    }
+
+    fn prepare_kintone(payload: &Value) -> Result<Prepared, Refusal> {
+        let ingest = kintone_ingest();
+        prepare(
+            &ingest.state,
+            "kintone",
+            &HeaderMap::new(),
+            payload.to_string().as_bytes(),
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn an_event_id_too_long_for_an_amqp_message_id_is_refused() {
+        // lapin's ShortString::from panics past 255 bytes: this id used to panic the
+        // handler at publish time, and the client saw its connection drop.
+        let hook = |id: &str| json!({"id": id, "type": "ADD_RECORD", "app": {"id": "101"}, "recordId": "1"});
+        let ok = prepare_kintone(&hook(&"e".repeat(255))).expect("255 bytes fit");
+        assert_eq!(ok.event_id.len(), 255);
+        match prepare_kintone(&hook(&"e".repeat(256))) {
+            Err(r @ Refusal::Invalid(_)) => {
+                assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+                assert_eq!(
+                    r.to_string(),
+                    "the event id is 256 bytes long; at most 255 are accepted"
+                );
+            }
+            other => panic!("expected a 422, got {other:?}"),
+        }
+        // A NUL PostgreSQL cannot store, in the record id.
+        assert!(matches!(
+            prepare_kintone(
+                &json!({"id": "e", "type": "ADD_RECORD", "app": {"id": "101"}, "recordId": "1\u{0}"})
+            ),
+            Err(Refusal::Invalid(_))
+        ));
+        // A correlation id that is too long is replaced, not refused.
+        let ingest = kintone_ingest();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-correlation-id",
+            HeaderValue::from_str(&"c".repeat(300)).unwrap(),
+        );
+        let p = prepare(
+            &ingest.state,
+            "kintone",
+            &headers,
+            hook("e").to_string().as_bytes(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert!(p.correlation_id.len() < 255);
+    }
+
+    #[test]
+    fn a_payload_nested_too_deeply_for_the_worker_is_refused() {
+        let nested = |d: usize| {
+            let mut v = json!(1);
+            for _ in 0..d {
+                v = json!([v]);
+            }
+            json!({"id": "e", "type": "ADD_RECORD", "app": {"id": "101"}, "recordId": "1", "x": v})
+        };
+        // The premise: ingest's parser takes a payload the worker cannot decode once
+        // it is wrapped in the envelope.
+        let payload: Value =
+            serde_json::from_str(&nested(126).to_string()).expect("ingest parses it");
+        let wrapped = QueueMessage::V1(EventV1 {
+            event_id: "e".into(),
+            system: "kintone".into(),
+            app: "101".into(),
+            record_id: "1".into(),
+            event_type: "ADD_RECORD".into(),
+            received_at: chrono::Utc::now(),
+            correlation_id: "c".into(),
+            payload,
+        });
+        assert!(QueueMessage::decode(&wrapped.encode()).is_err());
+        assert!(matches!(
+            prepare_kintone(&nested(126)),
+            Err(Refusal::Invalid(m)) if m == "the payload nests deeper than 64 levels"
+        ));
+        let ok = prepare_kintone(&nested(MAX_PAYLOAD_DEPTH - 1)).expect("64 levels are fine");
+        assert!(QueueMessage::decode(&ok.message).is_ok());
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+    }
+
+    #[test]
+    fn intake_limits_read_their_variables() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let l = IntakeLimits::from_lookup(
+            1024,
+            vars(&[
+                ("RECORDSYNC_INGEST_MAX_CONNECTIONS", "7"),
+                ("RECORDSYNC_INGEST_HEADER_TIMEOUT_MS", "1500"),
+                ("RECORDSYNC_INGEST_BODY_TIMEOUT_MS", "2500"),
+                ("RECORDSYNC_INGEST_REQUEST_TIMEOUT_MS", "9000"),
+                ("RECORDSYNC_INGEST_BODY_BUDGET_BYTES", "4096"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.max_connections, 7);
+        assert_eq!(l.header_timeout, Duration::from_millis(1500));
+        assert_eq!(l.body_timeout, Duration::from_millis(2500));
+        assert_eq!(l.request_timeout, Duration::from_secs(9));
+        assert_eq!(l.body_budget_bytes, 4096);
+        assert_eq!(
+            IntakeLimits::from_lookup(1024, |_| None).unwrap(),
+            IntakeLimits::default()
+        );
+        let e = IntakeLimits::from_lookup(
+            1024,
+            vars(&[("RECORDSYNC_INGEST_BODY_BUDGET_BYTES", "100")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "RECORDSYNC_INGEST_BODY_BUDGET_BYTES");
+        assert!(
+            IntakeLimits::from_lookup(1, vars(&[("RECORDSYNC_INGEST_MAX_CONNECTIONS", "0")]))
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_body_budget_is_shared_and_given_back() {
+        let budget = Arc::new(Semaphore::new(100));
+        // A declared length takes its bytes up front.
+        let (first, held) = read_body(&budget, 80, Some(60), Body::from(vec![b'a'; 60]))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 60);
+        assert_eq!(budget.available_permits(), 40);
+        // Another declared 60 does not fit beside it: 503.
+        let busy = read_body(&budget, 80, Some(60), Body::from(vec![b'b'; 60])).await;
+        assert!(matches!(busy, Err(Refusal::Busy)));
+        assert_eq!(busy.unwrap_err().retry_after(), Some("1"));
+        // Without a length, chunk by chunk: 40 fit, the 41st byte does not.
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(vec![b'c'; 40]),
+            Ok(vec![b'c'; 1]),
+        ]);
+        assert!(matches!(
+            read_body(&budget, 80, None, Body::from_stream(chunks)).await,
+            Err(Refusal::Busy)
+        ));
+        assert_eq!(
+            budget.available_permits(),
+            40,
+            "a refused read gives back what it took"
+        );
+        drop(held);
+        assert_eq!(budget.available_permits(), 100);
+        // A body longer than it declared takes the rest as it comes; past the limit: 413.
+        let (b, held) = read_body(&budget, 80, Some(10), Body::from(vec![b'd'; 30]))
+            .await
+            .unwrap();
+        assert_eq!((b.len(), budget.available_permits()), (30, 70));
+        drop(held);
+        assert!(matches!(
+            read_body(&budget, 80, None, Body::from(vec![b'e'; 81])).await,
+            Err(Refusal::TooLarge(80))
+        ));
+        assert_eq!(budget.available_permits(), 100);
+    }
 
     #[test]
     fn kintone_routing_names_the_missing_field() {

@@ -11,11 +11,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let settings = config::Settings::from_env()?;
     let rules = config::load_rules(&settings.rules_path)?;
-    let ingest = ingest::Ingest::new(&settings, rules)?;
+    let limits = ingest::IntakeLimits::from_env(settings.max_body_bytes)?;
+    let ingest = ingest::Ingest::new(&settings, rules)?.with_limits(limits);
     let listener = tokio::net::TcpListener::bind(&settings.ingest_listen)
         .await
         .with_context(|| format!("Failed to listen on {}", settings.ingest_listen))?;
-    tracing::info!(listen = %settings.ingest_listen, "ingest listening");
+    tracing::info!(listen = %settings.ingest_listen, limits = ?ingest.limits(), "ingest listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     ingest

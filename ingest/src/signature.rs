@@ -59,8 +59,11 @@ pub fn verify(
     let ts = timestamp.ok_or(AuthError::MissingHeader("webhook-timestamp"))?;
     let signatures = signatures.ok_or(AuthError::MissingHeader("webhook-signature"))?;
     let ts: i64 = ts.trim().parse().map_err(|_| AuthError::BadTimestamp)?;
-    let skew = now - ts;
-    if skew.abs() > tolerance_secs {
+    // `now - ts` overflows for a timestamp near i64::MIN or i64::MAX, and so would
+    // `abs()` of i64::MIN (which wraps to itself, a negative number "inside" any
+    // tolerance, in a release build): the skew saturates and is compared unsigned.
+    let skew = now.saturating_sub(ts);
+    if skew.unsigned_abs() > tolerance_secs.max(0).unsigned_abs() {
         return Err(AuthError::OutsideTolerance(skew));
     }
     for key in keys {
@@ -233,6 +236,79 @@ mod tests {
                 300
             ),
             Err(AuthError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_refused_without_overflow() {
+        let k = [key()];
+        let now = TS;
+        // i64::MIN: `now - ts` overflowed (a panic in debug builds).
+        assert_eq!(
+            verify(
+                &k,
+                Some(ID),
+                Some(&i64::MIN.to_string()),
+                Some(SIG),
+                BODY,
+                now,
+                300
+            ),
+            Err(AuthError::OutsideTolerance(i64::MAX))
+        );
+        assert_eq!(
+            verify(
+                &k,
+                Some(ID),
+                Some(&i64::MAX.to_string()),
+                Some(SIG),
+                BODY,
+                now,
+                300
+            ),
+            Err(AuthError::OutsideTolerance(now - i64::MAX))
+        );
+        // `now + i64::MIN` made the wrapped skew i64::MIN, whose wrapped `abs()` is
+        // negative: a correctly signed delivery with that timestamp passed the
+        // tolerance check in release builds.
+        let ts = now + i64::MIN;
+        let sig = sign(&key(), ID, ts, BODY);
+        assert_eq!(
+            verify(
+                &k,
+                Some(ID),
+                Some(&ts.to_string()),
+                Some(&sig),
+                BODY,
+                now,
+                300
+            ),
+            Err(AuthError::OutsideTolerance(i64::MAX))
+        );
+        // A negative tolerance counts as none.
+        assert_eq!(
+            verify(
+                &k,
+                Some(ID),
+                Some("1614265330"),
+                Some(SIG),
+                BODY,
+                now,
+                i64::MIN
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                &k,
+                Some(ID),
+                Some("1614265330"),
+                Some(SIG),
+                BODY,
+                now + 1,
+                i64::MIN
+            ),
+            Err(AuthError::OutsideTolerance(1))
         );
     }
 

@@ -63,6 +63,9 @@ pub(crate) struct FaultSpec {
     after: Option<bool>,
     /// The PRNG seed for this fault's probability; derived from the configuration when absent.
     seed: Option<u64>,
+    /// When true the error body quotes the request's headers back (credentials
+    /// included), as some real servers do; for tests that nothing leaks them further.
+    echo_headers: Option<bool>,
 }
 
 /// An active fault.
@@ -81,6 +84,7 @@ pub(crate) struct Fault {
     body_contains: Option<String>,
     body: Option<Value>,
     after: bool,
+    echo_headers: bool,
     /// How many times the fault has applied so far.
     hits: u64,
     #[serde(skip)]
@@ -113,6 +117,7 @@ pub(crate) struct FaultAction {
     pub(crate) retry_after: Option<String>,
     pub(crate) body: Option<Value>,
     pub(crate) after: bool,
+    pub(crate) echo_headers: bool,
 }
 
 /// The combined effect of all faults that apply to one request.
@@ -180,6 +185,7 @@ impl Faults {
             body_contains: spec.body_contains,
             body: spec.body,
             after: spec.after.unwrap_or(false),
+            echo_headers: spec.echo_headers.unwrap_or(false),
             hits: 0,
             rng: XorShift::new(seed),
         });
@@ -236,6 +242,7 @@ impl Faults {
                     retry_after: fault.retry_after.clone(),
                     body: fault.body.clone(),
                     after: fault.after,
+                    echo_headers: fault.echo_headers,
                 });
             }
         }

@@ -87,10 +87,15 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
     if outcome.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(outcome.latency_ms)).await;
     }
+    let echoed = outcome
+        .action
+        .as_ref()
+        .filter(|action| action.echo_headers)
+        .map(|_| headers_text(&parts.headers));
     if let Some(action) = &outcome.action
         && !action.after
     {
-        let response = fault_response(gate.system, action);
+        let response = fault_response(gate.system, action, echoed.as_deref());
         return finish(&gate, arrival, response, Some(action.fault_id.clone()));
     }
     let response = next
@@ -98,11 +103,20 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
         .await;
     match outcome.action {
         Some(action) => {
-            let response = fault_response(gate.system, &action);
+            let response = fault_response(gate.system, &action, echoed.as_deref());
             finish(&gate, arrival, response, Some(action.fault_id))
         }
         None => finish(&gate, arrival, response, None),
     }
+}
+
+/// Every request header as `name: value` lines, as an echoing server quotes them.
+fn headers_text(headers: &HeaderMap) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn finish(gate: &Gate, arrival: Arrival, response: Response, fault_id: Option<String>) -> Response {
@@ -159,12 +173,17 @@ fn rate_limited(system: System, retry_after: u64) -> Response {
 }
 
 /// The answer of a fault: its own body when given, else an error in the system's shape.
-fn fault_response(system: System, action: &FaultAction) -> Response {
+/// With `echoed` headers, the error message quotes them (and a given object body gets
+/// them as `request_headers`).
+fn fault_response(system: System, action: &FaultAction, echoed: Option<&str>) -> Response {
     let status = StatusCode::from_u16(action.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = action
+    let mut body = action
         .body
         .clone()
-        .unwrap_or_else(|| fault_body(system, status));
+        .unwrap_or_else(|| fault_body(system, status, echoed));
+    if let (Some(text), Some(_), Some(obj)) = (echoed, &action.body, body.as_object_mut()) {
+        obj.insert("request_headers".to_owned(), Value::from(text));
+    }
     let mut response = (status, Json(body)).into_response();
     if let Some(retry_after) = &action.retry_after
         && let Ok(value) = HeaderValue::from_str(retry_after)
@@ -174,12 +193,16 @@ fn fault_response(system: System, action: &FaultAction) -> Response {
     response
 }
 
-fn fault_body(system: System, status: StatusCode) -> Value {
-    let message = format!(
+fn fault_body(system: System, status: StatusCode, echoed: Option<&str>) -> Value {
+    let mut message = format!(
         "injected fault: {} {}",
         status.as_u16(),
         status.canonical_reason().unwrap_or("error")
     );
+    if let Some(headers) = echoed {
+        message.push_str("; you sent:\n");
+        message.push_str(headers);
+    }
     match system {
         System::Kintone => {
             let code = match status.as_u16() {

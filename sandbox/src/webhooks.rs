@@ -329,14 +329,14 @@ async fn worker(
             Ok(status) => tracing::info!(
                 system = job.system.as_str(),
                 webhook_id = %job.id,
-                url = %job.url,
+                url = %redact_token(&job.url),
                 status,
                 "webhook delivered"
             ),
             Err(error) => tracing::warn!(
                 system = job.system.as_str(),
                 webhook_id = %job.id,
-                url = %job.url,
+                url = %redact_token(&job.url),
                 error = %error,
                 "webhook delivery failed"
             ),
@@ -378,8 +378,35 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, job: &Job) -> Result
     }
     match request.send().await {
         Ok(response) => Ok(response.status().as_u16()),
-        Err(error) => Err(error_chain(&error)),
+        Err(error) => Err(redact_token(&error_chain(&error))),
     }
+}
+
+/// A URL (or a message quoting one) with the value of its `token` query parameter
+/// replaced: kintone webhook URLs carry the receiver's secret (`?token=`), which has
+/// no place in a log.
+pub(crate) fn redact_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let found = rest
+            .match_indices("token=")
+            .find(|(at, _)| *at == 0 || matches!(rest.as_bytes()[at - 1], b'?' | b'&' | b';'));
+        let Some((at, _)) = found else {
+            break;
+        };
+        let value_start = at + "token=".len();
+        out.push_str(&rest[..value_start]);
+        let len = rest[value_start..]
+            .find(['&', '#', ' ', ')', '"'])
+            .unwrap_or(rest.len() - value_start);
+        if len > 0 {
+            out.push_str("[redacted]");
+        }
+        rest = &rest[value_start + len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn user_agent(system: System) -> &'static str {
@@ -404,6 +431,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_tokens_are_redacted_from_logged_urls() {
+        assert_eq!(
+            redact_token(
+                "error sending request for url (http://h:1/webhooks/kintone?token=abc): refused"
+            ),
+            "error sending request for url (http://h:1/webhooks/kintone?token=[redacted]): refused"
+        );
+        assert_eq!(
+            redact_token("http://h/w?a=1&token=x&b=2"),
+            "http://h/w?a=1&token=[redacted]&b=2"
+        );
+        assert_eq!(redact_token("http://h/w?mytoken=x"), "http://h/w?mytoken=x");
+    }
 
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";

@@ -325,3 +325,318 @@ async fn broker_down_answers_503_with_retry_after_and_acknowledges_nothing() -> 
     .await?;
     env.finish().await
 }
+
+/// An ingest of its own, with these limits, whose broker never connects (nothing here
+/// is published): its address and how to stop it.
+async fn bounded_ingest(
+    limits: ingest::IntakeLimits,
+    max_body_bytes: usize,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let secrets = tests::secrets(&sandbox::SandboxConfig::default());
+    let settings = config::Settings {
+        amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        max_body_bytes,
+        ..config::Settings::default()
+    };
+    let rules = tests::example_rules("http://127.0.0.1:1");
+    let ingest = ingest::Ingest::with_secrets(&settings, rules, |path, var| {
+        secrets
+            .get(var)
+            .cloned()
+            .ok_or_else(|| config::ConfigError::MissingSecret {
+                path: path.to_owned(),
+                var: var.to_owned(),
+            })
+    })?
+    .with_limits(limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(ingest.run(listener, stop.clone()));
+    Ok((addr, stop, task))
+}
+
+/// Reads until the server closes the connection, or fails after `within`.
+async fn read_until_closed(
+    conn: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    anyhow::ensure!(
+        read.is_ok(),
+        "the server kept the connection open past {within:?} (read so far: {:?})",
+        String::from_utf8_lossy(&out)
+    );
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn write(conn: &mut tokio::net::TcpStream, bytes: &[u8]) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    conn.write_all(bytes).await?;
+    conn.flush().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_half_sent_and_idle_connections_are_closed_after_the_header_timeout()
+-> anyhow::Result<()> {
+    let limits = ingest::IntakeLimits {
+        header_timeout: Duration::from_millis(300),
+        ..ingest::IntakeLimits::default()
+    };
+    let (addr, stop, task) = bounded_ingest(limits, 1024 * 1024).await?;
+
+    // Sends nothing at all.
+    let start = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await?;
+    let said = read_until_closed(&mut silent, Duration::from_secs(5)).await?;
+    assert!(start.elapsed() >= Duration::from_millis(250), "{said}");
+    // Sends half its headers, then nothing (slowloris).
+    let mut half = tokio::net::TcpStream::connect(addr).await?;
+    write(
+        &mut half,
+        b"POST /webhooks/kintone?token=x HTTP/1.1\r\nHost: a\r\n",
+    )
+    .await?;
+    let said = read_until_closed(&mut half, Duration::from_secs(5)).await?;
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said}"
+    );
+    // One request on a keep-alive connection, then idle.
+    let mut idle = tokio::net::TcpStream::connect(addr).await?;
+    write(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await?;
+    let said = read_until_closed(&mut idle, Duration::from_secs(5)).await?;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    assert!(said.ends_with("ok"), "{said}");
+
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_or_trickles_is_cut_off_with_408() -> anyhow::Result<()> {
+    // A body that stops arriving: the wait for the next chunk is bounded.
+    let limits = ingest::IntakeLimits {
+        body_timeout: Duration::from_millis(300),
+        ..ingest::IntakeLimits::default()
+    };
+    let (addr, stop, task) = bounded_ingest(limits, 1024 * 1024).await?;
+    let mut stalled = tokio::net::TcpStream::connect(addr).await?;
+    write(
+        &mut stalled,
+        format!("POST /webhooks/kintone?token={KINTONE_WEBHOOK_TOKEN} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{{\"id\": ").as_bytes(),
+    )
+    .await?;
+    let said = read_until_closed(&mut stalled, Duration::from_secs(5)).await?;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("\"code\":\"timeout\""), "{said}");
+    stop.cancel();
+    task.await??;
+
+    // A body that trickles a byte at a time: the whole request has a deadline.
+    let limits = ingest::IntakeLimits {
+        request_timeout: Duration::from_millis(500),
+        ..ingest::IntakeLimits::default()
+    };
+    let (addr, stop, task) = bounded_ingest(limits, 1024 * 1024).await?;
+    let conn = tokio::net::TcpStream::connect(addr).await?;
+    let (mut reader, mut writer) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "POST /webhooks/kintone?token={KINTONE_WEBHOOK_TOKEN} HTTP/1.1\r\nHost: a\r\nContent-Length: 10000\r\n\r\n"
+        );
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        // A slow client, by design: one byte every 100 ms, until the server hangs up.
+        while writer.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let start = std::time::Instant::now();
+    let said = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1024];
+        let n = reader.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await?;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(reader);
+    trickle.abort();
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() -> anyhow::Result<()> {
+    let limits = ingest::IntakeLimits {
+        max_connections: 2,
+        ..ingest::IntakeLimits::default()
+    };
+    let (addr, stop, task) = bounded_ingest(limits, 1024 * 1024).await?;
+    let first = tokio::net::TcpStream::connect(addr).await?;
+    let _second = tokio::net::TcpStream::connect(addr).await?;
+    let mut third = tokio::net::TcpStream::connect(addr).await?;
+    write(
+        &mut third,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    let early = read_until_closed(&mut third, Duration::from_millis(300)).await;
+    assert!(early.is_err(), "the third connection was served: {early:?}");
+    drop(first);
+    let said = read_until_closed(&mut third, Duration::from_secs(5)).await?;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unauthenticated_bodies_share_a_byte_budget_and_503_when_it_is_spent() -> anyhow::Result<()>
+{
+    let limits = ingest::IntakeLimits {
+        body_budget_bytes: 1000,
+        ..ingest::IntakeLimits::default()
+    };
+    let (addr, stop, task) = bounded_ingest(limits, 800).await?;
+    let url = format!("http://{addr}/webhooks/helpdesk");
+    let http = reqwest::Client::new();
+    let post = || http.post(&url).body("x".repeat(400)).send();
+
+    // Alone, a 400-byte body is read (and refused for its missing signature).
+    assert_eq!(post().await?.status().as_u16(), 401);
+    // A slow sender holds 700 bytes of the budget while its body arrives.
+    let mut slow = tokio::net::TcpStream::connect(addr).await?;
+    write(
+        &mut slow,
+        b"POST /webhooks/helpdesk HTTP/1.1\r\nHost: a\r\nContent-Length: 700\r\n\r\n{",
+    )
+    .await?;
+    let refused = std::sync::Mutex::new(None);
+    tests::wait_for("the budget to be spent", Duration::from_secs(5), || async {
+        let resp = post().await?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        *refused.lock().unwrap() = Some((status, retry_after, body));
+        Ok(status == 503)
+    })
+    .await?;
+    let (_, retry_after, body) = refused.lock().unwrap().take().unwrap();
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "busy");
+    // The slow sender gives up: its bytes return to the budget.
+    drop(slow);
+    tests::wait_for("the budget to return", Duration::from_secs(5), || async {
+        Ok(post().await?.status().as_u16() == 401)
+    })
+    .await?;
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains("recordsync_ingest_webhooks_total{system=\"helpdesk\",outcome=\"busy\"}"),
+        "{text}"
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ids_the_broker_cannot_carry_and_payloads_the_worker_cannot_decode_are_422()
+-> anyhow::Result<()> {
+    let env = ingest_only().await?;
+    let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
+    // A 300-byte event id used to panic the handler at publish (an AMQP message id is
+    // at most 255 bytes): the connection dropped without an answer.
+    let long = "e".repeat(300);
+    let (s, body) = env
+        .post_webhook(&path, &[], kintone_hook(&long, APP).to_string())
+        .await?;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "the event id is 300 bytes long; at most 255 are accepted"
+    );
+    // The same for a signed helpdesk webhook's id.
+    let secret = env.sandbox_config.helpdesk_webhook_secret.clone();
+    let hook = json!({"type": "ticket.updated", "data": {"ticket": {"id": 7}}}).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let headers = vec![
+        ("webhook-id", long.clone()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", sign(&secret, &long, now, &hook)),
+    ];
+    let (s, body) = env
+        .post_webhook("/webhooks/helpdesk", &headers, hook)
+        .await?;
+    assert_eq!(s, 422, "{body}");
+    // Nesting the worker's decoder would refuse once wrapped in the envelope.
+    let mut deep = json!(1);
+    for _ in 0..126 {
+        deep = json!([deep]);
+    }
+    let mut nested = kintone_hook("deep", APP);
+    nested["x"] = deep;
+    let (s, body) = env.post_webhook(&path, &[], nested.to_string()).await?;
+    assert_eq!(s, 422, "{body}");
+    // A signed timestamp at the end of the range: refused, no overflow.
+    let ts = now.wrapping_add(i64::MIN);
+    let hook = json!({"type": "ticket.updated", "data": {"ticket": {"id": 7}}}).to_string();
+    let headers = vec![
+        ("webhook-id", "msg_overflow".to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        (
+            "webhook-signature",
+            sign(&secret, "msg_overflow", ts, &hook),
+        ),
+    ];
+    let (s, body) = env
+        .post_webhook("/webhooks/helpdesk", &headers, hook)
+        .await?;
+    assert_eq!(s, 401, "{body}");
+    // The longest id that fits is accepted.
+    let (s, body) = env
+        .post_webhook(&path, &[], kintone_hook(&"e".repeat(255), APP).to_string())
+        .await?;
+    assert_eq!(s, 202, "{body}");
+    tests::wait_for("one queued message", Duration::from_secs(5), || async {
+        Ok(work_depth(&env).await? == 1)
+    })
+    .await?;
+    env.finish().await
+}

@@ -9,6 +9,7 @@ mod intake;
 mod limits;
 mod parking;
 mod recovery;
+mod secrets;
 mod security;
 mod step;
 mod sync;

@@ -18,15 +18,27 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The PostgreSQL server tests create their databases on.
+/// The PostgreSQL server the tests, the demo and the bench create their databases on:
+/// `RECORDSYNC_TEST_PG`, else the server of the services' `RECORDSYNC_DATABASE_URL`
+/// (its database name dropped), else the local default.
 pub fn pg_server_url() -> String {
     std::env::var("RECORDSYNC_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .ok()
+        .or_else(|| {
+            let url = std::env::var("RECORDSYNC_DATABASE_URL").ok()?;
+            let url = url.split('?').next().unwrap_or_default();
+            let (scheme, rest) = url.split_once("://")?;
+            let server = rest.split('/').next()?;
+            Some(format!("{scheme}://{server}"))
+        })
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-/// The RabbitMQ tests use.
+/// The RabbitMQ the tests, the demo and the bench use: `RECORDSYNC_TEST_AMQP`, else the
+/// services' `RECORDSYNC_AMQP_URL`, else the local default.
 pub fn amqp_url() -> String {
     std::env::var("RECORDSYNC_TEST_AMQP")
+        .or_else(|_| std::env::var("RECORDSYNC_AMQP_URL"))
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 

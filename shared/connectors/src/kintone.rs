@@ -2,13 +2,14 @@
 //! numbers are strings, `$id` and `$revision` are system fields, errors are
 //! `{"code", "id", "message", "errors"}`, the token goes in `X-Cybozu-API-Token`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{Fields, SourceRecord, TargetRecord};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Map, Value, json};
 
-use crate::{ConnectorError, parse_retry_after, status_error};
+use crate::{ConnectorError, Redactor, parse_retry_after, status_error};
 
 /// A kintone domain.
 pub struct Kintone {
@@ -17,6 +18,7 @@ pub struct Kintone {
     base: String,
     token: String,
     timeout: Duration,
+    redactor: Arc<Redactor>,
 }
 
 impl Kintone {
@@ -28,13 +30,23 @@ impl Kintone {
         token: &str,
         timeout: Duration,
     ) -> Kintone {
+        let mut own: Vec<String> = token.split(',').map(str::to_owned).collect();
+        own.push(token.to_owned());
         Kintone {
             http,
             system: system.to_owned(),
             base: base.to_owned(),
             token: token.to_owned(),
             timeout,
+            redactor: Arc::new(Redactor::new(own)),
         }
+    }
+
+    /// Redacts these secrets (every configured one) from upstream errors, instead of
+    /// only this connector's token.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Kintone {
+        self.redactor = redactor;
+        self
     }
 
     /// The system's name in the rules.
@@ -55,7 +67,7 @@ impl Kintone {
             .await
             .map_err(|source| ConnectorError::Transport {
                 system: self.system.clone(),
-                source,
+                source: self.redactor.reqwest_error(source),
             })?;
         self.read(resp).await
     }
@@ -77,11 +89,12 @@ impl Kintone {
                 system: self.system.clone(),
             });
         }
+        // The body is the upstream's: it may echo our token back.
         Err(status_error(
             &self.system,
             status,
             retry_after,
-            error_message(&body),
+            self.redactor.message(&error_message(&body)),
         ))
     }
 

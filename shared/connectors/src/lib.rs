@@ -8,6 +8,7 @@
 //! Every failure is a [`ConnectorError`] that says whether retrying can help.
 
 pub mod kintone;
+pub mod redact;
 pub mod rest;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{Fields, SourceRecord, TargetRecord};
-use domain::rules::{ApiAuth, SyncRules, SystemKind};
+use domain::rules::{ApiAuth, SyncRules, SystemKind, WebhookAuth};
+
+pub use redact::Redactor;
 
 /// A failure talking to an external system.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +141,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Classifies a non-success status into an error, `message` being the body's text.
+/// Classifies a non-success status into an error, `message` being the body's text,
+/// already redacted.
 pub(crate) fn status_error(
     system: &str,
     status: u16,
@@ -376,11 +380,46 @@ impl Connectors {
     }
 
     /// Builds connectors with secrets from `secret(path, var)` (tests pass a map).
+    ///
+    /// Every secret the rules name is redacted from what an upstream answers: the API
+    /// tokens the connectors send, and the webhook secrets too when this process can
+    /// read them (a worker need not hold them).
     pub fn build(
         rules: &SyncRules,
         secret: impl Fn(&str, &str) -> Result<String, config::ConfigError>,
     ) -> Result<Connectors, config::ConfigError> {
         let http = http_client();
+        let mut secrets = vec![];
+        for (name, sys) in &rules.systems {
+            match &sys.auth {
+                ApiAuth::KintoneApiToken { token_env } => {
+                    let value = secret(&format!("systems.{name}.auth.token_env"), token_env)?;
+                    // kintone takes several comma-separated tokens.
+                    secrets.extend(value.split(',').map(str::to_owned));
+                    secrets.push(value);
+                }
+                ApiAuth::Header { value_env, .. } => {
+                    secrets.push(secret(
+                        &format!("systems.{name}.auth.value_env"),
+                        value_env,
+                    )?);
+                }
+                _ => {}
+            }
+            let webhook_var = match &sys.webhook {
+                Some(WebhookAuth::Token { token_env }) => Some(token_env),
+                Some(WebhookAuth::StandardWebhooks { secret_env, .. }) => Some(secret_env),
+                None => None,
+            };
+            if let Some(var) = webhook_var
+                && let Ok(value) = secret(&format!("systems.{name}.webhook"), var)
+            {
+                // Several may be configured at once (rotation).
+                secrets.extend(value.split_whitespace().map(str::to_owned));
+                secrets.push(value);
+            }
+        }
+        let redactor = Arc::new(Redactor::new(secrets));
         let mut kintone = BTreeMap::new();
         let mut rest = BTreeMap::new();
         for (name, sys) in &rules.systems {
@@ -396,13 +435,10 @@ impl Connectors {
                     };
                     kintone.insert(
                         name.clone(),
-                        Arc::new(kintone::Kintone::new(
-                            http.clone(),
-                            name,
-                            &base,
-                            &token,
-                            timeout,
-                        )),
+                        Arc::new(
+                            kintone::Kintone::new(http.clone(), name, &base, &token, timeout)
+                                .with_redactor(Arc::clone(&redactor)),
+                        ),
                     );
                 }
                 SystemKind::Rest => {
@@ -421,14 +457,17 @@ impl Connectors {
                     for (ename, entity) in &sys.entities {
                         rest.insert(
                             (name.clone(), ename.clone()),
-                            Arc::new(rest::Rest::new(
-                                http.clone(),
-                                name,
-                                &base,
-                                header.clone(),
-                                entity.clone(),
-                                timeout,
-                            )),
+                            Arc::new(
+                                rest::Rest::new(
+                                    http.clone(),
+                                    name,
+                                    &base,
+                                    header.clone(),
+                                    entity.clone(),
+                                    timeout,
+                                )
+                                .with_redactor(Arc::clone(&redactor)),
+                            ),
                         );
                     }
                 }
@@ -490,6 +529,134 @@ mod tests {
             e.to_string(),
             "h refused the request (422): subject is required"
         );
+    }
+
+    /// An upstream that answers every request with `status` and an error body (in
+    /// kintone's and the helpdesk's shapes at once) quoting the request head it got.
+    async fn echoing_upstream(status: u16) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let body = serde_json::json!({
+                        "code": "ECHO",
+                        "message": format!("you sent: {head}"),
+                        "error": {"message": format!("you sent: {head}")},
+                    })
+                    .to_string();
+                    let resp = format!(
+                        "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_upstream_echoing_our_credentials_gets_them_redacted_from_the_error() {
+        let mut rules =
+            config::parse_rules("sync-rules.json", include_str!("../../../sync-rules.json"))
+                .unwrap();
+        let secrets: BTreeMap<&str, &str> = [
+            (
+                "KINTONE_API_TOKEN",
+                "kintone-api-token-1,kintone-api-token-2",
+            ),
+            ("HELPDESK_API_TOKEN", "helpdesk-api-token"),
+            ("KINTONE_WEBHOOK_TOKEN", "kintone-webhook-token"),
+            (
+                "HELPDESK_WEBHOOK_SECRET",
+                "whsec_aGVscGRlc2std2ViaG9vay1rZXk=",
+            ),
+        ]
+        .into();
+        for status in [500, 401, 422] {
+            let base = echoing_upstream(status).await;
+            for sys in rules.systems.values_mut() {
+                sys.base_url = base.clone();
+            }
+            let connectors = Connectors::build(&rules, |path, var| {
+                secrets.get(var).map(|v| (*v).to_owned()).ok_or_else(|| {
+                    config::ConfigError::MissingSecret {
+                        path: path.to_owned(),
+                        var: var.to_owned(),
+                    }
+                })
+            })
+            .unwrap();
+            for (system, app) in [("kintone", "101"), ("helpdesk", "ticket")] {
+                let e = connectors
+                    .endpoint(system, app)
+                    .unwrap()
+                    .fetch("1")
+                    .await
+                    .expect_err("the upstream fails");
+                let text = e.to_string();
+                // The premise: the upstream did echo the credential header.
+                assert!(
+                    text.contains("x-cybozu-api-token: [redacted]")
+                        || text.contains("authorization: Bearer [redacted]"),
+                    "{text}"
+                );
+                for value in secrets.values().flat_map(|v| v.split(',')) {
+                    assert!(!text.contains(value), "{value} leaked: {text}");
+                }
+                assert!(!format!("{e:?}").contains("api-token-"), "{e:?}");
+            }
+        }
+        // Without the redactor the same error carried the token: the test's check bites.
+        let base = echoing_upstream(500).await;
+        let raw = kintone::Kintone::new(
+            http_client(),
+            "kintone",
+            &base,
+            "kintone-api-token-1",
+            Duration::from_secs(3),
+        )
+        .with_redactor(Arc::new(Redactor::default()));
+        let e = raw.get_record("101", "1").await.unwrap_err();
+        assert!(e.to_string().contains("kintone-api-token-1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_prints_no_secret_from_the_url() {
+        // Nothing listens on port 1; the URL carries a password and a secret query.
+        let r = Redactor::new(["s3cret-value".to_owned()]);
+        let e = http_client()
+            .get("http://user:pa55word@127.0.0.1:1/x?token=s3cret-value&q=1")
+            .send()
+            .await
+            .unwrap_err();
+        let text = error_chain_text(&r.reqwest_error(e));
+        assert!(
+            !text.contains("s3cret-value") && !text.contains("pa55word"),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+    }
+
+    fn error_chain_text(e: &dyn std::error::Error) -> String {
+        let mut text = format!("{e} {e:?}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!(" {s}"));
+            source = s.source();
+        }
+        text
     }
 
     #[test]

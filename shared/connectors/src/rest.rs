@@ -3,6 +3,7 @@
 //! header and an optional idempotency header. A helpdesk or a CRM needs configuration,
 //! not code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{Fields, TargetRecord, value_text};
@@ -10,7 +11,7 @@ use domain::rules::RestEntity;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
-use crate::{ConnectorError, encode, parse_retry_after, status_error};
+use crate::{ConnectorError, Redactor, encode, parse_retry_after, status_error};
 
 /// One entity of a REST system.
 pub struct Rest {
@@ -20,6 +21,7 @@ pub struct Rest {
     auth: Option<(String, String)>,
     entity: RestEntity,
     timeout: Duration,
+    redactor: Arc<Redactor>,
 }
 
 impl Rest {
@@ -32,6 +34,8 @@ impl Rest {
         entity: RestEntity,
         timeout: Duration,
     ) -> Rest {
+        let own = auth.iter().map(|(_, value)| value.clone());
+        let redactor = Arc::new(Redactor::new(own));
         Rest {
             http,
             system: system.to_owned(),
@@ -39,7 +43,15 @@ impl Rest {
             auth,
             entity,
             timeout,
+            redactor,
         }
+    }
+
+    /// Redacts these secrets (every configured one) from upstream errors, instead of
+    /// only this connector's header value.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Rest {
+        self.redactor = redactor;
+        self
     }
 
     /// The system's name in the rules.
@@ -64,7 +76,7 @@ impl Rest {
             .await
             .map_err(|source| ConnectorError::Transport {
                 system: self.system.clone(),
-                source,
+                source: self.redactor.reqwest_error(source),
             })?;
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -76,11 +88,12 @@ impl Rest {
         match status {
             200..=299 => Ok(Some(body)),
             404 => Ok(None),
+            // The body is the upstream's: it may echo our credentials back.
             _ => Err(status_error(
                 &self.system,
                 status,
                 retry_after,
-                error_message(&body),
+                self.redactor.message(&error_message(&body)),
             )),
         }
     }

@@ -181,28 +181,73 @@ fn order(n: usize, priority: &str) -> Value {
     })
 }
 
-/// Fails within seconds, naming the service and how to start it.
+/// Fails within seconds, naming the service, the real cause (not running, or refusing
+/// the login) and what to do. URLs are printed without their passwords.
 async fn check_services() -> anyhow::Result<()> {
-    for (name, addr, how) in [
+    use connectors::redact::without_password;
+    let pg = tests::pg_server_url();
+    let amqp = tests::amqp_url();
+    for (name, url, default_port, how) in [
         (
             "RabbitMQ",
-            "127.0.0.1:5672",
+            &amqp,
+            5672,
             "rabbitmq-server -detached   (or: docker compose up -d rabbitmq)",
         ),
         (
             "PostgreSQL",
-            "127.0.0.1:5432",
+            &pg,
+            5432,
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or: docker compose up -d postgres)",
         ),
     ] {
-        let reachable =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                .await;
+        let addr = host_port(url, default_port);
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await;
         if !matches!(reachable, Ok(Ok(_))) {
-            bail!("{name} is not reachable at {addr}. Start it with:\n    {how}");
+            bail!(
+                "{name} is not reachable at {addr} ({}). Start it with:\n    {how}",
+                without_password(url)
+            );
         }
     }
+    // Reachable: now the login, which a password-protected server may refuse.
+    let admin = format!("{pg}/postgres");
+    if let Err(e) = store::Store::connect(&admin, 1).await {
+        let text = e.to_string();
+        if text.contains("password") || text.contains("authentication") || text.contains("28P01") {
+            bail!(
+                "PostgreSQL refused the login at {}: {text}\n    Set RECORDSYNC_TEST_PG to the server URL with the right user and password (no database), e.g. postgres://postgres:<password>@127.0.0.1:5432",
+                without_password(&admin)
+            );
+        }
+        bail!("PostgreSQL at {} failed: {text}", without_password(&admin));
+    }
+    match queue::connect(&amqp, "recordsync-demo-check").await {
+        Ok(conn) => {
+            let _ = conn.close(200, "checked".into()).await;
+        }
+        Err(e) => bail!(
+            "RabbitMQ at {} refused the connection: {e}\n    Set RECORDSYNC_TEST_AMQP to the broker URL with the right user and password, e.g. amqp://<user>:<password>@127.0.0.1:5672/%2f",
+            without_password(&amqp)
+        ),
+    }
     Ok(())
+}
+
+/// The `host:port` of a connection URL.
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    }
 }
 
 /// Waits until the work queue is empty and nothing more gets processed for a second.
