@@ -4,6 +4,7 @@
 
 mod authority;
 mod bench_smoke;
+mod commands;
 mod failures;
 mod intake;
 mod limits;

@@ -344,6 +344,16 @@ impl Env {
         Ok(env)
     }
 
+    /// A worker's step, built as the workers are but not consuming: tests drive it
+    /// with commands, with no broker in between.
+    pub fn processor(&self) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
+        let secrets = secrets(&self.sandbox_config);
+        let connectors = Connectors::build(&self.rules, lookup(&secrets))?;
+        let worker =
+            worker::Worker::with_connectors(self.settings.clone(), self.rules.clone(), connectors)?;
+        Ok(worker.processor())
+    }
+
     /// Starts one more worker, with its admin API on port 0.
     pub async fn start_worker(&mut self) -> anyhow::Result<()> {
         let secrets = secrets(&self.sandbox_config);

@@ -9,8 +9,11 @@ use store::{DeadFilter, NewDeadLetter, Store, StoreError};
 /// The row for a dead-lettered message. Messages RabbitMQ dead-lettered itself (past
 /// the delivery limit) carry none of our headers and are classed `poison`.
 pub fn from_delivery(d: &Delivery) -> NewDeadLetter {
-    let event = d.decode().ok();
-    let ev = event.as_ref().map(|QueueMessage::V1(e)| e);
+    let cmd = d.decode().ok().and_then(QueueMessage::command);
+    let change = cmd.as_ref().and_then(|c| match &c.command {
+        queue::Command::Change { system, app, .. } => Some((system.clone(), app.clone())),
+        _ => None,
+    });
     let class = d
         .header_text(headers::DEAD_REASON)
         .unwrap_or_else(|| "poison".to_owned());
@@ -26,11 +29,14 @@ pub fn from_delivery(d: &Delivery) -> NewDeadLetter {
     });
     NewDeadLetter {
         dead_id,
-        event_id: ev.map(|e| e.event_id.clone()).or_else(|| d.message_id()),
+        event_id: cmd
+            .as_ref()
+            .map(|c| c.id.clone())
+            .or_else(|| d.message_id()),
         rule: d.header_text(headers::RULE),
-        system: ev.map(|e| e.system.clone()),
-        app: ev.map(|e| e.app.clone()),
-        record_id: ev.map(|e| e.record_id.clone()),
+        system: change.as_ref().map(|(s, _)| s.clone()),
+        app: change.map(|(_, a)| a),
+        record_id: cmd.as_ref().map(|c| c.command.record_id().to_owned()),
         class,
         reason,
         attempts: d.attempt() as i32,

@@ -24,7 +24,7 @@ use config::{ConfigError, Settings};
 use connectors::Connectors;
 use domain::history::Entry;
 use domain::rules::SyncRules;
-use queue::{Broker, Delivery, QueueError, QueueMessage, Topology, headers};
+use queue::{Broker, Command, CommandV2, Delivery, QueueError, Topology, headers};
 use store::{EventRef, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -104,6 +104,11 @@ impl Worker {
             db_down: tokio::sync::watch::channel(false).0,
             migrated: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The step, for callers that drive it without the broker (tests, tools).
+    pub fn processor(&self) -> Arc<Processor> {
+        Arc::clone(&self.processor)
     }
 
     /// The store.
@@ -258,10 +263,19 @@ impl Worker {
                     .await;
             }
         };
-        let QueueMessage::V1(ev) = &message;
-        let span = tracing::info_span!("event", event_id = %ev.event_id, system = %ev.system, app = %ev.app, record = %ev.record_id, correlation_id = %ev.correlation_id, attempt);
+        let Some(cmd) = message.command() else {
+            let why = "a version-1 resolution without its rule or conflict";
+            tracing::error!(
+                "undecodable message ({why}): dead-lettering it; inspect it with `worker dlq list --class undecodable`"
+            );
+            return self
+                .dead_letter(&delivery, None, "undecodable", why, attempt)
+                .await;
+        };
+        let ev = &cmd;
+        let span = tracing::info_span!("event", event_id = %cmd.id, command = cmd.command.kind(), record = %cmd.command.record_id(), correlation_id = %cmd.correlation_id, attempt);
         async {
-            let failure = match self.processor.process(ev, attempt).await {
+            let failure = match self.processor.step(ev, attempt).await {
                 Ok(outcomes) => {
                     for (rule, done) in &outcomes {
                         self.metrics.processed(rule, done.as_str());
@@ -307,18 +321,23 @@ impl Worker {
         .await
     }
 
-    fn rules_of(&self, ev: &queue::EventV1) -> Vec<String> {
-        self.processor
-            .rules
-            .rules_for(&ev.system, &ev.app)
-            .map(|r| r.name.clone())
-            .collect()
+    /// The rules a command concerns: those of a change's app, or the one it names.
+    fn rules_of(&self, cmd: &CommandV2) -> Vec<String> {
+        match &cmd.command {
+            Command::Change { system, app, .. } => self
+                .processor
+                .rules
+                .rules_for(system, app)
+                .map(|r| r.name.clone())
+                .collect(),
+            other => other.rule().map(str::to_owned).into_iter().collect(),
+        }
     }
 
     async fn retry(
         &self,
         delivery: &Delivery,
-        ev: &queue::EventV1,
+        ev: &CommandV2,
         attempt: u32,
         failure: &Failure,
         after: Option<Duration>,
@@ -368,14 +387,7 @@ impl Worker {
         // message back to the work queue when its TTL (or the jittered per-message
         // expiration) runs out.
         match publisher
-            .publish_expiring(
-                "",
-                &queue_name,
-                delivery.body(),
-                &ev.event_id,
-                table,
-                Some(delay),
-            )
+            .publish_expiring("", &queue_name, delivery.body(), &ev.id, table, Some(delay))
             .await
         {
             Ok(()) => {
@@ -400,16 +412,21 @@ impl Worker {
 
     /// Appends a history entry outside the record's transaction; a failure to do so
     /// loses only the note, never the event.
-    async fn note(&self, ev: &queue::EventV1, entry: Entry) {
+    async fn note(&self, ev: &CommandV2, entry: Entry) {
         let evref = EventRef {
-            event_id: ev.event_id.clone(),
+            event_id: ev.id.clone(),
             correlation_id: ev.correlation_id.clone(),
         };
         for rule in self.rules_of(ev) {
             if let Err(e) = self
                 .processor
                 .store
-                .append(&rule, &ev.record_id, &evref, std::slice::from_ref(&entry))
+                .append(
+                    &rule,
+                    ev.command.record_id(),
+                    &evref,
+                    std::slice::from_ref(&entry),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "could not record the history entry");
@@ -420,7 +437,7 @@ impl Worker {
     async fn dead_letter(
         &self,
         delivery: &Delivery,
-        ev: Option<&queue::EventV1>,
+        ev: Option<&CommandV2>,
         class: &str,
         reason: &str,
         attempts: u32,

@@ -4,10 +4,8 @@
 use connectors::Connectors;
 use domain::history::{Entry, Kind};
 use domain::rules::SyncRules;
-use queue::{EventV1, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
+use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
 use store::{Store, StoreError};
-
-use crate::process::{REHYDRATE, RESOLVE};
 
 /// Why an operator action failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,15 +119,14 @@ pub async fn rehydrate(
     };
     for id in &ids {
         let event_id = format!("rehydrate-{}", uuid::Uuid::now_v7());
-        let message = QueueMessage::V1(EventV1 {
-            event_id: event_id.clone(),
-            system: spec.source.system.clone(),
-            app: spec.source.app.clone(),
-            record_id: id.clone(),
-            event_type: REHYDRATE.to_owned(),
-            received_at: chrono::Utc::now(),
+        let message = QueueMessage::V2(CommandV2 {
+            id: event_id.clone(),
             correlation_id: event_id.clone(),
-            payload: serde_json::Value::Null,
+            issued_at: chrono::Utc::now(),
+            command: Command::Rehydrate {
+                rule: spec.name.clone(),
+                record_id: id.clone(),
+            },
         });
         let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
         publisher
@@ -344,15 +341,26 @@ pub async fn resolve(
             .append(&c.rule, &c.source_record_id, &evref, &[entry])
             .await?;
     }
-    let message = QueueMessage::V1(EventV1 {
-        event_id: event_id.clone(),
-        system: rule.source.system.clone(),
-        app: rule.source.app.clone(),
-        record_id: c.source_record_id.clone(),
-        event_type: RESOLVE.to_owned(),
-        received_at: chrono::Utc::now(),
+    let resolution = match payload.get("target_id").and_then(serde_json::Value::as_str) {
+        Some(target_id) => queue::Resolution::Link {
+            target_id: target_id.to_owned(),
+        },
+        None => queue::Resolution::Value {
+            field: payload["field"].as_str().unwrap_or_default().to_owned(),
+            value: payload["value"].clone(),
+        },
+    };
+    let message = QueueMessage::V2(CommandV2 {
+        id: event_id.clone(),
         correlation_id: event_id.clone(),
-        payload,
+        issued_at: chrono::Utc::now(),
+        command: Command::Resolve {
+            rule: c.rule.clone(),
+            record_id: c.source_record_id.clone(),
+            conflict_id: id,
+            by: actor.to_owned(),
+            resolution,
+        },
     });
     let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
     publisher

@@ -17,7 +17,7 @@ use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
 use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
 use std::collections::BTreeMap;
 
-use queue::{EventV1, QueueMessage};
+use queue::{Command, CommandV2, EventV1, QueueMessage, Resolution};
 use serde_json::{Value, json};
 use store::{EventRef, Intent, PendingCreate, RecordTx, Store, StoreError, StoreErrorKind};
 
@@ -156,12 +156,9 @@ enum Decision {
     Planned(Box<Planned>),
 }
 
-/// The event type of a person's resolution of a conflict.
-pub const RESOLVE: &str = "recordsync.resolve";
-
-/// The event type of a rehydration: refetch everything and resync, as if nothing had
-/// been synced before (the link is kept).
-pub const REHYDRATE: &str = "recordsync.rehydrate";
+/// The trigger's event type of a rehydration: refetch everything and resync, as if
+/// nothing had been synced before (the link is kept). Version-1 messages carried it.
+pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
 
 /// What a decision starts from: the store's memory of the record.
 struct Known {
@@ -174,23 +171,91 @@ struct Known {
 }
 
 impl Processor {
-    /// Processes the event under every rule that takes changes from its app. Rules
-    /// already done for this event are skipped, so a retry after a partial failure is
-    /// safe.
-    pub async fn process(
+    /// The step: every kind of work, whichever path it came by (a delivery, and in
+    /// time resync and reconcile), is a command, and goes through here. It returns
+    /// the outcome per rule; tests call it directly with the sandbox and a database.
+    /// A command already done under a rule is recognised by its id and skipped, so a
+    /// retry after a partial failure is safe.
+    pub async fn step(
         &self,
-        ev: &EventV1,
+        cmd: &CommandV2,
         attempt: u32,
     ) -> Result<Vec<(String, Done)>, Failure> {
-        let mut outcomes = vec![];
-        if ev.event_type == RESOLVE {
-            let rule = ev.payload["rule"].as_str().and_then(|r| self.rules.rule(r));
-            let Some(rule) = rule else {
-                return Ok(vec![]);
+        let trigger =
+            |system: &str, app: &str, record_id: &str, event_type: &str, payload| EventV1 {
+                event_id: cmd.id.clone(),
+                system: system.to_owned(),
+                app: app.to_owned(),
+                record_id: record_id.to_owned(),
+                event_type: event_type.to_owned(),
+                received_at: cmd.issued_at,
+                correlation_id: cmd.correlation_id.clone(),
+                payload,
             };
-            let done = self.resolve_conflict(rule, ev, attempt).await?;
-            return Ok(vec![(rule.name.clone(), done)]);
-        }
+        let (rule, record_id, event_type, payload) = match &cmd.command {
+            Command::Change {
+                system,
+                app,
+                record_id,
+                event_type,
+                payload,
+            } => {
+                let ev = trigger(system, app, record_id, event_type, payload.clone());
+                return self.change(&ev, attempt).await;
+            }
+            Command::Resolve {
+                rule,
+                record_id,
+                conflict_id,
+                by,
+                resolution,
+            } => {
+                let Some(spec) = self.rules.rule(rule) else {
+                    return Ok(vec![]);
+                };
+                let ev = trigger(
+                    &spec.source.system,
+                    &spec.source.app,
+                    record_id,
+                    "resolution",
+                    Value::Null,
+                );
+                let done = self
+                    .resolve_conflict(spec, &ev, *conflict_id, by, resolution, attempt)
+                    .await?;
+                return Ok(vec![(spec.name.clone(), done)]);
+            }
+            Command::Rehydrate { rule, record_id } => (rule, record_id, REHYDRATE, Value::Null),
+            Command::Resync {
+                rule,
+                record_id,
+                revision,
+            } => (rule, record_id, "resync", json!({"revision": revision})),
+            Command::Repair {
+                rule,
+                record_id,
+                reason,
+            } => (rule, record_id, "repair", json!({"reason": reason})),
+        };
+        // The rest concern one rule's source record: decided from the canonical
+        // record, as a change would be.
+        let Some(spec) = self.rules.rule(rule) else {
+            return Ok(vec![]);
+        };
+        let ev = trigger(
+            &spec.source.system,
+            &spec.source.app,
+            record_id,
+            event_type,
+            payload,
+        );
+        let done = self.process_rule(spec, Side::Source, &ev, attempt).await?;
+        Ok(vec![(spec.name.clone(), done)])
+    }
+
+    /// A change under every rule that reads or writes its system's app.
+    async fn change(&self, ev: &EventV1, attempt: u32) -> Result<Vec<(String, Done)>, Failure> {
+        let mut outcomes = vec![];
         let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
         for rule in rules {
             let side = if rule.source.system == ev.system && rule.source.app == ev.app {
@@ -273,6 +338,9 @@ impl Processor {
         &self,
         rule: &RuleSpec,
         ev: &EventV1,
+        conflict_id: i64,
+        by: &str,
+        resolution: &Resolution,
         attempt: u32,
     ) -> Result<Done, Failure> {
         let evref = EventRef {
@@ -284,14 +352,9 @@ impl Processor {
             tx.commit().await?;
             return Ok(Done::Duplicate);
         }
-        let conflict_id = ev.payload["conflict_id"].as_i64().unwrap_or_default();
-        let by = ev.payload["by"]
-            .as_str()
-            .unwrap_or("an operator")
-            .to_owned();
         let received = Entry::webhook_received("operator", "resolution", &ev.event_id, attempt);
         let mut entries = vec![];
-        if let Some(target_id) = ev.payload["target_id"].as_str() {
+        if let Resolution::Link { target_id } = resolution {
             // An identity conflict: link the chosen record, then sync in full.
             tx.save_state(
                 Some(target_id),
@@ -299,8 +362,10 @@ impl Processor {
                 None,
                 &Fields::new(),
             );
-            entries.push(Entry::resolved("the link", &json!(target_id), &by));
-            let known = load(&mut tx, rule).await?;
+            entries.push(Entry::resolved("the link", &json!(target_id), by));
+            // The link is saved with the step's commit; the decision starts from it.
+            let mut known = load(&mut tx, rule).await?;
+            known.prior.target_id = Some(target_id.clone());
             let mut again = ev.clone();
             again.event_type = REHYDRATE.to_owned();
             let result = self
@@ -319,8 +384,11 @@ impl Processor {
             let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
             return Ok(commit(&mut tx, &evref, received, done).await?);
         }
-        let field = ev.payload["field"].as_str().unwrap_or_default().to_owned();
-        let value = ev.payload["value"].clone();
+        let (field, value) = match resolution {
+            Resolution::Value { field, value } => (field.clone(), value.clone()),
+            // Handled above.
+            Resolution::Link { .. } => return Ok(Done::Unchanged),
+        };
         let known = load(&mut tx, rule).await?;
         let (Some(target_id), Some(mut state)) =
             (known.prior.target_id.clone(), known.state.clone())
@@ -349,7 +417,7 @@ impl Processor {
                 at: Some(chrono::Utc::now()),
             },
         );
-        entries.push(Entry::resolved(&field, &value, &by));
+        entries.push(Entry::resolved(&field, &value, by));
         let mut writes = Fields::new();
         writes.insert(field, value);
         let planned = Planned {

@@ -26,7 +26,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-pub use message::{DecodeError, EventV1, QueueMessage};
+pub use message::{Command, CommandV2, DecodeError, EventV1, QueueMessage, Resolution};
 pub use topology::{Names, Topology};
 
 /// Headers the service puts on messages.

@@ -1,0 +1,210 @@
+//! The step driven directly, one test per command kind: no broker, no polling. Each
+//! command is what a delivery, an operator or (in time) a resync would send.
+
+use queue::{Command, CommandV2, Resolution};
+use serde_json::{Value, json};
+use tests::{APP, Env, EnvOptions, RULE};
+use worker::process::Done;
+
+fn cmd(id: &str, command: Command) -> CommandV2 {
+    CommandV2 {
+        id: id.to_owned(),
+        correlation_id: format!("corr-{id}"),
+        issued_at: chrono::Utc::now(),
+        command,
+    }
+}
+
+fn change(id: &str, record_id: &str) -> CommandV2 {
+    cmd(
+        id,
+        Command::Change {
+            system: "kintone".into(),
+            app: APP.into(),
+            record_id: record_id.into(),
+            event_type: "UPDATE_RECORD".into(),
+            payload: Value::Null,
+        },
+    )
+}
+
+fn id_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// An environment with no consuming worker: the webhooks the sandbox sends wait in the
+/// queue, and only the test's commands are processed.
+async fn quiet_env() -> anyhow::Result<Env> {
+    Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_change_syncs_once_and_its_repeat_is_a_duplicate() -> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-81", "件名": "Step"}))
+        .await?;
+    let c = change("ev-81", &id);
+    assert_eq!(
+        step.step(&c, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert_eq!(env.tickets_for("WO-81").await?.len(), 1);
+    assert!(env.written_back(&id).await?);
+    assert_eq!(
+        step.step(&c, 2).await?,
+        vec![(RULE.to_owned(), Done::Duplicate)]
+    );
+    assert_eq!(env.tickets_for("WO-81").await?.len(), 1);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn rehydrate_resync_and_repair_decide_from_the_canonical_record() -> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-82", "件名": "Original"}))
+        .await?;
+    step.step(&change("ev-82", &id), 1).await?;
+    let ticket = id_text(&env.tickets_for("WO-82").await?[0]["id"]);
+
+    // Drift in the target that no webhook announces: a rehydration restores it.
+    env.helpdesk_edit(&ticket, json!({"subject": "Drifted"}))
+        .await?;
+    let rehydrate = cmd(
+        "rh-82",
+        Command::Rehydrate {
+            rule: RULE.into(),
+            record_id: id.clone(),
+        },
+    );
+    assert_eq!(
+        step.step(&rehydrate, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert_eq!(env.tickets_for("WO-82").await?[0]["subject"], "Original");
+
+    // A change in kintone that no webhook announced: a resync item carries it.
+    env.kintone_edit(&id, json!({"件名": "Edited quietly"}))
+        .await?;
+    let resync = cmd(
+        "rs-82",
+        Command::Resync {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            revision: None,
+        },
+    );
+    assert_eq!(
+        step.step(&resync, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert_eq!(
+        env.tickets_for("WO-82").await?[0]["subject"],
+        "Edited quietly"
+    );
+
+    // A repair of a record already in step writes nothing.
+    let patches_before = patches(&env).await?;
+    let repair = cmd(
+        "rp-82",
+        Command::Repair {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            reason: "hash mismatch".into(),
+        },
+    );
+    let outcome = step.step(&repair, 1).await?;
+    assert_eq!(outcome.len(), 1);
+    assert!(
+        matches!(outcome[0].1, Done::Stale | Done::Unchanged),
+        "{outcome:?}"
+    );
+    assert_eq!(patches(&env).await?, patches_before);
+    // Every command left its trigger in the record's history.
+    let history = env.history(&id).await?;
+    for kind in ["recordsync.rehydrate", "resync", "repair"] {
+        assert!(
+            history.iter().any(|h| h.contains(kind)),
+            "{kind}: {history:#?}"
+        );
+    }
+    env.finish().await
+}
+
+async fn patches(env: &Env) -> anyhow::Result<usize> {
+    Ok(env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] == "PATCH")
+        .count())
+}
+
+#[tokio::test]
+async fn a_resolution_links_the_chosen_candidate_and_leaves_the_other() -> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    let first = env
+        .helpdesk_seed(json!({"subject": "one", "external_id": "2000"}))
+        .await?;
+    let second = env
+        .helpdesk_seed(json!({"subject": "two", "external_id": "2000"}))
+        .await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-2000", "件名": "Which one?"}))
+        .await?;
+    assert_eq!(
+        step.step(&change("ev-2000", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Conflict)]
+    );
+    let conflict = env.store.conflicts("open").await?.remove(0);
+    let resolve = cmd(
+        "res-2000",
+        Command::Resolve {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            conflict_id: conflict.id,
+            by: "olga".into(),
+            resolution: Resolution::Link {
+                target_id: second.clone(),
+            },
+        },
+    );
+    assert_eq!(
+        step.step(&resolve, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    let links = env.store.links(RULE).await?;
+    assert_eq!(links[0].target_id.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        env.kintone_record(&id).await?["helpdesk_ticket_id"]["value"],
+        second.as_str()
+    );
+    let tickets = env.tickets_for("2000").await?;
+    let subject_of = |t: &str| {
+        tickets
+            .iter()
+            .find(|x| id_text(&x["id"]) == t)
+            .map(|x| x["subject"].clone())
+    };
+    assert_eq!(subject_of(&second), Some(json!("Which one?")));
+    assert_eq!(
+        subject_of(&first),
+        Some(json!("one")),
+        "the other is untouched"
+    );
+    assert!(env.store.conflicts("open").await?.is_empty());
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h.contains("olga resolved the link")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
