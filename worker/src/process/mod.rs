@@ -1,0 +1,644 @@
+//! The step: every command (a change, a resync item, a repair, a resolution, a
+//! rehydration) goes through [`Processor::step`]. Under the record's lease it loads
+//! what the store knows, fetches the canonical record and plans (`plan`), commits the
+//! plan's operations as intents and performs them (`effects`), and commits state,
+//! link, history and the processed mark in one fenced transaction (here). Parked work
+//! is flushed in bulk (`flush`).
+
+mod effects;
+mod flush;
+mod plan;
+
+use effects::rejected;
+use plan::load;
+
+use connectors::{ConnectorError, Connectors};
+use domain::authority::{
+    Classification, Observation, PendingWrite, SyncState, Verdict, initial, observe, wrote,
+};
+use domain::history::Entry;
+use domain::identity::{
+    IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
+};
+use domain::mapping::map_fields;
+use domain::record::{Fields, SourceRecord};
+use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
+use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
+use std::collections::BTreeMap;
+
+use queue::{Command, CommandV2, EventV1, QueueMessage, Resolution};
+use serde_json::{Value, json};
+use store::{EventRef, Intent, PendingCreate, RecordTx, Store, StoreError, StoreErrorKind};
+
+pub use crate::classify::Failure;
+use crate::classify::{self, Action};
+use crate::limiter::{Limited, Limiter};
+
+/// How processing ended when it ended well: the message can be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Target written (created, updated or written back).
+    Synced,
+    /// Nothing needed writing.
+    Unchanged,
+    /// The event was already processed.
+    Duplicate,
+    /// The revision was already synced.
+    Stale,
+    /// A data-quality conflict was opened.
+    Conflict,
+    /// Nothing matched and the rule skips.
+    Skipped,
+    /// The source record is gone.
+    Deleted,
+    /// The work waits in PostgreSQL (paused, or outside a write window).
+    Parked,
+}
+
+impl Done {
+    /// The label for metrics and the processed mark.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Done::Synced => "synced",
+            Done::Unchanged => "unchanged",
+            Done::Duplicate => "duplicate",
+            Done::Stale => "stale",
+            Done::Conflict => "conflict",
+            Done::Skipped => "skipped",
+            Done::Deleted => "deleted",
+            Done::Parked => "parked",
+        }
+    }
+}
+
+/// What the processing step needs.
+pub struct Processor {
+    /// The fleet-wide limiter every request goes through.
+    pub limiter: Limiter,
+    /// The rules.
+    pub rules: SyncRules,
+    /// The connectors.
+    pub connectors: Connectors,
+    /// The store.
+    pub store: Store,
+    /// How long a create in doubt is looked for (write-back field, search) before it
+    /// is made again: longer than the slowest target's search lag.
+    pub in_doubt_settle: std::time::Duration,
+}
+
+/// What the connector part decided, before it is committed.
+enum Flow {
+    Finish(Done),
+    Conflict { kind: &'static str },
+    Synced { done: Done, state: Box<SavedState> },
+}
+
+/// What is saved for a record after a decision.
+struct SavedState {
+    target_id: Option<String>,
+    matched_by: Option<Value>,
+    revision: Option<i64>,
+    authority: SyncState,
+    ops: Vec<Op>,
+    confirmed: Vec<i64>,
+    /// A manual-review conflict to open with the others' entries.
+    review: Option<Entry>,
+    /// A write-back that would have replaced another id: a conflict to open.
+    clash: Option<Entry>,
+    /// An in-doubt create found to have happened: `(operation, how)`.
+    found: Option<(i64, &'static str)>,
+}
+
+/// An outbound operation made.
+struct Op {
+    system: String,
+    key: String,
+    fields: Fields,
+    vv: Value,
+    /// Its committed intent (none for a bulk call).
+    intent: Option<i64>,
+    /// The record it created.
+    created: Option<String>,
+}
+
+/// Which side of a rule an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The rule's source.
+    Source,
+    /// The target of a two-way rule.
+    Target,
+}
+
+/// Writes decided but not yet made, and the state they lead to.
+struct Planned {
+    /// The source record as read (for the write-back and revision checks).
+    record: SourceRecord,
+    /// The target record, or `None` to create one.
+    target_id: Option<String>,
+    /// What to write to the target (canonical names).
+    target_fields: Fields,
+    /// What to write back into the source (canonical names).
+    source_fields: Fields,
+    /// The state after the decision, before the writes.
+    state: SyncState,
+    matched_by: Option<Value>,
+    key_base: String,
+    confirmed: Vec<i64>,
+    review: Option<Entry>,
+    /// An in-doubt create: found to have happened `(operation, how)`, or to be made
+    /// again under its own intent and key.
+    in_doubt: Option<InDoubt>,
+}
+
+/// What became of an in-doubt create.
+enum InDoubt {
+    /// It happened: linked, not created again.
+    Found(i64, &'static str),
+    /// No trace after the settle time: created again with the same key.
+    Again(PendingCreate),
+}
+
+/// What deciding ended with: finished without a write, or planned writes.
+enum Decision {
+    Flow(Flow),
+    Planned(Box<Planned>),
+}
+
+/// The trigger's event type of a rehydration: refetch everything and resync, as if
+/// nothing had been synced before (the link is kept). Version-1 messages carried it.
+pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
+
+/// What a decision starts from: the store's memory of the record.
+struct Known {
+    prior: PriorState,
+    state: Option<SyncState>,
+    /// Per system, the operations sent to it and not confirmed: `(id, fields, vv)`.
+    sent: BTreeMap<String, Vec<(i64, Value, Value)>>,
+    /// A create committed and never confirmed: it may have happened.
+    pending_create: Option<PendingCreate>,
+}
+
+impl Processor {
+    /// The step: every kind of work, whichever path it came by (a delivery, and in
+    /// time resync and reconcile), is a command, and goes through here. It returns
+    /// the outcome per rule; tests call it directly with the sandbox and a database.
+    /// A command already done under a rule is recognised by its id and skipped, so a
+    /// retry after a partial failure is safe.
+    pub async fn step(
+        &self,
+        cmd: &CommandV2,
+        attempt: u32,
+    ) -> Result<Vec<(String, Done)>, Failure> {
+        let trigger =
+            |system: &str, app: &str, record_id: &str, event_type: &str, payload| EventV1 {
+                event_id: cmd.id.clone(),
+                system: system.to_owned(),
+                app: app.to_owned(),
+                record_id: record_id.to_owned(),
+                event_type: event_type.to_owned(),
+                received_at: cmd.issued_at,
+                correlation_id: cmd.correlation_id.clone(),
+                payload,
+            };
+        let (rule, record_id, event_type, payload) = match &cmd.command {
+            Command::Change {
+                system,
+                app,
+                record_id,
+                event_type,
+                payload,
+            } => {
+                let ev = trigger(system, app, record_id, event_type, payload.clone());
+                return self.change(&ev, attempt).await;
+            }
+            Command::Resolve {
+                rule,
+                record_id,
+                conflict_id,
+                by,
+                resolution,
+            } => {
+                let Some(spec) = self.rules.rule(rule) else {
+                    return Ok(vec![]);
+                };
+                let ev = trigger(
+                    &spec.source.system,
+                    &spec.source.app,
+                    record_id,
+                    "resolution",
+                    Value::Null,
+                );
+                let done = self
+                    .resolve_conflict(spec, &ev, *conflict_id, by, resolution, attempt)
+                    .await?;
+                return Ok(vec![(spec.name.clone(), done)]);
+            }
+            Command::Rehydrate { rule, record_id } => (rule, record_id, REHYDRATE, Value::Null),
+            Command::Resync {
+                rule,
+                record_id,
+                revision,
+            } => (rule, record_id, "resync", json!({"revision": revision})),
+            Command::Repair {
+                rule,
+                record_id,
+                reason,
+            } => (rule, record_id, "repair", json!({"reason": reason})),
+        };
+        // The rest concern one rule's source record: decided from the canonical
+        // record, as a change would be.
+        let Some(spec) = self.rules.rule(rule) else {
+            return Ok(vec![]);
+        };
+        let ev = trigger(
+            &spec.source.system,
+            &spec.source.app,
+            record_id,
+            event_type,
+            payload,
+        );
+        let done = self.process_rule(spec, Side::Source, &ev, attempt).await?;
+        Ok(vec![(spec.name.clone(), done)])
+    }
+
+    /// A change under every rule that reads or writes its system's app.
+    async fn change(&self, ev: &EventV1, attempt: u32) -> Result<Vec<(String, Done)>, Failure> {
+        let mut outcomes = vec![];
+        let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
+        for rule in rules {
+            let side = if rule.source.system == ev.system && rule.source.app == ev.app {
+                Side::Source
+            } else {
+                Side::Target
+            };
+            let done = self.process_rule(rule, side, ev, attempt).await?;
+            outcomes.push((rule.name.clone(), done));
+        }
+        Ok(outcomes)
+    }
+
+    async fn process_rule(
+        &self,
+        rule: &RuleSpec,
+        side: Side,
+        ev: &EventV1,
+        attempt: u32,
+    ) -> Result<Done, Failure> {
+        let evref = EventRef {
+            event_id: ev.event_id.clone(),
+            correlation_id: ev.correlation_id.clone(),
+        };
+        let record_id = match side {
+            Side::Source => ev.record_id.clone(),
+            Side::Target => match self
+                .store
+                .source_for_target(&rule.name, &ev.record_id)
+                .await?
+            {
+                Some(id) => id,
+                None => {
+                    // A target record no source record is linked to: this rule has nothing
+                    // to say about it. It is kept in the history under its own name.
+                    let key = format!("{}:{}", ev.system, ev.record_id);
+                    let mut tx = self.store.begin_record(&rule.name, &key).await?;
+                    if !tx.already_processed(&ev.event_id).await? {
+                        let note = Entry::unlinked(&ev.system, &ev.record_id);
+                        tx.append(&evref, &[note]);
+                        tx.mark_processed(&ev.event_id, Done::Unchanged.as_str());
+                    }
+                    tx.commit().await?;
+                    return Ok(Done::Unchanged);
+                }
+            },
+        };
+        let mut tx = self.store.begin_record(&rule.name, &record_id).await?;
+        if tx.already_processed(&ev.event_id).await? {
+            tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)]);
+            tx.commit().await?;
+            return Ok(Done::Duplicate);
+        }
+        let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt);
+        if let Some(why) = self.blocked(rule, &mut tx).await? {
+            // Nothing is fetched or written: the latest event waits in PostgreSQL.
+            let body =
+                serde_json::to_value(QueueMessage::V1(ev.clone())).expect("an event serializes");
+            let coalesced = tx.park(&body, why.0).await?;
+            tx.append(&evref, &[received, Entry::parked(&why.1, coalesced)]);
+            tx.commit().await?;
+            return Ok(Done::Parked);
+        }
+        let known = load(&mut tx, rule).await?;
+        let mut entries = vec![];
+        let result = self
+            .sync_one(rule, side, &record_id, ev, &mut tx, &known, &mut entries)
+            .await;
+        // On any other failure the buffered writes are dropped with the lease; nothing
+        // of this attempt is kept but its committed intents and the retry entry the
+        // runner writes.
+        let flow = settle(rule, result, &mut entries)?;
+        let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+        Ok(commit(&mut tx, &evref, received, done).await?)
+    }
+
+    /// Applies a person's resolution of a conflict through the normal outbound path:
+    /// a field's value (manual review), or the target record to link (identity).
+    async fn resolve_conflict(
+        &self,
+        rule: &RuleSpec,
+        ev: &EventV1,
+        conflict_id: i64,
+        by: &str,
+        resolution: &Resolution,
+        attempt: u32,
+    ) -> Result<Done, Failure> {
+        let evref = EventRef {
+            event_id: ev.event_id.clone(),
+            correlation_id: ev.correlation_id.clone(),
+        };
+        let mut tx = self.store.begin_record(&rule.name, &ev.record_id).await?;
+        if tx.already_processed(&ev.event_id).await? {
+            tx.commit().await?;
+            return Ok(Done::Duplicate);
+        }
+        let received = Entry::webhook_received("operator", "resolution", &ev.event_id, attempt);
+        let mut entries = vec![];
+        if let Resolution::Link { target_id } = resolution {
+            // An identity conflict: link the chosen record, then sync in full.
+            tx.save_state(
+                Some(target_id),
+                Some(json!({"step": "chosen by a person"})),
+                None,
+                &Fields::new(),
+            );
+            entries.push(Entry::resolved("the link", &json!(target_id), by));
+            // The link is saved with the step's commit; the decision starts from it.
+            let mut known = load(&mut tx, rule).await?;
+            known.prior.target_id = Some(target_id.clone());
+            let mut again = ev.clone();
+            again.event_type = REHYDRATE.to_owned();
+            let result = self
+                .sync_one(
+                    rule,
+                    Side::Source,
+                    &ev.record_id,
+                    &again,
+                    &mut tx,
+                    &known,
+                    &mut entries,
+                )
+                .await;
+            let flow = settle(rule, result, &mut entries)?;
+            tx.resolve_conflict(conflict_id);
+            let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+            return Ok(commit(&mut tx, &evref, received, done).await?);
+        }
+        let (field, value) = match resolution {
+            Resolution::Value { field, value } => (field.clone(), value.clone()),
+            // Handled above.
+            Resolution::Link { .. } => return Ok(Done::Unchanged),
+        };
+        let known = load(&mut tx, rule).await?;
+        let (Some(target_id), Some(mut state)) =
+            (known.prior.target_id.clone(), known.state.clone())
+        else {
+            tx.commit().await?;
+            return Ok(Done::Unchanged);
+        };
+        let source = self
+            .connectors
+            .endpoint(&rule.source.system, &rule.source.app)?;
+        let Some(record) = self.limiter.limit(&source).fetch(&ev.record_id).await? else {
+            tx.commit().await?;
+            return Ok(Done::Deleted);
+        };
+        state.revisions.insert(
+            rule.source.system.clone(),
+            record.revision.unwrap_or_default(),
+        );
+        state.canonical.insert(field.clone(), value.clone());
+        state.vv.bump("operator");
+        state.field_versions.insert(
+            field.clone(),
+            domain::authority::FieldVersion {
+                vv: state.vv.clone(),
+                by: "operator".into(),
+                at: Some(chrono::Utc::now()),
+            },
+        );
+        entries.push(Entry::resolved(&field, &value, by));
+        let mut writes = Fields::new();
+        writes.insert(field, value);
+        let planned = Planned {
+            record,
+            target_id: Some(target_id),
+            target_fields: writes.clone(),
+            source_fields: writes,
+            state,
+            matched_by: None,
+            key_base: format!("{}:{}:resolution:{conflict_id}", rule.name, ev.record_id),
+            confirmed: vec![],
+            review: None,
+            in_doubt: None,
+        };
+        let result = async {
+            let performed = self
+                .perform(rule, ev, &mut tx, planned, &mut entries)
+                .await?;
+            self.finish_write(rule, performed, &mut entries).await
+        }
+        .await;
+        let flow = settle(rule, result, &mut entries)?;
+        tx.resolve_conflict(conflict_id);
+        let done = finish(&mut tx, &evref, received.clone(), entries, flow).await?;
+        Ok(commit(&mut tx, &evref, received, done).await?)
+    }
+
+    /// Why the rule's work must wait, if it must: `(reason code, words)`.
+    async fn blocked(
+        &self,
+        rule: &RuleSpec,
+        tx: &mut RecordTx,
+    ) -> Result<Option<(&'static str, String)>, StoreError> {
+        if tx
+            .is_paused(&[&rule.source.system, &rule.target.system])
+            .await?
+        {
+            return Ok(Some((
+                "paused",
+                format!("rule {} or one of its systems is paused", rule.name),
+            )));
+        }
+        Ok(self.window_closed(rule).map(|w| ("window", w)))
+    }
+
+    /// Words for a closed write window of the rule's target, if it is closed.
+    fn window_closed(&self, rule: &RuleSpec) -> Option<String> {
+        let windows = self
+            .rules
+            .systems
+            .get(&rule.target.system)?
+            .write_windows
+            .as_ref()?;
+        (!windows.is_open(chrono::Utc::now())).then(|| {
+            format!(
+                "{} accepts writes only inside its write window ({})",
+                rule.target.system, windows.time_zone
+            )
+        })
+    }
+
+    /// Decides and writes one record.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_one(
+        &self,
+        rule: &RuleSpec,
+        side: Side,
+        record_id: &str,
+        ev: &EventV1,
+        tx: &mut RecordTx,
+        known: &Known,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Flow, Failure> {
+        match self
+            .decide(rule, side, record_id, ev, known, entries)
+            .await?
+        {
+            Decision::Flow(flow) => Ok(flow),
+            Decision::Planned(planned) => {
+                let planned = self.perform(rule, ev, tx, *planned, entries).await?;
+                self.finish_write(rule, planned, entries).await
+            }
+        }
+    }
+}
+
+/// Saves what a flow decided for the transaction's current record, its history, and
+/// the processed mark. The caller commits.
+async fn finish(
+    tx: &mut RecordTx,
+    evref: &EventRef,
+    received: Entry,
+    entries: Vec<Entry>,
+    flow: Flow,
+) -> Result<Done, StoreError> {
+    let done = match flow {
+        Flow::Finish(done) => {
+            if done == Done::Deleted && entries.last().is_some_and(|e| e.detail["unlinked"] == true)
+            {
+                tx.forget();
+            }
+            done
+        }
+        Flow::Conflict { kind } => {
+            // The last entry says why: it is the conflict's summary.
+            if let Some(last) = entries.last() {
+                tx.open_conflict(kind, last);
+            }
+            Done::Conflict
+        }
+        Flow::Synced { done, state } => {
+            let SavedState {
+                target_id,
+                matched_by,
+                revision,
+                authority,
+                ops,
+                confirmed,
+                review,
+                clash,
+                found,
+            } = *state;
+            tx.save_state(
+                target_id.as_deref(),
+                matched_by,
+                revision,
+                &authority.canonical,
+            );
+            if target_id.is_some() {
+                tx.save_authority_state(
+                    &serde_json::to_value(&authority).expect("a state serializes"),
+                );
+            }
+            for op in &ops {
+                match op.intent {
+                    Some(id) => tx.ops_sent(&[id], op.created.as_deref(), None),
+                    None => tx.record_op(
+                        &op.system,
+                        &op.key,
+                        &Value::Object(op.fields.clone()),
+                        &op.vv,
+                    ),
+                }
+            }
+            if let Some((id, how)) = found {
+                tx.ops_sent(&[id], target_id.as_deref(), Some(how));
+            }
+            if let Some(c) = &clash {
+                tx.open_conflict("write_back_clash", c);
+            }
+            if !confirmed.is_empty() {
+                tx.confirm_ops(&confirmed);
+            }
+            if let Some(r) = &review {
+                tx.open_conflict("manual_review", r);
+            }
+            done
+        }
+    };
+    let mut all = vec![received];
+    all.extend(entries);
+    tx.append(evref, &all);
+    tx.mark_processed(&evref.event_id, done.as_str());
+    Ok(done)
+}
+
+/// Commits the step. When PostgreSQL refuses what it would store (a data error, the
+/// same on every attempt), the record becomes a data-quality conflict instead: the
+/// story is replaced by the refusal, which names PostgreSQL's reason, and the event is
+/// marked processed, so that the consumer goes on.
+async fn commit(
+    tx: &mut RecordTx,
+    evref: &EventRef,
+    received: Entry,
+    done: Done,
+) -> Result<Done, StoreError> {
+    match tx.commit().await {
+        Ok(()) => Ok(done),
+        Err(e) if e.kind() == StoreErrorKind::Data => {
+            tracing::error!(error = %e, "PostgreSQL refused the record's values; a conflict is opened for a person");
+            tx.discard_writes();
+            let refusal = Entry::unstorable(&[("the record's history".to_owned(), e.reason())]);
+            tx.open_conflict("unstorable", &refusal);
+            tx.append(evref, &[received, refusal]);
+            tx.mark_processed(&evref.event_id, Done::Conflict.as_str());
+            tx.commit().await?;
+            Ok(Done::Conflict)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A failure that is the data's fault, as a conflict flow with the story so far; any
+/// other failure as it is.
+fn settle(
+    rule: &RuleSpec,
+    result: Result<Flow, Failure>,
+    entries: &mut Vec<Entry>,
+) -> Result<Flow, Failure> {
+    match result {
+        Ok(flow) => Ok(flow),
+        Err(Failure::Connector(e)) if classify::connector(&e) == Action::Conflict => {
+            Ok(rejected(rule, &e, entries))
+        }
+        Err(Failure::Unstorable(fields)) => {
+            // The entries may carry the very values PostgreSQL refuses.
+            entries.retain(|e| {
+                !(e.summary.contains('\u{0}') || e.detail.to_string().contains("\\u0000"))
+            });
+            entries.push(Entry::unstorable(&fields));
+            Ok(Flow::Conflict { kind: "unstorable" })
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,487 @@
+//! Deciding: what the store knows of a record (`load`), the canonical records, identity
+//! (stored link, lookup, variants, an in-doubt create), field authority, and the plan
+//! of writes with their keys. Nothing here writes to another system.
+
+use super::*;
+
+impl Processor {
+    /// The canonical values a source record maps to.
+    pub(super) fn source_values(
+        rule: &RuleSpec,
+        record: &SourceRecord,
+    ) -> Result<Fields, Vec<domain::mapping::MappingProblem>> {
+        map_fields(&rule.fields, &record.fields)
+    }
+
+    /// The canonical values a target record holds.
+    pub(super) fn target_values(rule: &RuleSpec, fields: &Fields) -> Fields {
+        rule.fields
+            .iter()
+            .filter_map(|m| Some((m.target.clone(), fields.get(&m.target)?.clone())))
+            .collect()
+    }
+
+    /// The part that reads: the canonical records, freshness, mapping, identity, and
+    /// field authority. What happened is appended to `entries`, which survive a
+    /// data-quality failure.
+    pub(super) async fn decide(
+        &self,
+        rule: &RuleSpec,
+        side: Side,
+        record_id: &str,
+        ev: &EventV1,
+        known: &Known,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Decision, Failure> {
+        let source_ep = self
+            .connectors
+            .endpoint(&rule.source.system, &rule.source.app)?;
+        let target_ep = self
+            .connectors
+            .endpoint(&rule.target.system, &rule.target.entity)?;
+        let (source, target) = (
+            self.limiter.limit(&source_ep),
+            self.limiter.limit(&target_ep),
+        );
+        let rehydrating = ev.event_type == REHYDRATE;
+        let policies = rule.policies();
+        let systems = [rule.source.system.as_str(), rule.target.system.as_str()];
+
+        // The payload is a hint; the canonical record is the truth.
+        let Some(record) = source.fetch(record_id).await? else {
+            let unlink = rule.on_delete == OnDelete::Unlink;
+            entries.push(Entry::source_deleted(source.system(), unlink));
+            return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
+        };
+        if side == Side::Source {
+            entries.push(Entry::fetched(source.system(), record.revision));
+            if let Some(hint) = payload_record(&self.rules, ev) {
+                entries.extend(payload_disagreements(rule, &hint, &record.fields));
+            }
+        }
+        let values = match Self::source_values(rule, &record) {
+            Ok(m) => m,
+            Err(problems) => {
+                entries.push(Entry::invalid(&problems));
+                return Ok(Decision::Flow(Flow::Conflict { kind: "invalid" }));
+            }
+        };
+        let key_base = format!("{}:{}", rule.name, record.id);
+
+        // A record linked before, with its state: field authority decides. A two-way
+        // rule observes both systems, whichever sent the event (the event is only a
+        // trigger), the source first: a change each made since the last sync is then
+        // seen for what it is, and coalesced parked events lose nothing.
+        if let (Some(target_id), Some(state), false) =
+            (&known.prior.target_id, &known.state, rehydrating)
+        {
+            let mut observations = vec![];
+            let source_seen = state.revisions.get(&rule.source.system).copied();
+            match (record.revision, source_seen) {
+                (Some(now), Some(seen)) if now <= seen => {
+                    if side == Side::Source {
+                        entries.push(Entry::stale_skipped(now, seen));
+                    }
+                }
+                _ => observations.push(Observation {
+                    system: rule.source.system.clone(),
+                    revision: record.revision,
+                    values,
+                    changed_at: record.changed_at,
+                }),
+            }
+            if rule.both_ways() {
+                let Some(t) = target.fetch(target_id).await? else {
+                    entries.push(Entry::target_deleted(target.system(), target_id));
+                    return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
+                };
+                if side == Side::Target {
+                    entries.push(Entry::fetched(target.system(), t.revision));
+                }
+                observations.push(Observation {
+                    system: rule.target.system.clone(),
+                    revision: t.revision,
+                    values: Self::target_values(rule, &t.fields),
+                    changed_at: t.changed_at,
+                });
+            }
+            let mut state = state.clone();
+            let mut writes: BTreeMap<String, Fields> = BTreeMap::new();
+            let mut confirmed = vec![];
+            let mut review = None;
+            let mut changed = false;
+            for obs in &observations {
+                let sent: &[(i64, Value, Value)] = known
+                    .sent
+                    .get(&obs.system)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let pending: Vec<PendingWrite> = sent
+                    .iter()
+                    .filter_map(|(_, f, vv)| {
+                        Some(PendingWrite {
+                            system: obs.system.clone(),
+                            values: f.as_object()?.clone(),
+                            vv: serde_json::from_value(vv.clone()).ok()?,
+                        })
+                    })
+                    .collect();
+                let d = observe(&policies, &systems, &state, obs, &pending);
+                let triggered = (obs.system == rule.source.system) == (side == Side::Source);
+                match d.classification {
+                    Classification::Confirmation => {
+                        confirmed.extend(sent.iter().map(|(id, _, _)| *id));
+                        if triggered {
+                            entries.push(Entry::classified(
+                                &obs.system,
+                                d.classification,
+                                obs.revision,
+                            ));
+                        }
+                    }
+                    Classification::NoChange if triggered && obs.system == rule.source.system => {
+                        entries.push(Entry::no_change(target.system(), target_id))
+                    }
+                    Classification::Stale
+                    | Classification::Duplicate
+                    | Classification::NoChange => {
+                        if triggered {
+                            entries.push(Entry::classified(
+                                &obs.system,
+                                d.classification,
+                                obs.revision,
+                            ));
+                        }
+                    }
+                    Classification::NewChange | Classification::Concurrent => changed = true,
+                }
+                for o in &d.fields {
+                    let others: Vec<&str> = systems
+                        .iter()
+                        .copied()
+                        .filter(|s| {
+                            *s != obs.system
+                                && d.writes.get(*s).is_some_and(|w| w.contains_key(&o.field))
+                        })
+                        .collect();
+                    let e = Entry::field_outcome(&obs.system, o, &others);
+                    if o.verdict == Verdict::ManualReview {
+                        review = Some(e.clone());
+                    }
+                    entries.push(e);
+                }
+                state = d.state;
+                // A later observation decides a field again: a write planned by an
+                // earlier one that this decision does not repeat is dropped (a field
+                // under manual review is written nowhere; a concurrent change that won
+                // is not overwritten on the system that made it).
+                for o in &d.fields {
+                    for (system, planned) in writes.iter_mut() {
+                        if !d
+                            .writes
+                            .get(system)
+                            .is_some_and(|w| w.contains_key(&o.field))
+                        {
+                            planned.remove(&o.field);
+                        }
+                    }
+                }
+                for (system, fields) in d.writes {
+                    writes.entry(system).or_default().extend(fields);
+                }
+            }
+            if !changed && observations.is_empty() {
+                return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
+            }
+            return Ok(Decision::Planned(Box::new(Planned {
+                record,
+                target_id: Some(target_id.clone()),
+                target_fields: writes.remove(&rule.target.system).unwrap_or_default(),
+                source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
+                state,
+                matched_by: None,
+                key_base,
+                confirmed,
+                review,
+                in_doubt: None,
+            })));
+        }
+
+        // A target event for a record without state: it is settled from the source.
+        if side == Side::Target {
+            entries.push(Entry::fetched(source.system(), record.revision));
+        }
+        if !rehydrating && let Err(skip) = check_fresh(&known.prior, &record) {
+            entries.push(skip);
+            return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
+        }
+        let Some(lookup) = record
+            .text(&rule.identity.source_field)
+            .filter(|v| !v.trim().is_empty())
+        else {
+            entries.push(Entry::no_lookup_value(&rule.identity.source_field));
+            return Ok(Decision::Flow(Flow::Conflict {
+                kind: "no_lookup_value",
+            }));
+        };
+        let decision = self.resolve(rule, &target, &known.prior, &lookup).await?;
+        let mut in_doubt = None;
+        if let (None, Some(pending)) = (&known.prior.target_id, &known.pending_create) {
+            // An earlier create may have happened (its worker died or lost the answer
+            // before committing): never create before knowing.
+            let held = rule
+                .write_back
+                .as_ref()
+                .and_then(|wb| record.text(&wb.field))
+                .filter(|v| !v.trim().is_empty());
+            let mut found = None;
+            if let Some(id) = held
+                && target.fetch(&id).await?.is_some()
+            {
+                found = Some((id, "the write-back field"));
+            } else if let IdentityDecision::Link { target_id, .. } = &decision {
+                found = Some((target_id.clone(), "search"));
+            }
+            match found {
+                Some((id, how)) => {
+                    entries.push(Entry::in_doubt_found(
+                        target.system(),
+                        &id,
+                        &pending.key,
+                        how,
+                    ));
+                    in_doubt = Some(InDoubt::Found(pending.id, how));
+                    return self
+                        .linked(
+                            rule,
+                            &target,
+                            record,
+                            values,
+                            &policies,
+                            Some(id),
+                            Some(json!({"step": "in-doubt create", "resolved_by": how})),
+                            key_base,
+                            lookup,
+                            rehydrating,
+                            in_doubt,
+                        )
+                        .await;
+                }
+                None if matches!(decision, IdentityDecision::Create) => {
+                    let waited = chrono::Utc::now() - pending.since;
+                    let settle = chrono::Duration::from_std(self.in_doubt_settle)
+                        .unwrap_or(chrono::Duration::MAX);
+                    if waited < settle {
+                        let left = (settle - waited)
+                            .to_std()
+                            .unwrap_or_default()
+                            .max(std::time::Duration::from_millis(500));
+                        return Err(Failure::InDoubt {
+                            key: pending.key.clone(),
+                            retry_after: left,
+                        });
+                    }
+                    entries.push(Entry::in_doubt_not_found(
+                        target.system(),
+                        &pending.key,
+                        waited.num_milliseconds(),
+                    ));
+                    in_doubt = Some(InDoubt::Again(pending.clone()));
+                }
+                None => {}
+            }
+        }
+        let (target_id, matched_by) = match &decision {
+            IdentityDecision::Link {
+                target_id,
+                step,
+                matched_value,
+            } => {
+                let by = (*step != MatchStep::StoredLink).then(|| {
+                    entries.push(Entry::matched(
+                        target.system(),
+                        target_id,
+                        step,
+                        matched_value.as_deref(),
+                    ));
+                    json!({"step": step, "value": matched_value})
+                });
+                (Some(target_id.clone()), by)
+            }
+            IdentityDecision::Create => (None, Some(json!({"step": "created", "value": lookup}))),
+            IdentityDecision::Ambiguous {
+                step,
+                value,
+                candidates,
+            } => {
+                entries.push(Entry::ambiguous(step, value, candidates));
+                return Ok(Decision::Flow(Flow::Conflict {
+                    kind: "several_matches",
+                }));
+            }
+            IdentityDecision::NoMatchConflict => {
+                entries.push(Entry::no_match_conflict(&lookup));
+                return Ok(Decision::Flow(Flow::Conflict { kind: "no_match" }));
+            }
+            IdentityDecision::Skip => {
+                entries.push(Entry::skipped_no_match(&lookup));
+                let authority = SyncState::default();
+                let state = SavedState {
+                    target_id: None,
+                    matched_by: None,
+                    revision: record.revision,
+                    authority,
+                    ops: vec![],
+                    confirmed: vec![],
+                    review: None,
+                    clash: None,
+                    found: None,
+                };
+                return Ok(Decision::Flow(Flow::Synced {
+                    done: Done::Skipped,
+                    state: Box::new(state),
+                }));
+            }
+        };
+        self.linked(
+            rule,
+            &target,
+            record,
+            values,
+            &policies,
+            target_id,
+            matched_by,
+            key_base,
+            lookup,
+            rehydrating,
+            in_doubt,
+        )
+        .await
+    }
+
+    /// Linked for the first time (or rehydrated, or to be created): each field takes
+    /// its owner's value.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn linked(
+        &self,
+        rule: &RuleSpec,
+        target: &Limited<'_>,
+        record: SourceRecord,
+        values: Fields,
+        policies: &[domain::authority::FieldPolicy],
+        target_id: Option<String>,
+        matched_by: Option<Value>,
+        key_base: String,
+        lookup: String,
+        rehydrating: bool,
+        in_doubt: Option<InDoubt>,
+    ) -> Result<Decision, Failure> {
+        let target_values = match &target_id {
+            Some(id) => target
+                .fetch(id)
+                .await?
+                .map(|t| Self::target_values(rule, &t.fields)),
+            None => None,
+        };
+        let (state, mut writes) = initial(
+            policies,
+            &rule.source.system,
+            &rule.target.system,
+            &values,
+            target_values.as_ref(),
+            record.revision,
+        );
+        let mut target_fields = writes.remove(&rule.target.system).unwrap_or_default();
+        if target_id.is_none() {
+            // A new record also gets the lookup value, so that the next search finds it.
+            target_fields
+                .entry(rule.identity.target_field.clone())
+                .or_insert_with(|| Value::String(lookup.clone()));
+        }
+        if rehydrating {
+            // Everything the source owns is written again.
+            for p in policies {
+                if !matches!(&p.owner, domain::authority::Owner::System(o) if o == &rule.target.system)
+                    && let Some(v) = state.canonical.get(&p.field)
+                {
+                    target_fields.insert(p.field.clone(), v.clone());
+                }
+            }
+        }
+        Ok(Decision::Planned(Box::new(Planned {
+            record,
+            target_id,
+            target_fields,
+            source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
+            state,
+            matched_by,
+            key_base,
+            confirmed: vec![],
+            review: None,
+            in_doubt,
+        })))
+    }
+
+    /// Identity resolution against the target: stored link, lookup value, variants.
+    pub(super) async fn resolve(
+        &self,
+        rule: &RuleSpec,
+        target: &Limited<'_>,
+        prior: &PriorState,
+        lookup: &str,
+    ) -> Result<IdentityDecision, Failure> {
+        if let Some(id) = &prior.target_id {
+            return Ok(IdentityDecision::Link {
+                target_id: id.clone(),
+                step: MatchStep::StoredLink,
+                matched_value: None,
+            });
+        }
+        for attempt in lookup_attempts(&rule.identity, lookup) {
+            let found: Vec<String> = target
+                .search(&rule.identity.target_field, &attempt.value)
+                .await?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            if let Some(decision) = after_search(&attempt, &found) {
+                return Ok(decision);
+            }
+        }
+        Ok(when_nothing_matched(rule.on_missing))
+    }
+}
+
+/// The record a webhook payload carried, as flat fields (kintone webhooks carry the
+/// whole record).
+pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> {
+    let sys = rules.systems.get(&ev.system)?;
+    match sys.kind {
+        SystemKind::Kintone => ev
+            .payload
+            .get("record")
+            .map(connectors::kintone::payload_fields),
+        SystemKind::Rest => None,
+    }
+}
+
+/// Reads what the store knows of the transaction's record, and the operations sent to
+/// the rule's systems that are not confirmed.
+pub(super) async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
+    let (prior, state) = tx.prior().await?;
+    let state = state.and_then(|v| serde_json::from_value(v).ok());
+    let (ops, pending_create) = tx.open_ops().await?;
+    let mut sent: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
+    for system in [&rule.source.system, &rule.target.system] {
+        sent.insert(system.clone(), vec![]);
+    }
+    for (system, id, fields, vv) in ops {
+        sent.entry(system).or_default().push((id, fields, vv));
+    }
+    Ok(Known {
+        prior,
+        state,
+        sent,
+        pending_create,
+    })
+}
