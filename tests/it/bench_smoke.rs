@@ -191,3 +191,50 @@ async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()>
     assert!(ran.stdout.contains("8 in flight ÷ 0."), "{}", ran.stdout);
     assert_cleaned(&ran.stderr, true).await
 }
+
+/// The fleet scales with in-flight work, not PostgreSQL connections: 8 worker
+/// processes at prefetch 256 (2,048 events in flight) against a helpdesk that answers
+/// after 200 ms, with PostgreSQL at its default 100 connections.
+#[tokio::test]
+async fn eight_worker_processes_at_prefetch_256_stay_within_postgresql_connections()
+-> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(240),
+        bench(&[
+            "slow",
+            "--count",
+            "400",
+            "--workers",
+            "8",
+            "--prefetch",
+            "256",
+        ]),
+    )
+    .await?;
+    let figure = |measure: &str| -> u64 {
+        ran.stdout
+            .lines()
+            .find(|l| l.contains("slow, 8 workers") && l.contains(measure))
+            .and_then(|l| {
+                l.split_once(measure)?
+                    .1
+                    .split_whitespace()
+                    .find(|w| w.chars().all(|c| c.is_ascii_digit() || c == ','))
+                    .map(|w| w.replace(',', ""))
+            })
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no {measure} figure in:\n{}", ran.stdout))
+    };
+    let peak = figure("peak PostgreSQL connections");
+    eprintln!("8 workers × prefetch 256: peak PostgreSQL connections {peak}");
+    assert!(peak > 0, "the sampler saw no connection:\n{}", ran.stdout);
+    assert!(peak <= 8 * 8, "each worker keeps its pool of 8: {peak}");
+    assert_eq!(
+        figure("retries, dead letters, conflicts"),
+        0,
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(figure("duplicate creates"), 0, "{}", ran.stdout);
+    assert_cleaned(&ran.stderr, true).await
+}

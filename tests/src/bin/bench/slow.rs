@@ -37,6 +37,8 @@ pub struct Figures {
     pub peak_connections: usize,
     /// Retries, dead letters and conflicts recorded in the run's history.
     pub errors: i64,
+    /// Tickets created more than once for one work order (sandbox log).
+    pub duplicates: u64,
 }
 
 impl Figures {
@@ -80,6 +82,8 @@ impl Figures {
                 self.errors.to_string(),
             )
             .target("0", self.errors == 0),
+            Row::plain(&scenario, "duplicate creates", self.duplicates.to_string())
+                .target("0", self.duplicates == 0),
         ]
     }
 }
@@ -154,7 +158,7 @@ pub async fn run(
     watching.store(false, Ordering::SeqCst);
     watcher.await??;
 
-    let requests = requests_since(http, &sandbox, seq_before).await?;
+    let (requests, duplicates) = requests_since(http, &sandbox, seq_before).await?;
     let errors: i64 = {
         let store = store::Store::connect(&database_url, 1).await?;
         let n = sqlx::query_scalar(
@@ -175,6 +179,7 @@ pub async fn run(
         requests_per_event: requests as f64 / count as f64,
         peak_connections: peak.load(Ordering::SeqCst),
         errors,
+        duplicates,
     })
 }
 
@@ -203,16 +208,35 @@ async fn last_seq(http: &reqwest::Client, sandbox: &str) -> anyhow::Result<u64> 
     }
 }
 
-/// How many helpdesk API requests the sandbox logged after `since`.
-async fn requests_since(http: &reqwest::Client, sandbox: &str, since: u64) -> anyhow::Result<u64> {
+/// How many helpdesk API requests the sandbox logged after `since`, and how many
+/// tickets were created beyond the first for one work order.
+async fn requests_since(
+    http: &reqwest::Client,
+    sandbox: &str,
+    since: u64,
+) -> anyhow::Result<(u64, u64)> {
     let mut since = since;
     let mut n = 0;
+    let mut created: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     loop {
         let page = log_page(http, sandbox, since).await?;
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
         let Some(last) = entries.iter().filter_map(|e| e["seq"].as_u64()).max() else {
-            return Ok(n);
+            let duplicates = created.values().map(|c| c.saturating_sub(1)).sum();
+            return Ok((n, duplicates));
         };
+        for e in &entries {
+            let ok = e["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s));
+            if ok
+                && e["method"] == "POST"
+                && e["path"] == "/api/tickets"
+                && let Some(external_id) = e["body"]["external_id"].as_str()
+            {
+                *created.entry(external_id.to_owned()).or_default() += 1;
+            }
+        }
         n += entries
             .iter()
             .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api")))
