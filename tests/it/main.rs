@@ -7,6 +7,7 @@ mod bench_smoke;
 mod commands;
 mod failures;
 mod intake;
+mod killed;
 mod limits;
 mod parking;
 mod recovery;
