@@ -1,6 +1,8 @@
-//! A worker **process** killed with SIGKILL between a create and its commit, against a
-//! helpdesk that ignores idempotency keys and whose search lags: the next holder
-//! resolves the in-doubt create instead of creating again.
+//! Worker **processes** that die or freeze mid-step. Killed with SIGKILL between a
+//! create and its commit, against a helpdesk that ignores idempotency keys and whose
+//! search lags: the next holder resolves the in-doubt create instead of creating
+//! again. Frozen with SIGSTOP past its lease's expiry: its late commit is refused and
+//! the next holder's result stands.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -10,8 +12,12 @@ use serde_json::{Value, json};
 use tests::{Env, EnvOptions};
 
 /// A worker process (the bench binary's `__worker` mode) on the environment's broker,
-/// database and queue prefix.
-fn spawn_worker(env: &Env, rules: &std::path::Path) -> anyhow::Result<Child> {
+/// database and queue prefix; its log goes to `log` when given.
+fn spawn_worker(
+    env: &Env,
+    rules: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
     cmd.arg("__worker")
         .env("RECORDSYNC_AMQP_URL", &env.settings.amqp_url)
@@ -27,7 +33,10 @@ fn spawn_worker(env: &Env, rules: &std::path::Path) -> anyhow::Result<Child> {
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::inherit(),
+        });
     for (k, v) in tests::secrets(&env.sandbox_config) {
         cmd.env(k, v);
     }
@@ -73,7 +82,7 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
     .await?;
     // The write-back hangs, so the worker sits between its create and its commit.
     let hang = env.admin_post("/_admin/faults", json!({"system": "kintone", "method": "PUT", "path_prefix": "/k/v1/record.json", "latency_ms": 60_000})).await?;
-    let mut first = spawn_worker(&env, &rules)?;
+    let mut first = Killed(spawn_worker(&env, &rules, None)?);
     let id = env
         .kintone_create(json!({"work_order_no": "WO-91", "件名": "Killed mid-step"}))
         .await?;
@@ -86,8 +95,8 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // SIGKILL: no drain, no release of the lease, no commit.
-    first.kill()?;
-    first.wait()?;
+    first.0.kill()?;
+    first.0.wait()?;
     assert!(
         env.store.links(tests::RULE).await?.is_empty(),
         "nothing was committed"
@@ -116,5 +125,131 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
         "{history:#?}"
     );
     let _ = std::fs::remove_file(&rules);
+    env.finish().await
+}
+
+/// A child process killed (and reaped) when dropped, also when a test fails: a
+/// stopped process would not notice its stdin closing.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {sig} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_holder_frozen_past_its_expiry_cannot_commit_late() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        in_doubt_settle_ms: 20_000,
+        // The frozen holder's pending call must not time out while it is frozen.
+        edit_rules: Some(|rules| {
+            for sys in rules.systems.values_mut() {
+                sys.timeout_ms = Some(60_000);
+            }
+        }),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let dir = std::env::temp_dir();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let rules = dir.join(format!("recordsync-frozen-{tag}.json"));
+    let log = dir.join(format!("recordsync-frozen-{tag}.log"));
+    std::fs::write(&rules, serde_json::to_vec(&env.rules)?)?;
+    env.admin_post(
+        "/_admin/helpdesk/config",
+        json!({"ignore_idempotency_keys": true}),
+    )
+    .await?;
+    // The write-back takes a while, so that the holder is mid-step, after its create
+    // and before its commit, when it freezes; the answer comes after it thaws.
+    env.admin_post("/_admin/faults", json!({"system": "kintone", "method": "PUT", "path_prefix": "/k/v1/record.json", "latency_ms": 6_000, "count": 1})).await?;
+    let frozen = Killed(spawn_worker(&env, &rules, Some(&log))?);
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-92", "件名": "Frozen"}))
+        .await?;
+    let started = Instant::now();
+    while created(&env.request_log("helpdesk").await?) == 0 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker never created the ticket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&frozen.0, "-STOP")?;
+    // Past its lease's expiry (2 s), another holder takes the record for the next
+    // change. (Driven through the step: the broker would hand the change's webhook to
+    // the frozen process, whose prefetch is not full.)
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    env.kintone_edit(&id, json!({"件名": "Changed while it was frozen"}))
+        .await?;
+    let next = env.processor()?;
+    let change = queue::CommandV2 {
+        id: "the-next-change".into(),
+        correlation_id: "the-next-change".into(),
+        issued_at: chrono::Utc::now(),
+        command: queue::Command::Change {
+            system: "kintone".into(),
+            app: tests::APP.into(),
+            record_id: id.clone(),
+            event_type: "UPDATE_RECORD".into(),
+            payload: Value::Null,
+        },
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(30), next.step(&change, 1)).await??;
+    assert_eq!(
+        outcome,
+        vec![(tests::RULE.to_owned(), worker::process::Done::Synced)]
+    );
+    let linked = env.store.links(tests::RULE).await?[0].target_id.clone();
+    assert!(linked.is_some());
+
+    // Thawed, the first holder finishes its step; its commit is refused.
+    signal(&frozen.0, "-CONT")?;
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)?.contains("was lost") {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the late commit was not refused; its log:\n{}",
+            std::fs::read_to_string(&log)?
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.settle("the subject change", || async {
+        Ok(env
+            .tickets_for("WO-92")
+            .await?
+            .iter()
+            .any(|t| t["subject"] == "Changed while it was frozen"))
+    })
+    .await?;
+    assert_eq!(
+        env.tickets_for("WO-92").await?.len(),
+        1,
+        "exactly one ticket"
+    );
+    assert_eq!(
+        env.store.links(tests::RULE).await?[0].target_id,
+        linked,
+        "the next holder's link stands"
+    );
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h.starts_with("in_doubt_resolved")),
+        "{history:#?}"
+    );
+    drop(frozen);
+    let _ = std::fs::remove_file(&rules);
+    let _ = std::fs::remove_file(&log);
     env.finish().await
 }
