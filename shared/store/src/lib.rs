@@ -504,7 +504,7 @@ mod parking;
 mod record;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use parking::ParkedRow;
-pub use record::{Intent, PendingCreate, RecordTx};
+pub use record::{Intent, Memory, PendingCreate, RecordTx};
 
 fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
     Ok(ConflictRow {

@@ -50,6 +50,23 @@ pub struct PendingCreate {
     pub since: DateTime<Utc>,
 }
 
+/// What a step starts from, read in one statement ([`RecordTx::memory`]).
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// The event was already processed under the rule.
+    pub processed: bool,
+    /// The rule, or one of the systems asked about, is paused.
+    pub paused: bool,
+    /// The link, the last revision synced, the values last written.
+    pub prior: PriorState,
+    /// The field-authority state, when there is one.
+    pub state: Option<Value>,
+    /// Operations sent and not confirmed: `(system, id, fields, vv)`, oldest first.
+    pub sent: Vec<(String, i64, Value, Value)>,
+    /// The newest create still in doubt.
+    pub pending_create: Option<PendingCreate>,
+}
+
 /// A write applied at commit.
 enum Write {
     SaveState {
@@ -331,6 +348,82 @@ impl RecordTx {
             },
             row.try_get("state").map_err(q("read"))?,
         ))
+    }
+
+    /// Everything a step starts from, in one statement: whether the event was already
+    /// processed under the rule, whether the rule or one of `systems` is paused, the
+    /// record's link and state, and its open operations (as [`RecordTx::prior`] and
+    /// [`RecordTx::open_ops`] would read them).
+    pub async fn memory(&mut self, event_id: &str, systems: &[&str]) -> Result<Memory, StoreError> {
+        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
+        let row = sqlx::query(
+            "SELECT
+                EXISTS (SELECT 1 FROM processed_events WHERE event_id = $3 AND rule = $1) AS processed,
+                EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($4))) AS paused,
+                s.target_id, s.source_revision, s.sent, s.state,
+                COALESCE((SELECT json_agg(json_build_object(
+                        'id', o.id, 'system', o.system, 'fields', o.fields, 'vv', o.vv,
+                        'status', o.status, 'kind', o.kind, 'key', o.idempotency_key,
+                        'created_at', o.created_at) ORDER BY o.id)
+                    FROM outbound_ops o
+                   WHERE o.rule = $1 AND o.source_record_id = $2 AND o.status IN ('sent', 'pending')),
+                  '[]'::json) AS ops
+             FROM (SELECT 1) AS one
+             LEFT JOIN sync_records s ON s.rule = $1 AND s.source_record_id = $2",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .bind(event_id)
+        .bind(systems)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("read the record's memory"))?;
+        let sent: Option<Value> = row.try_get("sent").map_err(q("read"))?;
+        let prior = PriorState {
+            target_id: row.try_get("target_id").map_err(q("read"))?,
+            source_revision: row.try_get("source_revision").map_err(q("read"))?,
+            sent: match sent {
+                Some(Value::Object(m)) => m,
+                _ => Fields::new(),
+            },
+        };
+        #[derive(serde::Deserialize)]
+        struct OpRow {
+            id: i64,
+            system: String,
+            fields: Value,
+            vv: Value,
+            status: String,
+            kind: String,
+            key: String,
+            created_at: DateTime<Utc>,
+        }
+        let ops: Value = row.try_get("ops").map_err(q("read"))?;
+        let ops: Vec<OpRow> = serde_json::from_value(ops).map_err(|e| StoreError::Query {
+            op: "read the record's operations",
+            source: sqlx::Error::Decode(Box::new(e)),
+        })?;
+        let mut sent_ops = vec![];
+        let mut pending = None;
+        for o in ops {
+            if o.status == "sent" {
+                sent_ops.push((o.system, o.id, o.fields, o.vv));
+            } else if o.kind == "create" {
+                pending = Some(PendingCreate {
+                    id: o.id,
+                    key: o.key,
+                    since: o.created_at,
+                });
+            }
+        }
+        Ok(Memory {
+            processed: row.try_get("processed").map_err(q("read"))?,
+            paused: row.try_get("paused").map_err(q("read"))?,
+            prior,
+            state: row.try_get("state").map_err(q("read"))?,
+            sent: sent_ops,
+            pending_create: pending,
+        })
     }
 
     /// The operations sent to the rule's systems for this record and not yet

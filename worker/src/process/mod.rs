@@ -313,13 +313,18 @@ impl Processor {
             },
         };
         let mut tx = self.store.begin_record(&rule.name, &record_id).await?;
-        if tx.already_processed(&ev.event_id).await? {
+        // One statement: processed already? paused? the record's link, state and
+        // open operations.
+        let memory = tx
+            .memory(&ev.event_id, &[&rule.source.system, &rule.target.system])
+            .await?;
+        if memory.processed {
             tx.append(&evref, &[Entry::duplicate_skipped(&ev.event_id)]);
             tx.commit().await?;
             return Ok(Done::Duplicate);
         }
         let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt);
-        if let Some(why) = self.blocked(rule, &mut tx).await? {
+        if let Some(why) = self.blocked(rule, memory.paused) {
             // Nothing is fetched or written: the latest event waits in PostgreSQL.
             let body =
                 serde_json::to_value(QueueMessage::V1(ev.clone())).expect("an event serializes");
@@ -328,7 +333,7 @@ impl Processor {
             tx.commit().await?;
             return Ok(Done::Parked);
         }
-        let known = load(&mut tx, rule).await?;
+        let known = Known::from_memory(rule, memory);
         let mut entries = vec![];
         let result = self
             .sync_one(rule, side, &record_id, ev, &mut tx, &known, &mut entries)
@@ -455,21 +460,14 @@ impl Processor {
     }
 
     /// Why the rule's work must wait, if it must: `(reason code, words)`.
-    async fn blocked(
-        &self,
-        rule: &RuleSpec,
-        tx: &mut RecordTx,
-    ) -> Result<Option<(&'static str, String)>, StoreError> {
-        if tx
-            .is_paused(&[&rule.source.system, &rule.target.system])
-            .await?
-        {
-            return Ok(Some((
+    fn blocked(&self, rule: &RuleSpec, paused: bool) -> Option<(&'static str, String)> {
+        if paused {
+            return Some((
                 "paused",
                 format!("rule {} or one of its systems is paused", rule.name),
-            )));
+            ));
         }
-        Ok(self.window_closed(rule).map(|w| ("window", w)))
+        self.window_closed(rule).map(|w| ("window", w))
     }
 
     /// Words for a closed write window of the rule's target, if it is closed.

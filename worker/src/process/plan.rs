@@ -467,6 +467,25 @@ pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> 
 
 /// Reads what the store knows of the transaction's record, and the operations sent to
 /// the rule's systems that are not confirmed.
+impl Known {
+    /// What the step starts from, out of the one-statement read.
+    pub(super) fn from_memory(rule: &RuleSpec, m: store::Memory) -> Known {
+        let mut sent: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
+        for system in [&rule.source.system, &rule.target.system] {
+            sent.insert(system.clone(), vec![]);
+        }
+        for (system, id, fields, vv) in m.sent {
+            sent.entry(system).or_default().push((id, fields, vv));
+        }
+        Known {
+            prior: m.prior,
+            state: m.state.and_then(|v| serde_json::from_value(v).ok()),
+            sent,
+            pending_create: m.pending_create,
+        }
+    }
+}
+
 pub(super) async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
     let (prior, state) = tx.prior().await?;
     let state = state.and_then(|v| serde_json::from_value(v).ok());
