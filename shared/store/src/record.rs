@@ -473,27 +473,46 @@ impl RecordTx {
         if intents.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        self.check_lease(&mut tx, false).await?;
-        let mut ids = Vec::with_capacity(intents.len());
-        for i in intents {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv, status, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) RETURNING id",
-            )
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .bind(&i.system)
-            .bind(&i.key)
-            .bind(Value::Object(i.fields.clone()))
-            .bind(&i.vv)
-            .bind(i.kind)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(q("commit an outbound operation"))?;
-            ids.push(id);
+        // One statement: inserted only while the lease is still this holder's.
+        let systems: Vec<&str> = intents.iter().map(|i| i.system.as_str()).collect();
+        let keys: Vec<&str> = intents.iter().map(|i| i.key.as_str()).collect();
+        let fields: Vec<Value> = intents
+            .iter()
+            .map(|i| Value::Object(i.fields.clone()))
+            .collect();
+        let vvs: Vec<&Value> = intents.iter().map(|i| &i.vv).collect();
+        let kinds: Vec<&str> = intents.iter().map(|i| i.kind).collect();
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv, status, kind)
+             SELECT $1, $2, i.system, i.key, i.fields, i.vv, 'pending', i.kind
+               FROM UNNEST($3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[])
+                    WITH ORDINALITY AS i(system, key, fields, vv, kind, n)
+              WHERE (SELECT count(*) FROM record_leases
+                      WHERE rule = $1 AND source_record_id = ANY($8) AND token = $9) = $10
+              ORDER BY i.n
+             RETURNING id",
+        )
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .bind(systems)
+        .bind(keys)
+        .bind(fields)
+        .bind(vvs)
+        .bind(kinds)
+        .bind(&self.lease.records)
+        .bind(self.lease.token)
+        .bind(self.lease.records.len() as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("commit the outbound operations"))?;
+        if ids.len() != intents.len() {
+            return Err(StoreError::LeaseLost {
+                rule: self.rule.clone(),
+                record: self.lease.records.join(","),
+            });
         }
-        tx.commit().await.map_err(q("commit"))?;
+        // Ids grow with the insertion order, which follows the intents'.
+        ids.sort_unstable();
         self.open_intents.extend(&ids);
         Ok(ids)
     }
@@ -671,19 +690,15 @@ impl RecordTx {
         self.writes.clear();
     }
 
-    /// Checks that the lease is still this holder's, locking its rows for the
-    /// transaction; with `release`, removes it.
-    async fn check_lease(
+    /// Releases the lease inside the commit's transaction, which fails if it is no
+    /// longer this holder's (the delete locks the rows until the commit).
+    async fn release_lease(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        release: bool,
     ) -> Result<(), StoreError> {
-        let sql = if release {
-            "DELETE FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3 RETURNING 1"
-        } else {
-            "SELECT 1 FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3 FOR UPDATE"
-        };
-        let held = sqlx::query(sql)
+        let held = sqlx::query(
+            "DELETE FROM record_leases WHERE rule = $1 AND source_record_id = ANY($2) AND token = $3 RETURNING 1",
+        )
             .bind(&self.rule)
             .bind(&self.lease.records)
             .bind(self.lease.token)
@@ -704,7 +719,7 @@ impl RecordTx {
     /// stay buffered and the lease stays held (until dropped).
     pub async fn commit(&mut self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        self.check_lease(&mut tx, true).await?;
+        self.release_lease(&mut tx).await?;
         if !self.open_intents.is_empty() {
             // Committed intents this holder never sent: the step ended before them
             // (a refusal), so they did not happen.
