@@ -1,9 +1,10 @@
 //! The PostgreSQL store: the only crate that imports sqlx. Its rows are its own types;
 //! it converts to and from the domain's at the boundary.
 //!
-//! Every decision about one source record runs inside a [`RecordTx`]: a transaction
-//! holding an advisory lock on (rule, record), so that the whole fleet processes one
-//! record at a time, whatever the number of workers or their prefetch.
+//! Every decision about one source record runs under a [`RecordTx`]: a lease on
+//! (rule, record) with a fencing token, so that the whole fleet processes one record
+//! at a time, whatever the number of workers or their prefetch, without holding a
+//! connection while other systems are called (see `record`).
 
 use std::borrow::Cow;
 use std::time::Duration;
