@@ -48,18 +48,6 @@ fn spawn_worker(
     Ok(child)
 }
 
-fn created(log: &[Value]) -> usize {
-    log.iter()
-        .filter(|e| {
-            e["method"] == "POST"
-                && e["path"] == "/api/tickets"
-                && e["status"]
-                    .as_u64()
-                    .is_some_and(|s| (200..300).contains(&s))
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() -> anyhow::Result<()>
 {
@@ -87,7 +75,7 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
         .kintone_create(json!({"work_order_no": "WO-91", "件名": "Killed mid-step"}))
         .await?;
     let started = Instant::now();
-    while created(&env.request_log("helpdesk").await?) == 0 {
+    while env.ticket_posts().await? == 0 {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
             "the first worker never created the ticket"
@@ -111,19 +99,8 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
     // The next worker gets the redelivered message once the lease has expired.
     env.start_worker().await?;
     env.settle("write-back", || env.written_back(&id)).await?;
-    assert_eq!(
-        env.tickets_for("WO-91").await?.len(),
-        1,
-        "exactly one ticket"
-    );
-    assert_eq!(created(&env.request_log("helpdesk").await?), 1);
-    let history = env.history(&id).await?;
-    assert!(
-        history
-            .iter()
-            .any(|h| h.starts_with("in_doubt_resolved") && h.contains("by search")),
-        "{history:#?}"
-    );
+    env.assert_created_once_resolved("WO-91", &id, "by search")
+        .await?;
     let _ = std::fs::remove_file(&rules);
     env.finish().await
 }
@@ -179,7 +156,7 @@ async fn a_lease_holder_frozen_past_its_expiry_cannot_commit_late() -> anyhow::R
         .kintone_create(json!({"work_order_no": "WO-92", "件名": "Frozen"}))
         .await?;
     let started = Instant::now();
-    while created(&env.request_log("helpdesk").await?) == 0 {
+    while env.ticket_posts().await? == 0 {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
             "the worker never created the ticket"

@@ -2,15 +2,9 @@
 //! intents and resolved when in doubt (even against a target that ignores idempotency
 //! keys), and values PostgreSQL refuses turned into conflicts before anything is sent.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use store::{Store, StoreError, StoreErrorKind};
 use tests::{Env, EnvOptions, RULE, TestDb};
-
-fn posts(log: &[Value]) -> usize {
-    log.iter()
-        .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
-        .count()
-}
 
 #[tokio::test]
 async fn a_holder_whose_lease_expired_cannot_commit_late() -> anyhow::Result<()> {
@@ -94,23 +88,8 @@ async fn an_in_doubt_create_is_found_by_search_not_repeated() -> anyhow::Result<
         .kintone_create(json!({"work_order_no": "WO-71", "件名": "In doubt"}))
         .await?;
     env.settle("write-back", || env.written_back(&id)).await?;
-    assert_eq!(
-        env.tickets_for("WO-71").await?.len(),
-        1,
-        "exactly one ticket"
-    );
-    assert_eq!(
-        posts(&env.request_log("helpdesk").await?),
-        1,
-        "the create was never sent again"
-    );
-    let history = env.history(&id).await?;
-    assert!(
-        history
-            .iter()
-            .any(|h| h.starts_with("in_doubt_resolved") && h.contains("by search")),
-        "{history:#?}"
-    );
+    env.assert_created_once_resolved("WO-71", &id, "by search")
+        .await?;
     let ops: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT kind, status, resolved_by FROM outbound_ops WHERE kind = 'create' ORDER BY id",
     )
@@ -155,19 +134,8 @@ async fn an_in_doubt_create_is_found_in_the_write_back_field() -> anyhow::Result
             .any(|l| l.target_id.is_some()))
     })
     .await?;
-    assert_eq!(
-        env.tickets_for("WO-72").await?.len(),
-        1,
-        "exactly one ticket"
-    );
-    assert_eq!(posts(&env.request_log("helpdesk").await?), 1);
-    let history = env.history(&id).await?;
-    assert!(
-        history
-            .iter()
-            .any(|h| h.starts_with("in_doubt_resolved") && h.contains("by the write-back field")),
-        "{history:#?}"
-    );
+    env.assert_created_once_resolved("WO-72", &id, "by the write-back field")
+        .await?;
     let record = env.kintone_record(&id).await?;
     let ticket = env.tickets_for("WO-72").await?[0]["id"].clone();
     let ticket = ticket
@@ -204,11 +172,7 @@ async fn a_value_postgresql_refuses_opens_a_conflict_before_anything_is_sent() -
     assert_eq!(c.source_record_id, bad);
     assert!(c.summary.contains("subject"), "{}", c.summary);
     assert!(c.summary.contains("unsupported Unicode"), "{}", c.summary);
-    assert_eq!(
-        posts(&env.request_log("helpdesk").await?),
-        0,
-        "nothing sent"
-    );
+    assert_eq!(env.ticket_posts().await?, 0, "nothing sent");
     assert!(!env.written_back(&bad).await?);
 
     // The consumer keeps consuming.

@@ -344,6 +344,41 @@ impl Env {
         Ok(env)
     }
 
+    /// How many creates were sent to the helpdesk (`POST /api/tickets`, whatever it
+    /// answered: a fault may create and then fail).
+    pub async fn ticket_posts(&self) -> anyhow::Result<usize> {
+        Ok(self
+            .request_log("helpdesk")
+            .await?
+            .iter()
+            .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
+            .count())
+    }
+
+    /// Asserts that work order `order` has exactly one ticket, made by the only create
+    /// the helpdesk saw, and that the record's history says an in-doubt create was
+    /// resolved `how` (e.g. `by search`).
+    pub async fn assert_created_once_resolved(
+        &self,
+        order: &str,
+        record_id: &str,
+        how: &str,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tickets_for(order).await?.len() == 1,
+            "not exactly one ticket for {order}"
+        );
+        anyhow::ensure!(self.ticket_posts().await? == 1, "the create was sent again");
+        let history = self.history(record_id).await?;
+        anyhow::ensure!(
+            history
+                .iter()
+                .any(|h| h.starts_with("in_doubt_resolved") && h.contains(how)),
+            "no in-doubt create resolved {how}: {history:#?}"
+        );
+        Ok(())
+    }
+
     /// A worker's step, built as the workers are but not consuming: tests drive it
     /// with commands, with no broker in between.
     pub fn processor(&self) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
