@@ -364,6 +364,15 @@ impl Env {
         record_id: &str,
         how: &str,
     ) -> anyhow::Result<()> {
+        // The write-back comes before the commit: wait for the committed story.
+        self.settle("the in-doubt create resolved", || async {
+            Ok(self
+                .history(record_id)
+                .await?
+                .iter()
+                .any(|h| h.starts_with("in_doubt_resolved")))
+        })
+        .await?;
         anyhow::ensure!(
             self.tickets_for(order).await?.len() == 1,
             "not exactly one ticket for {order}"
