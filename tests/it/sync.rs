@@ -286,6 +286,15 @@ async fn a_transient_target_failure_is_retried_until_it_succeeds() -> anyhow::Re
         .kintone_create(json!({"work_order_no": "WO-31", "件名": "Flaky"}))
         .await?;
     env.settle("write-back", || env.written_back(&id)).await?;
+    // The write-back precedes the commit: wait for the committed story.
+    env.settle("the committed story", || async {
+        Ok(env
+            .history(&id)
+            .await?
+            .iter()
+            .any(|h| h.starts_with("written_back")))
+    })
+    .await?;
     assert_eq!(env.tickets_for("WO-31").await?.len(), 1);
     let history = env.history(&id).await?;
     assert_eq!(

@@ -527,12 +527,25 @@ impl Env {
         Ok(())
     }
 
-    /// Whether the ticket id has been written back into a kintone work order.
+    /// Whether the ticket id has been written back into a kintone work order, and the
+    /// step that did it has committed (the write-back comes before the commit, so a
+    /// test that reads the history next would otherwise race it).
     pub async fn written_back(&self, id: &str) -> anyhow::Result<bool> {
         let r = self.kintone_record(id).await?;
-        Ok(r["helpdesk_ticket_id"]["value"]
+        let Some(ticket) = r["helpdesk_ticket_id"]["value"]
             .as_str()
-            .is_some_and(|v| !v.is_empty()))
+            .filter(|v| !v.is_empty())
+        else {
+            return Ok(false);
+        };
+        let linked: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT target_id FROM sync_records WHERE rule = $1 AND source_record_id = $2",
+        )
+        .bind(RULE)
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        Ok(linked.flatten().as_deref() == Some(ticket))
     }
 
     /// Whether every one of these work orders has its ticket id written back.
