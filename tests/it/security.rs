@@ -627,7 +627,7 @@ async fn a_resolution_names_a_candidate_or_an_override_with_a_reason_credited_to
     .await?;
     let history = env.history(&id).await?;
     let overridden = format!(
-        "resolved: olga chose helpdesk record {third}, which is not among the candidates ({}), by override: {reason}",
+        "override_chosen: olga chose helpdesk record {third}, which is not among the candidates ({}), by override: {reason}",
         candidates.join(", ")
     );
     assert!(history.contains(&overridden), "{history:#?}");

@@ -2,7 +2,7 @@
 //! rehydrate, resolve.
 
 use connectors::Connectors;
-use domain::history::{Entry, Kind};
+use domain::history::Entry;
 use domain::rules::SyncRules;
 use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
 use store::{Store, StoreError};
@@ -315,7 +315,7 @@ pub async fn resolve(
             if let Some(reason) = &choice.override_reason {
                 let listed = candidates(&c.detail).unwrap_or_default();
                 payload["override"] = serde_json::json!({"reason": reason, "candidates": listed});
-                note = Some(override_entry(
+                note = Some(Entry::override_chosen(
                     actor,
                     &rule.target.system,
                     &choice.target_id,
@@ -373,31 +373,6 @@ pub async fn resolve(
         )
         .await?;
     Ok(())
-}
-
-/// The history entry of an override: who linked which record outside the candidates,
-/// and why.
-fn override_entry(
-    actor: &str,
-    system: &str,
-    target_id: &str,
-    candidates: &[String],
-    reason: &str,
-) -> Entry {
-    Entry {
-        kind: Kind::Resolved,
-        summary: format!(
-            "{actor} chose {system} record {target_id}, which is not among the candidates ({}), by override: {reason}",
-            candidates.join(", ")
-        ),
-        detail: serde_json::json!({
-            "override": true,
-            "by": actor,
-            "target_id": target_id,
-            "candidates": candidates,
-            "reason": reason,
-        }),
-    }
 }
 
 #[cfg(test)]

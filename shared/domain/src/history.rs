@@ -58,6 +58,8 @@ pub enum Kind {
     Resolved,
     /// A create whose outcome was in doubt was resolved before anything was created.
     InDoubtResolved,
+    /// A person linked a record outside a conflict's candidates, with a reason.
+    OverrideChosen,
 }
 
 impl Kind {
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Decided => "decided",
             Kind::Resolved => "resolved",
             Kind::InDoubtResolved => "in_doubt_resolved",
+            Kind::OverrideChosen => "override_chosen",
         }
     }
 }
@@ -370,6 +373,31 @@ impl Entry {
                 "{system} field {field} already holds {held}, not {ours}; it was not replaced — a person must decide which record this is"
             ),
             json!({"reason": "write_back_clash", "field": field, "held": held, "ours": ours}),
+        )
+    }
+
+    /// A person chose a target record outside a conflict's candidates, by override:
+    /// recorded before the resolution is applied, with their reason.
+    pub fn override_chosen(
+        actor: &str,
+        system: &str,
+        target_id: &str,
+        candidates: &[String],
+        reason: &str,
+    ) -> Entry {
+        entry(
+            Kind::OverrideChosen,
+            format!(
+                "{actor} chose {system} record {target_id}, which is not among the candidates ({}), by override: {reason}",
+                candidates.join(", ")
+            ),
+            json!({
+                "override": true,
+                "by": actor,
+                "target_id": target_id,
+                "candidates": candidates,
+                "reason": reason,
+            }),
         )
     }
 
