@@ -208,3 +208,52 @@ async fn a_resolution_links_the_chosen_candidate_and_leaves_the_other() -> anyho
     );
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_resolution_naming_a_record_linked_meanwhile_is_refused_under_the_lease()
+-> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    env.helpdesk_seed(json!({"subject": "one", "external_id": "2001"}))
+        .await?;
+    env.helpdesk_seed(json!({"subject": "two", "external_id": "2001"}))
+        .await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-2001", "件名": "Which one?"}))
+        .await?;
+    step.step(&change("ev-2001", &id), 1).await?;
+    let conflict = env.store.conflicts("open").await?.remove(0);
+    // Since the operator looked, another work order was linked to a ticket.
+    let (other, taken) = env.seed_linked("WO-3001", "Taken").await?;
+    let resolve = cmd(
+        "res-2001",
+        Command::Resolve {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            conflict_id: conflict.id,
+            by: "olga".into(),
+            resolution: Resolution::Link {
+                target_id: taken.clone(),
+            },
+        },
+    );
+    assert_eq!(
+        step.step(&resolve, 1).await?,
+        vec![(RULE.to_owned(), Done::Conflict)]
+    );
+    let links = env.store.links(RULE).await?;
+    let linked_to_taken: Vec<&str> = links
+        .iter()
+        .filter(|l| l.target_id.as_deref() == Some(taken.as_str()))
+        .map(|l| l.source_record_id.as_str())
+        .collect();
+    assert_eq!(linked_to_taken, vec![other.as_str()], "still one record");
+    let open = env.store.conflicts("open").await?;
+    assert!(
+        open.iter()
+            .any(|c| c.kind == "resolution_refused" && c.summary.contains(&other)),
+        "{open:#?}"
+    );
+    assert!(!env.written_back(&id).await?);
+    env.finish().await
+}

@@ -369,6 +369,24 @@ impl Processor {
         let received = Entry::webhook_received("operator", "resolution", &ev.event_id, attempt);
         let mut entries = vec![];
         if let Resolution::Link { target_id } = resolution {
+            // Checked again under the record's lease: since the operator chose, the
+            // target record may have been linked to another source record.
+            if let Some(other) = self.store.source_for_target(&rule.name, target_id).await?
+                && other != ev.record_id
+            {
+                let refusal = Entry::target_rejected(
+                    &rule.target.system,
+                    409,
+                    &format!(
+                        "record {target_id} is already linked to source record {other}; the resolution was not applied"
+                    ),
+                );
+                tx.open_conflict("resolution_refused", &refusal);
+                tx.append(&evref, &[received, refusal]);
+                tx.mark_processed(&ev.event_id, Done::Conflict.as_str());
+                tx.commit().await?;
+                return Ok(Done::Conflict);
+            }
             // An identity conflict: link the chosen record, then sync in full.
             tx.save_state(
                 Some(target_id),
