@@ -213,27 +213,8 @@ impl Processor {
                 return self.change(&ev, attempt).await;
             }
             Command::Resolve {
-                rule,
-                record_id,
-                conflict_id,
-                by,
-                resolution,
-            } => {
-                let Some(spec) = self.rules.rule(rule) else {
-                    return Ok(vec![]);
-                };
-                let ev = trigger(
-                    &spec.source.system,
-                    &spec.source.app,
-                    record_id,
-                    "resolution",
-                    Value::Null,
-                );
-                let done = self
-                    .resolve_conflict(spec, &ev, *conflict_id, by, resolution, attempt)
-                    .await?;
-                return Ok(vec![(spec.name.clone(), done)]);
-            }
+                rule, record_id, ..
+            } => (rule, record_id, "resolution", Value::Null),
             Command::Rehydrate { rule, record_id } => (rule, record_id, REHYDRATE, Value::Null),
             Command::Resync {
                 rule,
@@ -247,7 +228,7 @@ impl Processor {
             } => (rule, record_id, "repair", json!({"reason": reason})),
         };
         // The rest concern one rule's source record: decided from the canonical
-        // record, as a change would be.
+        // record, as a change would be (a resolution first applies the choice).
         let Some(spec) = self.rules.rule(rule) else {
             return Ok(vec![]);
         };
@@ -258,7 +239,18 @@ impl Processor {
             event_type,
             payload,
         );
-        let done = self.process_rule(spec, Side::Source, &ev, attempt).await?;
+        let done = match &cmd.command {
+            Command::Resolve {
+                conflict_id,
+                by,
+                resolution,
+                ..
+            } => {
+                self.resolve_conflict(spec, &ev, *conflict_id, by, resolution, attempt)
+                    .await?
+            }
+            _ => self.process_rule(spec, Side::Source, &ev, attempt).await?,
+        };
         Ok(vec![(spec.name.clone(), done)])
     }
 

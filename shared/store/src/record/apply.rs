@@ -1,0 +1,241 @@
+//! The buffered writes of a record's step and how the commit applies them.
+
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+
+use crate::{EventRef, StoreError, insert_history, q};
+use domain::history::Entry;
+
+/// A write applied at commit.
+pub(super) enum Write {
+    SaveState {
+        record: String,
+        target_id: Option<String>,
+        matched_by: Option<Value>,
+        source_revision: Option<i64>,
+        sent: Value,
+    },
+    SaveAuthority {
+        record: String,
+        state: Value,
+    },
+    RecordOp {
+        record: String,
+        system: String,
+        key: String,
+        fields: Value,
+        vv: Value,
+    },
+    OpsSent {
+        ids: Vec<i64>,
+        target_id: Option<String>,
+        resolved_by: Option<String>,
+    },
+    OpsStatus {
+        ids: Vec<i64>,
+        status: &'static str,
+    },
+    ResolveConflict {
+        record: String,
+        id: i64,
+    },
+    Forget {
+        record: String,
+    },
+    OpenConflict {
+        record: String,
+        kind: String,
+        summary: String,
+        detail: Value,
+    },
+    Append {
+        record: String,
+        ev: EventRef,
+        entries: Vec<Entry>,
+    },
+    MarkProcessed {
+        event_id: String,
+        outcome: String,
+    },
+    Park {
+        record: String,
+        event: Value,
+        reason: String,
+    },
+    Unpark {
+        record: String,
+    },
+}
+
+pub(super) async fn apply(
+    tx: &mut Transaction<'static, Postgres>,
+    rule: &str,
+    w: &Write,
+) -> Result<(), StoreError> {
+    match w {
+        Write::SaveState {
+            record,
+            target_id,
+            matched_by,
+            source_revision,
+            sent,
+        } => {
+            sqlx::query(
+                "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, sent, linked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
+                 ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                    target_id = EXCLUDED.target_id,
+                    matched_by = COALESCE(EXCLUDED.matched_by, sync_records.matched_by),
+                    source_revision = GREATEST(EXCLUDED.source_revision, sync_records.source_revision),
+                    sent = EXCLUDED.sent,
+                    linked_at = CASE WHEN sync_records.target_id IS DISTINCT FROM EXCLUDED.target_id
+                                     THEN EXCLUDED.linked_at ELSE sync_records.linked_at END,
+                    updated_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(target_id)
+            .bind(matched_by)
+            .bind(source_revision)
+            .bind(sent)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("save the record's state"))?;
+        }
+        Write::SaveAuthority { record, state } => {
+            sqlx::query("UPDATE sync_records SET state = $3, updated_at = now() WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .bind(state)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("save the record's authority state"))?;
+        }
+        Write::RecordOp {
+            record,
+            system,
+            key,
+            fields,
+            vv,
+        } => {
+            sqlx::query("INSERT INTO outbound_ops (rule, source_record_id, system, idempotency_key, fields, vv) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(rule)
+                .bind(record)
+                .bind(system)
+                .bind(key)
+                .bind(fields)
+                .bind(vv)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("record an outbound operation"))?;
+        }
+        Write::OpsSent {
+            ids,
+            target_id,
+            resolved_by,
+        } => {
+            sqlx::query(
+                "UPDATE outbound_ops SET status = 'sent', target_id = COALESCE($2, target_id), resolved_by = $3 WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .bind(target_id)
+            .bind(resolved_by)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("mark operations sent"))?;
+        }
+        Write::OpsStatus { ids, status } => {
+            sqlx::query(
+                "UPDATE outbound_ops SET status = $2, confirmed_at = CASE WHEN $2 = 'confirmed' THEN now() ELSE confirmed_at END WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .bind(status)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("update outbound operations"))?;
+        }
+        Write::ResolveConflict { record, id } => {
+            sqlx::query(
+                "UPDATE conflicts SET status = 'resolved', closed_at = now(), updated_at = now()
+                  WHERE id = $1 AND rule = $2 AND source_record_id = $3 AND status = 'open'",
+            )
+            .bind(id)
+            .bind(rule)
+            .bind(record)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("resolve a conflict"))?;
+        }
+        Write::Forget { record } => {
+            sqlx::query("DELETE FROM sync_records WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("remove the link"))?;
+        }
+        Write::OpenConflict {
+            record,
+            kind,
+            summary,
+            detail,
+        } => {
+            sqlx::query(
+                "INSERT INTO conflicts (rule, source_record_id, kind, summary, detail) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (rule, source_record_id, kind) WHERE status = 'open' DO UPDATE SET
+                    summary = EXCLUDED.summary, detail = EXCLUDED.detail,
+                    occurrences = conflicts.occurrences + 1, updated_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(kind)
+            .bind(summary)
+            .bind(detail)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("open a conflict"))?;
+        }
+        Write::Append {
+            record,
+            ev,
+            entries,
+        } => insert_history(tx, rule, record, ev, entries).await?,
+        Write::MarkProcessed { event_id, outcome } => {
+            sqlx::query("INSERT INTO processed_events (event_id, rule, outcome) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(event_id)
+                .bind(rule)
+                .bind(outcome)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("mark the event processed"))?;
+        }
+        Write::Park {
+            record,
+            event,
+            reason,
+        } => {
+            sqlx::query(
+                "INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (rule, source_record_id) DO UPDATE SET
+                    event = EXCLUDED.event, reason = EXCLUDED.reason,
+                    events = parked.events + 1, parked_at = now()",
+            )
+            .bind(rule)
+            .bind(record)
+            .bind(event)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("park"))?;
+        }
+        Write::Unpark { record } => {
+            sqlx::query("DELETE FROM parked WHERE rule = $1 AND source_record_id = $2")
+                .bind(rule)
+                .bind(record)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("take parked work"))?;
+        }
+    }
+    Ok(())
+}
