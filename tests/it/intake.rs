@@ -526,7 +526,7 @@ async fn unauthenticated_bodies_share_a_byte_budget_and_503_when_it_is_spent() -
     };
     let (addr, stop, task) = bounded_ingest(limits, 800).await?;
     let url = format!("http://{addr}/webhooks/helpdesk");
-    let http = reqwest::Client::new();
+    let http = tests::http_client();
     let post = || http.post(&url).body("x".repeat(400)).send();
 
     // Alone, a 400-byte body is read (and refused for its missing signature).

@@ -9,6 +9,7 @@ mod failures;
 mod intake;
 mod killed;
 mod limits;
+mod links;
 mod parking;
 mod recovery;
 mod secrets;

@@ -60,7 +60,7 @@ impl Admin {
         });
         Ok(Admin {
             url: format!("http://{local}"),
-            http: reqwest::Client::new(),
+            http: tests::http_client(),
             stop,
             task,
         })

@@ -18,6 +18,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// An HTTP client for a test. reqwest is built without a TLS crypto provider of its
+/// own (the workspace picks ring), so one is installed first: a test that makes a
+/// client before anything else did would otherwise panic.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// The PostgreSQL server the tests, the demo and the bench create their databases on:
 /// `RECORDSYNC_TEST_PG`, else the server of the services' `RECORDSYNC_DATABASE_URL`
 /// (its database name dropped), else the local default.
@@ -137,6 +145,11 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database and migrates it.
     pub async fn create() -> anyhow::Result<TestDb> {
+        TestDb::create_at(i64::MAX).await
+    }
+
+    /// Creates a fresh database with the migrations up to `last` applied.
+    pub async fn create_at(last: i64) -> anyhow::Result<TestDb> {
         // The name carries its creation time, so that databases left behind by a test
         // that died can be recognised and dropped later.
         let now = chrono::Utc::now().timestamp();
@@ -154,7 +167,7 @@ impl TestDb {
             .await?;
         store.pool().close().await;
         let url = format!("{}/{name}", pg_server_url());
-        Store::connect(&url, 1).await?.migrate().await?;
+        Store::connect(&url, 1).await?.migrate_to(last).await?;
         Ok(TestDb { name, url })
     }
 
@@ -331,7 +344,7 @@ impl Env {
             ingest_url,
             store,
             db,
-            http: reqwest::Client::new(),
+            http: http_client(),
             ingest_stop,
             ingest_task,
             workers: vec![],

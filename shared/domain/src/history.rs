@@ -279,6 +279,18 @@ impl Entry {
         )
     }
 
+    /// The target record found is already linked to another source record: linking
+    /// it again would make two records overwrite each other.
+    pub fn already_linked(target: &str, target_id: &str, other: &str, how: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{target} record {target_id} ({how}) is already linked to source record {other}; two source records are never linked to one target record, so nothing was written — a person must choose"
+            ),
+            json!({"reason": "already_linked", "target_id": target_id, "linked_to": other, "found_by": how}),
+        )
+    }
+
     /// Nothing matched and the rule asks a person.
     pub fn no_match_conflict(value: &str) -> Entry {
         entry(
@@ -654,6 +666,13 @@ mod tests {
             Entry::retry_scheduled("helpdesk answered 503", 2, 4000).summary,
             "attempt 2 failed (helpdesk answered 503); retrying in 4 s"
         );
+        let e = Entry::already_linked("helpdesk", "17", "kt-2", "matched by lookup value");
+        assert_eq!(
+            e.summary,
+            "helpdesk record 17 (matched by lookup value) is already linked to source record kt-2; two source records are never linked to one target record, so nothing was written — a person must choose"
+        );
+        assert_eq!(e.detail["reason"], "already_linked");
+        assert_eq!(e.detail["linked_to"], "kt-2");
         assert_eq!(
             Entry::webhook_received("kintone", "UPDATE_RECORD", "e1", 1).summary,
             "kintone webhook UPDATE_RECORD received"

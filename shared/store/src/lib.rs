@@ -95,6 +95,17 @@ impl StoreError {
         }
     }
 
+    /// The constraint PostgreSQL named, when it refused a write for one.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db.constraint(),
+            _ => None,
+        }
+    }
+
     /// PostgreSQL's own words for a data error, when it is one.
     pub fn reason(&self) -> String {
         match self {
@@ -106,6 +117,9 @@ impl StoreError {
         }
     }
 }
+
+/// The unique index that allows one source record per target record and rule.
+pub const ONE_SOURCE_PER_TARGET: &str = "sync_records_one_source_per_target";
 
 fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
@@ -127,12 +141,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0005_authority.sql"),
     ),
     (6, "leases", include_str!("../migrations/0006_leases.sql")),
+    (
+        7,
+        "one source per target",
+        include_str!("../migrations/0007_one_source_per_target.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
+    migrator_to(i64::MAX)
+}
+
+fn migrator_to(last: i64) -> Migrator {
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
+            .filter(|(version, _, _)| *version <= last)
             .map(|(version, description, sql)| {
                 Migration::new(
                     *version,
@@ -292,6 +316,13 @@ impl Store {
     /// workers).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies the migrations up to `last` only: an upgrade test starts from an older
+    /// schema, puts old data in it, then migrates the rest.
+    pub async fn migrate_to(&self, last: i64) -> Result<(), StoreError> {
+        migrator_to(last).run(&self.pool).await?;
         Ok(())
     }
 

@@ -614,10 +614,22 @@ async fn commit(
     match tx.commit().await {
         Ok(()) => Ok(done),
         Err(e) if e.kind() == StoreErrorKind::Data => {
-            tracing::error!(error = %e, "PostgreSQL refused the record's values; a conflict is opened for a person");
+            let (kind, refusal) = match tx.link_taken(&e).await? {
+                Some((target_id, other)) => {
+                    tracing::warn!(%target_id, %other, "the target record was linked to another record at the same moment; a conflict is opened for a person");
+                    let entry =
+                        Entry::already_linked("target", &target_id, &other, "linked meanwhile");
+                    ("already_linked", entry)
+                }
+                None => {
+                    tracing::error!(error = %e, "PostgreSQL refused the record's values; a conflict is opened for a person");
+                    let entry =
+                        Entry::unstorable(&[("the record's history".to_owned(), e.reason())]);
+                    ("unstorable", entry)
+                }
+            };
             tx.discard_writes();
-            let refusal = Entry::unstorable(&[("the record's history".to_owned(), e.reason())]);
-            tx.open_conflict("unstorable", &refusal);
+            tx.open_conflict(kind, &refusal);
             tx.append(evref, &[received, refusal]);
             tx.mark_processed(&evref.event_id, Done::Conflict.as_str());
             tx.commit().await?;

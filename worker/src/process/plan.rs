@@ -244,6 +244,19 @@ impl Processor {
             }
             match found {
                 Some((id, how)) => {
+                    if let Some(conflict) = self
+                        .linked_elsewhere(
+                            rule,
+                            target.system(),
+                            &record.id,
+                            &id,
+                            &format!("found by {how}"),
+                            entries,
+                        )
+                        .await?
+                    {
+                        return Ok(conflict);
+                    }
                     entries.push(Entry::in_doubt_found(
                         target.system(),
                         &id,
@@ -297,6 +310,20 @@ impl Processor {
                 step,
                 matched_value,
             } => {
+                if *step != MatchStep::StoredLink
+                    && let Some(conflict) = self
+                        .linked_elsewhere(
+                            rule,
+                            target.system(),
+                            &record.id,
+                            target_id,
+                            &format!("matched by {step}"),
+                            entries,
+                        )
+                        .await?
+                {
+                    return Ok(conflict);
+                }
                 let by = (*step != MatchStep::StoredLink).then(|| {
                     entries.push(Entry::matched(
                         target.system(),
@@ -357,6 +384,28 @@ impl Processor {
             in_doubt,
         )
         .await
+    }
+
+    /// A conflict when the target record found is already linked to another source
+    /// record (a unique index holds the same line at commit, for a race).
+    async fn linked_elsewhere(
+        &self,
+        rule: &RuleSpec,
+        target: &str,
+        record_id: &str,
+        target_id: &str,
+        how: &str,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Option<Decision>, Failure> {
+        match self.store.source_for_target(&rule.name, target_id).await? {
+            Some(other) if other != record_id => {
+                entries.push(Entry::already_linked(target, target_id, &other, how));
+                Ok(Some(Decision::Flow(Flow::Conflict {
+                    kind: "already_linked",
+                })))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Linked for the first time (or rehydrated, or to be created): each field takes

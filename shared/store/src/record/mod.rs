@@ -632,6 +632,33 @@ impl RecordTx {
         self.writes.clear();
     }
 
+    /// When the commit was refused because the link it saves is another record's (the
+    /// index allowing one source record per target, met by a race): the target record
+    /// and the source record that holds it.
+    pub async fn link_taken(
+        &self,
+        refused: &StoreError,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        if refused.constraint() != Some(crate::ONE_SOURCE_PER_TARGET) {
+            return Ok(None);
+        }
+        let Some(target_id) = self.writes.iter().rev().find_map(|w| match w {
+            Write::SaveState { target_id, .. } => target_id.clone(),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND target_id = $2",
+        )
+        .bind(&self.rule)
+        .bind(&target_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("find the linked record"))?;
+        Ok(other.map(|o| (target_id, o)))
+    }
+
     /// Releases the lease inside the commit's transaction, which fails if it is no
     /// longer this holder's (the delete locks the rows until the commit).
     async fn release_lease(
