@@ -15,6 +15,7 @@ use crate::load;
 use crate::procs::Proc;
 use crate::report::Row;
 use crate::stats::{Summary, megabytes, ms, percent, rate};
+use crate::uploads;
 
 /// Requests in flight.
 pub const CONCURRENCY: usize = 64;
@@ -54,6 +55,8 @@ pub struct Figures {
     pub ceiling_latency: Summary,
     /// Where the CPU went, for the ceiling and for ingest.
     pub cpu: Vec<String>,
+    /// Slow unauthenticated uploads: ingest's memory under them.
+    pub uploads: uploads::Figures,
 }
 
 impl Figures {
@@ -62,7 +65,7 @@ impl Figures {
         let scenario = format!("ingest, c={CONCURRENCY}");
         let rss_mb = megabytes(self.rss_kib);
         let lat = |s: &Summary| format!("{} / {} / {} ms", ms(s.p50), ms(s.p99), ms(s.max));
-        vec![
+        let mut rows = vec![
             Row::plain(&scenario, "accepted/s", rate(self.accepted_per_s))
                 .ceiling(
                     format!("{} raw publishes/s", rate(self.ceiling_per_s)),
@@ -80,7 +83,9 @@ impl Figures {
                 .target("p99 < 25 ms", self.latency.p99 < MAX_P99),
             Row::plain(&scenario, "ingest peak RSS", format!("{rss_mb:.1} MB"))
                 .target("< 50 MB", rss_mb < MAX_RSS_MB),
-        ]
+        ];
+        rows.extend(self.uploads.rows());
+        rows
     }
 }
 
@@ -151,6 +156,7 @@ pub async fn run(
     let after = watch.snapshot();
     cpu.push(watch.describe("webhook", "ingest", count, &before, &after));
     let rss_kib = ingest.peak_rss_kib()?;
+    let uploads = uploads::run(ingest.addr, ingest.pid()).await?;
     ingest.stop().await?;
     janitor.delete_prefix(&prefix).await?;
 
@@ -163,6 +169,7 @@ pub async fn run(
         ceiling_per_s: ceiling.rate(),
         ceiling_latency: Summary::of(ceiling.latencies()),
         cpu,
+        uploads,
     })
 }
 

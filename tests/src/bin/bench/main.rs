@@ -19,6 +19,7 @@ mod procs;
 mod report;
 mod slow;
 mod stats;
+mod uploads;
 
 use std::time::Duration;
 
