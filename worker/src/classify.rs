@@ -81,6 +81,39 @@ pub fn connector(e: &ConnectorError) -> Action {
     }
 }
 
+/// How many times a 429 is waited out in place before the event is retried later.
+pub const RATE_LIMITED_TRIES: u32 = 3;
+/// The pause after a 429 that names no `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+
+/// What a call does about its failure, in place (the limiter's retry layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// Not a 429: the failure goes to the step as it is.
+    No,
+    /// A 429: pause the system for the fleet, then try again in place.
+    WaitInPlace(Duration),
+    /// A 429 after [`RATE_LIMITED_TRIES`] tries: pause the system for the fleet, and
+    /// give the event to the delay queues.
+    GiveUp(Duration),
+}
+
+/// The limiter's retry classifier: only a 429 is retried in place (every other
+/// failure is retried, if at all, through the delay queues).
+pub fn rate_limited(e: &ConnectorError, tries: u32) -> RateLimited {
+    match e {
+        ConnectorError::RateLimited { retry_after, .. } => {
+            let pause = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
+            if tries >= RATE_LIMITED_TRIES {
+                RateLimited::GiveUp(pause)
+            } else {
+                RateLimited::WaitInPlace(pause)
+            }
+        }
+        _ => RateLimited::No,
+    }
+}
+
 /// Classifies a store failure: only unavailability stops the consumer; a data error
 /// is the same on every attempt, so it is not retried.
 pub fn store(e: &StoreError) -> Action {
@@ -156,6 +189,33 @@ mod tests {
             connector(&ConnectorError::Unknown("x".into())),
             Action::DeadLetter
         );
+    }
+
+    #[test]
+    fn only_a_429_is_waited_out_in_place_and_only_a_few_times() {
+        let limited = |after| ConnectorError::RateLimited {
+            system: "h".into(),
+            retry_after: after,
+        };
+        let two = Duration::from_secs(2);
+        assert_eq!(
+            rate_limited(&limited(Some(two)), 1),
+            RateLimited::WaitInPlace(two)
+        );
+        assert_eq!(
+            rate_limited(&limited(None), RATE_LIMITED_TRIES - 1),
+            RateLimited::WaitInPlace(DEFAULT_RATE_LIMIT_PAUSE)
+        );
+        assert_eq!(
+            rate_limited(&limited(Some(two)), RATE_LIMITED_TRIES),
+            RateLimited::GiveUp(two)
+        );
+        let server = ConnectorError::Server {
+            system: "h".into(),
+            status: 503,
+            message: String::new(),
+        };
+        assert_eq!(rate_limited(&server, 1), RateLimited::No);
     }
 
     #[test]

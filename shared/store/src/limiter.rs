@@ -42,26 +42,30 @@ impl Store {
         Ok(())
     }
 
-    /// Reserves the next request slot: returns how many seconds to wait before
-    /// sending. `interval` is 1 / rate; `tolerance` is (burst - 1) × interval.
+    /// Reserves the next `count` request slots, `interval` apart: returns how many
+    /// seconds to wait before sending the first. `interval` is 1 / rate; `tolerance`
+    /// is (burst - 1) × interval. The slots are exactly those `count` single
+    /// reservations would have been.
     pub async fn limiter_reserve(
         &self,
         system: &str,
         interval: f64,
         tolerance: f64,
+        count: u32,
     ) -> Result<f64, StoreError> {
         let row = sqlx::query(
             "UPDATE limiter_state
-                SET tat = GREATEST(tat, clock_timestamp(), blocked_until) + $2 * interval '1 second'
+                SET tat = GREATEST(tat, clock_timestamp(), blocked_until) + $4 * $2 * interval '1 second'
               WHERE system = $1
           RETURNING EXTRACT(EPOCH FROM GREATEST(
-                        tat - ($2 + $3) * interval '1 second',
+                        tat - ($4 * $2 + $3) * interval '1 second',
                         blocked_until
                     ) - clock_timestamp())::float8 AS wait",
         )
         .bind(system)
         .bind(interval)
         .bind(tolerance)
+        .bind(f64::from(count.max(1)))
         .fetch_one(&self.pool)
         .await
         .map_err(q("reserve a request slot"))?;
