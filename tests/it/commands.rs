@@ -257,3 +257,78 @@ async fn a_resolution_naming_a_record_linked_meanwhile_is_refused_under_the_leas
     assert!(!env.written_back(&id).await?);
     env.finish().await
 }
+
+/// Collects the SQL statements this process sends (sqlx reports each one).
+#[derive(Clone, Default)]
+struct Statements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Summary(String);
+        impl tracing::field::Visit for Summary {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "summary" {
+                    self.0 = value.to_owned();
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        if event.metadata().target() == "sqlx::query" {
+            let mut s = Summary(String::new());
+            event.record(&mut s);
+            self.0.lock().unwrap().push(s.0);
+        }
+    }
+}
+
+impl Statements {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_create_and_its_duplicate_cost_at_most_8_and_5_statements() -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{Layer, filter};
+    let statements = Statements::default();
+    let subscriber = tracing_subscriber::registry().with(statements.clone().with_filter(
+        filter::Targets::new().with_target("sqlx::query", filter::LevelFilter::TRACE),
+    ));
+    // This test's process only: the harness installs no subscriber of its own unless
+    // RECORDSYNC_TEST_LOG asks for one.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-83", "件名": "Counted"}))
+        .await?;
+    let c = change("ev-83", &id);
+    statements.take();
+    assert_eq!(
+        step.step(&c, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    // A create: the lease, the memory, the intents, then one transaction (the lease
+    // released, the state with its authority, the intent marked sent, the history
+    // with the event marked processed, COMMIT).
+    let create = statements.take();
+    assert!(!create.is_empty(), "sqlx reports its statements");
+    assert!(
+        create.len() <= 8,
+        "{} statements: {create:#?}",
+        create.len()
+    );
+    assert_eq!(
+        step.step(&c, 2).await?,
+        vec![(RULE.to_owned(), Done::Duplicate)]
+    );
+    let duplicate = statements.take();
+    assert!(
+        duplicate.len() <= 5,
+        "{} statements: {duplicate:#?}",
+        duplicate.len()
+    );
+    assert!(env.written_back(&id).await?);
+    env.finish().await
+}

@@ -216,7 +216,12 @@ impl Limiter {
             // slot: this process's own at once; another worker's when the wait was
             // long enough to be worth a round trip (then it takes a new place in line
             // behind the pause).
-            if l.batch.lock().await.blocked_until.is_some_and(|u| u > Instant::now()) {
+            if l.batch
+                .lock()
+                .await
+                .blocked_until
+                .is_some_and(|u| u > Instant::now())
+            {
                 continue;
             }
             if far {

@@ -67,41 +67,146 @@ pub(super) enum Write {
     },
 }
 
-pub(super) async fn apply(
+/// Applies the writes in order, with fewer statements than writes where two can be
+/// one: a record's state and its authority state are saved by one upsert, and a
+/// step's history is appended by the statement that marks its event processed.
+pub(super) async fn apply_all(
+    tx: &mut Transaction<'static, Postgres>,
+    rule: &str,
+    writes: &[Write],
+) -> Result<(), StoreError> {
+    let mut skip = vec![false; writes.len()];
+    for (i, w) in writes.iter().enumerate() {
+        if skip[i] {
+            continue;
+        }
+        match w {
+            Write::SaveState { record, .. } => {
+                // The record's last authority state rides along.
+                let authority = writes.iter().enumerate().rev().find_map(|(j, a)| match a {
+                    Write::SaveAuthority { record: r, state } if r == record => Some((j, state)),
+                    _ => None,
+                });
+                if let Some((j, _)) = authority {
+                    for (k, a) in writes.iter().enumerate() {
+                        if matches!(a, Write::SaveAuthority { record: r, .. } if r == record) {
+                            skip[k] = true;
+                        }
+                    }
+                    skip[j] = true;
+                }
+                save_state(tx, rule, w, authority.map(|(_, s)| s)).await?;
+            }
+            Write::MarkProcessed { event_id, outcome } => {
+                // The history just before is appended by the same statement.
+                match i.checked_sub(1).map(|j| &writes[j]) {
+                    Some(Write::Append {
+                        record,
+                        ev,
+                        entries,
+                    }) if !entries.is_empty() => {
+                        append_and_mark(tx, rule, record, ev, entries, event_id, outcome).await?;
+                    }
+                    _ => apply(tx, rule, w).await?,
+                }
+            }
+            Write::Append { .. }
+                if matches!(writes.get(i + 1), Some(Write::MarkProcessed { .. })) =>
+            {
+                // Written with the next write (above).
+            }
+            _ => apply(tx, rule, w).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn save_state(
+    tx: &mut Transaction<'static, Postgres>,
+    rule: &str,
+    w: &Write,
+    authority: Option<&Value>,
+) -> Result<(), StoreError> {
+    let Write::SaveState {
+        record,
+        target_id,
+        matched_by,
+        source_revision,
+        sent,
+    } = w
+    else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, sent, linked_at, state)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END, $7)
+         ON CONFLICT (rule, source_record_id) DO UPDATE SET
+            target_id = EXCLUDED.target_id,
+            matched_by = COALESCE(EXCLUDED.matched_by, sync_records.matched_by),
+            source_revision = GREATEST(EXCLUDED.source_revision, sync_records.source_revision),
+            sent = EXCLUDED.sent,
+            linked_at = CASE WHEN sync_records.target_id IS DISTINCT FROM EXCLUDED.target_id
+                             THEN EXCLUDED.linked_at ELSE sync_records.linked_at END,
+            state = CASE WHEN $8 THEN EXCLUDED.state ELSE sync_records.state END,
+            updated_at = now()",
+    )
+    .bind(rule)
+    .bind(record)
+    .bind(target_id)
+    .bind(matched_by)
+    .bind(source_revision)
+    .bind(sent)
+    .bind(authority)
+    .bind(authority.is_some())
+    .execute(&mut **tx)
+    .await
+    .map_err(q("save the record's state"))?;
+    Ok(())
+}
+
+/// A step's history and its event marked processed, in one statement.
+async fn append_and_mark(
+    tx: &mut Transaction<'static, Postgres>,
+    rule: &str,
+    record: &str,
+    ev: &EventRef,
+    entries: &[Entry],
+    event_id: &str,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
+    let details: Vec<&Value> = entries.iter().map(|e| &e.detail).collect();
+    sqlx::query(
+        "WITH story AS (
+            INSERT INTO history (rule, source_record_id, event_id, correlation_id, kind, summary, detail)
+            SELECT $1, $2, $3, $4, k, s, d FROM UNNEST($5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY AS e(k, s, d, n)
+            ORDER BY n
+         )
+         INSERT INTO processed_events (event_id, rule, outcome) VALUES ($8, $1, $9) ON CONFLICT DO NOTHING",
+    )
+    .bind(rule)
+    .bind(record)
+    .bind(&ev.event_id)
+    .bind(&ev.correlation_id)
+    .bind(kinds)
+    .bind(summaries)
+    .bind(details)
+    .bind(event_id)
+    .bind(outcome)
+    .execute(&mut **tx)
+    .await
+    .map_err(q("append history and mark the event processed"))?;
+    Ok(())
+}
+
+async fn apply(
     tx: &mut Transaction<'static, Postgres>,
     rule: &str,
     w: &Write,
 ) -> Result<(), StoreError> {
     match w {
-        Write::SaveState {
-            record,
-            target_id,
-            matched_by,
-            source_revision,
-            sent,
-        } => {
-            sqlx::query(
-                "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, sent, linked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
-                 ON CONFLICT (rule, source_record_id) DO UPDATE SET
-                    target_id = EXCLUDED.target_id,
-                    matched_by = COALESCE(EXCLUDED.matched_by, sync_records.matched_by),
-                    source_revision = GREATEST(EXCLUDED.source_revision, sync_records.source_revision),
-                    sent = EXCLUDED.sent,
-                    linked_at = CASE WHEN sync_records.target_id IS DISTINCT FROM EXCLUDED.target_id
-                                     THEN EXCLUDED.linked_at ELSE sync_records.linked_at END,
-                    updated_at = now()",
-            )
-            .bind(rule)
-            .bind(record)
-            .bind(target_id)
-            .bind(matched_by)
-            .bind(source_revision)
-            .bind(sent)
-            .execute(&mut **tx)
-            .await
-            .map_err(q("save the record's state"))?;
-        }
+        Write::SaveState { .. } => save_state(tx, rule, w, None).await?,
         Write::SaveAuthority { record, state } => {
             sqlx::query("UPDATE sync_records SET state = $3, updated_at = now() WHERE rule = $1 AND source_record_id = $2")
                 .bind(rule)

@@ -13,7 +13,7 @@
 //!   whoever takes the record next.
 
 mod apply;
-use apply::{Write, apply};
+use apply::{Write, apply_all};
 
 use std::time::Duration;
 
@@ -698,9 +698,7 @@ impl RecordTx {
                 .await
                 .map_err(q("close unsent operations"))?;
         }
-        for w in &self.writes {
-            apply(&mut tx, &self.rule, w).await?;
-        }
+        apply_all(&mut tx, &self.rule, &self.writes).await?;
         tx.commit().await.map_err(q("commit"))?;
         self.lease.done = true;
         self.writes.clear();

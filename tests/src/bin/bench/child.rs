@@ -4,6 +4,8 @@
 //! or when its stdin closes.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -43,14 +45,50 @@ pub async fn worker() -> anyhow::Result<()> {
     worker.run(Some(admin), stop).await
 }
 
-/// Logs go to stderr (stdout carries the address), filtered by `RUST_LOG`.
+/// Logs go to stderr (stdout carries the address), filtered by `RUST_LOG`. When
+/// `RECORDSYNC_BENCH_STATEMENTS_FILE` is set, every SQL statement the process sends
+/// (sqlx reports each one, `BEGIN` and `COMMIT` included) is counted, and the count
+/// is written to that file every 100 ms.
 fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter};
+
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        );
+    let statements = std::env::var("RECORDSYNC_BENCH_STATEMENTS_FILE")
+        .ok()
+        .map(|path| {
+            let count = Arc::new(AtomicU64::new(0));
+            let written = Arc::clone(&count);
+            std::thread::spawn(move || {
+                loop {
+                    let _ = std::fs::write(&path, written.load(Ordering::Relaxed).to_string());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            Statements(count).with_filter(
+                filter::Targets::new().with_target("sqlx::query", filter::LevelFilter::TRACE),
+            )
+        });
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(statements)
         .init();
+}
+
+/// Counts sqlx's per-statement events.
+struct Statements(Arc<AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn bind_and_announce() -> anyhow::Result<TcpListener> {

@@ -32,6 +32,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_RATE_ONE_WORKER: f64 = 1_000.0;
 /// Target: the p99 latency at half the maximum rate.
 const MAX_P99_AT_HALF_RATE: Duration = Duration::from_millis(100);
+/// Target: SQL statements per event (a create with its write-back).
+const MAX_STATEMENTS_PER_EVENT: f64 = 8.0;
 /// Target: each worker's peak RSS.
 const MAX_WORKER_RSS_MB: f64 = 100.0;
 
@@ -57,6 +59,9 @@ pub struct Figures {
     pub broker_acks_per_s: f64,
     /// Where the CPU went in each phase.
     pub cpu: Vec<String>,
+    /// SQL statements the workers sent per event at the maximum rate (`BEGIN` and
+    /// `COMMIT` included; the limiter's too).
+    pub statements_per_event: f64,
 }
 
 impl Figures {
@@ -111,6 +116,15 @@ impl Figures {
                 format!("{rss_mb:.1} MB"),
             )
             .target("< 100 MB each", rss_mb < MAX_WORKER_RSS_MB),
+            Row::plain(
+                &scenario,
+                "SQL statements per event",
+                format!("{:.1}", self.statements_per_event),
+            )
+            .target(
+                &format!("≤ {MAX_STATEMENTS_PER_EVENT}"),
+                self.statements_per_event <= MAX_STATEMENTS_PER_EVENT,
+            ),
         ]
     }
 }
@@ -152,6 +166,7 @@ pub async fn run(
     let mut stack = Stack::start(janitor, http, seeded, database_url, workers, prefetch).await?;
     stack.warm_up(warm).await?;
     eprintln!("{label}: {count} kintone changes at concurrency {CONCURRENCY}");
+    let statements_before = stack.statements().await?;
     let before = stack.cpu.snapshot();
     let sender = stack.sender.clone();
     let pushed = load::closed_loop(count, CONCURRENCY, move |i| sender.send(warm + i)).await?;
@@ -177,6 +192,8 @@ pub async fn run(
         .max(Duration::from_millis(1));
     let max_rate = count as f64 / span.as_secs_f64();
     let max_latency = latencies(&pushed, &written);
+    let statements_per_event =
+        (stack.statements().await? - statements_before) as f64 / count as f64;
     let mut worker_rss_kib = stack.finish().await?;
     janitor.clean().await?;
 
@@ -220,6 +237,7 @@ pub async fn run(
         pg_connections,
         broker_acks_per_s,
         cpu: vec![max_cpu, half_cpu],
+        statements_per_event,
     })
 }
 
@@ -262,6 +280,8 @@ pub(crate) struct Stack {
     pub(crate) log: TicketLog,
     cpu: cpu::Watch,
     label: String,
+    /// Where each worker writes how many SQL statements it has sent.
+    statement_files: Vec<std::path::PathBuf>,
 }
 
 impl Stack {
@@ -290,8 +310,16 @@ impl Stack {
         let ingest = Proc::spawn("ingest", "__ingest", &env).await?;
         wait_ready(http, &format!("{}/readyz", ingest.url())).await?;
         let mut fleet = Vec::with_capacity(workers);
+        let mut statement_files = Vec::with_capacity(workers);
         for n in 0..workers {
+            let file = std::env::temp_dir().join(format!("{prefix}-worker-{n}.statements"));
+            let mut env = env.clone();
+            env.push((
+                "RECORDSYNC_BENCH_STATEMENTS_FILE".to_owned(),
+                file.display().to_string(),
+            ));
             fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
+            statement_files.push(file);
         }
         wait_consumers(&prefix, workers).await?;
         let cpu = cpu_watch(&sandbox, &ingest, &fleet, database);
@@ -305,7 +333,31 @@ impl Stack {
             log,
             cpu,
             label,
+            statement_files,
         })
+    }
+
+    /// The SQL statements the workers have sent, once the count stands still (a
+    /// worker finishes its last commits after the last ticket is written).
+    pub(crate) async fn statements(&self) -> anyhow::Result<u64> {
+        let read = || -> anyhow::Result<u64> {
+            let mut total = 0;
+            for f in &self.statement_files {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("Failed to read {}", f.display()))?;
+                total += text.trim().parse::<u64>().unwrap_or(0);
+            }
+            Ok(total)
+        };
+        let mut last = read()?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let now = read()?;
+            if now == last {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 
     /// Sends the first `n` webhooks and waits for their tickets.
@@ -318,6 +370,9 @@ impl Stack {
 
     /// Stops every process; returns the largest worker peak RSS in KiB.
     pub(crate) async fn finish(self) -> anyhow::Result<u64> {
+        for f in &self.statement_files {
+            let _ = std::fs::remove_file(f);
+        }
         let mut rss = 0;
         for worker in &self.fleet {
             rss = rss.max(worker.peak_rss_kib()?);
