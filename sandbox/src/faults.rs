@@ -50,6 +50,9 @@ pub(crate) struct FaultSpec {
     system: System,
     method: Option<String>,
     path_prefix: Option<String>,
+    /// Applies only to requests whose query string, percent-decoded, contains this
+    /// (for example `$id > 12`, to fail one page of a listing).
+    query_contains: Option<String>,
     status: Option<u16>,
     retry_after: Option<Value>,
     probability: Option<f64>,
@@ -75,6 +78,7 @@ pub(crate) struct Fault {
     system: System,
     method: Option<String>,
     path_prefix: Option<String>,
+    query_contains: Option<String>,
     status: Option<u16>,
     retry_after: Option<String>,
     probability: f64,
@@ -92,8 +96,12 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    fn matches(&self, system: System, method: &str, path: &str, body: &[u8]) -> bool {
+    fn matches(&self, system: System, method: &str, path: &str, query: &str, body: &[u8]) -> bool {
         self.system == system
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|needle| decode_query(query).contains(needle))
             && self
                 .method
                 .as_deref()
@@ -107,6 +115,30 @@ impl Fault {
                 .as_deref()
                 .is_none_or(|needle| String::from_utf8_lossy(body).contains(needle))
     }
+}
+
+/// A query string as text: `+` as a space, `%XX` as its byte.
+fn decode_query(query: &str) -> String {
+    let bytes = query.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match query.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                    Some(Ok(b)) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a fault does to a request that it applies to.
@@ -177,6 +209,7 @@ impl Faults {
             system: spec.system,
             method: spec.method,
             path_prefix: spec.path_prefix,
+            query_contains: spec.query_contains,
             status: spec.status,
             retry_after,
             probability,
@@ -217,11 +250,12 @@ impl Faults {
         system: System,
         method: &str,
         path: &str,
+        query: &str,
         body: &[u8],
     ) -> FaultOutcome {
         let mut outcome = FaultOutcome::default();
         for fault in &mut self.list {
-            if !fault.matches(system, method, path, body) {
+            if !fault.matches(system, method, path, query, body) {
                 continue;
             }
             if fault.status.is_some() && outcome.action.is_some() {
@@ -347,6 +381,28 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_query_is_matched_decoded() {
+        assert_eq!(
+            decode_query("query=%24id+%3E+12+order+by&x=%E6%9B%B4%"),
+            "query=$id > 12 order by&x=更%"
+        );
+        let mut faults = Faults::new(7);
+        let spec: FaultSpec = serde_json::from_value(serde_json::json!({
+            "system": "kintone", "method": "GET", "query_contains": "$id > 12", "status": 500
+        }))
+        .unwrap();
+        faults.add(spec).unwrap();
+        let get = |faults: &mut Faults, q: &str| {
+            faults
+                .evaluate(System::Kintone, "GET", "/k/v1/records.json", q, b"")
+                .action
+                .is_some()
+        };
+        assert!(!get(&mut faults, "query=%24id+%3E+0"));
+        assert!(get(&mut faults, "query=%24id+%3E+12+limit+2"));
+    }
+
     fn spec(value: Value) -> FaultSpec {
         serde_json::from_value(value).expect("valid fault spec")
     }
@@ -373,10 +429,10 @@ mod tests {
             ))
             .expect("valid");
         for _ in 0..2 {
-            let outcome = faults.evaluate(System::Kintone, "GET", "/k/v1/record.json", b"");
+            let outcome = faults.evaluate(System::Kintone, "GET", "/k/v1/record.json", "", b"");
             assert_eq!(outcome.action.map(|action| action.status), Some(503));
         }
-        let outcome = faults.evaluate(System::Kintone, "GET", "/k/v1/record.json", b"");
+        let outcome = faults.evaluate(System::Kintone, "GET", "/k/v1/record.json", "", b"");
         assert!(outcome.action.is_none());
     }
 
@@ -393,7 +449,10 @@ mod tests {
             })))
             .expect("valid");
         let hit = |faults: &mut Faults, system, method, path, body: &[u8]| {
-            faults.evaluate(system, method, path, body).action.is_some()
+            faults
+                .evaluate(system, method, path, "", body)
+                .action
+                .is_some()
         };
         assert!(hit(
             &mut faults,
@@ -444,7 +503,7 @@ mod tests {
             (0..64)
                 .map(|_| {
                     faults
-                        .evaluate(System::Kintone, "GET", "/", b"")
+                        .evaluate(System::Kintone, "GET", "/", "", b"")
                         .action
                         .is_some()
                 })

@@ -70,11 +70,13 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
         let mut state = gate.shared.lock();
         match state.limits.take(gate.system, Instant::now()) {
             Err(retry_after) => Err(retry_after),
-            Ok(()) => {
-                Ok(state
-                    .faults
-                    .evaluate(gate.system, &arrival.method, &arrival.path, &bytes))
-            }
+            Ok(()) => Ok(state.faults.evaluate(
+                gate.system,
+                &arrival.method,
+                &arrival.path,
+                arrival.query.as_deref().unwrap_or_default(),
+                &bytes,
+            )),
         }
     };
     let outcome = match decision {

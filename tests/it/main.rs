@@ -12,6 +12,7 @@ mod limits;
 mod links;
 mod parking;
 mod recovery;
+mod resync;
 mod secrets;
 mod security;
 mod step;

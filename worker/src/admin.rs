@@ -69,6 +69,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/resume", post(resume))
         .route("/paused", get(paused))
         .route("/rehydrate", post(rehydrate))
+        .route("/resync", get(resync_cursors).post(resync))
         .route_layer(middleware::from_fn_with_state(access, crate::auth::guard))
         .with_state(state)
 }
@@ -345,6 +346,66 @@ async fn rehydrate(State(s): State<AdminState>, Json(req): Json<RehydrateRequest
         Ok(ids) => Json(json!({"queued": ids})).into_response(),
         Err(e) => ops_error(e),
     }
+}
+
+/// A resync to start.
+#[derive(serde::Deserialize)]
+struct ResyncRequest {
+    rule: String,
+    #[serde(default)]
+    full: bool,
+}
+
+async fn resync_cursors(State(s): State<AdminState>) -> Response {
+    match s.store.resync_cursors().await {
+        Ok(c) => Json(json!({"resync": c})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Claims the rule's resync lease here (so that a second start is refused with 409),
+/// then scans in the background.
+async fn resync(State(s): State<AdminState>, Json(req): Json<ResyncRequest>) -> Response {
+    use crate::resync::{PAGE_SIZE, ResyncError, ResyncJob};
+    let publisher = match s.broker.publisher().await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let job = match ResyncJob::claim(&s.processor, &req.rule).await {
+        Ok(job) => job,
+        Err(e @ ResyncError::UnknownRule(_)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+        Err(e @ ResyncError::AlreadyRunning(_)) => {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({"error": {"code": "already_running", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+        Err(e) => return failed(e),
+    };
+    let processor = Arc::clone(&s.processor);
+    let names = s.broker.names().clone();
+    let rule = req.rule.clone();
+    tokio::spawn(async move {
+        match job
+            .run(&processor, &publisher, &names, req.full, PAGE_SIZE)
+            .await
+        {
+            Ok(r) => {
+                tracing::info!(rule = %r.rule, listed = r.listed, queued = r.queued, "resync done")
+            }
+            Err(e) => {
+                tracing::warn!(rule = %req.rule, error = %e, "resync stopped; the next run resumes from its cursor")
+            }
+        }
+    });
+    (StatusCode::ACCEPTED, Json(json!({"started": rule}))).into_response()
 }
 
 /// Who is recorded as resolving: the token's name when the API has tokens, never what

@@ -122,12 +122,14 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/dead-letters", Role::Viewer),
     ("GET", "/dead-letters/{id}", Role::Viewer),
     ("GET", "/paused", Role::Viewer),
+    ("GET", "/resync", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),
     ("POST", "/pause", Role::Operator),
     ("POST", "/resume", Role::Operator),
     ("POST", "/rehydrate", Role::Operator),
+    ("POST", "/resync", Role::Operator),
     ("POST", "/dead-letters/purge", Role::Admin),
 ];
 

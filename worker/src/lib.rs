@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod ops;
 pub mod process;
+pub mod resync;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +166,7 @@ impl Worker {
         worker.wait_for_database(&shutdown).await;
         let drainer = tokio::spawn(Arc::clone(&worker).drain_dead_letters(shutdown.clone()));
         let flusher = tokio::spawn(Arc::clone(&worker).flush_parked(shutdown.clone()));
+        let resyncs = tokio::spawn(Arc::clone(&worker).resync_schedule(shutdown.clone()));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = worker.broker.wait_connected() => {}
@@ -181,6 +183,7 @@ impl Worker {
         }
         let _ = drainer.await;
         let _ = flusher.await;
+        let _ = resyncs.await;
         let _ = keeper.await;
         if let Some(t) = admin_task {
             let _ = t.await;
@@ -568,6 +571,70 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Runs each scheduled resync every `every_seconds` (the first at once, so that a
+    /// restarted fleet catches up). A rule another worker is scanning is skipped; a
+    /// scan that fails resumes from its cursor at the next run.
+    async fn resync_schedule(self: Arc<Self>, shutdown: CancellationToken) {
+        let scheduled: Vec<(String, Duration)> = self
+            .processor
+            .rules
+            .rules
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.name.clone(),
+                    Duration::from_secs(r.resync.as_ref()?.every_seconds),
+                ))
+            })
+            .collect();
+        let runs = scheduled.into_iter().map(|(rule, every)| {
+            let worker = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if *worker.db_down.borrow() {
+                        continue;
+                    }
+                    tokio::select! {
+                        result = worker.resync_once(&rule, false) => match result {
+                            Ok(r) => tracing::info!(rule, listed = r.listed, queued = r.queued, "scheduled resync done"),
+                            Err(resync::ResyncError::AlreadyRunning(_)) => {
+                                tracing::debug!(rule, "another worker runs this resync")
+                            }
+                            Err(e) => tracing::warn!(rule, error = %e, "scheduled resync stopped; the next run resumes from its cursor"),
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(runs).await;
+    }
+
+    /// Claims and runs one resync of `rule` (`full`: a backfill of every record).
+    pub async fn resync_once(
+        &self,
+        rule: &str,
+        full: bool,
+    ) -> Result<resync::ResyncReport, resync::ResyncError> {
+        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
+        let publisher = self.broker.publisher().await?;
+        job.run(
+            &self.processor,
+            &publisher,
+            self.broker.names(),
+            full,
+            resync::PAGE_SIZE,
+        )
+        .await
     }
 
     async fn ack(&self, delivery: &Delivery) -> Disposition {

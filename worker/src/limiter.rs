@@ -397,6 +397,17 @@ impl Limited<'_> {
             .await
     }
 
+    /// See [`Endpoint::changed`].
+    pub async fn changed(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, Failure> {
+        self.call(|| self.endpoint.changed(since, after, limit))
+            .await
+    }
+
     /// See [`Endpoint::bulk_update`].
     pub async fn bulk_update(
         &self,

@@ -63,6 +63,20 @@ enum Command {
         #[arg(long)]
         record: Option<String>,
     },
+    /// Ask a rule's source for the records changed since the last scan and queue
+    /// them (the running workers sync them); resumes a scan that stopped. With
+    /// `--full`, every record (a backfill). `--status` prints every rule's cursor.
+    Resync {
+        /// The rule.
+        #[arg(long, required_unless_present = "status")]
+        rule: Option<String>,
+        /// Every record of the source, not only the changed ones.
+        #[arg(long)]
+        full: bool,
+        /// Print the cursors and do nothing else.
+        #[arg(long)]
+        status: bool,
+    },
     /// Conflicts: list, resolve, dismiss.
     Conflicts {
         #[command(subcommand)]
@@ -227,6 +241,48 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "resumed {scope} {name}{}; {parked} parked record(s) are flushed by the workers",
                 if was { "" } else { " (it was not paused)" }
+            );
+            Ok(())
+        }
+        Command::Resync { rule, full, status } => {
+            let settings = config::Settings::from_env()?;
+            let rules = config::load_rules(&settings.rules_path)?;
+            let worker = worker::Worker::new(settings.clone(), rules)?;
+            worker
+                .store()
+                .migrate()
+                .await
+                .context("Failed to reach PostgreSQL")?;
+            if status {
+                for c in worker.store().resync_cursors().await? {
+                    println!("{}", serde_json::to_string(&c)?);
+                }
+                return Ok(());
+            }
+            let rule = rule.context("--rule is required")?;
+            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+                .await
+                .context("Failed to connect to RabbitMQ")?;
+            let publisher = queue::Publisher::open(
+                &conn,
+                std::time::Duration::from_millis(settings.publish_timeout_ms),
+            )
+            .await?;
+            let names = queue::Names::new(&settings.queue_prefix);
+            let processor = worker.processor();
+            let job = worker::resync::ResyncJob::claim(&processor, &rule).await?;
+            let report = job
+                .run(
+                    &processor,
+                    &publisher,
+                    &names,
+                    full,
+                    worker::resync::PAGE_SIZE,
+                )
+                .await?;
+            println!(
+                "resync of {}: {} record(s) listed in {} page(s), {} queued (the others were already synced at that revision)",
+                report.rule, report.listed, report.pages, report.queued
             );
             Ok(())
         }

@@ -327,6 +327,20 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
         }
         let source = rules.systems.get(&rule.source.system);
         let target = rules.systems.get(&rule.target.system);
+        if let Some(r) = &rule.resync {
+            if r.every_seconds < 10 {
+                bad(
+                    format!("{at}.resync.every_seconds"),
+                    "must be at least 10".into(),
+                );
+            }
+            if source.is_some_and(|s| s.kind != SystemKind::Kintone) {
+                bad(
+                    format!("{at}.resync"),
+                    "resync lists the source's changed records, which only kintone sources support for now; remove it".into(),
+                );
+            }
+        }
         if source.is_none() {
             bad(
                 format!("{at}.source.system"),

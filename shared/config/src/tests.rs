@@ -180,3 +180,36 @@ fn settings_defaults_and_overrides() {
         .unwrap_err();
     assert!(e.to_string().starts_with("RECORDSYNC_QUEUE_PREFIX=\"a b\""));
 }
+
+#[test]
+fn a_resync_needs_a_sane_interval_and_a_kintone_source() {
+    let ok = edit(|v| {
+        v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 300});
+    });
+    let rules = parse_rules("t.json", &ok).unwrap();
+    let r = rules.rules[0].resync.as_ref().unwrap();
+    assert_eq!((r.every_seconds, r.overlap_seconds), (300, 120));
+
+    let text = edit(|v| {
+        v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 5});
+        v["rules"][0]["source"]["system"] = serde_json::json!("helpdesk");
+    });
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("rules[0].resync.every_seconds: must be at least 10")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("rules[0].resync: resync lists the source's changed records")),
+        "{p:#?}"
+    );
+    let text = edit(|v| {
+        v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 60, "often": true});
+    });
+    assert!(
+        problems(&text).iter().any(|s| s.contains("often")),
+        "unknown keys are refused"
+    );
+}

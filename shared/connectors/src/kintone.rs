@@ -203,6 +203,45 @@ impl Kintone {
             .collect())
     }
 
+    /// Up to `limit` (at most 500) records of the app changed at or after `since`
+    /// (all of them without it) whose `$id` is above `after`, in `$id` order, with
+    /// their id, revision and update time only. Paging by `$id`, not `offset` (which
+    /// kintone caps at 10,000).
+    pub async fn changed(
+        &self,
+        app: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        let mut query = String::new();
+        if let Some(t) = since {
+            query.push_str(&format!(
+                "更新日時 >= \"{}\" and ",
+                t.format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        query.push_str(&format!(
+            "$id > {after} order by $id asc limit {}",
+            limit.clamp(1, 500)
+        ));
+        let req = self.request(Method::GET, "/k/v1/records.json").query(&[
+            ("app", app),
+            ("query", query.as_str()),
+            ("fields[0]", "$id"),
+            ("fields[1]", "$revision"),
+            ("fields[2]", "更新日時"),
+        ]);
+        let body = self.send(req).await?;
+        let records = body["records"]
+            .as_array()
+            .ok_or_else(|| self.bad("records.json without records"))?;
+        records
+            .iter()
+            .map(|r| from_kintone(r).ok_or_else(|| self.bad("a record without $id")))
+            .collect()
+    }
+
     /// PUT `records.json`: up to 100 records in one all-or-nothing call, without
     /// revision checks.
     pub async fn update_records(

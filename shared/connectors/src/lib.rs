@@ -315,6 +315,35 @@ impl Endpoint {
         }
     }
 
+    /// One page of the records changed at or after `since` (all records without it)
+    /// whose id comes after `after`, in id order: id, revision and update time only.
+    /// Only kintone sources list changes for now.
+    pub async fn changed(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => {
+                let after = match after {
+                    None => 0,
+                    Some(a) => a.parse().map_err(|_| {
+                        ConnectorError::Unknown(format!(
+                            "{}: \"{a}\" is not a kintone record id",
+                            k.system()
+                        ))
+                    })?,
+                };
+                k.changed(app, since, after, limit).await
+            }
+            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
+                "{}: listing changed records is not supported for rest systems yet",
+                r.system()
+            ))),
+        }
+    }
+
     /// Updates several records in one all-or-nothing call (at most
     /// [`Endpoint::bulk_max`]).
     pub async fn bulk_update(

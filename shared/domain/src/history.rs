@@ -134,9 +134,17 @@ impl Entry {
         } else {
             String::new()
         };
+        // Commands that are not webhooks say what they are.
+        let what = match (system, event_type) {
+            ("operator", "resolution") => "an operator's resolution received".to_owned(),
+            (_, "recordsync.rehydrate") => format!("rehydration of this {system} record asked"),
+            (_, "resync") => format!("a resync found this {system} record changed"),
+            (_, "repair") => format!("a reconcile asked to repair this {system} record"),
+            _ => format!("{system} webhook {event_type} received"),
+        };
         entry(
             Kind::WebhookReceived,
-            format!("{system} webhook {event_type} received{again}"),
+            format!("{what}{again}"),
             json!({"system": system, "event_type": event_type, "event_id": event_id, "attempt": attempt}),
         )
     }
@@ -673,6 +681,14 @@ mod tests {
         );
         assert_eq!(e.detail["reason"], "already_linked");
         assert_eq!(e.detail["linked_to"], "kt-2");
+        assert_eq!(
+            Entry::webhook_received("kintone", "resync", "resync:r:1:3", 2).summary,
+            "a resync found this kintone record changed (attempt 2)"
+        );
+        assert_eq!(
+            Entry::webhook_received("operator", "resolution", "res-1", 1).summary,
+            "an operator's resolution received"
+        );
         assert_eq!(
             Entry::webhook_received("kintone", "UPDATE_RECORD", "e1", 1).summary,
             "kintone webhook UPDATE_RECORD received"

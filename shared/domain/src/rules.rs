@@ -279,6 +279,26 @@ pub struct RuleSpec {
     /// Which way changes flow (default `one_way`).
     #[serde(default)]
     pub direction: Direction,
+    /// Asks the source, on a schedule, for the records changed since the last time:
+    /// what no webhook announced (a dropped webhook, a bulk import) is found and synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<ResyncSpec>,
+}
+
+/// A rule's resync schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncSpec {
+    /// Seconds between runs (at least 10). One worker of the fleet runs each.
+    pub every_seconds: u64,
+    /// How far before the previous run's start the next run looks (default 120):
+    /// kintone's update times are minute-precise, and the clocks of two systems differ.
+    #[serde(default = "default_overlap")]
+    pub overlap_seconds: u64,
+}
+
+fn default_overlap() -> u64 {
+    120
 }
 
 /// The source of a rule.

@@ -103,6 +103,7 @@ mod tests {
             on_missing: OnMissing::Create,
             on_delete: OnDelete::Ignore,
             direction: Default::default(),
+            resync: None,
         }
     }
 

@@ -146,6 +146,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one source per target",
         include_str!("../migrations/0007_one_source_per_target.sql"),
     ),
+    (8, "resync", include_str!("../migrations/0008_resync.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -534,9 +535,11 @@ mod dead;
 mod limiter;
 mod parking;
 mod record;
+mod resync;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use parking::ParkedRow;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
+pub use resync::ResyncCursor;
 
 fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
     Ok(ConflictRow {

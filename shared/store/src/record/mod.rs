@@ -107,6 +107,18 @@ impl Store {
         }
     }
 
+    /// Takes the lease on one record if it is free, without waiting.
+    pub async fn try_begin_record(
+        &self,
+        rule: &str,
+        record_id: &str,
+    ) -> Result<Option<RecordTx>, StoreError> {
+        Ok(self
+            .try_lease(rule, record_id)
+            .await?
+            .map(|token| self.holder(rule, vec![record_id.to_owned()], token)))
+    }
+
     /// Takes the lease on as many of `records` as are free, under one token, without
     /// waiting: a batch skips what another worker holds.
     pub(crate) async fn lease_free(

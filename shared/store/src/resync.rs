@@ -1,0 +1,175 @@
+//! Resync cursors: where each rule's scan of the source's changed records stands. A
+//! page's records are queued before the page is recorded here, so a scan that stops
+//! resumes after the last page it queued, losing nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{Store, StoreError, q};
+
+/// A rule's resync cursor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResyncCursor {
+    /// The rule.
+    pub rule: String,
+    /// Where the next scan starts (the previous scan's start), before the overlap.
+    pub since: Option<DateTime<Utc>>,
+    /// When the scan in progress started, if one is.
+    pub scan_started_at: Option<DateTime<Utc>>,
+    /// The lower bound of the scan in progress (`None`: every record, a backfill).
+    pub scan_since: Option<DateTime<Utc>>,
+    /// The last record id whose page the scan in progress has queued.
+    pub after_id: Option<String>,
+    /// Pages done in the scan in progress.
+    pub pages: i64,
+    /// Records listed in the scan in progress.
+    pub listed: i64,
+    /// Records queued in the scan in progress (the others were already synced at the
+    /// listed revision).
+    pub queued: i64,
+    /// When the last scan completed.
+    pub last_completed_at: Option<DateTime<Utc>>,
+    /// The last completed scan's figures.
+    pub last_summary: Option<Value>,
+}
+
+const COLUMNS: &str = "rule, since, scan_started_at, scan_since, after_id, pages, listed, queued, last_completed_at, last_summary";
+
+fn cursor(r: &sqlx::postgres::PgRow) -> Result<ResyncCursor, StoreError> {
+    Ok(ResyncCursor {
+        rule: r.try_get("rule").map_err(q("read"))?,
+        since: r.try_get("since").map_err(q("read"))?,
+        scan_started_at: r.try_get("scan_started_at").map_err(q("read"))?,
+        scan_since: r.try_get("scan_since").map_err(q("read"))?,
+        after_id: r.try_get("after_id").map_err(q("read"))?,
+        pages: r.try_get("pages").map_err(q("read"))?,
+        listed: r.try_get("listed").map_err(q("read"))?,
+        queued: r.try_get("queued").map_err(q("read"))?,
+        last_completed_at: r.try_get("last_completed_at").map_err(q("read"))?,
+        last_summary: r.try_get("last_summary").map_err(q("read"))?,
+    })
+}
+
+impl Store {
+    /// Every rule's cursor.
+    pub async fn resync_cursors(&self) -> Result<Vec<ResyncCursor>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM resync_cursors ORDER BY rule"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read the resync cursors"))?;
+        rows.iter().map(cursor).collect()
+    }
+
+    /// Starts a scan of `rule`'s source unless one is in progress (which is then
+    /// resumed); `full` starts a backfill of every record, even over one in
+    /// progress. A new scan looks from `overlap` before the previous scan's start.
+    pub async fn resync_start(
+        &self,
+        rule: &str,
+        overlap: Duration,
+        full: bool,
+    ) -> Result<ResyncCursor, StoreError> {
+        sqlx::query("INSERT INTO resync_cursors (rule) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(rule)
+            .execute(&self.pool)
+            .await
+            .map_err(q("create a resync cursor"))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE resync_cursors SET
+                scan_started_at = CASE WHEN scan_started_at IS NULL OR $3 THEN now() ELSE scan_started_at END,
+                scan_since = CASE WHEN $3 THEN NULL
+                                  WHEN scan_started_at IS NULL THEN since - $2 * interval '1 second'
+                                  ELSE scan_since END,
+                after_id = CASE WHEN scan_started_at IS NULL OR $3 THEN NULL ELSE after_id END,
+                pages = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE pages END,
+                listed = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE listed END,
+                queued = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE queued END,
+                updated_at = now()
+              WHERE rule = $1
+          RETURNING {COLUMNS}"
+        )))
+        .bind(rule)
+        .bind(overlap.as_secs_f64())
+        .bind(full)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("start a resync scan"))?;
+        cursor(&row)
+    }
+
+    /// Records a page whose records are queued: the scan resumes after `after_id`.
+    pub async fn resync_page_done(
+        &self,
+        rule: &str,
+        after_id: &str,
+        listed: usize,
+        queued: usize,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE resync_cursors SET after_id = $2, pages = pages + 1, listed = listed + $3,
+                    queued = queued + $4, updated_at = now()
+              WHERE rule = $1",
+        )
+        .bind(rule)
+        .bind(after_id)
+        .bind(listed as i64)
+        .bind(queued as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(q("record a resync page"))?;
+        Ok(())
+    }
+
+    /// Completes the scan in progress: the next one starts from its start.
+    pub async fn resync_complete(&self, rule: &str) -> Result<ResyncCursor, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE resync_cursors SET
+                since = scan_started_at,
+                last_completed_at = now(),
+                last_summary = jsonb_build_object(
+                    'started_at', scan_started_at, 'since', scan_since, 'pages', pages,
+                    'listed', listed, 'queued', queued,
+                    'took_ms', (EXTRACT(EPOCH FROM now() - scan_started_at) * 1000)::bigint),
+                scan_started_at = NULL, scan_since = NULL, after_id = NULL,
+                updated_at = now()
+              WHERE rule = $1
+          RETURNING {COLUMNS}"
+        )))
+        .bind(rule)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("complete a resync scan"))?;
+        cursor(&row)
+    }
+
+    /// The source revision last synced for each of `ids` that has one.
+    pub async fn synced_revisions(
+        &self,
+        rule: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source_record_id, source_revision FROM sync_records
+              WHERE rule = $1 AND source_record_id = ANY($2) AND source_revision IS NOT NULL",
+        )
+        .bind(rule)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read synced revisions"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("source_record_id").map_err(q("read"))?,
+                    r.try_get("source_revision").map_err(q("read"))?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,250 @@
+//! Resync: records no webhook announced are found by asking the source what changed,
+//! a scan that stops resumes from its cursor without queueing anything twice, and one
+//! scan per rule runs at a time.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tests::{APP, Env, EnvOptions, RULE, kintone_record};
+use worker::resync::{ResyncError, ResyncJob};
+
+/// A kintone record created with no webhook (as a bulk import or a dropped webhook
+/// leaves it).
+async fn create_silently(env: &Env, fields: Value) -> anyhow::Result<String> {
+    let v = env
+        .admin_post(
+            &format!("/_admin/kintone/apps/{APP}/records"),
+            json!({"record": kintone_record(&fields), "webhook": false}),
+        )
+        .await?;
+    Ok(v["id"].as_str().context("no id")?.to_owned())
+}
+
+/// A kintone record edited with no webhook.
+async fn edit_silently(env: &Env, id: &str, fields: Value) -> anyhow::Result<()> {
+    let resp = env
+        .http
+        .put(format!(
+            "{}/_admin/kintone/apps/{APP}/records/{id}",
+            env.sandbox.base_url
+        ))
+        .json(&json!({"record": kintone_record(&fields), "webhook": false}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "edit: {}", resp.status());
+    Ok(())
+}
+
+async fn cursor(env: &Env) -> anyhow::Result<Value> {
+    let v: Value = env
+        .http
+        .get(format!("{}/resync", env.admin_urls[0]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["resync"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["rule"] == RULE).cloned())
+        .unwrap_or(Value::Null))
+}
+
+/// Starts a resync through the admin API and waits until it has completed.
+async fn resync_through_the_api(env: &Env) -> anyhow::Result<Value> {
+    let before = cursor(env).await?["last_completed_at"].clone();
+    let resp = env
+        .http
+        .post(format!("{}/resync", env.admin_urls[0]))
+        .json(&json!({"rule": RULE}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "POST /resync: {}", resp.status());
+    tests::wait_for(
+        "the resync to complete",
+        Duration::from_secs(30),
+        || async {
+            let c = cursor(env).await?;
+            Ok(!c["last_completed_at"].is_null() && c["last_completed_at"] != before)
+        },
+    )
+    .await?;
+    cursor(env).await
+}
+
+async fn publisher(env: &Env) -> anyhow::Result<(queue::Publisher, queue::Names)> {
+    let conn = queue::connect(&env.settings.amqp_url, "resync-test").await?;
+    let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
+    // The connection lives as long as the test process.
+    std::mem::forget(conn);
+    Ok((publisher, queue::Names::new(&env.settings.queue_prefix)))
+}
+
+/// Claims the rule's resync, waiting a moment for a lease released by a run that
+/// just stopped.
+async fn claim(env: &Env) -> anyhow::Result<ResyncJob> {
+    let processor = env.processor()?;
+    for _ in 0..50 {
+        match ResyncJob::claim(&processor, RULE).await {
+            Err(ResyncError::AlreadyRunning(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => return Ok(other?),
+        }
+    }
+    anyhow::bail!("the resync lease was never released")
+}
+
+#[tokio::test]
+async fn records_no_webhook_announced_are_found_and_synced_by_the_next_resync() -> anyhow::Result<()>
+{
+    let env = Env::start().await?;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(
+            create_silently(
+                &env,
+                json!({"work_order_no": format!("WO-51{n}"), "件名": format!("Silent {n}")}),
+            )
+            .await?,
+        );
+    }
+    // No webhook: nothing happens until the service asks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.tickets().await?.is_empty());
+
+    let first = resync_through_the_api(&env).await?;
+    assert_eq!(first["last_summary"]["listed"], 3, "{first:#}");
+    assert_eq!(first["last_summary"]["queued"], 3, "{first:#}");
+    assert!(
+        first["last_summary"]["since"].is_null(),
+        "a first scan is a backfill"
+    );
+    env.settle("every silent record synced", || env.all_written_back(&ids))
+        .await?;
+    for n in 0..3 {
+        assert_eq!(env.tickets_for(&format!("WO-51{n}")).await?.len(), 1);
+    }
+
+    // The next scan looks from the previous one's start (minus the overlap): the
+    // records are listed again but were synced at that revision, so none is queued.
+    let second = resync_through_the_api(&env).await?;
+    assert!(!second["last_summary"]["since"].is_null(), "{second:#}");
+    assert_eq!(second["last_summary"]["listed"], 3, "{second:#}");
+    assert_eq!(second["last_summary"]["queued"], 0, "{second:#}");
+
+    // A silent edit is found by the scan after it.
+    edit_silently(&env, &ids[1], json!({"件名": "Edited silently"})).await?;
+    let third = resync_through_the_api(&env).await?;
+    assert_eq!(third["last_summary"]["queued"], 1, "{third:#}");
+    env.settle("the silent edit reaches the helpdesk", || async {
+        Ok(env.tickets_for("WO-511").await?[0]["subject"] == "Edited silently")
+    })
+    .await?;
+    assert_eq!(env.ticket_posts().await?, 3, "nothing created twice");
+    let history = env.history(&ids[1]).await?;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.contains("a resync found this kintone record changed")),
+        "the timeline says a resync found it: {history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn an_interrupted_resync_resumes_from_its_cursor_and_queues_nothing_twice()
+-> anyhow::Result<()> {
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            create_silently(
+                &env,
+                json!({"work_order_no": format!("WO-52{n}"), "件名": format!("Page {n}")}),
+            )
+            .await?,
+        );
+    }
+    // The listing of the second page fails once (an outage, a crash of the worker
+    // running the scan: the scan stops after its first page).
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "kintone", "method": "GET", "path_prefix": "/k/v1/records.json",
+               "query_contains": format!("$id > {}", ids[1]), "status": 503, "count": 1}),
+    )
+    .await?;
+    let (publisher, names) = publisher(&env).await?;
+    let processor = env.processor()?;
+    let stopped = claim(&env)
+        .await?
+        .run(&processor, &publisher, &names, false, 2)
+        .await;
+    assert!(
+        matches!(stopped, Err(ResyncError::Source(_))),
+        "{stopped:?}"
+    );
+    let cursors = env.store.resync_cursors().await?;
+    let c = &cursors[0];
+    assert!(c.scan_started_at.is_some(), "the scan is still in progress");
+    assert_eq!(c.after_id.as_deref(), Some(ids[1].as_str()));
+    assert_eq!((c.pages, c.listed, c.queued), (1, 2, 2));
+
+    // The next run resumes after the last page queued.
+    let report = claim(&env)
+        .await?
+        .run(&processor, &publisher, &names, false, 2)
+        .await?;
+    assert_eq!((report.pages, report.listed, report.queued), (2, 3, 3));
+    assert_eq!(report.cursor.last_summary.as_ref().unwrap()["queued"], 5);
+    assert!(report.cursor.scan_started_at.is_none());
+    let log = env.request_log("kintone").await?;
+    let listings = log
+        .iter()
+        .filter(|e| e["path"] == "/k/v1/records.json")
+        .count();
+    assert_eq!(listings, 4, "pages 1, 2 (failed), 2, 3: {log:#?}");
+
+    // The queued commands are synced once each by a worker started now.
+    env.start_worker().await?;
+    env.settle("every record synced", || env.all_written_back(&ids))
+        .await?;
+    assert_eq!(env.ticket_posts().await?, 5, "one create per record");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn one_resync_of_a_rule_runs_at_a_time() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    // Another worker holds the rule's resync lease.
+    let held = env
+        .store
+        .begin_record(RULE, worker::resync::LEASE_ID)
+        .await?;
+    let processor = env.processor()?;
+    assert!(matches!(
+        ResyncJob::claim(&processor, RULE).await,
+        Err(ResyncError::AlreadyRunning(_))
+    ));
+    let resp = env
+        .http
+        .post(format!("{}/resync", env.admin_urls[0]))
+        .json(&json!({"rule": RULE}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 409);
+    let unknown = env
+        .http
+        .post(format!("{}/resync", env.admin_urls[0]))
+        .json(&json!({"rule": "no-such-rule"}))
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+    drop(held);
+    claim(&env).await?;
+    env.finish().await
+}

@@ -1,0 +1,202 @@
+//! Resync: asks a rule's source for the records changed since the last scan and
+//! queues a resync command for each one the service has not synced at that revision.
+//! What no webhook announced (kintone drops them beyond 60 a minute, and sends none
+//! for bulk imports) is found this way and synced by the same step as a webhook.
+//!
+//! - One worker of the fleet scans a rule at a time: the scan holds a lease
+//!   (`record_leases`, under the rule and [`LEASE_ID`]), renewed while it runs.
+//! - A page's commands are published (confirmed) before the page is recorded in the
+//!   cursor, so a scan that stops resumes after the last page it queued: nothing is
+//!   lost, and a command queued twice has the same id (rule, record, revision), which
+//!   the step processes once.
+//! - Pages go by record id, not offset (kintone caps offsets at 10,000), and every
+//!   listing request passes the limiter like any other.
+//! - A scan that completes moves the cursor to its own start; the next one looks from
+//!   `overlap_seconds` before that.
+
+use std::time::Duration;
+
+use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
+use store::{RecordTx, ResyncCursor, StoreError};
+
+use crate::classify::Failure;
+use crate::process::Processor;
+
+/// The lease a scan holds, under its rule: no source record has this id.
+pub const LEASE_ID: &str = "#resync";
+/// Records per listing request (kintone's maximum).
+pub const PAGE_SIZE: usize = 500;
+/// The overlap of a scan started by hand for a rule without a schedule.
+const DEFAULT_OVERLAP: Duration = Duration::from_secs(120);
+
+/// Why a scan did not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    /// The rule does not exist.
+    #[error("no rule named \"{0}\"")]
+    UnknownRule(String),
+    /// Another worker (or this one) is scanning the rule.
+    #[error(
+        "a resync of rule \"{0}\" is already running on another worker; it resumes from its cursor if it stops"
+    )]
+    AlreadyRunning(String),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker failed.
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    /// Listing the source failed (the scan resumes from its cursor next time).
+    #[error("listing the source failed: {0}")]
+    Source(#[from] Failure),
+}
+
+/// What one scan did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResyncReport {
+    /// The rule.
+    pub rule: String,
+    /// Pages listed by this run.
+    pub pages: usize,
+    /// Records listed by this run.
+    pub listed: usize,
+    /// Records queued by this run (the others were synced at the listed revision).
+    pub queued: usize,
+    /// The cursor after the run.
+    pub cursor: ResyncCursor,
+}
+
+/// A scan of one rule, holding the rule's resync lease.
+pub struct ResyncJob {
+    rule: String,
+    overlap: Duration,
+    lease: RecordTx,
+}
+
+impl ResyncJob {
+    /// Takes the rule's resync lease, or says who has it.
+    pub async fn claim(processor: &Processor, rule: &str) -> Result<ResyncJob, ResyncError> {
+        let spec = processor
+            .rules
+            .rule(rule)
+            .ok_or_else(|| ResyncError::UnknownRule(rule.to_owned()))?;
+        let overlap = spec
+            .resync
+            .as_ref()
+            .map_or(DEFAULT_OVERLAP, |r| Duration::from_secs(r.overlap_seconds));
+        let lease = processor
+            .store
+            .try_begin_record(rule, LEASE_ID)
+            .await?
+            .ok_or_else(|| ResyncError::AlreadyRunning(rule.to_owned()))?;
+        Ok(ResyncJob {
+            rule: rule.to_owned(),
+            overlap,
+            lease,
+        })
+    }
+
+    /// Scans: resumes the scan in progress or starts one (`full`: a backfill of every
+    /// record), queues a command per changed record, and completes the cursor.
+    pub async fn run(
+        mut self,
+        processor: &Processor,
+        publisher: &Publisher,
+        names: &Names,
+        full: bool,
+        page_size: usize,
+    ) -> Result<ResyncReport, ResyncError> {
+        let spec = processor
+            .rules
+            .rule(&self.rule)
+            .ok_or_else(|| ResyncError::UnknownRule(self.rule.clone()))?;
+        let store = &processor.store;
+        let mut cursor = store.resync_start(&self.rule, self.overlap, full).await?;
+        let endpoint = processor
+            .connectors
+            .endpoint(&spec.source.system, &spec.source.app)
+            .map_err(Failure::from)?;
+        let source = processor.limiter.limit(&endpoint);
+        let correlation = format!(
+            "resync-{}-{}",
+            self.rule,
+            cursor
+                .scan_started_at
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default()
+        );
+        let mut after = cursor.after_id.clone();
+        let (mut pages, mut listed, mut queued) = (0, 0, 0);
+        loop {
+            let page = source
+                .changed(cursor.scan_since, after.as_deref(), page_size)
+                .await?;
+            let Some(last) = page.last().map(|r| r.id.clone()) else {
+                break;
+            };
+            let ids: Vec<String> = page.iter().map(|r| r.id.clone()).collect();
+            let synced = store.synced_revisions(&self.rule, &ids).await?;
+            let mut n = 0;
+            for record in &page {
+                let known = synced.get(&record.id).copied();
+                if let (Some(known), Some(now)) = (known, record.revision)
+                    && now <= known
+                {
+                    continue;
+                }
+                let id = match record.revision {
+                    Some(r) => format!("resync:{}:{}:{r}", self.rule, record.id),
+                    None => format!(
+                        "resync:{}:{}:{}",
+                        self.rule,
+                        record.id,
+                        uuid::Uuid::now_v7()
+                    ),
+                };
+                let message = QueueMessage::V2(CommandV2 {
+                    id: id.clone(),
+                    correlation_id: correlation.clone(),
+                    issued_at: chrono::Utc::now(),
+                    command: Command::Resync {
+                        rule: self.rule.clone(),
+                        record_id: record.id.clone(),
+                        revision: record.revision,
+                    },
+                });
+                let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
+                publisher
+                    .publish(
+                        &names.events_exchange(),
+                        WORK_KEY,
+                        &message.encode(),
+                        &id,
+                        table,
+                    )
+                    .await?;
+                n += 1;
+            }
+            store
+                .resync_page_done(&self.rule, &last, page.len(), n)
+                .await?;
+            pages += 1;
+            listed += page.len();
+            queued += n;
+            tracing::info!(rule = %self.rule, page = pages, listed = page.len(), queued = n, after = %last, "resync page queued");
+            if page.len() < page_size {
+                break;
+            }
+            after = Some(last);
+        }
+        cursor = store.resync_complete(&self.rule).await?;
+        // Releases the lease (nothing else is buffered).
+        self.lease.commit().await?;
+        tracing::info!(rule = %self.rule, pages, listed, queued, "resync complete");
+        Ok(ResyncReport {
+            rule: self.rule,
+            pages,
+            listed,
+            queued,
+            cursor,
+        })
+    }
+}
