@@ -109,6 +109,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/_admin/kintone/webhooks", get(kintone_deliveries))
         .route(
+            "/_admin/kintone/webhook_cap",
+            get(kintone_cap).post(set_kintone_cap),
+        )
+        .route(
             "/_admin/kintone/webhooks/{id}/redeliver",
             post(redeliver_kintone),
         )
@@ -294,6 +298,27 @@ async fn set_app_webhook(
         .ok_or_else(|| KError::app_not_found(app_id))?;
     app.webhook_url = url;
     Ok(Json(app.to_admin_json()))
+}
+
+/// kintone's webhook cap: `{"per_minute": 60}` drops webhooks beyond 60 in any
+/// rolling minute, as kintone does; `{"per_minute": null}` lifts it.
+async fn set_kintone_cap(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult {
+    let body: Map<String, Value> = parse_body(&body)?;
+    let per_minute = match body.get("per_minute") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad_request("per_minute must be a whole number or null"))?,
+        ),
+    };
+    let mut state = shared.lock();
+    state.deliveries.set_kintone_cap(per_minute);
+    Ok(Json(state.deliveries.kintone_cap_json()))
+}
+
+async fn kintone_cap(State(shared): State<Arc<Shared>>) -> AdminResult {
+    Ok(Json(shared.lock().deliveries.kintone_cap_json()))
 }
 
 async fn list_records(State(shared): State<Arc<Shared>>, Path(app): Path<String>) -> AdminResult {

@@ -208,9 +208,46 @@ impl Delivery {
 pub(crate) struct Deliveries {
     kintone: VecDeque<Delivery>,
     helpdesk: VecDeque<Delivery>,
+    /// kintone's cap on notifications per rolling minute (the real one is 60 per
+    /// domain): webhooks beyond it are dropped, as kintone drops them.
+    kintone_per_minute: Option<u32>,
+    kintone_sent: VecDeque<std::time::Instant>,
+    kintone_dropped: u64,
 }
 
 impl Deliveries {
+    /// Sets (or, with `None`, lifts) kintone's webhook cap per rolling minute.
+    pub(crate) fn set_kintone_cap(&mut self, per_minute: Option<u32>) {
+        self.kintone_per_minute = per_minute;
+        self.kintone_sent.clear();
+    }
+
+    /// The cap and how many kintone webhooks it has dropped.
+    pub(crate) fn kintone_cap_json(&self) -> Value {
+        serde_json::json!({"per_minute": self.kintone_per_minute, "dropped": self.kintone_dropped})
+    }
+
+    /// Whether kintone's cap lets one more webhook out now (and counts it if so).
+    fn kintone_allows(&mut self) -> bool {
+        let Some(cap) = self.kintone_per_minute else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        while self
+            .kintone_sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.kintone_sent.pop_front();
+        }
+        if self.kintone_sent.len() >= cap as usize {
+            self.kintone_dropped += 1;
+            return false;
+        }
+        self.kintone_sent.push_back(now);
+        true
+    }
+
     fn list_mut(&mut self, system: System) -> &mut VecDeque<Delivery> {
         match system {
             System::Kintone => &mut self.kintone,
@@ -254,6 +291,9 @@ pub(crate) struct NewDelivery {
 
 /// Records a new delivery and queues its first attempt.
 pub(crate) fn enqueue(hooks: &Hooks, deliveries: &mut Deliveries, new: NewDelivery) {
+    if new.system == System::Kintone && !deliveries.kintone_allows() {
+        return;
+    }
     let body = serde_json::to_vec(&new.payload).unwrap_or_default();
     let job = Job {
         system: new.system,

@@ -248,3 +248,96 @@ async fn one_resync_of_a_rule_runs_at_a_time() -> anyhow::Result<()> {
     claim(&env).await?;
     env.finish().await
 }
+
+#[tokio::test]
+async fn kintones_webhook_cap_drops_changes_and_a_resync_leaves_zero_drift() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    // kintone's cap is 60 a minute per domain; 15 keeps the test short.
+    env.admin_post("/_admin/kintone/webhook_cap", json!({"per_minute": 15}))
+        .await?;
+    let mut ids = vec![];
+    for n in 0..30 {
+        ids.push(
+            env.kintone_create(
+                json!({"work_order_no": format!("WO-53{n:02}"), "件名": format!("Made {n}")}),
+            )
+            .await?,
+        );
+    }
+    for (n, id) in ids.iter().enumerate() {
+        env.kintone_edit(id, json!({"件名": format!("Edited {n}")}))
+            .await?;
+    }
+    env.flush_webhooks().await?;
+    let cap: Value = env
+        .http
+        .get(format!(
+            "{}/_admin/kintone/webhook_cap",
+            env.sandbox.base_url
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        cap["dropped"].as_u64().unwrap_or(0) >= 30,
+        "the cap dropped webhooks: {cap}"
+    );
+
+    resync_through_the_api(&env).await?;
+    let drifted = || async {
+        let tickets = env.tickets().await?;
+        let mut wrong = vec![];
+        for n in 0..30 {
+            let mine: Vec<&Value> = tickets
+                .iter()
+                .filter(|t| t["external_id"] == format!("WO-53{n:02}"))
+                .collect();
+            if mine.len() != 1 || mine[0]["subject"] != format!("Edited {n}") {
+                wrong.push(n);
+            }
+        }
+        anyhow::Ok(wrong)
+    };
+    env.settle("zero drift after the resync", || async {
+        Ok(drifted().await?.is_empty())
+    })
+    .await?;
+    assert_eq!(env.ticket_posts().await?, 30, "no ticket created twice");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
+    fn scheduled(rules: &mut domain::rules::SyncRules) {
+        rules.rules[0].resync = Some(domain::rules::ResyncSpec {
+            every_seconds: 3600,
+            overlap_seconds: 120,
+        });
+    }
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(scheduled),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(
+            create_silently(
+                &env,
+                json!({"work_order_no": format!("WO-54{n}"), "件名": format!("While down {n}")}),
+            )
+            .await?,
+        );
+    }
+    // A worker that starts runs each schedule at once, then every `every_seconds`.
+    env.start_worker().await?;
+    env.settle("the records made while no worker ran", || {
+        env.all_written_back(&ids)
+    })
+    .await?;
+    let c = cursor(&env).await?;
+    assert_eq!(c["last_summary"]["queued"], 3, "{c:#}");
+    env.finish().await
+}

@@ -593,14 +593,22 @@ impl Worker {
             let worker = Arc::clone(&self);
             let shutdown = shutdown.clone();
             async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // A run that fails (the source, the broker or PostgreSQL is down) is
+                // tried again sooner than the schedule, resuming from its cursor.
+                let retry = every.min(Duration::from_secs(30));
+                let mut wait = Duration::ZERO;
                 loop {
                     tokio::select! {
-                        _ = ticks.tick() => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => return,
                     }
+                    tokio::select! {
+                        _ = worker.broker.wait_connected() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    wait = every;
                     if *worker.db_down.borrow() {
+                        wait = retry;
                         continue;
                     }
                     tokio::select! {
@@ -609,7 +617,10 @@ impl Worker {
                             Err(resync::ResyncError::AlreadyRunning(_)) => {
                                 tracing::debug!(rule, "another worker runs this resync")
                             }
-                            Err(e) => tracing::warn!(rule, error = %e, "scheduled resync stopped; the next run resumes from its cursor"),
+                            Err(e) => {
+                                tracing::warn!(rule, error = %e, retry_s = retry.as_secs(), "scheduled resync stopped; it resumes from its cursor");
+                                wait = retry;
+                            }
                         },
                         _ = shutdown.cancelled() => return,
                     }
