@@ -69,13 +69,29 @@ pub(super) enum Write {
 
 /// Applies the writes in order, with fewer statements than writes where two can be
 /// one: a record's state and its authority state are saved by one upsert, and a
-/// step's history is appended by the statement that marks its event processed.
+/// step's history, with its operations marked sent, is written by the statement that
+/// marks its event processed.
 pub(super) async fn apply_all(
     tx: &mut Transaction<'static, Postgres>,
     rule: &str,
     writes: &[Write],
 ) -> Result<(), StoreError> {
     let mut skip = vec![false; writes.len()];
+    // The operations marked sent ride along with the closing statement when nothing
+    // else changes an operation's status in this commit (the parts of one statement
+    // have no order).
+    let closes = (1..writes.len()).any(|i| {
+        matches!(writes[i], Write::MarkProcessed { .. })
+            && matches!(&writes[i - 1], Write::Append { entries, .. } if !entries.is_empty())
+    });
+    let sent: Vec<usize> = (0..writes.len())
+        .filter(|&i| matches!(writes[i], Write::OpsSent { .. }))
+        .collect();
+    let statuses = writes.iter().any(|w| matches!(w, Write::OpsStatus { .. }));
+    let folded = (closes && sent.len() == 1 && !statuses).then(|| sent[0]);
+    if let Some(k) = folded {
+        skip[k] = true;
+    }
     for (i, w) in writes.iter().enumerate() {
         if skip[i] {
             continue;
@@ -105,7 +121,9 @@ pub(super) async fn apply_all(
                         ev,
                         entries,
                     }) if !entries.is_empty() => {
-                        append_and_mark(tx, rule, record, ev, entries, event_id, outcome).await?;
+                        let sent = folded.map(|k| &writes[k]);
+                        append_and_mark(tx, rule, record, ev, entries, event_id, outcome, sent)
+                            .await?;
                     }
                     _ => apply(tx, rule, w).await?,
                 }
@@ -164,7 +182,9 @@ async fn save_state(
     Ok(())
 }
 
-/// A step's history and its event marked processed, in one statement.
+/// A step's history, its operations marked sent (`sent`, an [`Write::OpsSent`]) and
+/// its event marked processed, in one statement.
+#[allow(clippy::too_many_arguments)]
 async fn append_and_mark(
     tx: &mut Transaction<'static, Postgres>,
     rule: &str,
@@ -173,15 +193,28 @@ async fn append_and_mark(
     entries: &[Entry],
     event_id: &str,
     outcome: &str,
+    sent: Option<&Write>,
 ) -> Result<(), StoreError> {
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
     let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
     let details: Vec<&Value> = entries.iter().map(|e| &e.detail).collect();
+    let (ids, target_id, resolved_by) = match sent {
+        Some(Write::OpsSent {
+            ids,
+            target_id,
+            resolved_by,
+        }) => (ids.as_slice(), target_id.as_deref(), resolved_by.as_deref()),
+        _ => (&[][..], None, None),
+    };
     sqlx::query(
         "WITH story AS (
             INSERT INTO history (rule, source_record_id, event_id, correlation_id, kind, summary, detail)
             SELECT $1, $2, $3, $4, k, s, d FROM UNNEST($5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY AS e(k, s, d, n)
             ORDER BY n
+         ),
+         sent AS (
+            UPDATE outbound_ops SET status = 'sent', target_id = COALESCE($11, target_id), resolved_by = $12
+             WHERE id = ANY($10)
          )
          INSERT INTO processed_events (event_id, rule, outcome) VALUES ($8, $1, $9) ON CONFLICT DO NOTHING",
     )
@@ -194,6 +227,9 @@ async fn append_and_mark(
     .bind(details)
     .bind(event_id)
     .bind(outcome)
+    .bind(ids)
+    .bind(target_id)
+    .bind(resolved_by)
     .execute(&mut **tx)
     .await
     .map_err(q("append history and mark the event processed"))?;

@@ -119,7 +119,7 @@ impl Figures {
             Row::plain(
                 &scenario,
                 "SQL statements per event",
-                format!("{:.1}", self.statements_per_event),
+                format!("{:.2}", self.statements_per_event),
             )
             .target(
                 &format!("≤ {MAX_STATEMENTS_PER_EVENT}"),
