@@ -116,6 +116,7 @@ async fn records_no_webhook_announced_are_found_and_synced_by_the_next_resync() 
     let first = resync_through_the_api(&env).await?;
     assert_eq!(first["last_summary"]["listed"], 3, "{first:#}");
     assert_eq!(first["last_summary"]["queued"], 3, "{first:#}");
+    assert_eq!(first["last_summary"]["total"], 3, "{first:#}");
     assert!(
         first["last_summary"]["since"].is_null(),
         "a first scan is a backfill"
@@ -193,6 +194,9 @@ async fn an_interrupted_resync_resumes_from_its_cursor_and_queues_nothing_twice(
     assert!(c.scan_started_at.is_some(), "the scan is still in progress");
     assert_eq!(c.after_id.as_deref(), Some(ids[1].as_str()));
     assert_eq!((c.pages, c.listed, c.queued), (1, 2, 2));
+    // Its progress: 2 of 5 records, and an estimate of the time left.
+    assert_eq!(c.total, Some(5));
+    assert!(c.eta_seconds.is_some_and(|s| s >= 0.0), "{c:?}");
 
     // The next run resumes after the last page queued.
     let report = claim(&env)

@@ -170,6 +170,7 @@ fn guarded_routes() -> Vec<Route> {
             Viewer,
         ),
         route(Method::GET, "/paused", "/paused", None, Viewer),
+        route(Method::GET, "/resync", "/resync", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",
@@ -209,6 +210,13 @@ fn guarded_routes() -> Vec<Route> {
             Method::POST,
             "/rehydrate",
             "/rehydrate",
+            Some(json!({"rule": "no-such-rule"})),
+            Operator,
+        ),
+        route(
+            Method::POST,
+            "/resync",
+            "/resync",
             Some(json!({"rule": "no-such-rule"})),
             Operator,
         ),

@@ -128,9 +128,15 @@ impl ResyncJob {
         let mut after = cursor.after_id.clone();
         let (mut pages, mut listed, mut queued) = (0, 0, 0);
         loop {
-            let page = source
-                .changed(cursor.scan_since, after.as_deref(), page_size)
+            // The first page of a scan also asks how many records it will list.
+            let first = after.is_none() && cursor.total.is_none();
+            let (page, total) = source
+                .changed(cursor.scan_since, after.as_deref(), page_size, first)
                 .await?;
+            if let Some(total) = total.filter(|_| first) {
+                store.resync_total(&self.rule, total).await?;
+                cursor.total = Some(total as i64);
+            }
             let Some(last) = page.last().map(|r| r.id.clone()) else {
                 break;
             };
@@ -181,7 +187,15 @@ impl ResyncJob {
             pages += 1;
             listed += page.len();
             queued += n;
-            tracing::info!(rule = %self.rule, page = pages, listed = page.len(), queued = n, after = %last, "resync page queued");
+            tracing::info!(
+                rule = %self.rule,
+                page = pages,
+                listed = cursor.listed + listed as i64,
+                total = cursor.total,
+                queued = n,
+                after = %last,
+                "resync page queued"
+            );
             if page.len() < page_size {
                 break;
             }

@@ -205,7 +205,8 @@ impl Kintone {
 
     /// Up to `limit` (at most 500) records of the app changed at or after `since`
     /// (all of them without it) whose `$id` is above `after`, in `$id` order, with
-    /// their id, revision and update time only. Paging by `$id`, not `offset` (which
+    /// their id, revision and update time only, and with `with_total` how many match
+    /// in all. Paging by `$id`, not `offset` (which
     /// kintone caps at 10,000).
     pub async fn changed(
         &self,
@@ -213,7 +214,8 @@ impl Kintone {
         since: Option<chrono::DateTime<chrono::Utc>>,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        with_total: bool,
+    ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
         let mut query = String::new();
         if let Some(t) = since {
             query.push_str(&format!(
@@ -231,15 +233,18 @@ impl Kintone {
             ("fields[0]", "$id"),
             ("fields[1]", "$revision"),
             ("fields[2]", "更新日時"),
+            ("totalCount", if with_total { "true" } else { "false" }),
         ]);
         let body = self.send(req).await?;
         let records = body["records"]
             .as_array()
             .ok_or_else(|| self.bad("records.json without records"))?;
-        records
+        let total = body["totalCount"].as_str().and_then(|t| t.parse().ok());
+        let records = records
             .iter()
             .map(|r| from_kintone(r).ok_or_else(|| self.bad("a record without $id")))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((records, total))
     }
 
     /// PUT `records.json`: up to 100 records in one all-or-nothing call, without

@@ -316,14 +316,16 @@ impl Endpoint {
     }
 
     /// One page of the records changed at or after `since` (all records without it)
-    /// whose id comes after `after`, in id order: id, revision and update time only.
+    /// whose id comes after `after`, in id order: id, revision and update time only;
+    /// with `with_total`, also how many match in all.
     /// Only kintone sources list changes for now.
     pub async fn changed(
         &self,
         since: Option<chrono::DateTime<chrono::Utc>>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        with_total: bool,
+    ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
         match self {
             Endpoint::Kintone(k, app) => {
                 let after = match after {
@@ -335,7 +337,7 @@ impl Endpoint {
                         ))
                     })?,
                 };
-                k.changed(app, since, after, limit).await
+                k.changed(app, since, after, limit, with_total).await
             }
             Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
                 "{}: listing changed records is not supported for rest systems yet",

@@ -24,6 +24,10 @@ pub struct ResyncCursor {
     pub scan_since: Option<DateTime<Utc>>,
     /// The last record id whose page the scan in progress has queued.
     pub after_id: Option<String>,
+    /// How many records the scan in progress matched when it began.
+    pub total: Option<i64>,
+    /// When the scan in progress should end, at its rate so far, in seconds from now.
+    pub eta_seconds: Option<f64>,
     /// Pages done in the scan in progress.
     pub pages: i64,
     /// Records listed in the scan in progress.
@@ -37,10 +41,16 @@ pub struct ResyncCursor {
     pub last_summary: Option<Value>,
 }
 
-const COLUMNS: &str = "rule, since, scan_started_at, scan_since, after_id, pages, listed, queued, last_completed_at, last_summary";
+const COLUMNS: &str = "rule, since, scan_started_at, scan_since, after_id, total, pages, listed, queued, last_completed_at, last_summary, now() AS now";
 
 fn cursor(r: &sqlx::postgres::PgRow) -> Result<ResyncCursor, StoreError> {
+    let started: Option<DateTime<Utc>> = r.try_get("scan_started_at").map_err(q("read"))?;
+    let now: DateTime<Utc> = r.try_get("now").map_err(q("read"))?;
+    let total: Option<i64> = r.try_get("total").map_err(q("read"))?;
+    let listed: i64 = r.try_get("listed").map_err(q("read"))?;
     Ok(ResyncCursor {
+        total,
+        eta_seconds: eta(started, now, listed, total),
         rule: r.try_get("rule").map_err(q("read"))?,
         since: r.try_get("since").map_err(q("read"))?,
         scan_started_at: r.try_get("scan_started_at").map_err(q("read"))?,
@@ -52,6 +62,23 @@ fn cursor(r: &sqlx::postgres::PgRow) -> Result<ResyncCursor, StoreError> {
         last_completed_at: r.try_get("last_completed_at").map_err(q("read"))?,
         last_summary: r.try_get("last_summary").map_err(q("read"))?,
     })
+}
+
+/// The seconds left of a scan at its rate so far: `None` before its first page, or
+/// without a total.
+pub fn eta(
+    started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    listed: i64,
+    total: Option<i64>,
+) -> Option<f64> {
+    let (started, total) = (started?, total?);
+    let elapsed = (now - started).num_milliseconds() as f64 / 1000.0;
+    if listed <= 0 || elapsed <= 0.0 {
+        return None;
+    }
+    let left = (total - listed).max(0) as f64;
+    Some(left / (listed as f64 / elapsed))
 }
 
 impl Store {
@@ -90,6 +117,7 @@ impl Store {
                 pages = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE pages END,
                 listed = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE listed END,
                 queued = CASE WHEN scan_started_at IS NULL OR $3 THEN 0 ELSE queued END,
+                total = CASE WHEN scan_started_at IS NULL OR $3 THEN NULL ELSE total END,
                 updated_at = now()
               WHERE rule = $1
           RETURNING {COLUMNS}"
@@ -126,6 +154,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records how many records the scan in progress matched when it began.
+    pub async fn resync_total(&self, rule: &str, total: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE resync_cursors SET total = $2 WHERE rule = $1")
+            .bind(rule)
+            .bind(total as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(q("record a resync's total"))?;
+        Ok(())
+    }
+
     /// Completes the scan in progress: the next one starts from its start.
     pub async fn resync_complete(&self, rule: &str) -> Result<ResyncCursor, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -134,7 +173,7 @@ impl Store {
                 last_completed_at = now(),
                 last_summary = jsonb_build_object(
                     'started_at', scan_started_at, 'since', scan_since, 'pages', pages,
-                    'listed', listed, 'queued', queued,
+                    'total', total, 'listed', listed, 'queued', queued,
                     'took_ms', (EXTRACT(EPOCH FROM now() - scan_started_at) * 1000)::bigint),
                 scan_started_at = NULL, scan_since = NULL, after_id = NULL,
                 updated_at = now()
@@ -171,5 +210,23 @@ impl Store {
                 ))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_follows_the_rate_so_far() {
+        let start: DateTime<Utc> = "2026-11-29T10:00:00Z".parse().unwrap();
+        let now = start + chrono::Duration::seconds(10);
+        // 100 records in 10 s, 900 left: 90 s.
+        assert_eq!(eta(Some(start), now, 100, Some(1000)), Some(90.0));
+        assert_eq!(eta(Some(start), now, 1000, Some(1000)), Some(0.0));
+        assert_eq!(eta(Some(start), now, 1200, Some(1000)), Some(0.0));
+        assert_eq!(eta(Some(start), now, 0, Some(1000)), None);
+        assert_eq!(eta(None, now, 100, Some(1000)), None);
+        assert_eq!(eta(Some(start), now, 100, None), None);
     }
 }
