@@ -345,3 +345,88 @@ async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
     assert_eq!(c["last_summary"]["queued"], 3, "{c:#}");
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_completed_full_resync_finds_a_record_deleted_without_a_webhook() -> anyhow::Result<()> {
+    fn unlink_on_delete(rules: &mut domain::rules::SyncRules) {
+        rules.rules[0].on_delete = domain::rules::OnDelete::Unlink;
+    }
+    let env = Env::start_with(EnvOptions {
+        edit_rules: Some(unlink_on_delete),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(
+            env.kintone_create(json!({"work_order_no": format!("WO-55{n}"), "件名": "Kept"}))
+                .await?,
+        );
+    }
+    env.settle("every record synced", || env.all_written_back(&ids))
+        .await?;
+    // The last record is deleted in kintone, and no webhook says so.
+    let gone = ids[2].clone();
+    let resp = env
+        .http
+        .delete(format!(
+            "{}/_admin/kintone/apps/{APP}/records/{gone}?webhook=false",
+            env.sandbox.base_url
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
+
+    // A full scan that stops after its first page concludes nothing.
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "kintone", "method": "GET", "path_prefix": "/k/v1/records.json",
+               "query_contains": format!("$id > {}", ids[1]), "status": 503, "count": 1}),
+    )
+    .await?;
+    let (publisher, names) = publisher(&env).await?;
+    let processor = env.processor()?;
+    let stopped = claim(&env)
+        .await?
+        .run(&processor, &publisher, &names, true, 2)
+        .await;
+    assert!(
+        matches!(stopped, Err(ResyncError::Source(_))),
+        "{stopped:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let linked = |links: &[store::LinkRow], id: &str| {
+        links
+            .iter()
+            .any(|l| l.source_record_id == id && l.target_id.is_some())
+    };
+    assert!(
+        linked(&env.store.links(RULE).await?, &gone),
+        "an incomplete scan unlinks nothing"
+    );
+
+    // Resumed and completed, it knows every id: the record it never listed is checked,
+    // found gone, and unlinked as the rule says.
+    let report = claim(&env)
+        .await?
+        .run(&processor, &publisher, &names, false, 2)
+        .await?;
+    assert_eq!(report.unseen, 1, "{report:?}");
+    env.settle("the deleted record unlinked", || async {
+        Ok(!linked(&env.store.links(RULE).await?, &gone))
+    })
+    .await?;
+    let links = env.store.links(RULE).await?;
+    assert!(
+        linked(&links, &ids[0]) && linked(&links, &ids[1]),
+        "{links:#?}"
+    );
+    let history = env.history(&gone).await?;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.contains("the record no longer exists in kintone; the link was removed")),
+        "{history:#?}"
+    );
+    env.finish().await
+}

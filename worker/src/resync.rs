@@ -13,6 +13,9 @@
 //!   listing request passes the limiter like any other.
 //! - A scan that completes moves the cursor to its own start; the next one looks from
 //!   `overlap_seconds` before that.
+//! - A full scan (the first, or `full`) lists every id. When it completes, each linked
+//!   record it did not list is queued too: the step fetches it and, if it is gone,
+//!   applies the rule's `on_delete`. A scan that does not complete concludes nothing.
 
 use std::time::Duration;
 
@@ -62,6 +65,9 @@ pub struct ResyncReport {
     pub listed: usize,
     /// Records queued by this run (the others were synced at the listed revision).
     pub queued: usize,
+    /// Linked records a completed full scan did not list, queued to be checked (a
+    /// record deleted unannounced is handled by the rule's `on_delete`).
+    pub unseen: usize,
     /// The cursor after the run.
     pub cursor: ResyncCursor,
 }
@@ -112,6 +118,12 @@ impl ResyncJob {
             .ok_or_else(|| ResyncError::UnknownRule(self.rule.clone()))?;
         let store = &processor.store;
         let mut cursor = store.resync_start(&self.rule, self.overlap, full).await?;
+        // A full scan (a backfill) notes every id it lists: when it completes, a
+        // linked record it never listed is checked (deleted unannounced?).
+        let complete_set = cursor.scan_since.is_none();
+        if complete_set && cursor.after_id.is_none() {
+            store.resync_forget_seen(&self.rule).await?;
+        }
         let endpoint = processor
             .connectors
             .endpoint(&spec.source.system, &spec.source.app)
@@ -141,6 +153,9 @@ impl ResyncJob {
                 break;
             };
             let ids: Vec<String> = page.iter().map(|r| r.id.clone()).collect();
+            if complete_set {
+                store.resync_seen(&self.rule, &ids).await?;
+            }
             let synced = store.synced_revisions(&self.rule, &ids).await?;
             let mut n = 0;
             for record in &page {
@@ -159,26 +174,12 @@ impl ResyncJob {
                         uuid::Uuid::now_v7()
                     ),
                 };
-                let message = QueueMessage::V2(CommandV2 {
-                    id: id.clone(),
-                    correlation_id: correlation.clone(),
-                    issued_at: chrono::Utc::now(),
-                    command: Command::Resync {
-                        rule: self.rule.clone(),
-                        record_id: record.id.clone(),
-                        revision: record.revision,
-                    },
-                });
-                let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
-                publisher
-                    .publish(
-                        &names.events_exchange(),
-                        WORK_KEY,
-                        &message.encode(),
-                        &id,
-                        table,
-                    )
-                    .await?;
+                let command = Command::Resync {
+                    rule: self.rule.clone(),
+                    record_id: record.id.clone(),
+                    revision: record.revision,
+                };
+                queue_command(publisher, names, &id, &correlation, command).await?;
                 n += 1;
             }
             store
@@ -201,16 +202,70 @@ impl ResyncJob {
             }
             after = Some(last);
         }
-        cursor = store.resync_complete(&self.rule).await?;
+        // Every id is listed: a linked record that was not is checked by the step,
+        // which fetches it and applies the rule's `on_delete` if it is gone.
+        let unseen = if complete_set {
+            store.resync_unseen(&self.rule).await?
+        } else {
+            vec![]
+        };
+        for record_id in &unseen {
+            let id = format!(
+                "resync:{}:{record_id}:unseen-{}",
+                self.rule,
+                cursor
+                    .scan_started_at
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default()
+            );
+            let command = Command::Resync {
+                rule: self.rule.clone(),
+                record_id: record_id.clone(),
+                revision: None,
+            };
+            queue_command(publisher, names, &id, &correlation, command).await?;
+        }
+        cursor = store.resync_complete(&self.rule, unseen.len()).await?;
+        if complete_set {
+            store.resync_forget_seen(&self.rule).await?;
+        }
         // Releases the lease (nothing else is buffered).
         self.lease.commit().await?;
-        tracing::info!(rule = %self.rule, pages, listed, queued, "resync complete");
+        tracing::info!(rule = %self.rule, pages, listed, queued, unseen = unseen.len(), "resync complete");
         Ok(ResyncReport {
             rule: self.rule,
             pages,
             listed,
             queued,
+            unseen: unseen.len(),
             cursor,
         })
     }
+}
+
+/// Publishes one command (confirmed) as a first attempt.
+async fn queue_command(
+    publisher: &Publisher,
+    names: &Names,
+    id: &str,
+    correlation: &str,
+    command: Command,
+) -> Result<(), ResyncError> {
+    let message = QueueMessage::V2(CommandV2 {
+        id: id.to_owned(),
+        correlation_id: correlation.to_owned(),
+        issued_at: chrono::Utc::now(),
+        command,
+    });
+    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
+    publisher
+        .publish(
+            &names.events_exchange(),
+            WORK_KEY,
+            &message.encode(),
+            id,
+            table,
+        )
+        .await?;
+    Ok(())
 }

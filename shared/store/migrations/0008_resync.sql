@@ -18,3 +18,12 @@ CREATE TABLE resync_cursors (
     last_summary      jsonb,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
+
+-- The ids a full scan (a backfill) has listed so far. When the scan completes, a
+-- linked record it never listed is gone from the source unannounced; a scan that does
+-- not complete concludes nothing.
+CREATE TABLE resync_seen (
+    rule             text NOT NULL,
+    source_record_id text NOT NULL,
+    PRIMARY KEY (rule, source_record_id)
+);

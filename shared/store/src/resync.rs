@@ -131,6 +131,47 @@ impl Store {
         cursor(&row)
     }
 
+    /// Notes ids a full scan listed.
+    pub async fn resync_seen(&self, rule: &str, ids: &[String]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO resync_seen (rule, source_record_id) SELECT $1, r FROM UNNEST($2::text[]) AS r
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(rule)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(q("note the records a scan listed"))?;
+        Ok(())
+    }
+
+    /// The linked records a completed full scan never listed (gone from the source
+    /// unannounced, or created after the scan passed their id: the step tells which).
+    pub async fn resync_unseen(&self, rule: &str) -> Result<Vec<String>, StoreError> {
+        let unseen: Vec<String> = sqlx::query_scalar(
+            "SELECT s.source_record_id FROM sync_records s
+              WHERE s.rule = $1 AND s.target_id IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM resync_seen r
+                                 WHERE r.rule = s.rule AND r.source_record_id = s.source_record_id)
+              ORDER BY s.source_record_id",
+        )
+        .bind(rule)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("find the records a scan did not list"))?;
+        Ok(unseen)
+    }
+
+    /// Forgets the ids a scan listed (a new full scan starts from none).
+    pub async fn resync_forget_seen(&self, rule: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM resync_seen WHERE rule = $1")
+            .bind(rule)
+            .execute(&self.pool)
+            .await
+            .map_err(q("forget the records a scan listed"))?;
+        Ok(())
+    }
+
     /// Records a page whose records are queued: the scan resumes after `after_id`.
     pub async fn resync_page_done(
         &self,
@@ -165,15 +206,20 @@ impl Store {
         Ok(())
     }
 
-    /// Completes the scan in progress: the next one starts from its start.
-    pub async fn resync_complete(&self, rule: &str) -> Result<ResyncCursor, StoreError> {
+    /// Completes the scan in progress (`unseen`: linked records a full scan did not
+    /// list, queued to be checked): the next one starts from its start.
+    pub async fn resync_complete(
+        &self,
+        rule: &str,
+        unseen: usize,
+    ) -> Result<ResyncCursor, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE resync_cursors SET
                 since = scan_started_at,
                 last_completed_at = now(),
                 last_summary = jsonb_build_object(
                     'started_at', scan_started_at, 'since', scan_since, 'pages', pages,
-                    'total', total, 'listed', listed, 'queued', queued,
+                    'total', total, 'listed', listed, 'queued', queued, 'unseen', $2::bigint,
                     'took_ms', (EXTRACT(EPOCH FROM now() - scan_started_at) * 1000)::bigint),
                 scan_started_at = NULL, scan_since = NULL, after_id = NULL,
                 updated_at = now()
@@ -181,6 +227,7 @@ impl Store {
           RETURNING {COLUMNS}"
         )))
         .bind(rule)
+        .bind(unseen as i64)
         .fetch_one(&self.pool)
         .await
         .map_err(q("complete a resync scan"))?;
