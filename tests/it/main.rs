@@ -7,6 +7,7 @@ mod bench_smoke;
 mod commands;
 mod failures;
 mod intake;
+mod invariants;
 mod killed;
 mod limits;
 mod links;

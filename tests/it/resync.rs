@@ -430,3 +430,41 @@ async fn a_completed_full_resync_finds_a_record_deleted_without_a_webhook() -> a
     );
     env.finish().await
 }
+
+/// Listing a source's ids (a rehydration of a whole rule) passes the limiter like any
+/// other request: its reservations show in the fleet-wide limiter's state.
+#[tokio::test]
+async fn rehydrating_a_whole_rule_lists_the_source_through_the_limiter() -> anyhow::Result<()> {
+    fn limited_kintone(rules: &mut domain::rules::SyncRules) {
+        rules.systems.get_mut("kintone").expect("kintone").limits = Some(domain::rules::Limits {
+            requests_per_second: 5.0,
+            burst: 1,
+            max_concurrent: None,
+        });
+    }
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(limited_kintone),
+        ..EnvOptions::default()
+    })
+    .await?;
+    for n in 0..3 {
+        create_silently(
+            &env,
+            json!({"work_order_no": format!("WO-56{n}"), "件名": "x"}),
+        )
+        .await?;
+    }
+    let (publisher, names) = publisher(&env).await?;
+    let processor = env.processor()?;
+    let before = chrono::Utc::now();
+    let ids = worker::ops::rehydrate(&processor, &publisher, &names, RULE, None).await?;
+    assert_eq!(ids.len(), 3);
+    // The listing reserved a slot of kintone's rate: its theoretical arrival time moved.
+    let tat: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT tat FROM limiter_state WHERE system = 'kintone'")
+            .fetch_one(env.store.pool())
+            .await?;
+    assert!(tat > before, "tat {tat} is not after {before}");
+    env.finish().await
+}

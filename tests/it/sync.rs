@@ -210,12 +210,20 @@ async fn five_deliveries_of_one_webhook_are_processed_once() -> anyhow::Result<(
 
     let log = env.request_log("helpdesk").await?;
     assert_eq!(posts(&log, "/api/tickets"), 1);
+    // A duplicate writes nothing anywhere: one helpdesk write (the create) and one
+    // kintone write (the write-back) for five deliveries.
+    let writes = |log: &[serde_json::Value]| log.iter().filter(|e| e["method"] != "GET").count();
+    assert_eq!(writes(&log), 1, "{log:#?}");
+    let kintone = env.request_log("kintone").await?;
+    assert_eq!(writes(&kintone), 1, "{kintone:#?}");
     assert_eq!(env.tickets_for("WO-5").await?.len(), 1);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
-        .bind(&webhook_id)
-        .fetch_one(env.store.pool())
-        .await?;
-    assert_eq!(n, 1);
+    // The first delivery's story is told once: one decision, four duplicates.
+    let h = env.history(&id).await?;
+    assert_eq!(
+        h.iter().filter(|s| s.starts_with("created")).count(),
+        1,
+        "{h:#?}"
+    );
     env.finish().await
 }
 
@@ -267,12 +275,18 @@ async fn an_older_revision_processed_after_a_newer_one_does_not_regress_the_targ
     assert_eq!(env.tickets_for("WO-9").await?[0]["subject"], "v3");
     let log = env.request_log("helpdesk").await?;
     assert_eq!(patches(&log), 1, "only the newer revision is written");
+    // The older webhook is a hint: the canonical record it leads to is the newer
+    // revision, already synced. Its story says both, exactly.
+    let old_rev = older["$revision"]["value"].as_str().unwrap_or_default();
+    let new_rev = newer["$revision"]["value"].as_str().unwrap_or_default();
+    assert_ne!(old_rev, new_rev);
     let history = env.history(&id).await?;
-    assert!(
-        history
-            .last()
-            .unwrap()
-            .starts_with("stale_skipped: revision"),
+    assert_eq!(
+        &history[history.len() - 2..],
+        &[
+            "payload_disagreed: webhook payload carried \"v2\" for 件名, the source says \"v3\" — kept the source's value".to_owned(),
+            format!("stale_skipped: revision {new_rev} was already synced; nothing written"),
+        ],
         "{history:#?}"
     );
     env.finish().await

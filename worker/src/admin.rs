@@ -334,8 +334,7 @@ async fn rehydrate(State(s): State<AdminState>, Json(req): Json<RehydrateRequest
         Err(e) => return failed(e),
     };
     match crate::ops::rehydrate(
-        &s.processor.rules,
-        &s.processor.connectors,
+        &s.processor,
         &publisher,
         s.broker.names(),
         &req.rule,

@@ -288,7 +288,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rehydrate { rule, record } => {
             let (settings, rules, _) = operator().await?;
-            let connectors = connectors::Connectors::from_rules(&rules)?;
+            // The worker's processor: its limiter paces the source's id listing.
+            let worker = worker::Worker::new(settings.clone(), rules)?;
             let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
                 .await
                 .context("Failed to connect to RabbitMQ")?;
@@ -299,8 +300,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let names = queue::Names::new(&settings.queue_prefix);
             let ids = worker::ops::rehydrate(
-                &rules,
-                &connectors,
+                &worker.processor(),
                 &publisher,
                 &names,
                 &rule,

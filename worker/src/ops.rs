@@ -1,7 +1,6 @@
 //! Operator actions shared by the admin API and the command line: pause, resume,
 //! rehydrate, resolve.
 
-use connectors::Connectors;
 use domain::history::Entry;
 use domain::rules::SyncRules;
 use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
@@ -98,23 +97,41 @@ pub async fn resume(
 /// Queues a rehydration of one record, or of every record of the rule's source:
 /// each is refetched and resynced in full. Returns the records queued.
 pub async fn rehydrate(
-    rules: &SyncRules,
-    connectors: &Connectors,
+    processor: &crate::process::Processor,
     publisher: &Publisher,
     names: &Names,
     rule: &str,
     record: Option<&str>,
 ) -> Result<Vec<String>, OpsError> {
-    let spec = rules
+    let spec = processor
+        .rules
         .rule(rule)
         .ok_or_else(|| OpsError::Unknown(format!("no rule named \"{rule}\"")))?;
     let ids = match record {
         Some(id) => vec![id.to_owned()],
         None => {
-            connectors
-                .endpoint(&spec.source.system, &spec.source.app)?
-                .list_ids()
-                .await?
+            // Every id, page by page, each listing through the limiter like any
+            // other request.
+            let endpoint = processor
+                .connectors
+                .endpoint(&spec.source.system, &spec.source.app)?;
+            let source = processor.limiter.limit(&endpoint);
+            let mut all: Vec<String> = vec![];
+            loop {
+                let (page, _) = source
+                    .changed(None, all.last().map(String::as_str), 500, false)
+                    .await
+                    .map_err(|f| match f {
+                        crate::classify::Failure::Connector(e) => OpsError::Connector(e),
+                        crate::classify::Failure::Store(e) => OpsError::Store(e),
+                        other => OpsError::Unknown(other.to_string()),
+                    })?;
+                let done = page.len() < 500;
+                all.extend(page.into_iter().map(|r| r.id));
+                if done {
+                    break all;
+                }
+            }
         }
     };
     for id in &ids {

@@ -185,24 +185,6 @@ impl Kintone {
             .ok_or_else(|| self.bad("no revision in the answer"))
     }
 
-    /// The ids of the app's records after `after` (by `$id`), up to 500, in order.
-    pub async fn list_ids(&self, app: &str, after: i64) -> Result<Vec<String>, ConnectorError> {
-        let query = format!("$id > {after} order by $id asc limit 500");
-        let req = self.request(Method::GET, "/k/v1/records.json").query(&[
-            ("app", app),
-            ("query", query.as_str()),
-            ("fields[0]", "$id"),
-        ]);
-        let body = self.send(req).await?;
-        let records = body["records"]
-            .as_array()
-            .ok_or_else(|| self.bad("records.json without records"))?;
-        Ok(records
-            .iter()
-            .filter_map(|r| r["$id"]["value"].as_str().map(str::to_owned))
-            .collect())
-    }
-
     /// Up to `limit` (at most 500) records of the app changed at or after `since`
     /// (all of them without it) whose `$id` is above `after`, in `$id` order, with
     /// their id, revision and update time only, and with `with_total` how many match

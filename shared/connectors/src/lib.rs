@@ -290,31 +290,6 @@ impl Endpoint {
         }
     }
 
-    /// Every record id of the app, for a full resync. Only kintone sources list.
-    pub async fn list_ids(&self) -> Result<Vec<String>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => {
-                let mut all = vec![];
-                loop {
-                    let after = all
-                        .last()
-                        .and_then(|id: &String| id.parse().ok())
-                        .unwrap_or(0);
-                    let page = k.list_ids(app, after).await?;
-                    let done = page.len() < 500;
-                    all.extend(page);
-                    if done {
-                        return Ok(all);
-                    }
-                }
-            }
-            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
-                "{}: listing every record is not supported for rest systems; rehydrate one record at a time",
-                r.system()
-            ))),
-        }
-    }
-
     /// One page of the records changed at or after `since` (all records without it)
     /// whose id comes after `after`, in id order: id, revision and update time only;
     /// with `with_total`, also how many match in all.
