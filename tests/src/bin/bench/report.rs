@@ -86,6 +86,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// The rows whose target was not met, each as one line naming the scenario, the
+    /// measure, the result and the target.
+    pub fn misses(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| r.pass == Some(false))
+            .map(|r| {
+                format!(
+                    "{} — {}: {} (target {})",
+                    r.scenario, r.measure, r.result, r.target
+                )
+            })
+            .collect()
+    }
+
     /// Renders the report as text or as Markdown (where the lines around the table
     /// become list items).
     pub fn render(&self, markdown: bool) -> String {
@@ -190,5 +205,22 @@ mod tests {
         assert_eq!(table.len(), 4);
         assert_eq!(table[1], "| --- | --- | --- | --- | --- | --- | --- |");
         assert!(table[2].starts_with("| ingest, c=64 | accepted/s | 8,000 |"));
+    }
+
+    #[test]
+    fn a_missed_target_is_named() {
+        let report = Report {
+            rows: vec![
+                Row::plain("e2e, 1 worker", "events/s", "607".into()).target("≥ 1,000/s", false),
+                Row::plain("e2e, 1 worker", "worker peak RSS", "29 MB".into())
+                    .target("< 100 MB each", true),
+                Row::plain("e2e, 1 worker", "latency", "1 ms".into()),
+            ],
+            ..Report::default()
+        };
+        assert_eq!(
+            report.misses(),
+            vec!["e2e, 1 worker — events/s: 607 (target ≥ 1,000/s)".to_owned()]
+        );
     }
 }
