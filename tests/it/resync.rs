@@ -468,3 +468,77 @@ async fn rehydrating_a_whole_rule_lists_the_source_through_the_limiter() -> anyh
     assert!(tat > before, "tat {tat} is not after {before}");
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_deleted_source_record_under_review_keeps_its_ticket_and_asks_a_person()
+-> anyhow::Result<()> {
+    fn review_on_delete(rules: &mut domain::rules::SyncRules) {
+        rules.rules[0].on_delete = domain::rules::OnDelete::Review;
+    }
+    let env = Env::start_with(EnvOptions {
+        edit_rules: Some(review_on_delete),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-570", "件名": "To be deleted"}))
+        .await?;
+    env.settle("synced", || env.written_back(&id)).await?;
+    let ticket = env.tickets_for("WO-570").await?[0]["id"].clone();
+    let writes_before = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] != "GET")
+        .count();
+    // Deleted in kintone, with its DELETE_RECORD webhook.
+    let resp = env
+        .http
+        .delete(format!(
+            "{}/_admin/kintone/apps/{APP}/records/{id}",
+            env.sandbox.base_url
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
+    env.settle("a conflict for a person", || async {
+        Ok(env
+            .store
+            .conflicts("open")
+            .await?
+            .iter()
+            .any(|c| c.kind == "source_deleted" && c.source_record_id == id))
+    })
+    .await?;
+    let writes_after = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] != "GET")
+        .count();
+    assert_eq!(
+        writes_after, writes_before,
+        "nothing written to the helpdesk"
+    );
+    assert_eq!(
+        env.tickets_for("WO-570").await?.len(),
+        1,
+        "the ticket is kept"
+    );
+    let links = env.store.links(RULE).await?;
+    let ticket_id = ticket.as_i64().map(|n| n.to_string()).unwrap_or_default();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.source_record_id == id && l.target_id.as_deref() == Some(ticket_id.as_str())),
+        "the link is kept: {links:#?}"
+    );
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h.contains(&format!(
+            "the record no longer exists in kintone; target record {ticket_id} and its link were kept — the rule asks a person to decide"
+        ))),
+        "{history:#?}"
+    );
+    env.finish().await
+}

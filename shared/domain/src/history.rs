@@ -606,6 +606,22 @@ impl Entry {
         )
     }
 
+    /// The source record is gone and the rule asks a person what becomes of the
+    /// target record.
+    pub fn source_deleted_for_review(system: &str, target: Option<&str>) -> Entry {
+        let kept = match target {
+            Some(id) => format!("target record {id} and its link were kept"),
+            None => "nothing was linked".to_owned(),
+        };
+        entry(
+            Kind::SourceDeleted,
+            format!(
+                "the record no longer exists in {system}; {kept} — the rule asks a person to decide"
+            ),
+            json!({"system": system, "unlinked": false, "review": true, "target_id": target}),
+        )
+    }
+
     /// The source record is gone.
     pub fn source_deleted(system: &str, unlinked: bool) -> Entry {
         let what = if unlinked {

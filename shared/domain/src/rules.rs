@@ -459,4 +459,7 @@ pub enum OnDelete {
     Ignore,
     /// Forget the link, so a record re-created later is matched afresh.
     Unlink,
+    /// Keep the target record and the link, and open a `source_deleted` conflict: a
+    /// person decides what becomes of the target record.
+    Review,
 }

@@ -49,6 +49,15 @@ impl Processor {
 
         // The payload is a hint; the canonical record is the truth.
         let Some(record) = source.fetch(record_id).await? else {
+            if rule.on_delete == OnDelete::Review {
+                entries.push(Entry::source_deleted_for_review(
+                    source.system(),
+                    known.prior.target_id.as_deref(),
+                ));
+                return Ok(Decision::Flow(Flow::Conflict {
+                    kind: "source_deleted",
+                }));
+            }
             let unlink = rule.on_delete == OnDelete::Unlink;
             entries.push(Entry::source_deleted(source.system(), unlink));
             return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
