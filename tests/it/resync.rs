@@ -316,7 +316,7 @@ async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
     fn scheduled(rules: &mut domain::rules::SyncRules) {
         rules.rules[0].resync = Some(domain::rules::ResyncSpec {
             every_seconds: 3600,
-            overlap_seconds: 120,
+            ..domain::rules::ResyncSpec::by_hand()
         });
     }
     let mut env = Env::start_with(EnvOptions {
@@ -335,7 +335,9 @@ async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
             .await?,
         );
     }
-    // A worker that starts runs each schedule at once, then every `every_seconds`.
+    // A worker that starts runs each schedule at once, then every `every_seconds`;
+    // with two workers, the fleet still scans once per period.
+    env.start_worker().await?;
     env.start_worker().await?;
     env.settle("the records made while no worker ran", || {
         env.all_written_back(&ids)
@@ -343,6 +345,29 @@ async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
     .await?;
     let c = cursor(&env).await?;
     assert_eq!(c["last_summary"]["queued"], 3, "{c:#}");
+    // A scan's first listing asks for the total: count the scans that started.
+    let scans = || async {
+        anyhow::Ok(
+            env.request_log("kintone")
+                .await?
+                .iter()
+                .filter(|e| {
+                    e["path"] == "/k/v1/records.json"
+                        && e["query"]
+                            .as_str()
+                            .is_some_and(|q| q.contains("totalCount=true"))
+                })
+                .count(),
+        )
+    };
+    tests::wait_for(
+        "both workers' first tick",
+        Duration::from_secs(5),
+        || async { Ok(scans().await? >= 1) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(scans().await?, 1, "one scan for the fleet this period");
     env.finish().await
 }
 

@@ -612,8 +612,9 @@ impl Worker {
                         continue;
                     }
                     tokio::select! {
-                        result = worker.resync_once(&rule, false) => match result {
-                            Ok(r) => tracing::info!(rule, listed = r.listed, queued = r.queued, "scheduled resync done"),
+                        result = worker.resync_scheduled(&rule) => match result {
+                            Ok(None) => tracing::debug!(rule, "another worker ran this period's resync"),
+                            Ok(Some(r)) => tracing::info!(rule, listed = r.listed, queued = r.queued, "scheduled resync done"),
                             Err(resync::ResyncError::AlreadyRunning(_)) => {
                                 tracing::debug!(rule, "another worker runs this resync")
                             }
@@ -628,6 +629,28 @@ impl Worker {
             }
         });
         futures_util::future::join_all(runs).await;
+    }
+
+    /// Claims `rule`'s resync and runs it if this period's run is due (another worker
+    /// may have run it already): `None` when it was not.
+    async fn resync_scheduled(
+        &self,
+        rule: &str,
+    ) -> Result<Option<resync::ResyncReport>, resync::ResyncError> {
+        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
+        if !job.due(&self.processor).await? {
+            return Ok(None);
+        }
+        let publisher = self.broker.publisher().await?;
+        job.run(
+            &self.processor,
+            &publisher,
+            self.broker.names(),
+            false,
+            resync::PAGE_SIZE,
+        )
+        .await
+        .map(Some)
     }
 
     /// Claims and runs one resync of `rule` (`full`: a backfill of every record).

@@ -84,17 +84,36 @@ struct Batch {
 }
 
 impl Batch {
-    /// The next reservation's time, if one is left and not already past (a slot used
-    /// late could share a second with another worker's).
+    /// The next reservation's time that is not already past, if one is left; past
+    /// ones are dropped (a slot used late could share a second with another
+    /// worker's).
     fn take(&mut self, now: Instant, interval: Duration) -> Option<Instant> {
-        let next = self.next?;
-        if self.left == 0 || next + interval / 10 < now {
-            self.left = 0;
-            return None;
+        while self.left > 0 {
+            let next = self.next?;
+            self.left -= 1;
+            self.next = Some(next + interval);
+            if next + interval / 10 >= now {
+                return Some(next);
+            }
         }
-        self.left -= 1;
-        self.next = Some(next + interval);
-        Some(next)
+        None
+    }
+}
+
+/// Counts a request as waiting for a rate slot while it lives (also when its future
+/// is dropped mid-wait).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicU32) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -138,11 +157,37 @@ impl Layers {
     }
 }
 
-/// What a request holds while it is sent: given back by [`Limiter::release`].
+/// What a request holds while it is sent: given back by [`Limiter::release`], or, if
+/// the request's future is dropped first, by a task spawned when the permit drops.
 #[must_use]
 pub struct Permit {
-    slot: Option<i32>,
+    /// The fleet-wide slot, its system and this request's own holder name (so that
+    /// a release never frees a slot another request of this process took over).
+    slot: Option<(i32, String, String)>,
+    store: Option<Store>,
     _local: Option<OwnedSemaphorePermit>,
+}
+
+impl Permit {
+    fn none() -> Permit {
+        Permit {
+            slot: None,
+            store: None,
+            _local: None,
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let (Some((slot, system, holder)), Some(store)) = (self.slot.take(), self.store.take())
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = store.limiter_release_slot(&system, slot, &holder).await;
+            });
+        }
+    }
 }
 
 /// The limiter of every system.
@@ -150,6 +195,8 @@ pub struct Limiter {
     store: Store,
     systems: BTreeMap<String, Layers>,
     holder: String,
+    /// Numbers each request's holder name.
+    requests: std::sync::atomic::AtomicU64,
     initialised: tokio::sync::OnceCell<()>,
 }
 
@@ -166,6 +213,7 @@ impl Limiter {
             store,
             systems,
             holder: uuid::Uuid::new_v4().to_string(),
+            requests: std::sync::atomic::AtomicU64::new(0),
             initialised: tokio::sync::OnceCell::new(),
         }
     }
@@ -188,73 +236,58 @@ impl Limiter {
     /// it holds, to give back with [`Limiter::release`].
     pub async fn acquire(&self, system: &str) -> Result<Permit, StoreError> {
         let Some(l) = self.systems.get(system) else {
-            return Ok(Permit {
-                slot: None,
-                _local: None,
-            });
+            return Ok(Permit::none());
         };
         self.init().await?;
         // Concurrency first: this process's share, then a fleet-wide slot. Taken
         // before the rate slot, so that a request leaves at its reserved time (waiting
         // for concurrency after reserving would send it late, into someone else's
         // second).
-        let local = match &l.concurrency {
-            Some(s) => Some(
+        let mut permit = Permit::none();
+        if let Some(s) = &l.concurrency {
+            permit._local = Some(
                 Arc::clone(s)
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed"),
-            ),
-            None => None,
-        };
-        let slot = match l.limits.max_concurrent {
-            Some(_) => loop {
+            );
+        }
+        if l.limits.max_concurrent.is_some() {
+            let n = self
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let holder = format!("{}-{n}", self.holder);
+            loop {
                 if let Some(slot) = self
                     .store
-                    .limiter_take_slot(system, &self.holder, LEASE_SECONDS)
+                    .limiter_take_slot(system, &holder, LEASE_SECONDS)
                     .await?
                 {
-                    break Some(slot);
+                    permit.slot = Some((slot, system.to_owned(), holder));
+                    permit.store = Some(self.store.clone());
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
-            },
-            None => None,
-        };
-        // Rate: this process's pace, then a fleet-wide reservation.
-        if let Err(e) = self.pace(system, l).await {
-            self.release(
-                system,
-                Permit {
-                    slot,
-                    _local: local,
-                },
-            )
-            .await;
-            return Err(e);
+            }
         }
-        Ok(Permit {
-            slot,
-            _local: local,
-        })
+        // Rate: this process's pace, then a fleet-wide reservation. On an error the
+        // permit's drop gives the slot back.
+        self.pace(system, l).await?;
+        Ok(permit)
     }
 
     /// Waits for this process's pace, then for a fleet-wide reservation of the rate.
     async fn pace(&self, system: &str, l: &Layers) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
         l.pace.until_ready().await;
-        l.waiting.fetch_add(1, Relaxed);
-        let result = self.reserve(system, l).await;
-        l.waiting.fetch_sub(1, Relaxed);
-        result
-    }
-
-    async fn reserve(&self, system: &str, l: &Layers) -> Result<(), StoreError> {
         loop {
             let (at, far) = {
+                // Counted as waiting until it has a slot (not while it sleeps to it).
+                let _waiting = Waiting::new(&l.waiting);
                 let mut batch = l.batch.lock().await;
                 let now = Instant::now();
                 if let Some(until) = batch.blocked_until.filter(|u| *u > now) {
                     drop(batch);
+                    drop(_waiting);
                     tokio::time::sleep_until(until).await;
                     continue;
                 }
@@ -301,19 +334,15 @@ impl Limiter {
                     continue;
                 }
             }
-            break;
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Gives a request's hold back (a failure only delays a fleet-wide slot until its
     /// lease expires).
-    pub async fn release(&self, system: &str, permit: Permit) {
-        if let Some(slot) = permit.slot
-            && let Err(e) = self
-                .store
-                .limiter_release_slot(system, slot, &self.holder)
-                .await
+    pub async fn release(&self, system: &str, mut permit: Permit) {
+        if let Some((slot, _, holder)) = permit.slot.take()
+            && let Err(e) = self.store.limiter_release_slot(system, slot, &holder).await
         {
             tracing::warn!(error = %e, system, "could not release a concurrency slot; it frees itself when its lease expires");
         }
@@ -444,7 +473,7 @@ impl Limited<'_> {
     /// See [`Endpoint::changed`].
     pub async fn changed(
         &self,
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
         after: Option<&str>,
         limit: usize,
         with_total: bool,
@@ -509,9 +538,20 @@ mod tests {
         };
         // Within a tenth of the interval, a slot is still on time.
         assert_eq!(b.take(t0 + interval / 20, interval), Some(t0));
-        // The next one (at t0 + 100 ms) is past by 50 ms: dropped with the rest.
-        assert_eq!(b.take(t0 + interval + interval / 2, interval), None);
+        // The next one (at t0 + 100 ms) is past by 50 ms: dropped; the one after it
+        // (t0 + 200 ms) is still ahead.
+        assert_eq!(
+            b.take(t0 + interval + interval / 2, interval),
+            Some(t0 + 2 * interval)
+        );
         assert_eq!(b.left, 0);
         assert_eq!(b.take(t0, interval), None);
+        let mut b = Batch {
+            next: Some(t0),
+            left: 2,
+            blocked_until: None,
+        };
+        assert_eq!(b.take(t0 + 5 * interval, interval), None, "all past");
+        assert_eq!(b.left, 0);
     }
 }

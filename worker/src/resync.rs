@@ -29,8 +29,6 @@ use crate::process::Processor;
 pub const LEASE_ID: &str = "#resync";
 /// Records per listing request (kintone's maximum).
 pub const PAGE_SIZE: usize = 500;
-/// The overlap of a scan started by hand for a rule without a schedule.
-const DEFAULT_OVERLAP: Duration = Duration::from_secs(120);
 
 /// Why a scan did not run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +73,7 @@ pub struct ResyncReport {
 /// A scan of one rule, holding the rule's resync lease.
 pub struct ResyncJob {
     rule: String,
-    overlap: Duration,
+    spec: domain::rules::ResyncSpec,
     lease: RecordTx,
 }
 
@@ -86,10 +84,10 @@ impl ResyncJob {
             .rules
             .rule(rule)
             .ok_or_else(|| ResyncError::UnknownRule(rule.to_owned()))?;
-        let overlap = spec
+        let resync = spec
             .resync
-            .as_ref()
-            .map_or(DEFAULT_OVERLAP, |r| Duration::from_secs(r.overlap_seconds));
+            .clone()
+            .unwrap_or_else(domain::rules::ResyncSpec::by_hand);
         let lease = processor
             .store
             .try_begin_record(rule, LEASE_ID)
@@ -97,8 +95,28 @@ impl ResyncJob {
             .ok_or_else(|| ResyncError::AlreadyRunning(rule.to_owned()))?;
         Ok(ResyncJob {
             rule: rule.to_owned(),
-            overlap,
+            spec: resync,
             lease,
+        })
+    }
+
+    /// Whether a scheduled run is due: a scan is in progress (to resume), or the last
+    /// one completed at least `every_seconds` ago. Every worker runs the schedule;
+    /// checked under the lease, this makes one scan per period for the fleet.
+    pub async fn due(&self, processor: &Processor) -> Result<bool, ResyncError> {
+        let every = chrono::Duration::seconds(self.spec.every_seconds as i64);
+        let cursor = processor
+            .store
+            .resync_cursors()
+            .await?
+            .into_iter()
+            .find(|c| c.rule == self.rule);
+        Ok(match cursor {
+            None => true,
+            Some(c) if c.scan_started_at.is_some() => true,
+            Some(c) => c
+                .last_completed_at
+                .is_none_or(|at| chrono::Utc::now() - at >= every),
         })
     }
 
@@ -117,7 +135,8 @@ impl ResyncJob {
             .rule(&self.rule)
             .ok_or_else(|| ResyncError::UnknownRule(self.rule.clone()))?;
         let store = &processor.store;
-        let mut cursor = store.resync_start(&self.rule, self.overlap, full).await?;
+        let overlap = Duration::from_secs(self.spec.overlap_seconds);
+        let mut cursor = store.resync_start(&self.rule, overlap, full).await?;
         // A full scan (a backfill) notes every id it lists: when it completes, a
         // linked record it never listed is checked (deleted unannounced?).
         let complete_set = cursor.scan_since.is_none();
@@ -143,7 +162,14 @@ impl ResyncJob {
             // The first page of a scan also asks how many records it will list.
             let first = after.is_none() && cursor.total.is_none();
             let (page, total) = source
-                .changed(cursor.scan_since, after.as_deref(), page_size, first)
+                .changed(
+                    cursor
+                        .scan_since
+                        .map(|t| (t, self.spec.updated_field.as_str())),
+                    after.as_deref(),
+                    page_size,
+                    first,
+                )
                 .await?;
             if let Some(total) = total.filter(|_| first) {
                 store.resync_total(&self.rule, total).await?;

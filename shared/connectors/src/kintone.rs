@@ -185,23 +185,23 @@ impl Kintone {
             .ok_or_else(|| self.bad("no revision in the answer"))
     }
 
-    /// Up to `limit` (at most 500) records of the app changed at or after `since`
-    /// (all of them without it) whose `$id` is above `after`, in `$id` order, with
-    /// their id, revision and update time only, and with `with_total` how many match
-    /// in all. Paging by `$id`, not `offset` (which
+    /// Up to `limit` (at most 500) records of the app whose update-time field (its
+    /// code given with `since`) is at or after `since` (all of them without it) and
+    /// whose `$id` is above `after`, in `$id` order, with their id and revision only,
+    /// and with `with_total` how many match in all. Paging by `$id`, not `offset` (which
     /// kintone caps at 10,000).
     pub async fn changed(
         &self,
         app: &str,
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
         after: i64,
         limit: usize,
         with_total: bool,
     ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
         let mut query = String::new();
-        if let Some(t) = since {
+        if let Some((t, field)) = since {
             query.push_str(&format!(
-                "更新日時 >= \"{}\" and ",
+                "{field} >= \"{}\" and ",
                 t.format("%Y-%m-%dT%H:%M:%SZ")
             ));
         }
@@ -214,7 +214,6 @@ impl Kintone {
             ("query", query.as_str()),
             ("fields[0]", "$id"),
             ("fields[1]", "$revision"),
-            ("fields[2]", "更新日時"),
             ("totalCount", if with_total { "true" } else { "false" }),
         ]);
         let body = self.send(req).await?;

@@ -290,13 +290,13 @@ impl Endpoint {
         }
     }
 
-    /// One page of the records changed at or after `since` (all records without it)
-    /// whose id comes after `after`, in id order: id, revision and update time only;
-    /// with `with_total`, also how many match in all.
+    /// One page of the records changed at or after `since` (a time and the field code
+    /// of the update time; all records without it) whose id comes after `after`, in id
+    /// order: id and revision only; with `with_total`, also how many match in all.
     /// Only kintone sources list changes for now.
     pub async fn changed(
         &self,
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
         after: Option<&str>,
         limit: usize,
         with_total: bool,

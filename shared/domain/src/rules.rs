@@ -295,10 +295,30 @@ pub struct ResyncSpec {
     /// kintone's update times are minute-precise, and the clocks of two systems differ.
     #[serde(default = "default_overlap")]
     pub overlap_seconds: u64,
+    /// The field code of the source's update time (the `UPDATED_TIME` field): kintone
+    /// names it `更新日時` in Japanese apps and `Updated_datetime` in English ones, and
+    /// an administrator may rename it.
+    #[serde(default = "default_updated_field")]
+    pub updated_field: String,
 }
 
 fn default_overlap() -> u64 {
     120
+}
+
+fn default_updated_field() -> String {
+    "更新日時".to_owned()
+}
+
+impl ResyncSpec {
+    /// The defaults of a run started by hand for a rule without a schedule.
+    pub fn by_hand() -> ResyncSpec {
+        ResyncSpec {
+            every_seconds: 0,
+            overlap_seconds: default_overlap(),
+            updated_field: default_updated_field(),
+        }
+    }
 }
 
 /// The source of a rule.

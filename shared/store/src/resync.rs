@@ -215,7 +215,7 @@ impl Store {
     ) -> Result<ResyncCursor, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE resync_cursors SET
-                since = scan_started_at,
+                since = COALESCE(scan_started_at, since),
                 last_completed_at = now(),
                 last_summary = jsonb_build_object(
                     'started_at', scan_started_at, 'since', scan_since, 'pages', pages,
