@@ -136,27 +136,39 @@ pub async fn rehydrate(
     };
     for id in &ids {
         let event_id = format!("rehydrate-{}", uuid::Uuid::now_v7());
-        let message = QueueMessage::V2(CommandV2 {
-            id: event_id.clone(),
-            correlation_id: event_id.clone(),
-            issued_at: chrono::Utc::now(),
-            command: Command::Rehydrate {
-                rule: spec.name.clone(),
-                record_id: id.clone(),
-            },
-        });
-        let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
-        publisher
-            .publish(
-                &names.events_exchange(),
-                WORK_KEY,
-                &message.encode(),
-                &event_id,
-                table,
-            )
-            .await?;
+        let command = Command::Rehydrate {
+            rule: spec.name.clone(),
+            record_id: id.clone(),
+        };
+        publish_command(publisher, names, &event_id, &event_id, command).await?;
     }
     Ok(ids)
+}
+
+/// Publishes one command (confirmed) as its first attempt, to the work queue.
+pub async fn publish_command(
+    publisher: &Publisher,
+    names: &Names,
+    id: &str,
+    correlation: &str,
+    command: Command,
+) -> Result<(), queue::QueueError> {
+    let message = QueueMessage::V2(CommandV2 {
+        id: id.to_owned(),
+        correlation_id: correlation.to_owned(),
+        issued_at: chrono::Utc::now(),
+        command,
+    });
+    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
+    publisher
+        .publish(
+            &names.events_exchange(),
+            WORK_KEY,
+            &message.encode(),
+            id,
+            table,
+        )
+        .await
 }
 
 /// The longest target id a resolution may name, in characters.
@@ -367,28 +379,14 @@ pub async fn resolve(
             value: payload["value"].clone(),
         },
     };
-    let message = QueueMessage::V2(CommandV2 {
-        id: event_id.clone(),
-        correlation_id: event_id.clone(),
-        issued_at: chrono::Utc::now(),
-        command: Command::Resolve {
-            rule: c.rule.clone(),
-            record_id: c.source_record_id.clone(),
-            conflict_id: id,
-            by: actor.to_owned(),
-            resolution,
-        },
-    });
-    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
-    publisher
-        .publish(
-            &names.events_exchange(),
-            WORK_KEY,
-            &message.encode(),
-            &event_id,
-            table,
-        )
-        .await?;
+    let command = Command::Resolve {
+        rule: c.rule.clone(),
+        record_id: c.source_record_id.clone(),
+        conflict_id: id,
+        by: actor.to_owned(),
+        resolution,
+    };
+    publish_command(publisher, names, &event_id, &event_id, command).await?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
+use queue::{Command, Names, Publisher};
 use store::{RecordTx, ResyncCursor, StoreError};
 
 use crate::classify::Failure;
@@ -205,7 +205,7 @@ impl ResyncJob {
                     record_id: record.id.clone(),
                     revision: record.revision,
                 };
-                queue_command(publisher, names, &id, &correlation, command).await?;
+                crate::ops::publish_command(publisher, names, &id, &correlation, command).await?;
                 n += 1;
             }
             store
@@ -249,7 +249,7 @@ impl ResyncJob {
                 record_id: record_id.clone(),
                 revision: None,
             };
-            queue_command(publisher, names, &id, &correlation, command).await?;
+            crate::ops::publish_command(publisher, names, &id, &correlation, command).await?;
         }
         cursor = store.resync_complete(&self.rule, unseen.len()).await?;
         if complete_set {
@@ -267,31 +267,4 @@ impl ResyncJob {
             cursor,
         })
     }
-}
-
-/// Publishes one command (confirmed) as a first attempt.
-async fn queue_command(
-    publisher: &Publisher,
-    names: &Names,
-    id: &str,
-    correlation: &str,
-    command: Command,
-) -> Result<(), ResyncError> {
-    let message = QueueMessage::V2(CommandV2 {
-        id: id.to_owned(),
-        correlation_id: correlation.to_owned(),
-        issued_at: chrono::Utc::now(),
-        command,
-    });
-    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
-    publisher
-        .publish(
-            &names.events_exchange(),
-            WORK_KEY,
-            &message.encode(),
-            id,
-            table,
-        )
-        .await?;
-    Ok(())
 }
