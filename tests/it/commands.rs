@@ -1,32 +1,10 @@
 //! The step driven directly, one test per command kind: no broker, no polling. Each
 //! command is what a delivery, an operator or (in time) a resync would send.
 
-use queue::{Command, CommandV2, Resolution};
+use queue::{Command, Resolution};
 use serde_json::{Value, json};
-use tests::{APP, Env, EnvOptions, RULE};
+use tests::{Env, EnvOptions, RULE, change, command as cmd};
 use worker::process::Done;
-
-fn cmd(id: &str, command: Command) -> CommandV2 {
-    CommandV2 {
-        id: id.to_owned(),
-        correlation_id: format!("corr-{id}"),
-        issued_at: chrono::Utc::now(),
-        command,
-    }
-}
-
-fn change(id: &str, record_id: &str) -> CommandV2 {
-    cmd(
-        id,
-        Command::Change {
-            system: "kintone".into(),
-            app: APP.into(),
-            record_id: record_id.into(),
-            event_type: "UPDATE_RECORD".into(),
-            payload: Value::Null,
-        },
-    )
-}
 
 fn id_text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)

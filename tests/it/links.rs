@@ -3,32 +3,10 @@
 //! already breaks it.
 
 use queue::{Command, CommandV2, Resolution};
-use serde_json::{Value, json};
+use serde_json::json;
 use store::{Store, StoreErrorKind};
-use tests::{APP, Env, EnvOptions, RULE, TestDb};
+use tests::{Env, EnvOptions, RULE, TestDb, change, command as cmd};
 use worker::process::Done;
-
-fn cmd(id: &str, command: Command) -> CommandV2 {
-    CommandV2 {
-        id: id.to_owned(),
-        correlation_id: format!("corr-{id}"),
-        issued_at: chrono::Utc::now(),
-        command,
-    }
-}
-
-fn change(id: &str, record_id: &str) -> CommandV2 {
-    cmd(
-        id,
-        Command::Change {
-            system: "kintone".into(),
-            app: APP.into(),
-            record_id: record_id.into(),
-            event_type: "UPDATE_RECORD".into(),
-            payload: Value::Null,
-        },
-    )
-}
 
 fn resolve(id: &str, record_id: &str, conflict_id: i64, target_id: &str) -> CommandV2 {
     cmd(

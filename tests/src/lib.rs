@@ -18,6 +18,30 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A command as a delivery, an operator or a resync would send it to the step.
+pub fn command(id: &str, command: queue::Command) -> queue::CommandV2 {
+    queue::CommandV2 {
+        id: id.to_owned(),
+        correlation_id: format!("corr-{id}"),
+        issued_at: chrono::Utc::now(),
+        command,
+    }
+}
+
+/// A change of a kintone work order, as its webhook announces it.
+pub fn change(id: &str, record_id: &str) -> queue::CommandV2 {
+    command(
+        id,
+        queue::Command::Change {
+            system: "kintone".into(),
+            app: APP.into(),
+            record_id: record_id.into(),
+            event_type: "UPDATE_RECORD".into(),
+            payload: Value::Null,
+        },
+    )
+}
+
 /// An HTTP client for a test. reqwest is built without a TLS crypto provider of its
 /// own (the workspace picks ring), so one is installed first: a test that makes a
 /// client before anything else did would otherwise panic.
