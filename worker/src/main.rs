@@ -260,15 +260,7 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let rule = rule.context("--rule is required")?;
-            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
-                .await
-                .context("Failed to connect to RabbitMQ")?;
-            let publisher = queue::Publisher::open(
-                &conn,
-                std::time::Duration::from_millis(settings.publish_timeout_ms),
-            )
-            .await?;
-            let names = queue::Names::new(&settings.queue_prefix);
+            let (_conn, publisher, names) = broker(&settings).await?;
             let processor = worker.processor();
             let job = worker::resync::ResyncJob::claim(&processor, &rule).await?;
             let report = job
@@ -290,15 +282,7 @@ async fn main() -> anyhow::Result<()> {
             let (settings, rules, _) = operator().await?;
             // The worker's processor: its limiter paces the source's id listing.
             let worker = worker::Worker::new(settings.clone(), rules)?;
-            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
-                .await
-                .context("Failed to connect to RabbitMQ")?;
-            let publisher = queue::Publisher::open(
-                &conn,
-                std::time::Duration::from_millis(settings.publish_timeout_ms),
-            )
-            .await?;
-            let names = queue::Names::new(&settings.queue_prefix);
+            let (_conn, publisher, names) = broker(&settings).await?;
             let ids = worker::ops::rehydrate(
                 &worker.processor(),
                 &publisher,
@@ -348,24 +332,8 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
                 "{} (command line)",
                 std::env::var("USER").unwrap_or_else(|_| "an operator".into())
             );
-            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
-                .await
-                .context("Failed to connect to RabbitMQ")?;
-            let publisher = queue::Publisher::open(
-                &conn,
-                std::time::Duration::from_millis(settings.publish_timeout_ms),
-            )
-            .await?;
-            worker::ops::resolve(
-                &store,
-                &rules,
-                &publisher,
-                &queue::Names::new(&settings.queue_prefix),
-                id,
-                &r,
-                &actor,
-            )
-            .await?;
+            let (_conn, publisher, names) = broker(&settings).await?;
+            worker::ops::resolve(&store, &rules, &publisher, &names, id, &r, &actor).await?;
             println!("resolution of conflict {id} queued; the workers write it to every system");
         }
         ConflictCommand::Dismiss { id } => {
@@ -380,6 +348,22 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
 }
 
 /// Settings, rules and the store, for operator commands.
+/// The command line's broker connection (kept while it publishes), a confirm-mode
+/// publisher and the queue names.
+async fn broker(
+    settings: &config::Settings,
+) -> anyhow::Result<(queue::Connection, queue::Publisher, queue::Names)> {
+    let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+        .await
+        .context("Failed to connect to RabbitMQ")?;
+    let publisher = queue::Publisher::open(
+        &conn,
+        std::time::Duration::from_millis(settings.publish_timeout_ms),
+    )
+    .await?;
+    Ok((conn, publisher, queue::Names::new(&settings.queue_prefix)))
+}
+
 async fn operator() -> anyhow::Result<(config::Settings, domain::rules::SyncRules, store::Store)> {
     let settings = config::Settings::from_env()?;
     let rules = config::load_rules(&settings.rules_path)?;
@@ -426,15 +410,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
             );
         }
         DlqCommand::Replay { filter } => {
-            let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
-                .await
-                .context("Failed to connect to RabbitMQ")?;
-            let publisher = queue::Publisher::open(
-                &conn,
-                std::time::Duration::from_millis(settings.publish_timeout_ms),
-            )
-            .await?;
-            let names = queue::Names::new(&settings.queue_prefix);
+            let (_conn, publisher, names) = broker(&settings).await?;
             let ids = worker::dlq::replay(&store, &publisher, &names, &filter.into()).await?;
             println!("replayed {} dead letter(s): {:?}", ids.len(), ids);
         }

@@ -22,10 +22,11 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, ConnectionProperties};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
+pub use lapin::Connection;
 pub use message::{Command, CommandV2, DecodeError, EventV1, QueueMessage, Resolution};
 pub use topology::{Names, Topology};
 
