@@ -240,9 +240,13 @@ async fn a_resolution_naming_a_record_linked_meanwhile_is_refused_under_the_leas
     env.finish().await
 }
 
-/// Collects the SQL statements this process sends (sqlx reports each one).
-#[derive(Clone, Default)]
-struct Statements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+/// Collects the SQL statements one thread sends (sqlx reports each one). The tests share
+/// a process, so a statement from another thread is another test's.
+#[derive(Clone)]
+struct Statements {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: std::thread::ThreadId,
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
@@ -255,17 +259,18 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
             }
             fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
         }
-        if event.metadata().target() == "sqlx::query" {
+        if event.metadata().target() == "sqlx::query" && std::thread::current().id() == self.thread
+        {
             let mut s = Summary(String::new());
             event.record(&mut s);
-            self.0.lock().unwrap().push(s.0);
+            self.seen.lock().unwrap().push(s.0);
         }
     }
 }
 
 impl Statements {
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap())
+        std::mem::take(&mut self.seen.lock().unwrap())
     }
 }
 
@@ -273,14 +278,21 @@ impl Statements {
 async fn a_create_and_its_duplicate_cost_at_most_7_and_5_statements() -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::{Layer, filter};
-    let statements = Statements::default();
+    // The runtime is current-thread, so every task of this test runs on this thread.
+    let statements = Statements {
+        seen: Default::default(),
+        thread: std::thread::current().id(),
+    };
     let subscriber = tracing_subscriber::registry().with(statements.clone().with_filter(
         filter::Targets::new().with_target("sqlx::query", filter::LevelFilter::TRACE),
     ));
-    // This thread only: the tests share one process, and a global subscriber counted
-    // the other tests' statements too (their migrations, once, in a CI run). The
-    // runtime is current-thread, so every task of this test runs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not scoped: with a scoped subscriber, sqlx's cached "is anyone listening"
+    // answer sometimes came from another test's thread, and nothing was counted. When
+    // RECORDSYNC_TEST_LOG installed one first, this thread gets its own instead.
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let _guard = tracing::dispatcher::set_global_default(dispatch.clone())
+        .err()
+        .map(|_| tracing::dispatcher::set_default(&dispatch));
     let env = quiet_env().await?;
     let step = env.processor()?;
     let id = env
