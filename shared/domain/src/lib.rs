@@ -8,6 +8,8 @@
 //! - [`mapping`]: field mapping with declared transforms.
 //! - [`sync`]: the decision for one source record under one rule.
 //! - [`history`]: the append-only history entries and their plain-language summaries.
+//! - [`plan`]: the step's decision once its inputs are read: a linked record's
+//!   observations under field authority, a first link, a create, a rehydration.
 //!
 //! Invariant: this crate never imports tokio, sqlx, lapin, reqwest or axum. Everything
 //! here is a plain function over plain types, so it can be tested exhaustively.
@@ -16,6 +18,7 @@ pub mod authority;
 pub mod history;
 pub mod identity;
 pub mod mapping;
+pub mod plan;
 pub mod record;
 pub mod rules;
 pub mod sync;

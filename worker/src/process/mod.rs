@@ -13,14 +13,17 @@ use effects::rejected;
 use plan::load;
 
 use connectors::{ConnectorError, Connectors};
-use domain::authority::{
-    Classification, Observation, PendingWrite, SyncState, Verdict, initial, observe, wrote,
-};
+use domain::authority::{Observation, PendingWrite, SyncState, wrote};
 use domain::history::Entry;
 use domain::identity::{
     IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
 };
 use domain::mapping::map_fields;
+pub use domain::plan::Side;
+use domain::plan::{
+    InitialInputs, LinkedInputs, LinkedPlan, Unconfirmed, Writes, plan_initial, plan_linked,
+    target_values,
+};
 use domain::record::{Fields, SourceRecord};
 use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
 use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
@@ -121,15 +124,6 @@ struct Op {
     created: Option<String>,
 }
 
-/// Which side of a rule an event comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The rule's source.
-    Source,
-    /// The target of a two-way rule.
-    Target,
-}
-
 /// Writes decided but not yet made, and the state they lead to.
 struct Planned {
     /// The source record as read (for the write-back and revision checks).
@@ -173,8 +167,8 @@ pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
 struct Known {
     prior: PriorState,
     state: Option<SyncState>,
-    /// Per system, the operations sent to it and not confirmed: `(id, fields, vv)`.
-    sent: BTreeMap<String, Vec<(i64, Value, Value)>>,
+    /// Per system, the operations sent to it and not confirmed.
+    unconfirmed: BTreeMap<String, Unconfirmed>,
     /// A create committed and never confirmed: it may have happened.
     pending_create: Option<PendingCreate>,
 }

@@ -13,14 +13,6 @@ impl Processor {
         map_fields(&rule.fields, &record.fields)
     }
 
-    /// The canonical values a target record holds.
-    pub(super) fn target_values(rule: &RuleSpec, fields: &Fields) -> Fields {
-        rule.fields
-            .iter()
-            .filter_map(|m| Some((m.target.clone(), fields.get(&m.target)?.clone())))
-            .collect()
-    }
-
     /// The part that reads: the canonical records, freshness, mapping, identity, and
     /// field authority. What happened is appended to `entries`, which survive a
     /// data-quality failure.
@@ -44,8 +36,6 @@ impl Processor {
             self.limiter.limit(&target_ep),
         );
         let rehydrating = ev.event_type == REHYDRATE;
-        let policies = rule.policies();
-        let systems = [rule.source.system.as_str(), rule.target.system.as_str()];
 
         // The payload is a hint; the canonical record is the truth.
         let Some(record) = source.fetch(record_id).await? else {
@@ -84,22 +74,7 @@ impl Processor {
         if let (Some(target_id), Some(state), false) =
             (&known.prior.target_id, &known.state, rehydrating)
         {
-            let mut observations = vec![];
-            let source_seen = state.revisions.get(&rule.source.system).copied();
-            match (record.revision, source_seen) {
-                (Some(now), Some(seen)) if now <= seen => {
-                    if side == Side::Source {
-                        entries.push(Entry::stale_skipped(now, seen));
-                    }
-                }
-                _ => observations.push(Observation {
-                    system: rule.source.system.clone(),
-                    revision: record.revision,
-                    values,
-                    changed_at: record.changed_at,
-                }),
-            }
-            if rule.both_ways() {
+            let target_now = if rule.both_ways() {
                 let Some(t) = target.fetch(target_id).await? else {
                     entries.push(Entry::target_deleted(target.system(), target_id));
                     return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
@@ -107,106 +82,47 @@ impl Processor {
                 if side == Side::Target {
                     entries.push(Entry::fetched(target.system(), t.revision));
                 }
-                observations.push(Observation {
+                Some(Observation {
                     system: rule.target.system.clone(),
                     revision: t.revision,
-                    values: Self::target_values(rule, &t.fields),
+                    values: target_values(rule, &t.fields),
                     changed_at: t.changed_at,
-                });
-            }
-            let mut state = state.clone();
-            let mut writes: BTreeMap<String, Fields> = BTreeMap::new();
-            let mut confirmed = vec![];
-            let mut review = None;
-            let mut changed = false;
-            for obs in &observations {
-                let sent: &[(i64, Value, Value)] = known
-                    .sent
-                    .get(&obs.system)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let pending: Vec<PendingWrite> = sent
-                    .iter()
-                    .filter_map(|(_, f, vv)| {
-                        Some(PendingWrite {
-                            system: obs.system.clone(),
-                            values: f.as_object()?.clone(),
-                            vv: serde_json::from_value(vv.clone()).ok()?,
-                        })
-                    })
-                    .collect();
-                let d = observe(&policies, &systems, &state, obs, &pending);
-                let triggered = (obs.system == rule.source.system) == (side == Side::Source);
-                match d.classification {
-                    Classification::Confirmation => {
-                        confirmed.extend(sent.iter().map(|(id, _, _)| *id));
-                        if triggered {
-                            entries.push(Entry::classified(
-                                &obs.system,
-                                d.classification,
-                                obs.revision,
-                            ));
-                        }
-                    }
-                    Classification::NoChange if triggered && obs.system == rule.source.system => {
-                        entries.push(Entry::no_change(target.system(), target_id))
-                    }
-                    Classification::Stale
-                    | Classification::Duplicate
-                    | Classification::NoChange => {
-                        if triggered {
-                            entries.push(Entry::classified(
-                                &obs.system,
-                                d.classification,
-                                obs.revision,
-                            ));
-                        }
-                    }
-                    Classification::NewChange | Classification::Concurrent => changed = true,
-                }
-                for o in &d.fields {
-                    let others: Vec<&str> = systems
-                        .iter()
-                        .copied()
-                        .filter(|s| {
-                            *s != obs.system
-                                && d.writes.get(*s).is_some_and(|w| w.contains_key(&o.field))
-                        })
-                        .collect();
-                    let e = Entry::field_outcome(&obs.system, o, &others);
-                    if o.verdict == Verdict::ManualReview {
-                        review = Some(e.clone());
-                    }
-                    entries.push(e);
-                }
-                state = d.state;
-                // A later observation decides a field again: a write planned by an
-                // earlier one that this decision does not repeat is dropped (a field
-                // under manual review is written nowhere; a concurrent change that won
-                // is not overwritten on the system that made it).
-                for o in &d.fields {
-                    for (system, planned) in writes.iter_mut() {
-                        if !d
-                            .writes
-                            .get(system)
-                            .is_some_and(|w| w.contains_key(&o.field))
-                        {
-                            planned.remove(&o.field);
-                        }
-                    }
-                }
-                for (system, fields) in d.writes {
-                    writes.entry(system).or_default().extend(fields);
-                }
-            }
-            if !changed && observations.is_empty() {
+                })
+            } else {
+                None
+            };
+            let plan = plan_linked(
+                LinkedInputs {
+                    rule,
+                    side,
+                    state,
+                    target_id,
+                    source: Observation {
+                        system: rule.source.system.clone(),
+                        revision: record.revision,
+                        values,
+                        changed_at: record.changed_at,
+                    },
+                    target: target_now,
+                    unconfirmed: &known.unconfirmed,
+                },
+                entries,
+            );
+            let LinkedPlan::Writes(w) = plan else {
                 return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
-            }
+            };
+            let Writes {
+                target: target_fields,
+                source: source_fields,
+                state,
+                confirmed,
+                review,
+            } = *w;
             return Ok(Decision::Planned(Box::new(Planned {
                 record,
                 target_id: Some(target_id.clone()),
-                target_fields: writes.remove(&rule.target.system).unwrap_or_default(),
-                source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
+                target_fields,
+                source_fields,
                 state,
                 matched_by: None,
                 key_base,
@@ -279,7 +195,6 @@ impl Processor {
                             &target,
                             record,
                             values,
-                            &policies,
                             Some(id),
                             Some(json!({"step": "in-doubt create", "resolved_by": how})),
                             key_base,
@@ -384,7 +299,6 @@ impl Processor {
             &target,
             record,
             values,
-            &policies,
             target_id,
             matched_by,
             key_base,
@@ -426,7 +340,6 @@ impl Processor {
         target: &Limited<'_>,
         record: SourceRecord,
         values: Fields,
-        policies: &[domain::authority::FieldPolicy],
         target_id: Option<String>,
         matched_by: Option<Value>,
         key_base: String,
@@ -434,48 +347,31 @@ impl Processor {
         rehydrating: bool,
         in_doubt: Option<InDoubt>,
     ) -> Result<Decision, Failure> {
-        let target_values = match &target_id {
+        let target_now = match &target_id {
             Some(id) => target
                 .fetch(id)
                 .await?
-                .map(|t| Self::target_values(rule, &t.fields)),
+                .map(|t| target_values(rule, &t.fields)),
             None => None,
         };
-        let (state, mut writes) = initial(
-            policies,
-            &rule.source.system,
-            &rule.target.system,
-            &values,
-            target_values.as_ref(),
-            record.revision,
-        );
-        let mut target_fields = writes.remove(&rule.target.system).unwrap_or_default();
-        if target_id.is_none() {
-            // A new record also gets the lookup value, so that the next search finds it.
-            target_fields
-                .entry(rule.identity.target_field.clone())
-                .or_insert_with(|| Value::String(lookup.clone()));
-        }
-        if rehydrating {
-            // Everything the source owns is written again.
-            for p in policies {
-                if !matches!(&p.owner, domain::authority::Owner::System(o) if o == &rule.target.system)
-                    && let Some(v) = state.canonical.get(&p.field)
-                {
-                    target_fields.insert(p.field.clone(), v.clone());
-                }
-            }
-        }
+        let w = plan_initial(InitialInputs {
+            rule,
+            source: &values,
+            source_revision: record.revision,
+            target: target_now.as_ref(),
+            create_with: target_id.is_none().then_some(lookup.as_str()),
+            rehydrate: rehydrating,
+        });
         Ok(Decision::Planned(Box::new(Planned {
             record,
             target_id,
-            target_fields,
-            source_fields: writes.remove(&rule.source.system).unwrap_or_default(),
-            state,
+            target_fields: w.target,
+            source_fields: w.source,
+            state: w.state,
             matched_by,
             key_base,
-            confirmed: vec![],
-            review: None,
+            confirmed: w.confirmed,
+            review: w.review,
             in_doubt,
         })))
     }
@@ -523,42 +419,52 @@ pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> 
     }
 }
 
-/// Reads what the store knows of the transaction's record, and the operations sent to
-/// the rule's systems that are not confirmed.
+/// The writes sent and not confirmed, per system of the rule, as the plan reads them.
+fn unconfirmed(
+    rule: &RuleSpec,
+    sent: Vec<(String, i64, Value, Value)>,
+) -> BTreeMap<String, Unconfirmed> {
+    let mut by_system: BTreeMap<String, Unconfirmed> = BTreeMap::new();
+    for system in [&rule.source.system, &rule.target.system] {
+        by_system.insert(system.clone(), Unconfirmed::default());
+    }
+    for (system, id, fields, vv) in sent {
+        let write = fields.as_object().cloned().and_then(|values| {
+            Some(PendingWrite {
+                system: system.clone(),
+                values,
+                vv: serde_json::from_value(vv).ok()?,
+            })
+        });
+        let u = by_system.entry(system).or_default();
+        u.ids.push(id);
+        u.writes.extend(write);
+    }
+    by_system
+}
+
 impl Known {
     /// What the step starts from, out of the one-statement read.
     pub(super) fn from_memory(rule: &RuleSpec, m: store::Memory) -> Known {
-        let mut sent: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
-        for system in [&rule.source.system, &rule.target.system] {
-            sent.insert(system.clone(), vec![]);
-        }
-        for (system, id, fields, vv) in m.sent {
-            sent.entry(system).or_default().push((id, fields, vv));
-        }
         Known {
             prior: m.prior,
             state: m.state.and_then(|v| serde_json::from_value(v).ok()),
-            sent,
+            unconfirmed: unconfirmed(rule, m.sent),
             pending_create: m.pending_create,
         }
     }
 }
 
+/// Reads what the store knows of the transaction's record, and the operations sent to
+/// the rule's systems that are not confirmed.
 pub(super) async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
     let (prior, state) = tx.prior().await?;
     let state = state.and_then(|v| serde_json::from_value(v).ok());
     let (ops, pending_create) = tx.open_ops().await?;
-    let mut sent: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
-    for system in [&rule.source.system, &rule.target.system] {
-        sent.insert(system.clone(), vec![]);
-    }
-    for (system, id, fields, vv) in ops {
-        sent.entry(system).or_default().push((id, fields, vv));
-    }
     Ok(Known {
         prior,
         state,
-        sent,
+        unconfirmed: unconfirmed(rule, ops),
         pending_create,
     })
 }
