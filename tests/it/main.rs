@@ -9,6 +9,7 @@ mod failures;
 mod intake;
 mod invariants;
 mod killed;
+mod ledger;
 mod limits;
 mod links;
 mod parking;

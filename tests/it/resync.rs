@@ -4,21 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 use tests::{APP, Env, EnvOptions, RULE, kintone_record};
 use worker::resync::{ResyncError, ResyncJob};
 
-/// A kintone record created with no webhook (as a bulk import or a dropped webhook
-/// leaves it).
 async fn create_silently(env: &Env, fields: Value) -> anyhow::Result<String> {
-    let v = env
-        .admin_post(
-            &format!("/_admin/kintone/apps/{APP}/records"),
-            json!({"record": kintone_record(&fields), "webhook": false}),
-        )
-        .await?;
-    Ok(v["id"].as_str().context("no id")?.to_owned())
+    env.kintone_create_silently(fields).await
 }
 
 /// A kintone record edited with no webhook.

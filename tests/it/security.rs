@@ -171,6 +171,7 @@ fn guarded_routes() -> Vec<Route> {
         ),
         route(Method::GET, "/paused", "/paused", None, Viewer),
         route(Method::GET, "/resync", "/resync", None, Viewer),
+        route(Method::GET, "/ledger", "/ledger", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",

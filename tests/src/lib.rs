@@ -537,10 +537,20 @@ impl Env {
 
     /// A user creates a work order in kintone (a webhook follows). Returns its id.
     pub async fn kintone_create(&self, fields: Value) -> anyhow::Result<String> {
+        self.kintone_add(fields, true).await
+    }
+
+    /// A work order created with no webhook (as a bulk import or a dropped webhook
+    /// leaves it).
+    pub async fn kintone_create_silently(&self, fields: Value) -> anyhow::Result<String> {
+        self.kintone_add(fields, false).await
+    }
+
+    async fn kintone_add(&self, fields: Value, webhook: bool) -> anyhow::Result<String> {
         let v = self
             .admin_post(
                 &format!("/_admin/kintone/apps/{APP}/records"),
-                json!({"record": kintone_record(&fields), "webhook": true}),
+                json!({"record": kintone_record(&fields), "webhook": webhook}),
             )
             .await?;
         Ok(v["id"].as_str().context("no id")?.to_owned())

@@ -31,6 +31,9 @@ pub struct AdminState {
     pub broker: Arc<Broker>,
     /// The counters.
     pub metrics: Arc<Metrics>,
+    /// How long an event with no outcome is in flight before the ledger calls it
+    /// unaccounted.
+    pub ledger_settle: std::time::Duration,
 }
 
 impl AdminState {
@@ -42,6 +45,7 @@ impl AdminState {
             store: worker.processor.store.clone(),
             broker: Arc::clone(&worker.broker),
             metrics: Arc::clone(&worker.metrics),
+            ledger_settle: worker.settings.ledger_settle(),
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/paused", get(paused))
         .route("/rehydrate", post(rehydrate))
         .route("/resync", get(resync_cursors).post(resync))
+        .route("/ledger", get(ledger))
         .route_layer(middleware::from_fn_with_state(access, crate::auth::guard))
         .with_state(state)
 }
@@ -353,6 +358,30 @@ struct ResyncRequest {
     rule: String,
     #[serde(default)]
     full: bool,
+}
+
+/// Which ledger.
+#[derive(serde::Deserialize)]
+struct LedgerQuery {
+    #[serde(default)]
+    rule: Option<String>,
+    /// Overrides the settle time (seconds).
+    #[serde(default)]
+    settle_seconds: Option<u64>,
+}
+
+async fn ledger(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
+) -> Response {
+    let settle = q
+        .settle_seconds
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(s.ledger_settle);
+    match s.store.ledger(q.rule.as_deref(), settle).await {
+        Ok(l) => Json(crate::ops::ledger_json(&l, settle)).into_response(),
+        Err(e) => failed(e),
+    }
 }
 
 async fn resync_cursors(State(s): State<AdminState>) -> Response {

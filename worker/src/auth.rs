@@ -123,6 +123,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/dead-letters/{id}", Role::Viewer),
     ("GET", "/paused", Role::Viewer),
     ("GET", "/resync", Role::Viewer),
+    ("GET", "/ledger", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),

@@ -77,6 +77,20 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// The ledger, per rule, from PostgreSQL: every event seen against what became of
+    /// it. Exits with 1 when events were seen and then lost (unaccounted for).
+    Ledger {
+        /// One rule (default: every rule).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Seconds after its last delivery an event with no outcome counts as in flight
+        /// (default: the longest retry delay and a minute).
+        #[arg(long)]
+        settle_seconds: Option<u64>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Conflicts: list, resolve, dismiss.
     Conflicts {
         #[command(subcommand)]
@@ -275,6 +289,33 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "resync of {}: {} record(s) listed in {} page(s), {} queued (the others were already synced at that revision)",
                 report.rule, report.listed, report.pages, report.queued
+            );
+            Ok(())
+        }
+        Command::Ledger {
+            rule,
+            settle_seconds,
+            json,
+        } => {
+            let (settings, _, store) = operator().await?;
+            let settle = settle_seconds
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(settings.ledger_settle());
+            let ledgers = store.ledger(rule.as_deref(), settle).await?;
+            if json {
+                println!("{}", worker::ops::ledger_json(&ledgers, settle));
+            } else if ledgers.is_empty() {
+                println!("no events seen yet");
+            } else {
+                for line in worker::ops::ledger_lines(&ledgers) {
+                    println!("{line}");
+                }
+            }
+            let lost: i64 = ledgers.iter().map(|l| l.imbalance()).sum();
+            anyhow::ensure!(
+                lost == 0,
+                "{lost} event(s) seen and then lost: no outcome, no dead letter, not parked, last seen more than {} s ago",
+                settle.as_secs()
             );
             Ok(())
         }

@@ -390,6 +390,57 @@ pub async fn resolve(
     Ok(())
 }
 
+/// The ledger as JSON: each rule's buckets with its imbalance (what the buckets do not
+/// explain: the events seen and then lost).
+pub fn ledger_json(ledgers: &[store::Ledger], settle: std::time::Duration) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = ledgers
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l).expect("a ledger serializes");
+            v["imbalance"] = l.imbalance().into();
+            v
+        })
+        .collect();
+    let balanced = ledgers.iter().all(|l| l.imbalance() == 0);
+    serde_json::json!({"settle_seconds": settle.as_secs(), "balanced": balanced, "rules": rules})
+}
+
+/// The ledger in plain words, one block per rule.
+pub fn ledger_lines(ledgers: &[store::Ledger]) -> Vec<String> {
+    let mut lines = vec![];
+    for l in ledgers {
+        let skipped: i64 = l.skipped.values().sum();
+        let reasons: Vec<String> = l.skipped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        lines.push(format!(
+            "{}: accepted {} = synced {} + skipped {} ({}) + conflicts {} + dead-lettered {} + parked {} + in flight {}{}",
+            l.rule,
+            l.accepted,
+            l.synced,
+            skipped,
+            if reasons.is_empty() { "none".to_owned() } else { reasons.join(", ") },
+            l.conflicts,
+            l.dead_lettered,
+            l.parked,
+            l.in_flight,
+            match l.imbalance() {
+                0 => String::new(),
+                n => format!("; {n} unaccounted for"),
+            }
+        ));
+        for u in &l.oldest_unaccounted {
+            lines.push(format!(
+                "  unaccounted: event {} (record {}), first seen {}, last seen {}, delivered {} time(s)",
+                u.event_id,
+                u.record_id.as_deref().unwrap_or("?"),
+                u.first_seen_at.to_rfc3339(),
+                u.last_seen_at.to_rfc3339(),
+                u.deliveries
+            ));
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +451,39 @@ mod tests {
             target_id: Some(target.into()),
             ..Resolution::default()
         }
+    }
+
+    #[test]
+    fn the_ledger_in_words_names_the_imbalance_and_the_lost_events() {
+        let mut l = store::Ledger {
+            rule: "r".into(),
+            accepted: 5,
+            synced: 2,
+            skipped: [("stale".to_owned(), 1)].into_iter().collect(),
+            conflicts: 1,
+            unaccounted: 1,
+            ..store::Ledger::default()
+        };
+        l.oldest_unaccounted.push(store::Unaccounted {
+            event_id: "ev-9".into(),
+            record_id: Some("42".into()),
+            first_seen_at: chrono::DateTime::UNIX_EPOCH,
+            last_seen_at: chrono::DateTime::UNIX_EPOCH,
+            deliveries: 3,
+        });
+        let lines = ledger_lines(std::slice::from_ref(&l));
+        assert_eq!(
+            lines[0],
+            "r: accepted 5 = synced 2 + skipped 1 (stale 1) + conflicts 1 + dead-lettered 0 + parked 0 + in flight 0; 1 unaccounted for"
+        );
+        assert!(lines[1].contains("event ev-9 (record 42)"), "{lines:?}");
+        assert!(lines[1].contains("delivered 3 time(s)"), "{lines:?}");
+        let v = ledger_json(&[l.clone()], std::time::Duration::from_secs(60));
+        assert_eq!(v["balanced"], false);
+        assert_eq!(v["rules"][0]["imbalance"], 1);
+        l.accepted = 4;
+        l.unaccounted = 0;
+        assert_eq!(ledger_json(&[l], std::time::Duration::ZERO)["balanced"], true);
     }
 
     #[test]

@@ -189,6 +189,14 @@ impl Settings {
         Ok(s)
     }
 
+    /// How long after its last delivery an event with no outcome is still in flight,
+    /// for the ledger: the longest retry delay (a message waiting in a delay queue is
+    /// delivered again after it) and a minute.
+    pub fn ledger_settle(&self) -> Duration {
+        let longest = self.retry_delays_ms.iter().copied().max().unwrap_or(0);
+        Duration::from_millis(longest) + Duration::from_secs(60)
+    }
+
     /// The retry delay before attempt `next_attempt` (2 for the first retry).
     pub fn retry_delay(&self, next_attempt: u32) -> Duration {
         let tier = (next_attempt.saturating_sub(2) as usize).min(self.retry_delays_ms.len() - 1);

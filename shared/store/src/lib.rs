@@ -147,6 +147,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_one_source_per_target.sql"),
     ),
     (8, "resync", include_str!("../migrations/0008_resync.sql")),
+    (9, "ledger", include_str!("../migrations/0009_ledger.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -532,11 +533,13 @@ impl Store {
 }
 
 mod dead;
+mod ledger;
 mod limiter;
 mod parking;
 mod record;
 mod resync;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
+pub use ledger::{Ledger, Unaccounted};
 pub use parking::ParkedRow;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
 pub use resync::ResyncCursor;

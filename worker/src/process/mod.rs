@@ -408,9 +408,12 @@ impl Processor {
             Resolution::Link { .. } => return Ok(Done::Unchanged),
         };
         let known = load(&mut tx, rule).await?;
+        // A resolution with nothing to apply to is still done: the ledger accounts for
+        // it.
         let (Some(target_id), Some(mut state)) =
             (known.prior.target_id.clone(), known.state.clone())
         else {
+            tx.mark_processed(&ev.event_id, Done::Unchanged.as_str());
             tx.commit().await?;
             return Ok(Done::Unchanged);
         };
@@ -418,6 +421,7 @@ impl Processor {
             .connectors
             .endpoint(&rule.source.system, &rule.source.app)?;
         let Some(record) = self.limiter.limit(&source).fetch(&ev.record_id).await? else {
+            tx.mark_processed(&ev.event_id, Done::Deleted.as_str());
             tx.commit().await?;
             return Ok(Done::Deleted);
         };

@@ -355,8 +355,17 @@ async fn apply(
             event,
             reason,
         } => {
+            // The event it replaces is done: the flush reads the record once, for the
+            // latest. The ledger counts it as coalesced.
             sqlx::query(
-                "INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
+                "WITH superseded AS (
+                    INSERT INTO processed_events (event_id, rule, outcome)
+                    SELECT p.event->>'event_id', p.rule, 'coalesced' FROM parked p
+                     WHERE p.rule = $1 AND p.source_record_id = $2
+                       AND p.event->>'event_id' IS DISTINCT FROM $3::jsonb->>'event_id'
+                       AND p.event->>'event_id' IS NOT NULL
+                    ON CONFLICT DO NOTHING)
+                 INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (rule, source_record_id) DO UPDATE SET
                     event = EXCLUDED.event, reason = EXCLUDED.reason,
                     events = parked.events + 1, parked_at = now()",

@@ -26,6 +26,17 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::{EventRef, Store, StoreError, q};
 
+/// Counts a delivery of event `$1` under rule `$2` for record `$3` in the ledger
+/// (`deliveries`): inserted on first sight, its last sight and count updated after.
+macro_rules! seen {
+    () => {
+        "WITH seen AS (
+            INSERT INTO deliveries (event_id, rule, source_record_id) VALUES ($1, $2, $3)
+            ON CONFLICT (event_id, rule) DO UPDATE
+               SET last_seen_at = now(), deliveries = deliveries.deliveries + 1) "
+    };
+}
+
 /// An outbound operation about to be sent.
 #[derive(Debug, Clone)]
 pub struct Intent {
@@ -266,15 +277,19 @@ impl RecordTx {
         self.lease.token
     }
 
-    /// Whether this event was already processed under this rule.
+    /// Whether the event was already processed under the rule. The read counts the
+    /// delivery for the ledger, as [`RecordTx::memory`] does.
     pub async fn already_processed(&mut self, event_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2")
-                .bind(event_id)
-                .bind(&self.rule)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(q("check processed events"))?;
+        let found: Option<i32> = sqlx::query_scalar(concat!(
+            seen!(),
+            "SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2"
+        ))
+        .bind(event_id)
+        .bind(&self.rule)
+        .bind(&self.record_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("check processed events"))?;
         Ok(found.is_some())
     }
 
@@ -310,24 +325,25 @@ impl RecordTx {
     /// [`RecordTx::open_ops`] would read them).
     pub async fn memory(&mut self, event_id: &str, systems: &[&str]) -> Result<Memory, StoreError> {
         let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
+            seen!(),
             "SELECT
-                EXISTS (SELECT 1 FROM processed_events WHERE event_id = $3 AND rule = $1) AS processed,
-                EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($4))) AS paused,
+                EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2) AS processed,
+                EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $2) OR (scope = 'system' AND name = ANY($4))) AS paused,
                 s.target_id, s.source_revision, s.sent, s.state,
                 COALESCE((SELECT json_agg(json_build_object(
                         'id', o.id, 'system', o.system, 'fields', o.fields, 'vv', o.vv,
                         'status', o.status, 'kind', o.kind, 'key', o.idempotency_key,
                         'created_at', o.created_at) ORDER BY o.id)
                     FROM outbound_ops o
-                   WHERE o.rule = $1 AND o.source_record_id = $2 AND o.status IN ('sent', 'pending')),
+                   WHERE o.rule = $2 AND o.source_record_id = $3 AND o.status IN ('sent', 'pending')),
                   '[]'::json) AS ops
              FROM (SELECT 1) AS one
-             LEFT JOIN sync_records s ON s.rule = $1 AND s.source_record_id = $2",
-        )
+             LEFT JOIN sync_records s ON s.rule = $2 AND s.source_record_id = $3"
+        ))
+        .bind(event_id)
         .bind(&self.rule)
         .bind(&self.record_id)
-        .bind(event_id)
         .bind(systems)
         .fetch_one(&self.pool)
         .await

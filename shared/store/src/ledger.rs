@@ -1,0 +1,164 @@
+//! The ledger: per rule, every event a worker saw (`deliveries`, written on first
+//! sight) against what became of it, all from PostgreSQL, none from process memory, so
+//! it adds up across restarts and across the fleet.
+//!
+//! Each delivery falls in exactly one bucket: its outcome (`processed_events`), else
+//! dead-lettered (a dead letter not replayed), else parked, else in flight (seen within
+//! the settle time, or its record leased now), else unaccounted: seen and then lost,
+//! which is the imbalance an operator must look at.
+
+use crate::{Store, StoreError, q};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One rule's ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ledger {
+    /// The rule.
+    pub rule: String,
+    /// Events (and commands) a worker saw under the rule, each counted once.
+    pub accepted: i64,
+    /// Written to the target or the source.
+    pub synced: i64,
+    /// Finished without a write, by reason (`unchanged`, `stale`, `skipped` for no
+    /// match, `deleted`, `coalesced` into a later parked event).
+    pub skipped: BTreeMap<String, i64>,
+    /// Ended in a conflict for a person.
+    pub conflicts: i64,
+    /// In a dead letter not replayed.
+    pub dead_lettered: i64,
+    /// Waiting in the parked table (a pause or a closed window).
+    pub parked: i64,
+    /// Seen within the settle time, or its record is leased now.
+    pub in_flight: i64,
+    /// Seen, then nothing: no outcome, no dead letter, not parked, not in flight.
+    pub unaccounted: i64,
+    /// The oldest unaccounted deliveries (at most 10).
+    pub oldest_unaccounted: Vec<Unaccounted>,
+}
+
+/// A delivery the ledger cannot account for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unaccounted {
+    /// The event or command id.
+    pub event_id: String,
+    /// The record, when known.
+    pub record_id: Option<String>,
+    /// When a worker first saw it.
+    pub first_seen_at: DateTime<Utc>,
+    /// When a worker last saw it.
+    pub last_seen_at: DateTime<Utc>,
+    /// How many times it was delivered.
+    pub deliveries: i32,
+}
+
+impl Ledger {
+    /// What the buckets do not explain: zero when the ledger balances.
+    pub fn imbalance(&self) -> i64 {
+        self.accepted
+            - self.synced
+            - self.skipped.values().sum::<i64>()
+            - self.conflicts
+            - self.dead_lettered
+            - self.parked
+            - self.in_flight
+    }
+
+    fn add(&mut self, bucket: &str, n: i64) {
+        self.accepted += n;
+        match bucket {
+            "synced" => self.synced += n,
+            "conflict" => self.conflicts += n,
+            "dead_lettered" => self.dead_lettered += n,
+            "parked" => self.parked += n,
+            "in_flight" => self.in_flight += n,
+            "unaccounted" => self.unaccounted += n,
+            other => *self.skipped.entry(other.to_owned()).or_default() += n,
+        }
+    }
+}
+
+/// Classifies each delivery into one bucket. `$1`: a rule or NULL; `$2`: the settle
+/// time in seconds.
+macro_rules! buckets {
+    () => {
+        "
+    SELECT d.rule, d.event_id, d.source_record_id, d.first_seen_at, d.last_seen_at, d.deliveries,
+           CASE WHEN p.outcome IS NOT NULL THEN p.outcome
+                WHEN EXISTS (SELECT 1 FROM dead_letters x
+                              WHERE x.event_id = d.event_id AND x.status = 'dead'
+                                AND (x.rule IS NULL OR x.rule = d.rule)) THEN 'dead_lettered'
+                WHEN EXISTS (SELECT 1 FROM parked k
+                              WHERE k.rule = d.rule AND k.event->>'event_id' = d.event_id) THEN 'parked'
+                WHEN d.last_seen_at > now() - make_interval(secs => $2)
+                  OR EXISTS (SELECT 1 FROM record_leases l
+                              WHERE l.rule = d.rule AND l.source_record_id = d.source_record_id
+                                AND l.expires_at > now()) THEN 'in_flight'
+                ELSE 'unaccounted' END AS bucket
+      FROM deliveries d
+      LEFT JOIN processed_events p ON p.event_id = d.event_id AND p.rule = d.rule
+     WHERE $1::text IS NULL OR d.rule = $1"
+    };
+}
+
+impl Store {
+    /// The ledger of one rule, or of every rule a worker saw work for, by rule name.
+    /// A delivery unaccounted for is one last seen longer than `settle` ago.
+    pub async fn ledger(
+        &self,
+        rule: Option<&str>,
+        settle: Duration,
+    ) -> Result<Vec<Ledger>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT rule, bucket, count(*) FROM (",
+            buckets!(),
+            ") b GROUP BY rule, bucket ORDER BY rule, bucket"
+        ))
+        .bind(rule)
+        .bind(settle.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read the ledger"))?;
+        let mut by_rule: BTreeMap<String, Ledger> = BTreeMap::new();
+        for r in rows {
+            let name: String = r.try_get(0).map_err(q("read"))?;
+            let bucket: String = r.try_get(1).map_err(q("read"))?;
+            let n: i64 = r.try_get(2).map_err(q("read"))?;
+            by_rule
+                .entry(name.clone())
+                .or_insert_with(|| Ledger {
+                    rule: name,
+                    ..Ledger::default()
+                })
+                .add(&bucket, n);
+        }
+        for ledger in by_rule.values_mut().filter(|l| l.unaccounted > 0) {
+            let rows = sqlx::query(concat!(
+                "SELECT event_id, source_record_id, first_seen_at, last_seen_at, deliveries FROM (",
+                buckets!(),
+                ") b WHERE bucket = 'unaccounted' ORDER BY first_seen_at, event_id LIMIT 10"
+            ))
+            .bind(&ledger.rule)
+            .bind(settle.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read the ledger's unaccounted events"))?;
+            ledger.oldest_unaccounted = rows
+                .iter()
+                .map(|r| {
+                    Ok(Unaccounted {
+                        event_id: r.try_get(0).map_err(q("read"))?,
+                        record_id: r.try_get(1).map_err(q("read"))?,
+                        first_seen_at: r.try_get(2).map_err(q("read"))?,
+                        last_seen_at: r.try_get(3).map_err(q("read"))?,
+                        deliveries: r.try_get(4).map_err(q("read"))?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+        }
+        Ok(by_rule.into_values().collect())
+    }
+}
