@@ -483,7 +483,10 @@ mod tests {
         assert_eq!(v["rules"][0]["imbalance"], 1);
         l.accepted = 4;
         l.unaccounted = 0;
-        assert_eq!(ledger_json(&[l], std::time::Duration::ZERO)["balanced"], true);
+        assert_eq!(
+            ledger_json(&[l], std::time::Duration::ZERO)["balanced"],
+            true
+        );
     }
 
     #[test]
