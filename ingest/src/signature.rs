@@ -209,6 +209,15 @@ mod tests {
             ),
             Err(AuthError::OutsideTolerance(-301))
         );
+        // The tolerance's edges are inside it, on both sides.
+        for now in [TS + 300, TS - 300] {
+            assert_eq!(
+                verify(&k, Some(ID), Some("1614265330"), Some(SIG), BODY, now, 300),
+                Ok(()),
+                "{} s away",
+                now - TS
+            );
+        }
         assert_eq!(
             verify(&k, Some(ID), Some("soon"), Some(SIG), BODY, TS, 300),
             Err(AuthError::BadTimestamp)

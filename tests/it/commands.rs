@@ -327,3 +327,104 @@ async fn a_create_and_its_duplicate_cost_at_most_7_and_5_statements() -> anyhow:
     assert!(env.written_back(&id).await?);
     env.finish().await
 }
+
+#[tokio::test]
+async fn two_workers_stepping_one_record_at_once_create_one_ticket() -> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    // Nothing else would stop a second create: the helpdesk ignores idempotency keys
+    // and its search does not see a new ticket for a minute.
+    env.admin_post(
+        "/_admin/helpdesk/config",
+        json!({"search_lag_ms": 60_000, "ignore_idempotency_keys": true}),
+    )
+    .await?;
+    // The create takes a second, so that both steps are under way together.
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "latency_ms": 1000, "count": 1}),
+    )
+    .await?;
+    let (one, two) = (env.processor()?, env.processor()?);
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-85", "件名": "Raced"}))
+        .await?;
+    let (first, second) = (change("ev-85a", &id), change("ev-85b", &id));
+    let (a, b) = tokio::join!(one.step(&first, 1), two.step(&second, 1));
+    let outcomes: Vec<Done> = [a?, b?].into_iter().flatten().map(|(_, d)| d).collect();
+    assert_eq!(
+        outcomes.iter().filter(|d| **d == Done::Synced).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(env.ticket_posts().await?, 1);
+    assert_eq!(env.tickets().await?.len(), 1);
+    assert!(env.written_back(&id).await?);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_write_back_never_overwrites_an_edit_made_since_the_read() -> anyhow::Result<()> {
+    let env = quiet_env().await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-86", "件名": "Read"}))
+        .await?;
+    // The write-back reaches kintone 1.5 s late; a user edits the record meanwhile.
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "kintone", "method": "PUT", "path_prefix": "/k/v1/record.json", "latency_ms": 1500, "count": 1}),
+    )
+    .await?;
+    let stepping = tokio::spawn({
+        let step = step.clone();
+        let c = change("ev-86", &id);
+        async move { step.step(&c, 1).await }
+    });
+    tests::wait_for(
+        "the ticket to be created",
+        std::time::Duration::from_secs(10),
+        || async { Ok(env.ticket_posts().await? == 1) },
+    )
+    .await?;
+    env.kintone_edit_silently(&id, json!({"件名": "Edited by a person"}))
+        .await?;
+    assert_eq!(
+        stepping.await??,
+        vec![(RULE.to_owned(), Done::Synced)],
+        "the ticket was written"
+    );
+    let record = env.kintone_record(&id).await?;
+    assert_eq!(record["件名"]["value"], "Edited by a person", "{record:#}");
+    assert_eq!(record["helpdesk_ticket_id"]["value"], "", "{record:#}");
+    let puts: Vec<Value> = env
+        .request_log("kintone")
+        .await?
+        .into_iter()
+        .filter(|e| e["method"] == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:#?}");
+    assert_eq!(puts[0]["status"], 409, "{puts:#?}");
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(
+            |h| h.starts_with("write_back_deferred") && h.contains("changed since it was read")
+        ),
+        "{history:#?}"
+    );
+
+    // The edit's own event carries the write-back, over the new revision, and the
+    // ticket gets the edit: one ticket still.
+    assert_eq!(
+        step.step(&change("ev-86b", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert!(env.written_back(&id).await?);
+    assert_eq!(
+        env.kintone_record(&id).await?["件名"]["value"],
+        "Edited by a person"
+    );
+    assert_eq!(env.ticket_posts().await?, 1);
+    let ticket = &env.tickets_for("WO-86").await?[0];
+    assert_eq!(ticket["subject"], "Edited by a person", "{ticket:#}");
+    env.finish().await
+}

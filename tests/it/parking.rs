@@ -160,6 +160,11 @@ async fn a_paused_rule_parks_its_work_and_resuming_drains_it() -> anyhow::Result
         env.request_log("helpdesk").await?.is_empty(),
         "a paused rule sends nothing"
     );
+    let kintone = env.request_log("kintone").await?;
+    assert!(
+        kintone.is_empty(),
+        "a paused rule's work is parked before anything is fetched: {kintone:#?}"
+    );
     let state: Value = env
         .http
         .get(format!("{admin}/paused"))
@@ -222,5 +227,68 @@ async fn rehydrating_a_record_repairs_drift_in_the_target() -> anyhow::Result<()
         .json()
         .await?;
     assert_eq!(all["queued"], json!([id]));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_flush_that_fails_keeps_everything_parked_and_the_next_one_writes_it()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let step = env.processor()?;
+    worker::ops::pause(&env.store, &env.rules, "rule", RULE, Some("flush test")).await?;
+    let mut tickets = vec![];
+    for n in 1..=3 {
+        let (id, ticket) = env.seed_linked(&format!("WO-7{n}"), "Before").await?;
+        env.kintone_edit(&id, json!({"件名": format!("After {n}")}))
+            .await?;
+        let done = step
+            .step(&tests::change(&format!("ev-7{n}"), &id), 1)
+            .await?;
+        assert_eq!(done, vec![(RULE.to_owned(), worker::process::Done::Parked)]);
+        tickets.push(ticket);
+    }
+    worker::ops::resume(&env.store, &env.rules, "rule", RULE).await?;
+    // The tickets' subjects, in the order the records were made.
+    let subjects = || async {
+        let all = env.tickets().await?;
+        let subject = |t: &String| {
+            all.iter()
+                .find(|v| {
+                    v["id"]
+                        .as_str()
+                        .map_or_else(|| v["id"].to_string(), str::to_owned)
+                        == *t
+                })
+                .map(|v| v["subject"].clone())
+                .unwrap_or(Value::Null)
+        };
+        anyhow::Ok(tickets.iter().map(subject).collect::<Vec<Value>>())
+    };
+
+    // The bulk update fails: the batch is dropped whole.
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets/bulk", "status": 500, "count": 1}),
+    )
+    .await?;
+    assert!(step.flush(RULE).await.is_err());
+    let parked = env.store.parked(Some(RULE)).await?;
+    assert_eq!(parked.len(), 3, "{parked:#?}");
+    assert!(parked.iter().all(|p| p.events == 1), "{parked:#?}");
+    assert_eq!(env.store.processed_count(RULE).await?, 0);
+    assert_eq!(subjects().await?, vec![json!("Before"); 3]);
+
+    // The next flush writes all three, once.
+    assert_eq!(step.flush(RULE).await?, 3);
+    assert!(env.store.parked(Some(RULE)).await?.is_empty());
+    assert_eq!(env.store.processed_count(RULE).await?, 3);
+    assert_eq!(
+        subjects().await?,
+        vec![json!("After 1"), json!("After 2"), json!("After 3")]
+    );
     env.finish().await
 }

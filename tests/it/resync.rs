@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests::{APP, Env, EnvOptions, RULE, kintone_record};
+use tests::{APP, Env, EnvOptions, RULE};
 use worker::resync::{ResyncError, ResyncJob};
 
 async fn create_silently(env: &Env, fields: Value) -> anyhow::Result<String> {
@@ -14,17 +14,7 @@ async fn create_silently(env: &Env, fields: Value) -> anyhow::Result<String> {
 
 /// A kintone record edited with no webhook.
 async fn edit_silently(env: &Env, id: &str, fields: Value) -> anyhow::Result<()> {
-    let resp = env
-        .http
-        .put(format!(
-            "{}/_admin/kintone/apps/{APP}/records/{id}",
-            env.sandbox.base_url
-        ))
-        .json(&json!({"record": kintone_record(&fields), "webhook": false}))
-        .send()
-        .await?;
-    anyhow::ensure!(resp.status().is_success(), "edit: {}", resp.status());
-    Ok(())
+    env.kintone_edit_silently(id, fields).await
 }
 
 async fn cursor(env: &Env) -> anyhow::Result<Value> {

@@ -558,6 +558,15 @@ impl Env {
 
     /// A user edits a work order in kintone (a webhook follows).
     pub async fn kintone_edit(&self, id: &str, fields: Value) -> anyhow::Result<()> {
+        self.kintone_change(id, fields, true).await
+    }
+
+    /// A work order edited with no webhook (a bulk update, or a webhook kintone dropped).
+    pub async fn kintone_edit_silently(&self, id: &str, fields: Value) -> anyhow::Result<()> {
+        self.kintone_change(id, fields, false).await
+    }
+
+    async fn kintone_change(&self, id: &str, fields: Value, webhook: bool) -> anyhow::Result<()> {
         let url = format!(
             "{}/_admin/kintone/apps/{APP}/records/{id}",
             self.sandbox.base_url
@@ -565,7 +574,7 @@ impl Env {
         let resp = self
             .http
             .put(url)
-            .json(&json!({"record": kintone_record(&fields), "webhook": true}))
+            .json(&json!({"record": kintone_record(&fields), "webhook": webhook}))
             .send()
             .await?;
         if !resp.status().is_success() {
