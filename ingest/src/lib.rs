@@ -689,7 +689,8 @@ async fn accept(
             queue::text(&prepared.correlation_id),
         ),
     ]);
-    publisher
+    let publishing = std::time::Instant::now();
+    let published = publisher
         .publish(
             &names.events_exchange(),
             WORK_KEY,
@@ -697,8 +698,9 @@ async fn accept(
             &prepared.event_id,
             amqp_headers,
         )
-        .await
-        .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        .await;
+    state.metrics.confirmed(publishing.elapsed());
+    published.map_err(|e| Refusal::Unavailable(e.to_string()))?;
     tracing::debug!(system, event_id = %prepared.event_id, correlation_id = %prepared.correlation_id, "webhook queued");
     Ok(prepared.event_id)
 }
@@ -716,14 +718,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    let mut text = state.metrics.render();
-    let connected = u8::from(state.broker.is_connected());
-    text.push_str(
-        "# HELP recordsync_ingest_broker_connected Whether ingest holds a broker connection.\n",
-    );
-    text.push_str("# TYPE recordsync_ingest_broker_connected gauge\n");
-    text.push_str(&format!("recordsync_ingest_broker_connected {connected}\n"));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = state.metrics.render(state.broker.is_connected());
+    (
+        [(header::CONTENT_TYPE, config::telemetry::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

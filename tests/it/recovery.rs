@@ -199,5 +199,37 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
         metrics.contains("recordsync_queue_depth_messages{queue=\"work\"} 0"),
         "{metrics}"
     );
+    // The step's time and the end-to-end lag: one observation per event processed (the
+    // write-back's echo may be processed meanwhile, so the three are read together
+    // until they agree).
+    let agree = |metrics: &str| {
+        let events: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("recordsync_worker_events_total{{rule=\"{RULE}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        events >= 1
+            && ["processing", "lag"].iter().all(|h| {
+                metrics.contains(&format!(
+                    "recordsync_worker_{h}_seconds_count{{rule=\"{RULE}\"}} {events}\n"
+                ))
+            })
+    };
+    tests::wait_for(
+        "the histograms to count every event",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = env
+                .http
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok(agree(&text))
+        },
+    )
+    .await?;
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     env.finish().await
 }

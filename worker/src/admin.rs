@@ -98,23 +98,23 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let mut text = s.metrics.render();
+    // The gauges are read now; the counters and histograms are the process's own.
     if let Ok(p) = s.broker.publisher().await {
         let names = s.broker.names();
-        text.push_str("# HELP recordsync_queue_depth_messages Ready messages per queue.\n# TYPE recordsync_queue_depth_messages gauge\n");
         for (label, q) in [("work", names.work_queue()), ("dead", names.dead_queue())] {
             if let Ok(n) = p.queue_depth(&q).await {
-                text.push_str(&format!(
-                    "recordsync_queue_depth_messages{{queue=\"{label}\"}} {n}\n"
-                ));
+                s.metrics.queue_depth(label, n);
             }
         }
     }
     if let Ok(open) = s.store.conflicts("open").await {
-        text.push_str("# HELP recordsync_open_conflicts Open data-quality conflicts.\n# TYPE recordsync_open_conflicts gauge\n");
-        text.push_str(&format!("recordsync_open_conflicts {}\n", open.len()));
+        s.metrics.open_conflicts(open.len());
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(header::CONTENT_TYPE, config::telemetry::CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn record(

@@ -278,10 +278,13 @@ impl Worker {
         let ev = &cmd;
         let span = tracing::info_span!("event", event_id = %cmd.id, command = cmd.command.kind(), record = %cmd.command.record_id(), correlation_id = %cmd.correlation_id, attempt);
         async {
+            let started = std::time::Instant::now();
             let failure = match self.processor.step(ev, attempt).await {
                 Ok(outcomes) => {
+                    let took = started.elapsed();
+                    let lag = (chrono::Utc::now() - cmd.issued_at).to_std().unwrap_or_default();
                     for (rule, done) in &outcomes {
-                        self.metrics.processed(rule, done.as_str());
+                        self.metrics.processed(rule, done.as_str(), took, lag);
                         tracing::info!(rule, outcome = done.as_str(), "event processed");
                     }
                     return self.ack(&delivery).await;

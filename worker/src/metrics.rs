@@ -1,105 +1,262 @@
-//! Worker counters in the Prometheus text format. Label values are bounded: rule
-//! names from the configuration, fixed outcome and error-class sets.
+//! The worker's metrics, on `prometheus-client` (OpenMetrics text, label values escaped
+//! by the encoder). Names follow `recordsync_<name>_<unit>`; label values are bounded:
+//! rule names from the configuration, fixed outcome and error-class sets, two queues.
+//!
+//! These counters are per process and start at zero; the ledger (`GET /ledger`) is the
+//! durable account, from PostgreSQL.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use config::telemetry::Label;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
 
-/// The worker's counters.
-#[derive(Default)]
-pub struct Metrics {
-    inner: Mutex<Inner>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    rule: Label,
+    outcome: Label,
 }
 
-#[derive(Default)]
-struct Inner {
-    processed: BTreeMap<(String, &'static str), u64>,
-    retried: BTreeMap<String, u64>,
-    dead_lettered: BTreeMap<String, u64>,
-    flushed: BTreeMap<String, u64>,
-    requeued: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rule {
+    rule: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Class {
+    class: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Queue {
+    queue: Label,
+}
+
+type Histograms = Family<Rule, Histogram, fn() -> Histogram>;
+
+/// Seconds, from 5 ms to about 40 minutes: a step against a fast target takes
+/// milliseconds; an event that waited in the delay queues, minutes.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.5, 15))
+}
+
+/// The worker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Outcome, Counter>,
+    processing: Histograms,
+    lag: Histograms,
+    retries: Family<Class, Counter>,
+    dead_letters: Family<Class, Counter>,
+    flushed: Family<Rule, Counter>,
+    requeued: Counter,
+    queue_depth: Family<Queue, Gauge>,
+    open_conflicts: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let events = Family::<Outcome, Counter>::default();
+        registry.register(
+            "recordsync_worker_events",
+            "Events and commands processed, by rule and outcome",
+            events.clone(),
+        );
+        let processing: Histograms = Family::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "recordsync_worker_processing",
+            "Time one command took in the step, by rule",
+            Unit::Seconds,
+            processing.clone(),
+        );
+        let lag: Histograms = Family::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "recordsync_worker_lag",
+            "Time from the webhook's arrival (or the command's issue) to its outcome, by rule: the end-to-end lag, retries included",
+            Unit::Seconds,
+            lag.clone(),
+        );
+        let retries = Family::<Class, Counter>::default();
+        registry.register(
+            "recordsync_worker_retries",
+            "Retries scheduled, by error class",
+            retries.clone(),
+        );
+        let dead_letters = Family::<Class, Counter>::default();
+        registry.register(
+            "recordsync_worker_dead_letters",
+            "Events dead-lettered, by reason class",
+            dead_letters.clone(),
+        );
+        let flushed = Family::<Rule, Counter>::default();
+        registry.register(
+            "recordsync_worker_flushed",
+            "Parked records flushed, by rule",
+            flushed.clone(),
+        );
+        let requeued = Counter::default();
+        registry.register(
+            "recordsync_worker_requeued",
+            "Events given back without counting an attempt (PostgreSQL failed, or the record was busy)",
+            requeued.clone(),
+        );
+        let queue_depth = Family::<Queue, Gauge>::default();
+        registry.register(
+            "recordsync_queue_depth_messages",
+            "Ready messages per queue, read when scraped",
+            queue_depth.clone(),
+        );
+        let open_conflicts = Gauge::default();
+        registry.register(
+            "recordsync_open_conflicts",
+            "Open data-quality conflicts, read when scraped",
+            open_conflicts.clone(),
+        );
+        Metrics {
+            registry,
+            events,
+            processing,
+            lag,
+            retries,
+            dead_letters,
+            flushed,
+            requeued,
+            queue_depth,
+            open_conflicts,
+        }
+    }
 }
 
 impl Metrics {
-    /// One event processed under a rule, with its outcome.
-    pub fn processed(&self, rule: &str, outcome: &'static str) {
-        *self
-            .lock()
-            .processed
-            .entry((rule.to_owned(), outcome))
-            .or_default() += 1;
+    /// One command processed under a rule, with its outcome, how long the step took
+    /// and how long after its arrival it ended.
+    pub fn processed(&self, rule: &str, outcome: &'static str, took: Duration, lag: Duration) {
+        self.events
+            .get_or_create(&Outcome {
+                rule: rule.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        let rule = Rule { rule: rule.into() };
+        self.processing
+            .get_or_create(&rule)
+            .observe(took.as_secs_f64());
+        self.lag.get_or_create(&rule).observe(lag.as_secs_f64());
     }
 
     /// One retry scheduled, by error class.
     pub fn retried(&self, class: &str) {
-        *self.lock().retried.entry(class.to_owned()).or_default() += 1;
+        self.retries
+            .get_or_create(&Class {
+                class: class.into(),
+            })
+            .inc();
     }
 
     /// One event dead-lettered, by reason class.
     pub fn dead_lettered(&self, class: &str) {
-        *self
-            .lock()
-            .dead_lettered
-            .entry(class.to_owned())
-            .or_default() += 1;
+        self.dead_letters
+            .get_or_create(&Class {
+                class: class.into(),
+            })
+            .inc();
     }
 
     /// Parked records flushed, by rule.
     pub fn flushed(&self, rule: &str, n: usize) {
-        *self.lock().flushed.entry(rule.to_owned()).or_default() += n as u64;
+        self.flushed
+            .get_or_create(&Rule { rule: rule.into() })
+            .inc_by(n as u64);
     }
 
-    /// One event given back because PostgreSQL failed.
+    /// One event given back without counting an attempt.
     pub fn requeued(&self) {
-        self.lock().requeued += 1;
+        self.requeued.inc();
     }
 
-    /// Events processed with an outcome, over all rules.
-    pub fn processed_total(&self, outcome: &str) -> u64 {
-        self.lock()
-            .processed
-            .iter()
-            .filter(|((_, o), _)| *o == outcome)
-            .map(|(_, n)| n)
-            .sum()
+    /// A queue's depth, read when scraped.
+    pub fn queue_depth(&self, queue: &str, depth: u32) {
+        self.queue_depth
+            .get_or_create(&Queue {
+                queue: queue.into(),
+            })
+            .set(i64::from(depth));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().expect("metrics lock")
+    /// The open conflicts, read when scraped.
+    pub fn open_conflicts(&self, n: usize) {
+        self.open_conflicts
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// The Prometheus text.
+    /// The OpenMetrics text.
     pub fn render(&self) -> String {
-        let m = self.lock();
-        let mut out = String::new();
-        out.push_str("# HELP recordsync_worker_events_total Events processed, by rule and outcome.\n# TYPE recordsync_worker_events_total counter\n");
-        for ((rule, outcome), n) in &m.processed {
-            out.push_str(&format!(
-                "recordsync_worker_events_total{{rule=\"{rule}\",outcome=\"{outcome}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP recordsync_worker_retries_total Retries scheduled, by error class.\n# TYPE recordsync_worker_retries_total counter\n");
-        for (class, n) in &m.retried {
-            out.push_str(&format!(
-                "recordsync_worker_retries_total{{class=\"{class}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP recordsync_worker_dead_letters_total Events dead-lettered, by reason.\n# TYPE recordsync_worker_dead_letters_total counter\n");
-        for (class, n) in &m.dead_lettered {
-            out.push_str(&format!(
-                "recordsync_worker_dead_letters_total{{class=\"{class}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP recordsync_worker_flushed_total Parked records flushed, by rule.\n# TYPE recordsync_worker_flushed_total counter\n");
-        for (rule, n) in &m.flushed {
-            out.push_str(&format!(
-                "recordsync_worker_flushed_total{{rule=\"{rule}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP recordsync_worker_requeued_total Events given back because PostgreSQL failed.\n# TYPE recordsync_worker_requeued_total counter\n");
-        out.push_str(&format!(
-            "recordsync_worker_requeued_total {}\n",
-            m.requeued
-        ));
-        out
+        config::telemetry::render(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_escaped_labels() {
+        let m = Metrics::default();
+        m.processed(
+            "wo",
+            "synced",
+            Duration::from_millis(20),
+            Duration::from_secs(2),
+        );
+        m.processed(
+            "wo",
+            "synced",
+            Duration::from_millis(30),
+            Duration::from_secs(3),
+        );
+        m.processed(
+            "a \"quoted\" rule",
+            "conflict",
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        m.retried("server");
+        m.queue_depth("work", 7);
+        let text = m.render();
+        assert!(
+            text.contains("recordsync_worker_events_total{rule=\"wo\",outcome=\"synced\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "recordsync_worker_events_total{rule=\"a \\\"quoted\\\" rule\",outcome=\"conflict\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE recordsync_worker_processing_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("recordsync_worker_lag_seconds_sum{rule=\"wo\"} 5.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("recordsync_worker_lag_seconds_count{rule=\"wo\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("recordsync_worker_retries_total{class=\"server\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("recordsync_queue_depth_messages{queue=\"work\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

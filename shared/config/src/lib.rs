@@ -3,6 +3,7 @@
 //! overridden by `RECORDSYNC_*` environment variables).
 
 mod settings;
+pub mod telemetry;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,0 +1,82 @@
+//! What the services' metrics share: label values escaped for the text format, the
+//! content type, and the encoding of a registry.
+//!
+//! `prometheus-client` writes label values as they are (prometheus/client_rust#151), and
+//! a rule or system name is free text in `sync-rules.json`: one double quote in it
+//! would make Prometheus reject the whole scrape. Label sets therefore hold [`Label`]s.
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+
+/// The content type of [`render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A label value, written with `\`, `"` and line feeds escaped as the text format asks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub String);
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Label {
+        Label(s.to_owned())
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry's metrics as OpenMetrics text.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct L {
+        name: Label,
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut r = Registry::default();
+        let f = Family::<L, Counter>::default();
+        r.register("x", "X", f.clone());
+        f.get_or_create(&L {
+            name: "a \"b\" \\ c\nd".into(),
+        })
+        .inc();
+        f.get_or_create(&L {
+            name: "plain-name_1".into(),
+        })
+        .inc();
+        let text = render(&r);
+        assert!(
+            text.contains("x_total{name=\"a \\\"b\\\" \\\\ c\\nd\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_total{name=\"plain-name_1\"} 1\n"),
+            "{text}"
+        );
+    }
+}
