@@ -191,6 +191,55 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
     env.finish().await
 }
 
+/// The helpdesk answers within half a second or not at all, as far as the worker cares.
+fn helpdesk_timeout_500ms(rules: &mut domain::rules::SyncRules) {
+    rules
+        .systems
+        .get_mut("helpdesk")
+        .expect("the helpdesk system")
+        .timeout_ms = Some(500);
+}
+
+#[tokio::test]
+async fn a_target_that_does_not_answer_in_time_is_retried_and_creates_once() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        edit_rules: Some(helpdesk_timeout_500ms),
+        retry_delays_ms: vec![100, 1_500],
+        ..EnvOptions::default()
+    })
+    .await?;
+    // The first create hangs for 3 s.
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "latency_ms": 3_000, "count": 1}),
+    )
+    .await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-36", "件名": "Slow target"}))
+        .await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
+    let log = env.request_log("helpdesk").await?;
+    let posts: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
+        .collect();
+    // The hung request was abandoned by the worker at 500 ms, and the sandbox, seeing
+    // its client gone, never ran it (its log records answered requests): the retry's
+    // create is the only one.
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["status"], 201, "{posts:#?}");
+    assert_eq!(env.tickets_for("WO-36").await?.len(), 1);
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(
+            |h| h.starts_with("retry_scheduled") && h.contains("helpdesk could not be reached")
+        ),
+        "{history:#?}"
+    );
+    assert!(dead_letters(&env).await?.is_empty());
+    env.finish().await
+}
+
 #[tokio::test]
 async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()> {
     let proxy = tests::proxy::Proxy::start("127.0.0.1:5432".parse()?).await?;
@@ -222,13 +271,44 @@ async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()
     })
     .await?;
     proxy.down();
+    // Ingest never touches PostgreSQL: a webhook sent during the outage is accepted.
+    let accepted = || async {
+        let text = env
+            .http
+            .get(format!("{}/metrics", env.ingest_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        anyhow::Ok(
+            text.lines()
+                .find(|l| {
+                    l.starts_with(
+                        "recordsync_ingest_webhooks_total{system=\"kintone\",outcome=\"accepted\"}",
+                    )
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+    };
+    let before = accepted().await?;
+    ids.push(
+        env.kintone_create(json!({"work_order_no": "WO-620", "件名": "During the outage"}))
+            .await?,
+    );
+    env.flush_webhooks().await?;
+    assert_eq!(
+        accepted().await?,
+        before + 1,
+        "accepted while PostgreSQL is down"
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = env.tickets().await?.len();
     proxy.up();
     env.settle("every work order", || env.all_written_back(&ids))
         .await?;
     assert!(during < 20, "the outage came too late to test anything");
-    for n in 0..20 {
+    for n in 0..=20 {
         assert_eq!(
             env.tickets_for(&format!("WO-6{n:02}")).await?.len(),
             1,

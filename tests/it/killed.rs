@@ -3,6 +3,9 @@
 //! search lags: the next holder resolves the in-doubt create instead of creating
 //! again. Frozen with SIGSTOP past its lease's expiry: its late commit is refused and
 //! the next holder's result stands.
+//!
+//! And a worker process given a bad rules file refuses to start, naming the file and
+//! the problem.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -228,5 +231,40 @@ async fn a_lease_holder_frozen_past_its_expiry_cannot_commit_late() -> anyhow::R
     drop(frozen);
     let _ = std::fs::remove_file(&rules);
     let _ = std::fs::remove_file(&log);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_worker_process_refuses_to_start_on_a_bad_rules_file() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let dir = std::env::temp_dir().join(format!("rs-bad-rules-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    // A field's key misspelt.
+    let mut rules = serde_json::to_value(&env.rules)?;
+    rules["rules"][0]["fields"][0]["trasforms"] = json!([]);
+    let bad = dir.join("sync-rules.json");
+    std::fs::write(&bad, serde_json::to_vec_pretty(&rules)?)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("__worker")
+        .env("RECORDSYNC_AMQP_URL", &env.settings.amqp_url)
+        .env("RECORDSYNC_DATABASE_URL", &env.settings.database_url)
+        .env("RECORDSYNC_QUEUE_PREFIX", &env.settings.queue_prefix)
+        .env("RECORDSYNC_RULES", &bad)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "it started: {stdout}");
+    assert!(!stdout.contains("LISTENING"), "{stdout}");
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(stderr.contains("trasforms"), "{stderr}");
+    std::fs::remove_dir_all(&dir)?;
     env.finish().await
 }
