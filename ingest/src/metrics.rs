@@ -83,6 +83,15 @@ impl Metrics {
         self.confirm.observe(took.as_secs_f64());
     }
 
+    /// Every sample name these metrics can expose (each family touched once, on a
+    /// throwaway instance): what dashboards and alerts may query.
+    pub fn every_name() -> std::collections::BTreeSet<String> {
+        let m = Metrics::default();
+        m.count("s", "accepted");
+        m.confirmed(Duration::ZERO);
+        config::telemetry::sample_names(&m.render(true))
+    }
+
     /// The OpenMetrics text, with the broker connection read now.
     pub fn render(&self, connected: bool) -> String {
         self.connected.set(i64::from(connected));

@@ -156,5 +156,25 @@ async fn every_event_seen_is_accounted_for_once_and_a_lost_one_is_named() -> any
     assert_eq!(v["rules"][0]["dead_lettered"], 1, "{v:#}");
     assert_eq!(v["rules"][0]["parked"], 1, "{v:#}");
     assert_eq!(v["rules"][0]["skipped"]["coalesced"], 1, "{v:#}");
+
+    // A scrape reads the ledger (over the default settle time: the failed event is in
+    // flight there) and the open conflicts by kind from PostgreSQL.
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.admin_urls[0]))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "recordsync_ledger_unaccounted_events{{rule=\"{RULE}\"}} 0\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("recordsync_open_conflicts{kind=\"no_lookup_value\"} 1\n"),
+        "{metrics}"
+    );
     env.finish().await
 }

@@ -5,6 +5,7 @@
 mod authority;
 mod bench_smoke;
 mod commands;
+mod deploy;
 mod failures;
 mod intake;
 mod invariants;

@@ -108,7 +108,23 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         }
     }
     if let Ok(open) = s.store.conflicts("open").await {
-        s.metrics.open_conflicts(open.len());
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        for c in &open {
+            *kinds.entry(c.kind.as_str()).or_default() += 1;
+        }
+        let oldest = open
+            .iter()
+            .map(|c| c.opened_at)
+            .min()
+            .and_then(|at| (chrono::Utc::now() - at).to_std().ok());
+        s.metrics.open_conflicts(kinds, oldest);
+    }
+    if let Ok(by_rule) = s
+        .store
+        .unaccounted_recent(s.ledger_settle, std::time::Duration::from_secs(24 * 3600))
+        .await
+    {
+        s.metrics.unaccounted(&by_rule);
     }
     (
         [(header::CONTENT_TYPE, config::telemetry::CONTENT_TYPE)],

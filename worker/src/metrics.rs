@@ -35,6 +35,11 @@ struct Queue {
     queue: Label,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: Label,
+}
+
 type Histograms = Family<Rule, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 5 ms to about 40 minutes: a step against a fast target takes
@@ -54,7 +59,9 @@ pub struct Metrics {
     flushed: Family<Rule, Counter>,
     requeued: Counter,
     queue_depth: Family<Queue, Gauge>,
-    open_conflicts: Gauge,
+    open_conflicts: Family<Kind, Gauge>,
+    oldest_conflict: Gauge,
+    unaccounted: Family<Rule, Gauge>,
 }
 
 impl Default for Metrics {
@@ -110,11 +117,24 @@ impl Default for Metrics {
             "Ready messages per queue, read when scraped",
             queue_depth.clone(),
         );
-        let open_conflicts = Gauge::default();
+        let open_conflicts = Family::<Kind, Gauge>::default();
         registry.register(
             "recordsync_open_conflicts",
-            "Open data-quality conflicts, read when scraped",
+            "Open data-quality conflicts by kind, read when scraped",
             open_conflicts.clone(),
+        );
+        let oldest_conflict = Gauge::default();
+        registry.register_with_unit(
+            "recordsync_oldest_open_conflict_age",
+            "How long the oldest open conflict has waited for a person, read when scraped",
+            Unit::Seconds,
+            oldest_conflict.clone(),
+        );
+        let unaccounted = Family::<Rule, Gauge>::default();
+        registry.register(
+            "recordsync_ledger_unaccounted_events",
+            "Events first seen in the last 24 hours that the ledger cannot account for (seen, then lost), by rule, read from PostgreSQL when scraped",
+            unaccounted.clone(),
         );
         Metrics {
             registry,
@@ -127,6 +147,8 @@ impl Default for Metrics {
             requeued,
             queue_depth,
             open_conflicts,
+            oldest_conflict,
+            unaccounted,
         }
     }
 }
@@ -187,10 +209,47 @@ impl Metrics {
             .set(i64::from(depth));
     }
 
-    /// The open conflicts, read when scraped.
-    pub fn open_conflicts(&self, n: usize) {
-        self.open_conflicts
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// The open conflicts by kind and the oldest one's age, read when scraped.
+    pub fn open_conflicts<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = (&'a str, usize)>,
+        oldest: Option<Duration>,
+    ) {
+        self.open_conflicts.clear();
+        for (kind, n) in kinds {
+            self.open_conflicts
+                .get_or_create(&Kind { kind: kind.into() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.oldest_conflict
+            .set(oldest.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+    }
+
+    /// The ledger's unaccounted events per rule, read when scraped.
+    pub fn unaccounted(&self, by_rule: &[(String, i64)]) {
+        self.unaccounted.clear();
+        for (rule, n) in by_rule {
+            self.unaccounted
+                .get_or_create(&Rule {
+                    rule: rule.as_str().into(),
+                })
+                .set(*n);
+        }
+    }
+
+    /// Every sample name these metrics can expose (each family touched once, on a
+    /// throwaway instance): what dashboards and alerts may query.
+    pub fn every_name() -> std::collections::BTreeSet<String> {
+        let m = Metrics::default();
+        m.processed("r", "synced", Duration::ZERO, Duration::ZERO);
+        m.retried("server");
+        m.dead_lettered("server");
+        m.flushed("r", 1);
+        m.requeued();
+        m.queue_depth("work", 0);
+        m.open_conflicts([("invalid", 1)], None);
+        m.unaccounted(&[("r".to_owned(), 0)]);
+        config::telemetry::sample_names(&m.render())
     }
 
     /// The OpenMetrics text.
@@ -258,5 +317,25 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn every_name_covers_every_family() {
+        let names = Metrics::every_name();
+        for name in [
+            "recordsync_worker_events_total",
+            "recordsync_worker_processing_seconds_bucket",
+            "recordsync_worker_lag_seconds_count",
+            "recordsync_worker_retries_total",
+            "recordsync_worker_dead_letters_total",
+            "recordsync_worker_flushed_total",
+            "recordsync_worker_requeued_total",
+            "recordsync_queue_depth_messages",
+            "recordsync_open_conflicts",
+            "recordsync_oldest_open_conflict_age_seconds",
+            "recordsync_ledger_unaccounted_events",
+        ] {
+            assert!(names.contains(name), "{name} not in {names:#?}");
+        }
     }
 }

@@ -44,6 +44,34 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
+/// The sample names a text exposition offers, from its `# TYPE` lines: a counter's
+/// `_total`, a histogram's `_bucket`, `_sum` and `_count`, a gauge's own name. (A
+/// family with no label set yet has no `# TYPE` line.)
+pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

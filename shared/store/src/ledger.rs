@@ -82,7 +82,7 @@ impl Ledger {
 }
 
 /// Classifies each delivery into one bucket. `$1`: a rule or NULL; `$2`: the settle
-/// time in seconds.
+/// time in seconds; `$3`: only deliveries first seen within that many seconds, or NULL.
 macro_rules! buckets {
     () => {
         "
@@ -100,7 +100,8 @@ macro_rules! buckets {
                 ELSE 'unaccounted' END AS bucket
       FROM deliveries d
       LEFT JOIN processed_events p ON p.event_id = d.event_id AND p.rule = d.rule
-     WHERE $1::text IS NULL OR d.rule = $1"
+     WHERE ($1::text IS NULL OR d.rule = $1)
+       AND ($3::float8 IS NULL OR d.first_seen_at > now() - make_interval(secs => $3))"
     };
 }
 
@@ -119,6 +120,7 @@ impl Store {
         ))
         .bind(rule)
         .bind(settle.as_secs_f64())
+        .bind(None::<f64>)
         .fetch_all(&self.pool)
         .await
         .map_err(q("read the ledger"))?;
@@ -143,6 +145,7 @@ impl Store {
             ))
             .bind(&ledger.rule)
             .bind(settle.as_secs_f64())
+            .bind(None::<f64>)
             .fetch_all(&self.pool)
             .await
             .map_err(q("read the ledger's unaccounted events"))?;
@@ -160,5 +163,34 @@ impl Store {
                 .collect::<Result<_, StoreError>>()?;
         }
         Ok(by_rule.into_values().collect())
+    }
+
+    /// Per rule, the deliveries first seen within `window` that are unaccounted for
+    /// (seen, then lost): what a scrape reads for the ledger alert, bounded by the
+    /// window so that it stays cheap on a large table.
+    pub async fn unaccounted_recent(
+        &self,
+        settle: Duration,
+        window: Duration,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT rule, count(*) FILTER (WHERE bucket = 'unaccounted') FROM (",
+            buckets!(),
+            ") b GROUP BY rule ORDER BY rule"
+        ))
+        .bind(None::<String>)
+        .bind(settle.as_secs_f64())
+        .bind(window.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read the ledger's recent unaccounted events"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                ))
+            })
+            .collect()
     }
 }
