@@ -479,6 +479,37 @@ async fn list_tickets(
     };
     let external_id = filter("external_id");
     let status = filter("status");
+    // A listing for sync: tickets updated at or after `updated_since` (RFC 3339), with
+    // an id above `after_id`, in id order, at most `limit`; `total` counts them all.
+    let since = match filter("updated_since").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match chrono::DateTime::parse_from_rfc3339(&v) {
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+            Err(_) => {
+                return HError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("updated_since must be an RFC 3339 time, not {v:?}"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let after: Option<u64> = match filter("after_id").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match v.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return HError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("after_id must be a ticket id, not {v:?}"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let limit: Option<usize> = filter("limit").and_then(|v| v.parse().ok());
     let state = shared.lock();
     let lag = Duration::from_millis(state.helpdesk.search_lag_ms);
     let now = Instant::now();
@@ -500,8 +531,25 @@ async fn list_tickets(
                 .as_deref()
                 .is_none_or(|wanted| ticket.get("status") == Some(&json!(wanted)))
         })
+        .filter(|ticket| {
+            since.is_none_or(|since| {
+                ticket
+                    .get("updated_at")
+                    .and_then(Value::as_str)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t >= since)
+            })
+        })
+        .filter(|ticket| {
+            after.is_none_or(|after| ticket.get("id").and_then(Value::as_u64) > Some(after))
+        })
         .collect();
-    Json(json!({ "tickets": tickets })).into_response()
+    let total = tickets.len();
+    let tickets: Vec<&Map<String, Value>> = tickets
+        .into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    Json(json!({ "tickets": tickets, "total": total })).into_response()
 }
 
 async fn get_ticket(

@@ -555,3 +555,103 @@ async fn a_deleted_source_record_under_review_keeps_its_ticket_and_asks_a_person
     );
     env.finish().await
 }
+
+/// A rule whose source is the helpdesk (a rest system): tickets are looked up in kintone
+/// by their external id and skipped when none matches, so the test sees the scans and
+/// the step's decisions without any write.
+fn tickets_rule() -> domain::rules::RuleSpec {
+    serde_json::from_value(json!({
+        "name": "tickets-to-orders",
+        "source": {"system": "helpdesk", "app": "ticket"},
+        "target": {"system": "kintone", "entity": APP},
+        "identity": {"source_field": "external_id", "target_field": "work_order_no"},
+        "fields": [{"source": "subject", "target": "件名"}],
+        "on_missing": "skip",
+        "resync": {"every_seconds": 3600, "overlap_seconds": 0}
+    }))
+    .expect("a valid rule")
+}
+
+#[tokio::test]
+async fn a_rest_source_is_listed_by_its_update_time_and_paged_by_id() -> anyhow::Result<()> {
+    let rule = tickets_rule();
+    let name = rule.name.clone();
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        extra_rules: vec![rule],
+        ..EnvOptions::default()
+    })
+    .await?;
+    let processor = env.processor()?;
+    let (publisher, names) = publisher(&env).await?;
+    let mut tickets = vec![];
+    for n in 0..3 {
+        tickets.push(
+            env.helpdesk_seed(
+                json!({"subject": format!("T{n}"), "external_id": format!("EXT-{n}")}),
+            )
+            .await?,
+        );
+    }
+    let scan = |full: bool| {
+        let processor = processor.clone();
+        let (publisher, names, name) = (&publisher, &names, name.clone());
+        async move {
+            let job = ResyncJob::claim(&processor, &name).await?;
+            anyhow::Ok(job.run(&processor, publisher, names, full, 2).await?)
+        }
+    };
+    // The backfill: every ticket, two per page, with the total from the first page.
+    let first = scan(false).await?;
+    assert_eq!(
+        (first.pages, first.listed, first.queued),
+        (2, 3, 3),
+        "{first:#?}"
+    );
+    assert_eq!(first.cursor.total, Some(3), "{first:#?}");
+    // The step decides each from the ticket as read now (none matches in kintone).
+    for (n, t) in tickets.iter().enumerate() {
+        let done = processor
+            .step(
+                &tests::command(
+                    &format!("resync-{n}"),
+                    queue::Command::Resync {
+                        rule: name.clone(),
+                        record_id: t.clone(),
+                        revision: Some(1),
+                    },
+                ),
+                1,
+            )
+            .await?;
+        assert_eq!(done, vec![(name.clone(), worker::process::Done::Skipped)]);
+    }
+    // The next scan asks only for what changed since the previous one began: nothing.
+    let second = scan(false).await?;
+    assert_eq!((second.listed, second.queued), (0, 0), "{second:#?}");
+    // An edit in the helpdesk, which no webhook announced, is listed and queued.
+    env.helpdesk_edit(&tickets[1], json!({"subject": "T1 edited"}))
+        .await?;
+    let third = scan(false).await?;
+    assert_eq!((third.listed, third.queued), (1, 1), "{third:#?}");
+    // Each listing passed the limiter and carried the cursor: since, after, limit.
+    let lists: Vec<String> = env
+        .request_log("helpdesk")
+        .await?
+        .into_iter()
+        .filter(|e| e["method"] == "GET" && e["path"] == "/api/tickets")
+        .filter_map(|e| e["query"].as_str().map(str::to_owned))
+        .filter(|q| q.contains("limit=2"))
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|q| q.contains("after_id=") && !q.contains("after_id=&")),
+        "the second page starts after the first's last id: {lists:#?}"
+    );
+    assert!(
+        lists.iter().any(|q| q.contains("updated_since=2")),
+        "a later scan passes its start time: {lists:#?}"
+    );
+    env.finish().await
+}

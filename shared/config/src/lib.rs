@@ -335,10 +335,18 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     "must be at least 10".into(),
                 );
             }
-            if source.is_some_and(|s| s.kind != SystemKind::Kintone) {
+            // A rest source lists its changes through the entity's `list` template.
+            if let Some(s) = source.filter(|s| s.kind == SystemKind::Rest)
+                && s.entities
+                    .get(&rule.source.app)
+                    .is_none_or(|e| e.list.is_none())
+            {
                 bad(
                     format!("{at}.resync"),
-                    "resync lists the source's changed records, which only kintone sources support for now; remove it".into(),
+                    format!(
+                        "resync lists the source's changed records: declare `list` on entity \"{}\" of system \"{}\" (a GET template with {{since}}, {{after}} and {{limit}}), or remove resync",
+                        rule.source.app, rule.source.system
+                    ),
                 );
             }
         }

@@ -182,7 +182,7 @@ fn settings_defaults_and_overrides() {
 }
 
 #[test]
-fn a_resync_needs_a_sane_interval_and_a_kintone_source() {
+fn a_resync_needs_a_sane_interval_and_a_listable_source() {
     let ok = edit(|v| {
         v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 300});
     });
@@ -205,6 +205,33 @@ fn a_resync_needs_a_sane_interval_and_a_kintone_source() {
             .any(|s| s.starts_with("rules[0].resync: resync lists the source's changed records")),
         "{p:#?}"
     );
+    // A rest source whose entity declares `list` can be resynced; without it, not.
+    let listable = |list: bool| {
+        edit(|v| {
+            v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 60});
+            v["rules"][0]["source"] = serde_json::json!({"system": "helpdesk", "app": "ticket"});
+            v["rules"][0]["target"] = serde_json::json!({"system": "kintone", "entity": "101"});
+            let ticket = &mut v["systems"]["helpdesk"]["entities"]["ticket"];
+            if list {
+                ticket["list"] = serde_json::json!(
+                    "/api/tickets?updated_since={since}&after_id={after}&limit={limit}"
+                );
+            } else {
+                ticket.as_object_mut().unwrap().remove("list");
+            }
+        })
+    };
+    let no_resync_problem = |text: &str| {
+        !problems(text)
+            .iter()
+            .any(|s| s.starts_with("rules[0].resync"))
+    };
+    assert!(
+        no_resync_problem(&listable(true)),
+        "{:#?}",
+        problems(&listable(true))
+    );
+    assert!(!no_resync_problem(&listable(false)));
     let text = edit(|v| {
         v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 60, "often": true});
     });

@@ -314,10 +314,12 @@ impl Endpoint {
                 };
                 k.changed(app, since, after, limit, with_total).await
             }
-            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
-                "{}: listing changed records is not supported for rest systems yet",
-                r.system()
-            ))),
+            // A rest API's listing filters by its own update time: the field name is
+            // in its `list` template.
+            Endpoint::Rest(r) => {
+                r.changed(since.map(|(t, _)| t), after, limit, with_total)
+                    .await
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::record::{Fields, TargetRecord, value_text};
+use domain::record::{Fields, SourceRecord, TargetRecord, value_text};
 use domain::rules::RestEntity;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
@@ -233,6 +233,51 @@ impl Rest {
     /// The revision a write answered with, where the entity declares where it is.
     pub fn revision_of(&self, t: &TargetRecord) -> Option<i64> {
         self.as_source(t.clone()).revision
+    }
+
+    /// The records changed at or after `since` (every record when `None`) with an id
+    /// after `after`, at most `limit`, in id order; and how many match in all, when
+    /// `with_total` and the API says.
+    pub async fn changed(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        after: Option<&str>,
+        limit: usize,
+        with_total: bool,
+    ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
+        let Some(template) = &self.entity.list else {
+            return Err(ConnectorError::Unknown(format!(
+                "{}: the entity declares no `list` endpoint, so its changes cannot be listed",
+                self.system()
+            )));
+        };
+        let since = since
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let path = template
+            .replace("{since}", &encode(&since))
+            .replace("{after}", &encode(after.unwrap_or_default()))
+            .replace("{limit}", &limit.to_string());
+        let body = self
+            .send(self.request(Method::GET, &path))
+            .await?
+            .ok_or_else(|| self.bad("404 on list: check the list template"))?;
+        let list = body
+            .pointer(&self.entity.list_pointer)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.bad("no list at the list pointer"))?;
+        let records = list
+            .iter()
+            .map(|r| self.to_record(r).map(|t| self.as_source(t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = self
+            .entity
+            .total_pointer
+            .as_deref()
+            .filter(|_| with_total)
+            .and_then(|p| body.pointer(p))
+            .and_then(Value::as_u64);
+        Ok((records, total))
     }
 
     /// The most updates one bulk call takes, when the entity has a bulk endpoint.

@@ -194,6 +194,18 @@ pub struct RestEntity {
     /// A bulk update endpoint, used when parked writes are flushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_update: Option<BulkUpdate>,
+    /// GET the records changed since a time, for resync: a template with `{since}`
+    /// (RFC 3339; empty for a full scan), `{after}` (the last id of the previous page;
+    /// empty at first) and `{limit}`, e.g.
+    /// `/api/tickets?updated_since={since}&after_id={after}&limit={limit}`. The API
+    /// answers in ascending id order, the records at `list_pointer`. Paging by id, not
+    /// by offset, so that a record changed during the scan is not skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
+    /// JSON pointer to how many records a listing matches in all, when the API says
+    /// (e.g. `/total`): a resync shows its progress and ETA with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_pointer: Option<String>,
 }
 
 /// A bulk update endpoint: the body is `{"<list_key>": [{"<id_key>": id,
