@@ -105,6 +105,39 @@ async fn rehydrate_resync_and_repair_decide_from_the_canonical_record() -> anyho
         "{outcome:?}"
     );
     assert_eq!(patches(&env).await?, patches_before);
+    // Drift in the target that no webhook announced: a repair restores the field the
+    // source owns, and writes nothing else.
+    env.helpdesk_edit(&ticket, json!({"subject": "Drifted again"}))
+        .await?;
+    let patches_before = patches(&env).await?;
+    let repair = cmd(
+        "rp-82b",
+        Command::Repair {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            reason: "subject drifted".into(),
+        },
+    );
+    assert_eq!(
+        step.step(&repair, 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert_eq!(
+        env.tickets_for("WO-82").await?[0]["subject"],
+        "Edited quietly"
+    );
+    let log = env.request_log("helpdesk").await?;
+    let new_patches: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["method"] == "PATCH")
+        .skip(patches_before)
+        .collect();
+    assert_eq!(new_patches.len(), 1, "{new_patches:#?}");
+    assert_eq!(
+        new_patches[0]["body"],
+        json!({"subject": "Edited quietly"}),
+        "only the drifted field is written"
+    );
     // Every command left its trigger in the record's history.
     let history = env.history(&id).await?;
     for kind in [

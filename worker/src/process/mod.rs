@@ -163,6 +163,9 @@ enum Decision {
 /// nothing had been synced before (the link is kept). Version-1 messages carried it.
 pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
 
+/// The trigger's event type of a repair command.
+pub const REPAIR: &str = "repair";
+
 /// What a decision starts from: the store's memory of the record.
 struct Known {
     prior: PriorState,
@@ -219,7 +222,7 @@ impl Processor {
                 rule,
                 record_id,
                 reason,
-            } => (rule, record_id, "repair", json!({"reason": reason})),
+            } => (rule, record_id, REPAIR, json!({"reason": reason})),
         };
         // The rest concern one rule's source record: decided from the canonical
         // record, as a change would be (a resolution first applies the choice).

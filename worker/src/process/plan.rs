@@ -36,6 +36,10 @@ impl Processor {
             self.limiter.limit(&target_ep),
         );
         let rehydrating = ev.event_type == REHYDRATE;
+        // A repair (a reconcile found the systems apart) decides from both systems as
+        // they are, as a first link does: each field takes its owner's value, and only
+        // what differs is written. The stored state is not trusted: it is what drifted.
+        let repairing = ev.event_type == REPAIR;
 
         // The payload is a hint; the canonical record is the truth.
         let Some(record) = source.fetch(record_id).await? else {
@@ -72,7 +76,7 @@ impl Processor {
         // trigger), the source first: a change each made since the last sync is then
         // seen for what it is, and coalesced parked events lose nothing.
         if let (Some(target_id), Some(state), false) =
-            (&known.prior.target_id, &known.state, rehydrating)
+            (&known.prior.target_id, &known.state, rehydrating || repairing)
         {
             let target_now = if rule.both_ways() {
                 let Some(t) = target.fetch(target_id).await? else {
@@ -136,7 +140,9 @@ impl Processor {
         if side == Side::Target {
             entries.push(Entry::fetched(source.system(), record.revision));
         }
-        if !rehydrating && let Err(skip) = check_fresh(&known.prior, &record) {
+        if !(rehydrating || repairing)
+            && let Err(skip) = check_fresh(&known.prior, &record)
+        {
             entries.push(skip);
             return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
         }
