@@ -172,6 +172,7 @@ fn guarded_routes() -> Vec<Route> {
         route(Method::GET, "/paused", "/paused", None, Viewer),
         route(Method::GET, "/resync", "/resync", None, Viewer),
         route(Method::GET, "/ledger", "/ledger", None, Viewer),
+        route(Method::GET, "/reconcile", "/reconcile", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",
@@ -218,6 +219,13 @@ fn guarded_routes() -> Vec<Route> {
             Method::POST,
             "/resync",
             "/resync",
+            Some(json!({"rule": "no-such-rule"})),
+            Operator,
+        ),
+        route(
+            Method::POST,
+            "/reconcile",
+            "/reconcile",
             Some(json!({"rule": "no-such-rule"})),
             Operator,
         ),

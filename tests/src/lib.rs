@@ -633,25 +633,28 @@ impl Env {
         work_order_no: &str,
         subject: &str,
     ) -> anyhow::Result<(String, String)> {
-        let ticket = self
-            .helpdesk_seed(json!({"subject": subject, "external_id": work_order_no}))
-            .await?;
-        let fields =
-            json!({"work_order_no": work_order_no, "件名": subject, "helpdesk_ticket_id": ticket});
-        let v = self
-            .admin_post(
-                &format!("/_admin/kintone/apps/{APP}/records"),
-                json!({"record": kintone_record(&fields), "webhook": false}),
-            )
-            .await?;
-        let id = v["id"].as_str().context("no id")?.to_owned();
-        // The state a sync by this version would have left: both systems hold the
-        // record's mapped values, at the record's revision.
         let rule = self.rules.rule(RULE).context("the example rule")?;
+        let id = self
+            .kintone_create_silently(json!({"work_order_no": work_order_no, "件名": subject}))
+            .await?;
+        // The ticket holds what a sync wrote: the record's mapped values (defaults
+        // included) and the lookup value; the record holds the ticket's id.
         let record = connectors::kintone::from_kintone(&self.kintone_record(&id).await?)
             .context("a kintone record")?;
         let values = domain::mapping::map_fields(&rule.fields, &record.fields)
             .map_err(|p| anyhow::anyhow!("{p:?}"))?;
+        let mut seeded = values.clone();
+        seeded.insert(
+            rule.identity.target_field.clone(),
+            Value::String(work_order_no.to_owned()),
+        );
+        let ticket = self.helpdesk_seed(Value::Object(seeded)).await?;
+        self.kintone_edit_silently(&id, json!({"helpdesk_ticket_id": ticket}))
+            .await?;
+        let record = connectors::kintone::from_kintone(&self.kintone_record(&id).await?)
+            .context("a kintone record")?;
+        // The state a sync by this version would have left: both systems hold the
+        // record's mapped values, at the record's revision.
         let (mut state, _) = domain::authority::initial(
             &rule.policies(),
             &rule.source.system,

@@ -75,6 +75,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/rehydrate", post(rehydrate))
         .route("/resync", get(resync_cursors).post(resync))
         .route("/ledger", get(ledger))
+        .route("/reconcile", get(reconcile_runs).post(reconcile))
         .route_layer(middleware::from_fn_with_state(access, crate::auth::guard))
         .with_state(state)
 }
@@ -450,6 +451,83 @@ async fn resync(State(s): State<AdminState>, Json(req): Json<ResyncRequest>) -> 
         }
     });
     (StatusCode::ACCEPTED, Json(json!({"started": rule}))).into_response()
+}
+
+/// A reconcile to start.
+#[derive(serde::Deserialize)]
+struct ReconcileRequest {
+    rule: String,
+    #[serde(default)]
+    dry_run: bool,
+    /// Leave out records that moved within this many seconds (default: the ledger's
+    /// settle time).
+    #[serde(default)]
+    settle_seconds: Option<u64>,
+}
+
+/// Claims the rule's reconcile lease here (a second start is refused with 409), then
+/// compares in the background; `GET /reconcile` shows the stored run.
+async fn reconcile(State(s): State<AdminState>, Json(req): Json<ReconcileRequest>) -> Response {
+    use crate::reconcile::ReconcileJob;
+    use crate::resync::ResyncError;
+    let publisher = match s.broker.publisher().await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let job = match ReconcileJob::claim(&s.processor, &req.rule).await {
+        Ok(job) => job,
+        Err(e @ ResyncError::UnknownRule(_)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+        Err(e @ ResyncError::AlreadyRunning(_)) => {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({"error": {"code": "already_running", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+        Err(e) => return failed(e),
+    };
+    let processor = Arc::clone(&s.processor);
+    let names = s.broker.names().clone();
+    let settle = req
+        .settle_seconds
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(s.ledger_settle);
+    let rule = req.rule.clone();
+    tokio::spawn(async move {
+        match job
+            .run(&processor, Some((&publisher, &names)), req.dry_run, settle)
+            .await
+        {
+            Ok(r) => {
+                tracing::info!(rule = %r.rule, run = r.run, apart = r.records_apart, "reconcile done")
+            }
+            Err(e) => tracing::warn!(rule = %req.rule, error = %e, "reconcile stopped"),
+        }
+    });
+    (StatusCode::ACCEPTED, Json(json!({"started": rule}))).into_response()
+}
+
+/// Which runs.
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    #[serde(default)]
+    rule: Option<String>,
+}
+
+async fn reconcile_runs(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    match s.store.reconcile_runs(q.rule.as_deref(), 20).await {
+        Ok(runs) => Json(json!({"runs": runs})).into_response(),
+        Err(e) => failed(e),
+    }
 }
 
 /// Who is recorded as resolving: the token's name when the API has tokens, never what

@@ -124,6 +124,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/paused", Role::Viewer),
     ("GET", "/resync", Role::Viewer),
     ("GET", "/ledger", Role::Viewer),
+    ("GET", "/reconcile", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),
@@ -131,6 +132,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/resume", Role::Operator),
     ("POST", "/rehydrate", Role::Operator),
     ("POST", "/resync", Role::Operator),
+    ("POST", "/reconcile", Role::Operator),
     ("POST", "/dead-letters/purge", Role::Admin),
 ];
 

@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod ops;
 pub mod process;
+pub mod reconcile;
 pub mod resync;
 
 use std::sync::Arc;

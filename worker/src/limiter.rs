@@ -482,6 +482,15 @@ impl Limited<'_> {
             .await
     }
 
+    /// See [`Endpoint::records_page`].
+    pub async fn records_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, Failure> {
+        self.call(|| self.endpoint.records_page(after, limit)).await
+    }
+
     /// See [`Endpoint::bulk_update`].
     pub async fn bulk_update(
         &self,

@@ -77,6 +77,23 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Compare a rule's two systems and queue a repair for each linked record that
+    /// drifted where the owner is clear. `--runs` prints the latest stored runs.
+    Reconcile {
+        /// The rule.
+        #[arg(long, required_unless_present = "runs")]
+        rule: Option<String>,
+        /// Report only: queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave out records that moved within this many seconds (default: the
+        /// longest retry delay and a minute).
+        #[arg(long)]
+        settle_seconds: Option<u64>,
+        /// Print the latest runs and do nothing else.
+        #[arg(long)]
+        runs: bool,
+    },
     /// The ledger, per rule, from PostgreSQL: every event seen against what became of
     /// it. Exits with 1 when events were seen and then lost (unaccounted for).
     Ledger {
@@ -290,6 +307,72 @@ async fn main() -> anyhow::Result<()> {
                 "resync of {}: {} record(s) listed in {} page(s), {} queued (the others were already synced at that revision)",
                 report.rule, report.listed, report.pages, report.queued
             );
+            Ok(())
+        }
+        Command::Reconcile {
+            rule,
+            dry_run,
+            settle_seconds,
+            runs,
+        } => {
+            let settings = config::Settings::from_env()?;
+            let rules = config::load_rules(&settings.rules_path)?;
+            let worker = worker::Worker::new(settings.clone(), rules)?;
+            worker
+                .store()
+                .migrate()
+                .await
+                .context("Failed to reach PostgreSQL")?;
+            if runs {
+                for r in worker.store().reconcile_runs(rule.as_deref(), 20).await? {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(());
+            }
+            let rule = rule.context("--rule is required")?;
+            let settle = settle_seconds
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(settings.ledger_settle());
+            let processor = worker.processor();
+            let job = worker::reconcile::ReconcileJob::claim(&processor, &rule).await?;
+            let report = if dry_run {
+                job.run(&processor, None, true, settle).await?
+            } else {
+                let (_conn, publisher, names) = broker(&settings).await?;
+                job.run(&processor, Some((&publisher, &names)), false, settle)
+                    .await?
+            };
+            println!(
+                "reconcile run {} of {}: {} linked, {} compared, {} left out as in flight, {} missing in the source, {} in the target; {} apart ({}); {} repair(s) queued{}",
+                report.run,
+                report.rule,
+                report.linked,
+                report.compared,
+                report.skipped_in_flight,
+                report.source_missing,
+                report.target_missing,
+                report.records_apart,
+                report
+                    .differences
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                report.repairs_queued,
+                if report.dry_run { " (dry run)" } else { "" }
+            );
+            for f in &report.found {
+                println!(
+                    "  record {} / {}: {} — source {}, target {}; owner {}; {:?}",
+                    f.record_id,
+                    f.target_id,
+                    f.difference.field,
+                    f.difference.source,
+                    f.difference.target,
+                    f.difference.owner,
+                    f.difference.action
+                );
+            }
             Ok(())
         }
         Command::Ledger {

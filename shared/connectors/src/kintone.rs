@@ -198,6 +198,28 @@ impl Kintone {
         limit: usize,
         with_total: bool,
     ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
+        self.page(app, since, after, limit, with_total, true).await
+    }
+
+    /// Whole records with an id above `after`, in id order, at most `limit` (500).
+    pub async fn records_page(
+        &self,
+        app: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        Ok(self.page(app, None, after, limit, false, false).await?.0)
+    }
+
+    async fn page(
+        &self,
+        app: &str,
+        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
+        after: i64,
+        limit: usize,
+        with_total: bool,
+        ids_only: bool,
+    ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
         let mut query = String::new();
         if let Some((t, field)) = since {
             query.push_str(&format!(
@@ -209,13 +231,17 @@ impl Kintone {
             "$id > {after} order by $id asc limit {}",
             limit.clamp(1, 500)
         ));
-        let req = self.request(Method::GET, "/k/v1/records.json").query(&[
+        let mut params = vec![
             ("app", app),
             ("query", query.as_str()),
-            ("fields[0]", "$id"),
-            ("fields[1]", "$revision"),
             ("totalCount", if with_total { "true" } else { "false" }),
-        ]);
+        ];
+        if ids_only {
+            params.extend([("fields[0]", "$id"), ("fields[1]", "$revision")]);
+        }
+        let req = self
+            .request(Method::GET, "/k/v1/records.json")
+            .query(&params);
         let body = self.send(req).await?;
         let records = body["records"]
             .as_array()

@@ -281,6 +281,39 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// Whole records with an id after `after`, in id order, at most `limit`: a page of a
+    /// complete listing (see [`Endpoint::can_list`]).
+    pub async fn records_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => {
+                let after = match after {
+                    None => 0,
+                    Some(a) => a.parse().map_err(|_| {
+                        ConnectorError::Unknown(format!(
+                            "{}: \"{a}\" is not a kintone record id",
+                            k.system()
+                        ))
+                    })?,
+                };
+                k.records_page(app, after, limit).await
+            }
+            Endpoint::Rest(r) => Ok(r.changed(None, after, limit, false).await?.0),
+        }
+    }
+
+    /// Whether [`Endpoint::changed`] can list the records (kintone always; a rest
+    /// entity when it declares `list`).
+    pub fn can_list(&self) -> bool {
+        match self {
+            Endpoint::Kintone(..) => true,
+            Endpoint::Rest(r) => r.can_list(),
+        }
+    }
+
     /// The most updates one bulk call takes, when the system has bulk updates (kintone:
     /// 100 per `records.json` call).
     pub fn bulk_max(&self) -> Option<usize> {

@@ -235,6 +235,11 @@ impl Rest {
         self.as_source(t.clone()).revision
     }
 
+    /// Whether the entity declares a `list` endpoint.
+    pub fn can_list(&self) -> bool {
+        self.entity.list.is_some()
+    }
+
     /// The records changed at or after `since` (every record when `None`) with an id
     /// after `after`, at most `limit`, in id order; and how many match in all, when
     /// `with_total` and the API says.

@@ -149,6 +149,14 @@ impl Entry {
         )
     }
 
+    /// A repair command from a reconcile run, with what the run found.
+    pub fn repair_asked(system: &str, reason: &str, event_id: &str, attempt: u32) -> Entry {
+        let mut e = Entry::webhook_received(system, "repair", event_id, attempt);
+        e.summary = format!("{}: {reason}", e.summary);
+        e.detail["reason"] = json!(reason);
+        e
+    }
+
     /// A delivery of an already processed event.
     pub fn duplicate_skipped(event_id: &str) -> Entry {
         entry(

@@ -8,6 +8,8 @@
 //! - [`mapping`]: field mapping with declared transforms.
 //! - [`sync`]: the decision for one source record under one rule.
 //! - [`history`]: the append-only history entries and their plain-language summaries.
+//! - [`reconcile`]: a linked record's two sides compared field by field, and the action
+//!   each difference calls for under the rule's ownership.
 //! - [`plan`]: the step's decision once its inputs are read: a linked record's
 //!   observations under field authority, a first link, a create, a rehydration.
 //!
@@ -19,6 +21,7 @@ pub mod history;
 pub mod identity;
 pub mod mapping;
 pub mod plan;
+pub mod reconcile;
 pub mod record;
 pub mod rules;
 pub mod sync;

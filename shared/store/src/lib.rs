@@ -148,6 +148,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (8, "resync", include_str!("../migrations/0008_resync.sql")),
     (9, "ledger", include_str!("../migrations/0009_ledger.sql")),
+    (
+        10,
+        "reconcile",
+        include_str!("../migrations/0010_reconcile.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -536,11 +541,13 @@ mod dead;
 mod ledger;
 mod limiter;
 mod parking;
+mod reconcile;
 mod record;
 mod resync;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use ledger::{Ledger, Unaccounted};
 pub use parking::ParkedRow;
+pub use reconcile::ReconcileRun;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
 pub use resync::ResyncCursor;
 

@@ -312,7 +312,12 @@ impl Processor {
             tx.commit().await?;
             return Ok(Done::Duplicate);
         }
-        let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt);
+        let received = match ev.payload["reason"].as_str() {
+            Some(reason) if ev.event_type == REPAIR => {
+                Entry::repair_asked(&ev.system, reason, &ev.event_id, attempt)
+            }
+            _ => Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt),
+        };
         if let Some(why) = self.blocked(rule, memory.paused) {
             // Nothing is fetched or written: the latest event waits in PostgreSQL.
             let body =

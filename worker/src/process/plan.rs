@@ -75,9 +75,11 @@ impl Processor {
         // rule observes both systems, whichever sent the event (the event is only a
         // trigger), the source first: a change each made since the last sync is then
         // seen for what it is, and coalesced parked events lose nothing.
-        if let (Some(target_id), Some(state), false) =
-            (&known.prior.target_id, &known.state, rehydrating || repairing)
-        {
+        if let (Some(target_id), Some(state), false) = (
+            &known.prior.target_id,
+            &known.state,
+            rehydrating || repairing,
+        ) {
             let target_now = if rule.both_ways() {
                 let Some(t) = target.fetch(target_id).await? else {
                     entries.push(Entry::target_deleted(target.system(), target_id));

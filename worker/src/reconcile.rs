@@ -1,0 +1,319 @@
+//! Reconcile: compares what a rule's two systems hold for every linked record, at one
+//! point in time, and queues a repair command for each record that drifted where the
+//! owner is clear. What webhooks and resync cannot see (an edit made directly in the
+//! target, a write lost on the way) is found here.
+//!
+//! - Both sides are snapshotted through the connectors and the limiter: listed in
+//!   pages when the system can list (kintone; a rest entity with `list`), otherwise
+//!   read record by record.
+//! - Records that are moving (an event in flight, a step within the settle time, a
+//!   lease, parked work) are left out, so that nothing merely late is "repaired".
+//! - Each difference is classified by `domain::reconcile::compare` under the rule's
+//!   ownership. Repairs go through the step (`Command::Repair`): limits, windows,
+//!   history. `dry_run` only reports.
+//! - One run per rule at a time (a lease under the rule and [`LEASE_ID`]); each run is
+//!   stored with its summary and a sample of its differences.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use domain::reconcile::{Action, Difference, compare};
+use domain::record::Fields;
+use queue::{Command, Names, Publisher};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::classify::Failure;
+use crate::limiter::Limited;
+use crate::process::Processor;
+use crate::resync::ResyncError;
+
+/// The lease a run holds, under its rule: no source record has this id.
+pub const LEASE_ID: &str = "#reconcile";
+/// Records per listing request.
+const PAGE_SIZE: usize = 100;
+/// Differences kept with a stored run.
+const SAMPLE: usize = 200;
+
+/// A difference on one linked record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    /// The source record.
+    pub record_id: String,
+    /// The target record.
+    pub target_id: String,
+    /// The field and what to do.
+    #[serde(flatten)]
+    pub difference: Difference,
+}
+
+/// What one run found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    /// The stored run's id.
+    pub run: i64,
+    /// The rule.
+    pub rule: String,
+    /// Only reported, nothing queued.
+    pub dry_run: bool,
+    /// Linked records of the rule.
+    pub linked: usize,
+    /// Linked records compared.
+    pub compared: usize,
+    /// Left out because they were moving.
+    pub skipped_in_flight: usize,
+    /// Linked records the source no longer has (resync's full scan applies
+    /// `on_delete` to them).
+    pub source_missing: usize,
+    /// Linked records whose target record is gone.
+    pub target_missing: usize,
+    /// Source records whose values the rule cannot map (their conflicts say why).
+    pub unmappable: usize,
+    /// Differences by action.
+    pub differences: BTreeMap<String, usize>,
+    /// Records with at least one difference.
+    pub records_apart: usize,
+    /// Repair commands queued.
+    pub repairs_queued: usize,
+    /// Requests made to list or read the two systems.
+    pub requests: usize,
+    /// How long the run took.
+    pub duration_ms: u128,
+    /// The differences (at most 200).
+    pub found: Vec<Found>,
+}
+
+/// A reconcile of one rule, holding the rule's reconcile lease.
+pub struct ReconcileJob {
+    rule: String,
+    lease: store::RecordTx,
+}
+
+impl ReconcileJob {
+    /// Takes the rule's reconcile lease, or says who has it.
+    pub async fn claim(processor: &Processor, rule: &str) -> Result<ReconcileJob, ResyncError> {
+        processor
+            .rules
+            .rule(rule)
+            .ok_or_else(|| ResyncError::UnknownRule(rule.to_owned()))?;
+        let lease = processor
+            .store
+            .try_begin_record(rule, LEASE_ID)
+            .await?
+            .ok_or_else(|| ResyncError::AlreadyRunning(rule.to_owned()))?;
+        Ok(ReconcileJob {
+            rule: rule.to_owned(),
+            lease,
+        })
+    }
+
+    /// Compares, queues the repairs (through `queue`, unless `dry_run`), stores the run
+    /// and releases the lease. Records that moved within `settle` are left out.
+    pub async fn run(
+        self,
+        processor: &Processor,
+        queue: Option<(&Publisher, &Names)>,
+        dry_run: bool,
+        settle: Duration,
+    ) -> Result<ReconcileReport, ResyncError> {
+        run(processor, queue, &self.rule, self.lease, dry_run, settle).await
+    }
+}
+
+async fn run(
+    processor: &Processor,
+    queue: Option<(&Publisher, &Names)>,
+    rule: &str,
+    mut lease: store::RecordTx,
+    dry_run: bool,
+    settle: Duration,
+) -> Result<ReconcileReport, ResyncError> {
+    let spec = processor
+        .rules
+        .rule(rule)
+        .ok_or_else(|| ResyncError::UnknownRule(rule.to_owned()))?;
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let store = &processor.store;
+    let links: Vec<(String, String)> = store
+        .links(rule)
+        .await?
+        .into_iter()
+        .filter_map(|l| Some((l.source_record_id, l.target_id?)))
+        .collect();
+    let busy = store.busy_records(rule, settle).await?;
+    let source_ep = processor
+        .connectors
+        .endpoint(&spec.source.system, &spec.source.app)
+        .map_err(Failure::from)?;
+    let target_ep = processor
+        .connectors
+        .endpoint(&spec.target.system, &spec.target.entity)
+        .map_err(Failure::from)?;
+    let mut report = ReconcileReport {
+        rule: rule.to_owned(),
+        dry_run,
+        linked: links.len(),
+        ..ReconcileReport::default()
+    };
+    let wanted: Vec<(String, String)> = links
+        .into_iter()
+        .filter(|(record, _)| {
+            let moving = busy.contains(record);
+            report.skipped_in_flight += usize::from(moving);
+            !moving
+        })
+        .collect();
+    let source_ids: Vec<&str> = wanted.iter().map(|(s, _)| s.as_str()).collect();
+    let target_ids: Vec<&str> = wanted.iter().map(|(_, t)| t.as_str()).collect();
+    let source = snapshot(
+        &processor.limiter.limit(&source_ep),
+        source_ep.can_list(),
+        &source_ids,
+        &mut report.requests,
+    )
+    .await?;
+    let target = snapshot(
+        &processor.limiter.limit(&target_ep),
+        target_ep.can_list(),
+        &target_ids,
+        &mut report.requests,
+    )
+    .await?;
+    let correlation = format!("reconcile-{rule}-{}", started_at.timestamp_millis());
+    for (record_id, target_id) in &wanted {
+        let Some(s) = source.get(record_id) else {
+            report.source_missing += 1;
+            continue;
+        };
+        let Some(t) = target.get(target_id) else {
+            report.target_missing += 1;
+            continue;
+        };
+        let Ok(mapped) = domain::mapping::map_fields(&spec.fields, s) else {
+            report.unmappable += 1;
+            continue;
+        };
+        report.compared += 1;
+        let diffs = compare(spec, &mapped, &domain::plan::target_values(spec, t));
+        if diffs.is_empty() {
+            continue;
+        }
+        report.records_apart += 1;
+        for d in &diffs {
+            *report
+                .differences
+                .entry(action_name(d.action).to_owned())
+                .or_default() += 1;
+        }
+        let repairs: Vec<&Difference> = diffs.iter().filter(|d| d.action.repairs()).collect();
+        if let (false, Some((publisher, names)), false) = (dry_run, queue, repairs.is_empty()) {
+            let reason = repairs
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} differs ({} holds {}, {} holds {}; {} owns it)",
+                        d.field,
+                        spec.source.system,
+                        show(&d.source),
+                        spec.target.system,
+                        show(&d.target),
+                        d.owner
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let id = format!(
+                "repair:{rule}:{record_id}:{}",
+                started_at.timestamp_millis()
+            );
+            let command = Command::Repair {
+                rule: rule.to_owned(),
+                record_id: record_id.clone(),
+                reason,
+            };
+            crate::ops::publish_command(publisher, names, &id, &correlation, command).await?;
+            report.repairs_queued += 1;
+        }
+        for d in diffs {
+            if report.found.len() < SAMPLE {
+                report.found.push(Found {
+                    record_id: record_id.clone(),
+                    target_id: target_id.clone(),
+                    difference: d,
+                });
+            }
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis();
+    let mut summary = serde_json::to_value(&report).expect("a report serializes");
+    let found = summary
+        .as_object_mut()
+        .and_then(|o| o.remove("found"))
+        .unwrap_or(json!([]));
+    report.run = store
+        .reconcile_insert(rule, started_at, dry_run, &summary, &found)
+        .await?;
+    lease.commit().await?;
+    tracing::info!(
+        rule,
+        run = report.run,
+        compared = report.compared,
+        apart = report.records_apart,
+        repairs = report.repairs_queued,
+        "reconcile complete"
+    );
+    Ok(report)
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::UpdateTarget => "update_target",
+        Action::UpdateSource => "update_source",
+        Action::Ignore => "ignore",
+        Action::ManualReview => "manual_review",
+    }
+}
+
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => format!("\"{s}\""),
+        serde_json::Value::Null => "nothing".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// What a system holds for `ids`: listed in pages when it can list (one pass over
+/// every record), otherwise read one by one. Every request passes the limiter.
+async fn snapshot(
+    system: &Limited<'_>,
+    can_list: bool,
+    ids: &[&str],
+    requests: &mut usize,
+) -> Result<HashMap<String, Fields>, ResyncError> {
+    let mut out = HashMap::new();
+    if can_list {
+        let mut after: Option<String> = None;
+        loop {
+            let page = system.records_page(after.as_deref(), PAGE_SIZE).await?;
+            *requests += 1;
+            let Some(last) = page.last().map(|r| r.id.clone()) else {
+                break;
+            };
+            let full = page.len() == PAGE_SIZE;
+            out.extend(page.into_iter().map(|r| (r.id, r.fields)));
+            if !full {
+                break;
+            }
+            after = Some(last);
+        }
+    } else {
+        for id in ids {
+            *requests += 1;
+            if let Some(r) = system.fetch(id).await? {
+                out.insert(r.id, r.fields);
+            }
+        }
+    }
+    Ok(out)
+}
