@@ -176,5 +176,26 @@ async fn every_event_seen_is_accounted_for_once_and_a_lost_one_is_named() -> any
         metrics.contains("recordsync_open_conflicts{kind=\"no_lookup_value\"} 1\n"),
         "{metrics}"
     );
+
+    // A purged dead letter's event is done for good, and says so.
+    let purged = env
+        .store
+        .purge_dead_letters(&store::DeadFilter {
+            rule: Some(RULE.into()),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(purged, 1);
+    let l = &env.store.ledger(Some(RULE), Duration::ZERO).await?[0];
+    assert_eq!(
+        (
+            l.accepted,
+            l.dead_lettered,
+            l.unaccounted,
+            l.skipped.get("purged")
+        ),
+        (6, 0, 0, Some(&1)),
+        "{l:#?}"
+    );
     env.finish().await
 }

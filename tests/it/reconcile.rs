@@ -64,8 +64,8 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
     );
     assert_eq!(dry.differences.get("update_target"), Some(&1), "{dry:#?}");
     assert_eq!(dry.repairs_queued, 0);
-    // Both systems can list: one page each.
-    assert_eq!(dry.requests, 2, "{dry:#?}");
+    // Both systems can list: one page each, and the empty page that ends the listing.
+    assert_eq!(dry.requests, 4, "{dry:#?}");
     let f = &dry.found[0];
     assert_eq!(
         (
@@ -127,5 +127,86 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
         .run(&processor, None, true, Duration::ZERO)
         .await?;
     assert_eq!((after.compared, after.records_apart), (3, 0), "{after:#?}");
+    env.finish().await
+}
+
+/// The ticket's description is the helpdesk's own, on a one-way rule: it never flows
+/// back to kintone.
+fn description_owned_by_the_helpdesk(rules: &mut domain::rules::SyncRules) {
+    let rule = rules
+        .rules
+        .iter_mut()
+        .find(|r| r.name == RULE)
+        .expect("the example rule");
+    let f = rule
+        .fields
+        .iter_mut()
+        .find(|f| f.target == "description")
+        .expect("the description mapping");
+    f.owner = Some("helpdesk".into());
+}
+
+#[tokio::test]
+async fn a_repair_writes_only_what_has_a_clear_owner_and_differs() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(description_owned_by_the_helpdesk),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let processor = env.processor()?;
+    let (id, ticket) = env.seed_linked("WO-810", "Kept").await?;
+    env.helpdesk_edit(
+        &ticket,
+        json!({"subject": "Drifted", "description": "Written by support"}),
+    )
+    .await?;
+    let dry = ReconcileJob::claim(&processor, RULE)
+        .await?
+        .run(&processor, None, true, Duration::ZERO)
+        .await?;
+    let actions: Vec<(String, String)> = dry
+        .found
+        .iter()
+        .map(|f| {
+            (
+                f.difference.field.clone(),
+                serde_json::to_value(f.difference.action)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("subject".to_owned(), "update_target".to_owned()),
+            ("description".to_owned(), "ignore".to_owned())
+        ],
+        "{dry:#?}"
+    );
+    let kintone_puts = |log: &[Value]| log.iter().filter(|e| e["method"] == "PUT").count();
+    let before = kintone_puts(&env.request_log("kintone").await?);
+    let repair = tests::command(
+        "rp-810",
+        queue::Command::Repair {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            reason: "subject differs".into(),
+        },
+    );
+    processor.step(&repair, 1).await?;
+    let t = &env.tickets_for("WO-810").await?[0];
+    assert_eq!(t["subject"], "Kept", "{t:#}");
+    assert_eq!(t["description"], "Written by support", "{t:#}");
+    assert_eq!(
+        kintone_puts(&env.request_log("kintone").await?),
+        before,
+        "nothing flows back to kintone on a one-way rule"
+    );
+    let record = env.kintone_record(&id).await?;
+    assert_eq!(record["詳細"]["value"], "", "{record:#}");
     env.finish().await
 }

@@ -4,10 +4,12 @@
 //! target, a write lost on the way) is found here.
 //!
 //! - Both sides are snapshotted through the connectors and the limiter: listed in
-//!   pages when the system can list (kintone; a rest entity with `list`), otherwise
-//!   read record by record.
+//!   pages (until an empty one) when the system can list (kintone; a rest entity with
+//!   `list`), otherwise read record by record.
 //! - Records that are moving (an event in flight, a step within the settle time, a
-//!   lease, parked work) are left out, so that nothing merely late is "repaired".
+//!   lease, parked work), before or while the systems are listed, are left out, so
+//!   that nothing merely late is "repaired". An event still waiting in the queue is not
+//!   known yet; its step, after the repair, decides from the record as it is then.
 //! - Each difference is classified by `domain::reconcile::compare` under the rule's
 //!   ownership. Repairs go through the step (`Command::Repair`): limits, windows,
 //!   history. `dry_run` only reports.
@@ -180,6 +182,14 @@ async fn run(
         &mut report.requests,
     )
     .await?;
+    // What started moving while the systems were listed is left out too.
+    let moved = store.busy_records(rule, settle).await?;
+    let before = wanted.len();
+    let wanted: Vec<(String, String)> = wanted
+        .into_iter()
+        .filter(|(record, _)| !moved.contains(record))
+        .collect();
+    report.skipped_in_flight += before - wanted.len();
     let correlation = format!("reconcile-{rule}-{}", started_at.timestamp_millis());
     for (record_id, target_id) in &wanted {
         let Some(s) = source.get(record_id) else {
@@ -297,14 +307,11 @@ async fn snapshot(
         loop {
             let page = system.records_page(after.as_deref(), PAGE_SIZE).await?;
             *requests += 1;
+            // Until an empty page: an API may answer fewer than it was asked for.
             let Some(last) = page.last().map(|r| r.id.clone()) else {
                 break;
             };
-            let full = page.len() == PAGE_SIZE;
             out.extend(page.into_iter().map(|r| (r.id, r.fields)));
-            if !full {
-                break;
-            }
             after = Some(last);
         }
     } else {

@@ -325,8 +325,8 @@ impl Endpoint {
 
     /// One page of the records changed at or after `since` (a time and the field code
     /// of the update time; all records without it) whose id comes after `after`, in id
-    /// order: id and revision only; with `with_total`, also how many match in all.
-    /// Only kintone sources list changes for now.
+    /// order: from kintone id and revision only; with `with_total`, also how many match
+    /// in all. A rest entity lists through its `list` template (whole records).
     pub async fn changed(
         &self,
         since: Option<(chrono::DateTime<chrono::Utc>, &str)>,

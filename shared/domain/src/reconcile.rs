@@ -55,10 +55,12 @@ pub fn compare(rule: &RuleSpec, source: &Fields, target: &Fields) -> Vec<Differe
         if same(&s, &t) {
             continue;
         }
+        let owner_name = match &p.owner {
+            Owner::Shared => "shared".to_owned(),
+            Owner::System(o) => o.clone(),
+        };
         let (owner, action) = match (&p.owner, p.strategy) {
-            (_, Strategy::ManualReview) | (Owner::Shared, _) => {
-                ("shared".to_owned(), Action::ManualReview)
-            }
+            (_, Strategy::ManualReview) | (Owner::Shared, _) => (owner_name, Action::ManualReview),
             (Owner::System(o), _) if *o == rule.target.system => (
                 o.clone(),
                 if rule.both_ways() {

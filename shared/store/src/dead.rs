@@ -201,15 +201,25 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the dead letters matching a filter; returns how many.
+    /// Deletes the dead letters matching a filter; returns how many. The events of the
+    /// purged letters not replayed are done for good: the ledger counts them `purged`.
     pub async fn purge_dead_letters(&self, filter: &DeadFilter) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::new("DELETE FROM dead_letters");
+        let mut qb = QueryBuilder::new("WITH gone AS (DELETE FROM dead_letters");
         filter.push_where(&mut qb);
-        let done = qb
-            .build()
-            .execute(&self.pool)
+        qb.push(
+            " RETURNING event_id, status),
+             marked AS (
+                INSERT INTO processed_events (event_id, rule, outcome)
+                SELECT d.event_id, d.rule, 'purged' FROM deliveries d
+                  JOIN gone g ON g.event_id = d.event_id AND g.status = 'dead'
+                ON CONFLICT DO NOTHING)
+             SELECT count(*) FROM gone",
+        );
+        let n: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.pool)
             .await
             .map_err(q("purge dead letters"))?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(n).unwrap_or_default())
     }
 }

@@ -24,7 +24,8 @@ pub struct Ledger {
     /// Written to the target or the source.
     pub synced: i64,
     /// Finished without a write, by reason (`unchanged`, `stale`, `skipped` for no
-    /// match, `deleted`, `coalesced` into a later parked event).
+    /// match, `deleted`, `coalesced` into a later parked event, `purged` with its dead
+    /// letter).
     pub skipped: BTreeMap<String, i64>,
     /// Ended in a conflict for a person.
     pub conflicts: i64,
@@ -92,7 +93,8 @@ macro_rules! buckets {
                               WHERE x.event_id = d.event_id AND x.status = 'dead'
                                 AND (x.rule IS NULL OR x.rule = d.rule)) THEN 'dead_lettered'
                 WHEN EXISTS (SELECT 1 FROM parked k
-                              WHERE k.rule = d.rule AND k.event->>'event_id' = d.event_id) THEN 'parked'
+                              WHERE k.rule = d.rule AND k.source_record_id = d.source_record_id
+                                AND k.event->>'event_id' = d.event_id) THEN 'parked'
                 WHEN d.last_seen_at > now() - make_interval(secs => $2)
                   OR EXISTS (SELECT 1 FROM record_leases l
                               WHERE l.rule = d.rule AND l.source_record_id = d.source_record_id

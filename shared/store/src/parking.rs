@@ -120,10 +120,20 @@ impl Store {
         let Some(mut tx) = self.lease_free(rule, &ids).await? else {
             return Ok(None);
         };
-        let taken: Vec<ParkedRow> = parked
-            .into_iter()
-            .filter(|p| tx.records().contains(&p.source_record_id))
-            .collect();
+        // Read again under the lease: between the first read and the lease, a step may
+        // have parked a later event for one of them (replacing the one read, which it
+        // marked coalesced). Parking needs the record's lease, so this read is final.
+        let rows = sqlx::query(
+            "SELECT * FROM parked WHERE rule = $1 AND source_record_id = ANY($2)
+             ORDER BY first_parked_at",
+        )
+        .bind(rule)
+        .bind(tx.records())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read parked work"))?;
+        let taken: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
+        drop(parked);
         for p in &taken {
             tx.switch_to(&p.source_record_id);
             tx.unpark();

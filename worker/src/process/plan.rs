@@ -208,6 +208,7 @@ impl Processor {
                             key_base,
                             lookup,
                             rehydrating,
+                            repairing,
                             in_doubt,
                         )
                         .await;
@@ -312,6 +313,7 @@ impl Processor {
             key_base,
             lookup,
             rehydrating,
+            repairing,
             in_doubt,
         )
         .await
@@ -353,6 +355,7 @@ impl Processor {
         key_base: String,
         lookup: String,
         rehydrating: bool,
+        repairing: bool,
         in_doubt: Option<InDoubt>,
     ) -> Result<Decision, Failure> {
         let target_now = match &target_id {
@@ -370,6 +373,20 @@ impl Processor {
             create_with: target_id.is_none().then_some(lookup.as_str()),
             rehydrate: rehydrating,
         });
+        // A repair writes only what the reconcile would repair: fields with a clear
+        // owner that differ. Shared fields, fields left to a person and, on a one-way
+        // rule, the target's own fields stay as each system holds them.
+        let mut w = w;
+        if repairing && let Some(t) = &target_now {
+            let repairable: std::collections::BTreeSet<String> =
+                domain::reconcile::compare(rule, &values, t)
+                    .into_iter()
+                    .filter(|d| d.action.repairs())
+                    .map(|d| d.field)
+                    .collect();
+            w.target.retain(|f, _| repairable.contains(f));
+            w.source.retain(|f, _| repairable.contains(f));
+        }
         Ok(Decision::Planned(Box::new(Planned {
             record,
             target_id,
