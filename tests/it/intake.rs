@@ -640,3 +640,63 @@ async fn ids_the_broker_cannot_carry_and_payloads_the_worker_cannot_decode_are_4
     .await?;
     env.finish().await
 }
+
+#[tokio::test]
+async fn an_unroutable_publish_is_refused_with_503_and_nothing_is_queued() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let names = queue::Names::new(&env.settings.queue_prefix);
+    let conn = queue::connect(&tests::amqp_url(), "it-unroutable").await?;
+    let channel = conn.create_channel().await?;
+    let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
+    let work = names.work_queue();
+    let exchange = names.events_exchange();
+    // The work queue loses its binding: the exchange has nowhere to route a webhook,
+    // and the broker returns the mandatory publish.
+    channel
+        .queue_unbind(
+            work.as_str().into(),
+            exchange.as_str().into(),
+            queue::topology::WORK_KEY.into(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
+    let (status, body) = env
+        .post_webhook(&path, &[], kintone_hook("unroutable", APP).to_string())
+        .await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(publisher.queue_depth(&work).await?, 0);
+    assert_eq!(
+        metric(
+            &env,
+            "recordsync_ingest_webhooks_total{system=\"kintone\",outcome=\"unavailable\"}"
+        )
+        .await?,
+        1
+    );
+
+    // Bound again, the same webhook is accepted and queued once.
+    channel
+        .queue_bind(
+            work.as_str().into(),
+            exchange.as_str().into(),
+            queue::topology::WORK_KEY.into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let (status, body) = env
+        .post_webhook(&path, &[], kintone_hook("unroutable", APP).to_string())
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    tests::wait_for("the webhook queued", Duration::from_secs(5), || async {
+        Ok(publisher.queue_depth(&work).await? == 1)
+    })
+    .await?;
+    env.finish().await
+}

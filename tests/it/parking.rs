@@ -292,3 +292,43 @@ async fn a_flush_that_fails_keeps_everything_parked_and_the_next_one_writes_it()
     );
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_paused_system_parks_every_rule_that_touches_it_until_resumed() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let step = env.processor()?;
+    // The helpdesk is the rule's target: pausing it pauses the rule's writes and reads.
+    worker::ops::pause(
+        &env.store,
+        &env.rules,
+        "system",
+        "helpdesk",
+        Some("migration"),
+    )
+    .await?;
+    let id = env
+        .kintone_create_silently(json!({"work_order_no": "WO-920", "件名": "System paused"}))
+        .await?;
+    assert_eq!(
+        step.step(&tests::change("ev-920", &id), 1).await?,
+        vec![(RULE.to_owned(), worker::process::Done::Parked)]
+    );
+    assert!(env.request_log("helpdesk").await?.is_empty());
+    assert!(
+        env.request_log("kintone").await?.is_empty(),
+        "nothing fetched"
+    );
+    // Flushing while paused does nothing.
+    assert_eq!(step.flush(RULE).await?, 0);
+    assert_eq!(env.store.parked(Some(RULE)).await?.len(), 1);
+
+    worker::ops::resume(&env.store, &env.rules, "system", "helpdesk").await?;
+    assert_eq!(step.flush(RULE).await?, 1);
+    assert!(env.written_back(&id).await?);
+    assert_eq!(env.tickets_for("WO-920").await?.len(), 1);
+    env.finish().await
+}
