@@ -440,3 +440,52 @@ async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Res
     );
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_retry_the_broker_cannot_take_leaves_the_event_in_the_queue() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (id, _ticket) = env.seed_linked("WO-37", "Before").await?;
+    // The delay queues are gone: a retry copy has nowhere to go, and the broker returns
+    // it. A worker that acknowledged before the copy was confirmed would lose the edit.
+    let names = queue::Names::new(&env.settings.queue_prefix);
+    let conn = queue::connect(&tests::amqp_url(), "it-no-retry-queues").await?;
+    let channel = conn.create_channel().await?;
+    for tier in 0..env.settings.retry_delays_ms.len() {
+        channel
+            .queue_delete(
+                names.retry_queue(tier).as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+    }
+    env.admin_post(
+        "/_admin/faults",
+        json!({"system": "helpdesk", "method": "PATCH", "status": 503, "count": 1}),
+    )
+    .await?;
+    env.kintone_edit(&id, json!({"件名": "After"})).await?;
+    env.settle("the edit reaches the helpdesk", || async {
+        Ok(env.tickets_for("WO-37").await?[0]["subject"] == "After")
+    })
+    .await?;
+    let history = env.history(&id).await?;
+    assert!(
+        !history.iter().any(|h| h.starts_with("retry_scheduled")),
+        "no retry was scheduled (its copy was refused): {history:#?}"
+    );
+    let patches = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] == "PATCH")
+        .count();
+    assert_eq!(patches, 2, "the failed try and the redelivered one");
+    // Put the topology back as the environment declared it, for its teardown.
+    queue::Topology::new(
+        &env.settings.queue_prefix,
+        env.settings.retry_delays_ms.clone(),
+    )
+    .declare(&channel)
+    .await?;
+    env.finish().await
+}
