@@ -231,5 +231,14 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
     )
     .await?;
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    // Every request to another system is counted with its outcome.
+    assert!(
+        metrics.contains("recordsync_target_requests_total{system=\"helpdesk\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("recordsync_limiter_wait_seconds_count{system=\"kintone\"}"),
+        "{metrics}"
+    );
     env.finish().await
 }

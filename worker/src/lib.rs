@@ -82,8 +82,10 @@ impl Worker {
                 ttl: Duration::from_millis(settings.lease_ttl_ms),
                 ..store::LeaseSettings::default()
             });
+        let metrics = Arc::new(Metrics::default());
         let limiter =
-            limiter::Limiter::new(Store::connect_lazy(&settings.database_url, 4)?, &rules);
+            limiter::Limiter::new(Store::connect_lazy(&settings.database_url, 4)?, &rules)
+                .with_metrics(Arc::clone(&metrics));
         let topology = Topology::new(&settings.queue_prefix, settings.retry_delays_ms.clone());
         let broker = Broker::new(
             &settings.amqp_url,
@@ -102,7 +104,7 @@ impl Worker {
                 in_doubt_settle,
             }),
             broker,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             db_down: tokio::sync::watch::channel(false).0,
             migrated: std::sync::atomic::AtomicBool::new(false),
         })

@@ -198,6 +198,7 @@ pub struct Limiter {
     /// Numbers each request's holder name.
     requests: std::sync::atomic::AtomicU64,
     initialised: tokio::sync::OnceCell<()>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Limiter {
@@ -215,6 +216,7 @@ impl Limiter {
             holder: uuid::Uuid::new_v4().to_string(),
             requests: std::sync::atomic::AtomicU64::new(0),
             initialised: tokio::sync::OnceCell::new(),
+            metrics: None,
         }
     }
 
@@ -370,6 +372,12 @@ impl Limiter {
         }
     }
 
+    /// Counts every request in `metrics`: its wait, its time and its outcome.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Limiter {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Wraps an endpoint so that its every request goes through the limiter.
     pub fn limit<'a>(&'a self, endpoint: &'a Endpoint) -> Limited<'a> {
         Limited {
@@ -400,9 +408,15 @@ impl Limited<'_> {
         let mut tries = 0;
         loop {
             tries += 1;
+            let asked = std::time::Instant::now();
             let permit = self.limiter.acquire(system).await?;
+            let sent = std::time::Instant::now();
             // The timeout is the connector's own, per request.
             let result = f().await;
+            if let Some(m) = &self.limiter.metrics {
+                let outcome = result.as_ref().map_or_else(|e| e.class(), |_| "ok");
+                m.request(system, sent - asked, sent.elapsed(), outcome);
+            }
             self.limiter.release(system, permit).await;
             let Err(e) = result else {
                 return result.map_err(Failure::from);

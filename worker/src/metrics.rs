@@ -40,7 +40,19 @@ struct Kind {
     kind: Label,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Request {
+    system: Label,
+    outcome: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct System {
+    system: Label,
+}
+
 type Histograms = Family<Rule, Histogram, fn() -> Histogram>;
+type SystemHistograms = Family<System, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 5 ms to about 40 minutes: a step against a fast target takes
 /// milliseconds; an event that waited in the delay queues, minutes.
@@ -62,6 +74,9 @@ pub struct Metrics {
     open_conflicts: Family<Kind, Gauge>,
     oldest_conflict: Gauge,
     unaccounted: Family<Rule, Gauge>,
+    requests: Family<Request, Counter>,
+    request_time: SystemHistograms,
+    limiter_wait: SystemHistograms,
 }
 
 impl Default for Metrics {
@@ -136,8 +151,31 @@ impl Default for Metrics {
             "Events first seen in the last 24 hours that the ledger cannot account for (seen, then lost), by rule, read from PostgreSQL when scraped",
             unaccounted.clone(),
         );
+        let requests = Family::<Request, Counter>::default();
+        registry.register(
+            "recordsync_target_requests",
+            "Requests to other systems, by system and outcome (ok, or the error class: rate_limited, server, transport, rejected, unauthorized, revision_conflict, bad_response, unknown)",
+            requests.clone(),
+        );
+        let request_time: SystemHistograms = Family::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "recordsync_target_request",
+            "Time one request to another system took, its answer or error included, by system",
+            Unit::Seconds,
+            request_time.clone(),
+        );
+        let limiter_wait: SystemHistograms = Family::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "recordsync_limiter_wait",
+            "Time a request waited for its concurrency slot and rate reservation, by system",
+            Unit::Seconds,
+            limiter_wait.clone(),
+        );
         Metrics {
             registry,
+            requests,
+            request_time,
+            limiter_wait,
             events,
             processing,
             lag,
@@ -237,6 +275,26 @@ impl Metrics {
         }
     }
 
+    /// One request to another system: how long the limiter held it, how long it took,
+    /// and how it ended (`ok` or the error class).
+    pub fn request(&self, system: &str, waited: Duration, took: Duration, outcome: &'static str) {
+        let label = System {
+            system: system.into(),
+        };
+        self.limiter_wait
+            .get_or_create(&label)
+            .observe(waited.as_secs_f64());
+        self.request_time
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        self.requests
+            .get_or_create(&Request {
+                system: system.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// Every sample name these metrics can expose (each family touched once, on a
     /// throwaway instance): what dashboards and alerts may query.
     pub fn every_name() -> std::collections::BTreeSet<String> {
@@ -249,6 +307,7 @@ impl Metrics {
         m.queue_depth("work", 0);
         m.open_conflicts([("invalid", 1)], None);
         m.unaccounted(&[("r".to_owned(), 0)]);
+        m.request("s", Duration::ZERO, Duration::ZERO, "ok");
         config::telemetry::sample_names(&m.render())
     }
 
@@ -334,6 +393,9 @@ mod tests {
             "recordsync_open_conflicts",
             "recordsync_oldest_open_conflict_age_seconds",
             "recordsync_ledger_unaccounted_events",
+            "recordsync_target_requests_total",
+            "recordsync_target_request_seconds_bucket",
+            "recordsync_limiter_wait_seconds_count",
         ] {
             assert!(names.contains(name), "{name} not in {names:#?}");
         }
