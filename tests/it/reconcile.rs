@@ -210,3 +210,41 @@ async fn a_repair_writes_only_what_has_a_clear_owner_and_differs() -> anyhow::Re
     assert_eq!(record["詳細"]["value"], "", "{record:#}");
     env.finish().await
 }
+
+fn reconciled_hourly(rules: &mut domain::rules::SyncRules) {
+    let rule = rules
+        .rules
+        .iter_mut()
+        .find(|r| r.name == RULE)
+        .expect("the example rule");
+    rule.reconcile = Some(domain::rules::ReconcileSpec {
+        every_seconds: 3600,
+        repair: true,
+        settle_seconds: Some(0),
+    });
+}
+
+#[tokio::test]
+async fn a_scheduled_reconcile_runs_once_per_period_for_the_fleet() -> anyhow::Result<()> {
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(reconciled_hourly),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (_, ticket) = env.seed_linked("WO-830", "Scheduled").await?;
+    env.helpdesk_edit(&ticket, json!({"subject": "Drifted"}))
+        .await?;
+    // Two workers start; each runs the schedule at once, and one of them runs it.
+    env.start_worker().await?;
+    env.start_worker().await?;
+    env.settle("the scheduled repair", || async {
+        Ok(subject(&env, "WO-830").await? == "Scheduled")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = env.store.reconcile_runs(Some(RULE), 10).await?;
+    assert_eq!(stored.len(), 1, "one run for the period: {stored:#?}");
+    assert_eq!(stored[0].summary["repairs_queued"], 1, "{stored:#?}");
+    env.finish().await
+}

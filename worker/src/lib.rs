@@ -583,19 +583,25 @@ impl Worker {
     /// restarted fleet catches up). A rule another worker is scanning is skipped; a
     /// scan that fails resumes from its cursor at the next run.
     async fn resync_schedule(self: Arc<Self>, shutdown: CancellationToken) {
-        let scheduled: Vec<(String, Duration)> = self
-            .processor
-            .rules
-            .rules
+        let rules = &self.processor.rules.rules;
+        let scheduled: Vec<(String, Duration, Scheduled)> = rules
             .iter()
             .filter_map(|r| {
                 Some((
                     r.name.clone(),
                     Duration::from_secs(r.resync.as_ref()?.every_seconds),
+                    Scheduled::Resync,
                 ))
             })
+            .chain(rules.iter().filter_map(|r| {
+                Some((
+                    r.name.clone(),
+                    Duration::from_secs(r.reconcile.as_ref()?.every_seconds),
+                    Scheduled::Reconcile,
+                ))
+            }))
             .collect();
-        let runs = scheduled.into_iter().map(|(rule, every)| {
+        let runs = scheduled.into_iter().map(|(rule, every, kind)| {
             let worker = Arc::clone(&self);
             let shutdown = shutdown.clone();
             async move {
@@ -617,15 +623,25 @@ impl Worker {
                         wait = retry;
                         continue;
                     }
+                    let run = async {
+                        match kind {
+                            Scheduled::Resync => worker.resync_scheduled(&rule).await.map(|r| {
+                                r.map(|r| format!("{} listed, {} queued", r.listed, r.queued))
+                            }),
+                            Scheduled::Reconcile => worker.reconcile_scheduled(&rule).await.map(|r| {
+                                r.map(|r| format!("{} compared, {} apart, {} repairs queued", r.compared, r.records_apart, r.repairs_queued))
+                            }),
+                        }
+                    };
                     tokio::select! {
-                        result = worker.resync_scheduled(&rule) => match result {
-                            Ok(None) => tracing::debug!(rule, "another worker ran this period's resync"),
-                            Ok(Some(r)) => tracing::info!(rule, listed = r.listed, queued = r.queued, "scheduled resync done"),
+                        result = run => match result {
+                            Ok(None) => tracing::debug!(rule, ?kind, "another worker ran this period's run"),
+                            Ok(Some(done)) => tracing::info!(rule, ?kind, done, "scheduled run done"),
                             Err(resync::ResyncError::AlreadyRunning(_)) => {
-                                tracing::debug!(rule, "another worker runs this resync")
+                                tracing::debug!(rule, ?kind, "another worker runs it")
                             }
                             Err(e) => {
-                                tracing::warn!(rule, error = %e, retry_s = retry.as_secs(), "scheduled resync stopped; it resumes from its cursor");
+                                tracing::warn!(rule, ?kind, error = %e, retry_s = retry.as_secs(), "scheduled run stopped; it is tried again");
                                 wait = retry;
                             }
                         },
@@ -657,6 +673,49 @@ impl Worker {
         )
         .await
         .map(Some)
+    }
+
+    /// Claims `rule`'s reconcile and runs it if this period's run is due (its last run
+    /// started at least `every_seconds` ago): `None` when it was not.
+    async fn reconcile_scheduled(
+        &self,
+        rule: &str,
+    ) -> Result<Option<reconcile::ReconcileReport>, resync::ResyncError> {
+        let Some(spec) = self
+            .processor
+            .rules
+            .rule(rule)
+            .and_then(|r| r.reconcile.clone())
+        else {
+            return Ok(None);
+        };
+        let job = reconcile::ReconcileJob::claim(&self.processor, rule).await?;
+        let last = self.processor.store.reconcile_runs(Some(rule), 1).await?;
+        let every = chrono::Duration::seconds(spec.every_seconds as i64);
+        if last
+            .first()
+            .is_some_and(|r| chrono::Utc::now() - r.started_at < every)
+        {
+            job.release().await?;
+            return Ok(None);
+        }
+        let settle = spec
+            .settle_seconds
+            .map(Duration::from_secs)
+            .unwrap_or_else(|| self.settings.ledger_settle());
+        if spec.repair {
+            let publisher = self.broker.publisher().await?;
+            job.run(
+                &self.processor,
+                Some((&publisher, self.broker.names())),
+                false,
+                settle,
+            )
+            .await
+            .map(Some)
+        } else {
+            job.run(&self.processor, None, true, settle).await.map(Some)
+        }
     }
 
     /// Claims and runs one resync of `rule` (`full`: a backfill of every record).
@@ -728,4 +787,11 @@ pub fn check_config(path: &str) -> Result<SyncRules, ConfigError> {
         config::secret(&at, &var)?;
     }
     Ok(rules)
+}
+
+/// What a schedule runs.
+#[derive(Debug, Clone, Copy)]
+enum Scheduled {
+    Resync,
+    Reconcile,
 }

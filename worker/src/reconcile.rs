@@ -109,6 +109,12 @@ impl ReconcileJob {
         })
     }
 
+    /// Gives the lease back without running.
+    pub async fn release(mut self) -> Result<(), ResyncError> {
+        self.lease.commit().await?;
+        Ok(())
+    }
+
     /// Compares, queues the repairs (through `queue`, unless `dry_run`), stores the run
     /// and releases the lease. Records that moved within `settle` are left out.
     pub async fn run(

@@ -328,6 +328,16 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
         }
         let source = rules.systems.get(&rule.source.system);
         let target = rules.systems.get(&rule.target.system);
+        if rule
+            .reconcile
+            .as_ref()
+            .is_some_and(|r| r.every_seconds < 60)
+        {
+            bad(
+                format!("{at}.reconcile.every_seconds"),
+                "must be at least 60".into(),
+            );
+        }
         if let Some(r) = &rule.resync {
             if r.every_seconds < 10 {
                 bad(

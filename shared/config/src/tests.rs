@@ -233,6 +233,24 @@ fn a_resync_needs_a_sane_interval_and_a_listable_source() {
     );
     assert!(!no_resync_problem(&listable(false)));
     let text = edit(|v| {
+        v["rules"][0]["reconcile"] = serde_json::json!({"every_seconds": 30});
+    });
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|s| s.starts_with("rules[0].reconcile.every_seconds: must be at least 60")),
+        "{:#?}",
+        problems(&text)
+    );
+    let ok = edit(|v| {
+        v["rules"][0]["reconcile"] = serde_json::json!({"every_seconds": 3600});
+    });
+    let rules = parse_rules("t.json", &ok).unwrap();
+    assert!(
+        rules.rules[0].reconcile.as_ref().unwrap().repair,
+        "repairs by default"
+    );
+    let text = edit(|v| {
         v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 60, "often": true});
     });
     assert!(

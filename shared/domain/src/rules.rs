@@ -295,6 +295,28 @@ pub struct RuleSpec {
     /// what no webhook announced (a dropped webhook, a bulk import) is found and synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resync: Option<ResyncSpec>,
+    /// Compares both systems on a schedule and repairs drift where the owner is clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// A rule's reconcile schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// Seconds between runs (at least 60). One worker of the fleet runs each.
+    pub every_seconds: u64,
+    /// Queue repairs for what it finds (default true); `false` only reports.
+    #[serde(default = "default_true")]
+    pub repair: bool,
+    /// Leave out records that moved within this many seconds (default: the longest
+    /// retry delay and a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_seconds: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A rule's resync schedule.

@@ -104,6 +104,7 @@ mod tests {
             on_delete: OnDelete::Ignore,
             direction: Default::default(),
             resync: None,
+            reconcile: None,
         }
     }
 
