@@ -332,3 +332,47 @@ async fn a_paused_system_parks_every_rule_that_touches_it_until_resumed() -> any
     assert_eq!(env.tickets_for("WO-920").await?.len(), 1);
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_parked_repair_is_not_replaced_by_a_later_change() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let step = env.processor()?;
+    let (id, ticket) = env.seed_linked("WO-940", "Seeded").await?;
+    env.helpdesk_edit(&ticket, json!({"subject": "Drifted"}))
+        .await?;
+    worker::ops::pause(&env.store, &env.rules, "rule", RULE, Some("repair test")).await?;
+    let repair = tests::command(
+        "rp-940",
+        queue::Command::Repair {
+            rule: RULE.into(),
+            record_id: id.clone(),
+            reason: "subject differs".into(),
+        },
+    );
+    let parked = vec![(RULE.to_owned(), worker::process::Done::Parked)];
+    assert_eq!(step.step(&repair, 1).await?, parked);
+    // A plain change arrives while the repair waits: the repair keeps its place.
+    env.kintone_edit_silently(&id, json!({"詳細": "Added later"}))
+        .await?;
+    assert_eq!(step.step(&tests::change("ev-940", &id), 1).await?, parked);
+    let rows = env.store.parked(Some(RULE)).await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event["event_type"], "repair", "{:#}", rows[0].event);
+    assert_eq!(rows[0].events, 2);
+    let ledger = &env.store.ledger(Some(RULE), Duration::ZERO).await?[0];
+    assert_eq!(ledger.skipped.get("coalesced"), Some(&1), "{ledger:#?}");
+    assert_eq!(ledger.parked, 1, "{ledger:#?}");
+
+    worker::ops::resume(&env.store, &env.rules, "rule", RULE).await?;
+    assert_eq!(step.flush(RULE).await?, 1);
+    // The repair decided from both systems: the drift is restored, and the later edit,
+    // read with the record, is written too.
+    let t = &env.tickets_for("WO-940").await?[0];
+    assert_eq!(t["subject"], "Seeded", "{t:#}");
+    assert_eq!(t["description"], "Added later", "{t:#}");
+    env.finish().await
+}

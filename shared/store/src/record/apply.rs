@@ -355,19 +355,31 @@ async fn apply(
             event,
             reason,
         } => {
-            // The event it replaces is done: the flush reads the record once, for the
-            // latest. The ledger counts it as coalesced.
+            // One event waits per record: the flush reads the record once, for it. The
+            // other is done, and the ledger counts it as coalesced. The later event
+            // waits, unless the parked one is a repair or a rehydration and the later
+            // one is not: those decide from both systems as they are, which a plain
+            // change would not (and they read the record as it is then anyway).
             sqlx::query(
-                "WITH superseded AS (
+                "WITH prev AS (
+                    SELECT p.event FROM parked p WHERE p.rule = $1 AND p.source_record_id = $2
+                 ), keep AS (
+                    SELECT COALESCE(bool_or(
+                        prev.event->>'event_type' IN ('repair', 'recordsync.rehydrate')
+                        AND $3::jsonb->>'event_type' NOT IN ('repair', 'recordsync.rehydrate')
+                    ), false) AS old FROM prev
+                 ), superseded AS (
                     INSERT INTO processed_events (event_id, rule, outcome)
-                    SELECT p.event->>'event_id', p.rule, 'coalesced' FROM parked p
-                     WHERE p.rule = $1 AND p.source_record_id = $2
-                       AND p.event->>'event_id' IS DISTINCT FROM $3::jsonb->>'event_id'
-                       AND p.event->>'event_id' IS NOT NULL
+                    SELECT CASE WHEN keep.old THEN $3::jsonb->>'event_id' ELSE prev.event->>'event_id' END,
+                           $1, 'coalesced'
+                      FROM prev, keep
+                     WHERE prev.event->>'event_id' IS DISTINCT FROM $3::jsonb->>'event_id'
+                       AND prev.event->>'event_id' IS NOT NULL
                     ON CONFLICT DO NOTHING)
                  INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (rule, source_record_id) DO UPDATE SET
-                    event = EXCLUDED.event, reason = EXCLUDED.reason,
+                    event = CASE WHEN (SELECT old FROM keep) THEN parked.event ELSE EXCLUDED.event END,
+                    reason = EXCLUDED.reason,
                     events = parked.events + 1, parked_at = now()",
             )
             .bind(rule)
