@@ -170,7 +170,21 @@ async fn a_lease_holder_frozen_past_its_expiry_cannot_commit_late() -> anyhow::R
     // Past its lease's expiry (2 s), another holder takes the record for the next
     // change. (Driven through the step: the broker would hand the change's webhook to
     // the frozen process, whose prefetch is not full.)
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    tests::wait_for(
+        "the frozen holder's lease to expire",
+        Duration::from_secs(15),
+        || async {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM record_leases
+                  WHERE source_record_id = $1 AND expires_at > now())",
+            )
+            .bind(&id)
+            .fetch_one(env.store.pool())
+            .await?;
+            Ok(!held)
+        },
+    )
+    .await?;
     env.kintone_edit(&id, json!({"件名": "Changed while it was frozen"}))
         .await?;
     let next = env.processor()?;
