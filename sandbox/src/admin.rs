@@ -556,7 +556,16 @@ async fn set_helpdesk_config(State(shared): State<Arc<Shared>>, body: Bytes) -> 
                 .ok_or_else(|| bad_request("ignore_idempotency_keys must be true or false"))?,
         ),
     };
+    let envelope = match body.get("body_envelope") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(key)) if !key.is_empty() => Some(Some(key.clone())),
+        Some(_) => return Err(bad_request("body_envelope must be a key name or null")),
+    };
     let mut state = shared.lock();
+    if let Some(envelope) = envelope {
+        state.helpdesk.body_envelope = envelope;
+    }
     if let Some(lag) = lag {
         state.helpdesk.search_lag_ms = lag;
     }

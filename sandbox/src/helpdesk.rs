@@ -190,12 +190,15 @@ pub(crate) struct HelpdeskState {
     pub(crate) webhook_url: Option<String>,
     /// Plays the many real APIs that ignore `Idempotency-Key`: every request is new.
     pub(crate) ignore_idempotency_keys: bool,
+    /// Plays the APIs that want a create's or an update's fields inside an envelope
+    /// (`{"ticket": {...}}`): fields outside it are ignored, as those APIs do.
+    pub(crate) body_envelope: Option<String>,
     idempotency: HashMap<String, Replay>,
 }
 
 impl HelpdeskState {
     pub(crate) fn config_json(&self) -> Value {
-        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url, "ignore_idempotency_keys": self.ignore_idempotency_keys})
+        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url, "ignore_idempotency_keys": self.ignore_idempotency_keys, "body_envelope": self.body_envelope})
     }
 
     pub(crate) fn tickets_json(&self) -> Value {
@@ -243,6 +246,19 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, HError> {
             "invalid_json",
             format!("the request body is not valid JSON: {error}"),
         )),
+    }
+}
+
+/// The fields of a create or update: inside the configured envelope (what is outside
+/// it is ignored), or the body itself.
+fn unwrap_envelope(helpdesk: &HelpdeskState, body: Map<String, Value>) -> Map<String, Value> {
+    match &helpdesk.body_envelope {
+        None => body,
+        Some(key) => body
+            .get(key)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 
@@ -587,7 +603,7 @@ fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
     }
     let mut state = shared.lock();
     idempotent(&mut state, headers, "POST /api/tickets", body, |state| {
-        let fields = parse_object(body)?;
+        let fields = unwrap_envelope(&state.helpdesk, parse_object(body)?);
         validate_fields(&fields, true, "")?;
         let SandboxState {
             helpdesk,
@@ -631,7 +647,7 @@ fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8])
     let mut state = shared.lock();
     idempotent(&mut state, headers, &request, body, |state| {
         let id = parse_ticket_id(id)?;
-        let fields = parse_object(body)?;
+        let fields = unwrap_envelope(&state.helpdesk, parse_object(body)?);
         let SandboxState {
             helpdesk,
             deliveries,

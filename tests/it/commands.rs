@@ -461,3 +461,60 @@ async fn a_write_back_never_overwrites_an_edit_made_since_the_read() -> anyhow::
     assert_eq!(ticket["subject"], "Edited by a person", "{ticket:#}");
     env.finish().await
 }
+
+/// The helpdesk entity sends its fields inside `{"ticket": {...}}`.
+fn ticket_envelope(rules: &mut domain::rules::SyncRules) {
+    rules
+        .systems
+        .get_mut("helpdesk")
+        .and_then(|h| h.entities.get_mut("ticket"))
+        .expect("the ticket entity")
+        .body_pointer = "/ticket".into();
+}
+
+#[tokio::test]
+async fn an_api_that_wants_an_envelope_gets_its_fields_inside_it() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(ticket_envelope),
+        ..EnvOptions::default()
+    })
+    .await?;
+    // The helpdesk reads a create's or an update's fields from "ticket" only, and
+    // ignores what is outside it, as such APIs do.
+    env.admin_post(
+        "/_admin/helpdesk/config",
+        json!({"body_envelope": "ticket"}),
+    )
+    .await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-87", "件名": "Enveloped"}))
+        .await?;
+    assert_eq!(
+        step.step(&change("ev-87", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    let posts: Vec<Value> = env
+        .request_log("helpdesk")
+        .await?
+        .into_iter()
+        .filter(|e| e["method"] == "POST")
+        .collect();
+    assert_eq!(
+        posts[0]["body"]["ticket"]["subject"], "Enveloped",
+        "{posts:#?}"
+    );
+    assert_eq!(env.tickets_for("WO-87").await?[0]["subject"], "Enveloped");
+    env.kintone_edit(&id, json!({"件名": "Enveloped again"}))
+        .await?;
+    assert_eq!(
+        step.step(&change("ev-87b", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    assert_eq!(
+        env.tickets_for("WO-87").await?[0]["subject"],
+        "Enveloped again"
+    );
+    env.finish().await
+}

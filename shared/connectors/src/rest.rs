@@ -178,12 +178,17 @@ impl Rest {
                 self.request(Method::POST, &self.entity.create),
                 idempotency_key,
             )
-            .json(fields);
+            .json(&self.body(fields));
         let body = self
             .send(req)
             .await?
             .ok_or_else(|| self.bad("404 on create: check the create template"))?;
         self.record(&body)
+    }
+
+    /// A create or update body: the fields, inside the entity's envelope if it has one.
+    fn body(&self, fields: &Fields) -> Value {
+        envelope(&self.entity.body_pointer, fields)
     }
 
     /// Updates some fields of a record.
@@ -198,7 +203,7 @@ impl Rest {
         let path = self.entity.update.replace("{id}", &encode(id));
         let req = self
             .with_key(self.request(method, &path), idempotency_key)
-            .json(fields);
+            .json(&self.body(fields));
         match self.send(req).await? {
             Some(body) => self.record(&body),
             None => Err(ConnectorError::Rejected {
@@ -346,10 +351,34 @@ fn error_message(body: &Value) -> String {
     }
 }
 
+/// `fields` placed at the JSON pointer `pointer` of an otherwise empty body (`""`: the
+/// fields themselves).
+fn envelope(pointer: &str, fields: &Fields) -> Value {
+    let mut body = Value::Object(fields.clone());
+    let keys: Vec<&str> = pointer.split('/').skip(1).collect();
+    for key in keys.into_iter().rev() {
+        let key = key.replace("~1", "/").replace("~0", "~");
+        body = serde_json::json!({ key: body });
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_go_inside_the_declared_envelope() {
+        let f = json!({"subject": "A"}).as_object().unwrap().clone();
+        assert_eq!(envelope("", &f), json!({"subject": "A"}));
+        assert_eq!(envelope("/ticket", &f), json!({"ticket": {"subject": "A"}}));
+        assert_eq!(
+            envelope("/data/attributes", &f),
+            json!({"data": {"attributes": {"subject": "A"}}})
+        );
+        assert_eq!(envelope("/a~1b", &f), json!({"a/b": {"subject": "A"}}));
+    }
 
     #[test]
     fn error_bodies_read_as_one_line() {

@@ -175,6 +175,11 @@ pub struct RestEntity {
     /// empty means the whole body).
     #[serde(default)]
     pub record_pointer: String,
+    /// JSON pointer to where the fields go in a create or update body, for APIs that
+    /// want them inside an envelope: `/ticket` sends `{"ticket": {...}}`, `/data/attributes`
+    /// sends `{"data": {"attributes": {...}}}`. Empty (the default) sends them flat.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body_pointer: String,
     /// JSON pointer to the array of records in a search response (e.g. `/tickets`).
     #[serde(default)]
     pub list_pointer: String,
