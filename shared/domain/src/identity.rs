@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::rules::{IdentitySpec, OnMissing};
 
 /// A declared spelling variant of a lookup value. Each variant is applied to the
-/// original lookup value, never to another variant's output.
+/// original lookup value, never to another variant's output; a `chain` applies its
+/// steps one after the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Variant {
@@ -34,6 +35,12 @@ pub enum Variant {
     Uppercase,
     /// Left-pad with zeros to a width: `1234` → `001234` for 6.
     ZeroPad(usize),
+    /// Remove a prefix whatever its case: `wo-1234` → `1234` for `"WO-"`.
+    StripPrefixIgnoreCase(String),
+    /// Several variants applied one after the other, each to the previous output:
+    /// `{"chain": [{"strip_prefix_ignore_case": "WO-"}, "strip_leading_zeros"]}` turns
+    /// `wo-000123` into `123`. It applies only if every step does.
+    Chain(Vec<Variant>),
 }
 
 impl Variant {
@@ -61,6 +68,20 @@ impl Variant {
             Variant::Lowercase => value.to_lowercase(),
             Variant::Uppercase => value.to_uppercase(),
             Variant::ZeroPad(width) => format!("{value:0>width$}"),
+            Variant::StripPrefixIgnoreCase(p) => {
+                let head = value.get(..p.len())?;
+                if !head.to_lowercase().eq(&p.to_lowercase()) {
+                    return None;
+                }
+                value[p.len()..].to_owned()
+            }
+            Variant::Chain(steps) => {
+                let mut out = value.to_owned();
+                for step in steps {
+                    out = step.apply(&out)?;
+                }
+                out
+            }
         };
         (!out.is_empty()).then_some(out)
     }
@@ -77,6 +98,13 @@ impl fmt::Display for Variant {
             Variant::Lowercase => write!(f, "lower-cased"),
             Variant::Uppercase => write!(f, "upper-cased"),
             Variant::ZeroPad(w) => write!(f, "zero-padded to {w}"),
+            Variant::StripPrefixIgnoreCase(p) => {
+                write!(f, "without prefix \"{p}\" in any case")
+            }
+            Variant::Chain(steps) => {
+                let parts: Vec<String> = steps.iter().map(ToString::to_string).collect();
+                write!(f, "{}", parts.join(", then "))
+            }
         }
     }
 }
@@ -238,6 +266,38 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_chain_applies_its_steps_in_turn_and_a_prefix_can_ignore_case() {
+        let chain: Variant = serde_json::from_value(serde_json::json!(
+            {"chain": [{"strip_prefix_ignore_case": "WO-"}, "strip_leading_zeros"]}
+        ))
+        .expect("a chain");
+        assert_eq!(chain.apply("wo-000123").as_deref(), Some("123"));
+        assert_eq!(chain.apply("WO-0042").as_deref(), Some("42"));
+        // Every step must apply: no prefix, no match.
+        assert_eq!(chain.apply("000123"), None);
+        assert_eq!(
+            chain.to_string(),
+            "without prefix \"WO-\" in any case, then without leading zeros"
+        );
+        let ci = Variant::StripPrefixIgnoreCase("WO-".into());
+        assert_eq!(ci.apply("Wo-7").as_deref(), Some("7"));
+        assert_eq!(ci.apply("WO-"), None, "an empty result does not apply");
+        assert_eq!(ci.apply("X"), None);
+        assert_eq!(ci.apply("é-1"), None, "a prefix cut inside a character");
+        // A chain is one attempt among the variants, after the value as it is.
+        let identity: IdentitySpec = serde_json::from_value(serde_json::json!({
+            "source_field": "no", "target_field": "ext",
+            "variants": [{"chain": [{"strip_prefix": "WO-"}, "strip_leading_zeros"]}]
+        }))
+        .expect("an identity");
+        let values: Vec<String> = lookup_attempts(&identity, "WO-0099")
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        assert_eq!(values, vec!["WO-0099".to_owned(), "99".to_owned()]);
+    }
 
     fn spec(variants: Vec<Variant>) -> IdentitySpec {
         IdentitySpec {
