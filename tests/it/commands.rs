@@ -34,6 +34,13 @@ async fn a_change_syncs_once_and_its_repeat_is_a_duplicate() -> anyhow::Result<(
     );
     assert_eq!(env.tickets_for("WO-81").await?.len(), 1);
     assert!(env.written_back(&id).await?);
+    // The timeline says what was searched before the create.
+    let history = env.history(&id).await?;
+    assert!(
+        history.iter().any(|h| h
+            == "matched: no helpdesk record matched: searched external_id for \"WO-81\", then \"81\""),
+        "{history:#?}"
+    );
     assert_eq!(
         step.step(&c, 2).await?,
         vec![(RULE.to_owned(), Done::Duplicate)]

@@ -163,7 +163,11 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
     let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
     assert_eq!(lines[0], "kintone webhook ADD_RECORD received");
     assert_eq!(lines[1], "fetched the record from kintone at revision 1");
-    assert!(lines[2].starts_with("created helpdesk record "), "{text}");
+    assert_eq!(
+        lines[2],
+        "no helpdesk record matched: searched external_id for \"WO-43\", then \"43\""
+    );
+    assert!(lines[3].starts_with("created helpdesk record "), "{text}");
     assert!(
         lines.contains(&"revision 2 was already synced; nothing written"),
         "{text}"

@@ -218,6 +218,20 @@ impl Entry {
         )
     }
 
+    /// Nothing in the target matched any of the values searched (the lookup value and
+    /// its variants, in order).
+    pub fn nothing_matched(target: &str, field: &str, values: &[String]) -> Entry {
+        let searched: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+        entry(
+            Kind::Matched,
+            format!(
+                "no {target} record matched: searched {field} for {}",
+                searched.join(", then ")
+            ),
+            json!({"field": field, "searched": values}),
+        )
+    }
+
     /// A target record was created.
     pub fn created(target: &str, target_id: &str, fields: &Fields) -> Entry {
         entry(

@@ -268,7 +268,18 @@ impl Processor {
                 });
                 (Some(target_id.clone()), by)
             }
-            IdentityDecision::Create => (None, Some(json!({"step": "created", "value": lookup}))),
+            IdentityDecision::Create => {
+                let searched: Vec<String> = lookup_attempts(&rule.identity, &lookup)
+                    .into_iter()
+                    .map(|a| a.value)
+                    .collect();
+                entries.push(Entry::nothing_matched(
+                    target.system(),
+                    &rule.identity.target_field,
+                    &searched,
+                ));
+                (None, Some(json!({"step": "created", "value": lookup})))
+            }
             IdentityDecision::Ambiguous {
                 step,
                 value,
