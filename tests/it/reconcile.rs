@@ -103,13 +103,16 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
             && subject(&env, "WO-803").await? == "Subject 3")
     })
     .await?;
-    let history = env.history(&records[1].0).await?;
-    assert!(
-        history.iter().any(|h| h.contains(
-            "a reconcile asked to repair this kintone record: subject differs (kintone holds \"Subject 2\", helpdesk holds \"Drifted\"; kintone owns it)"
-        )),
-        "{history:#?}"
-    );
+    // The ticket is written before the step commits its story: wait for the story.
+    let told = "a reconcile asked to repair this kintone record: subject differs (kintone holds \"Subject 2\", helpdesk holds \"Drifted\"; kintone owns it)";
+    tests::wait_for("the repair's story", Duration::from_secs(10), || async {
+        Ok(env
+            .history(&records[1].0)
+            .await?
+            .iter()
+            .any(|h| h.contains(told)))
+    })
+    .await?;
     assert_eq!(subject(&env, "WO-801").await?, "Subject 1");
     assert_eq!(env.ticket_posts().await?, 0, "nothing created");
 
