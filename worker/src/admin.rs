@@ -411,28 +411,14 @@ async fn resync_cursors(State(s): State<AdminState>) -> Response {
 /// Claims the rule's resync lease here (so that a second start is refused with 409),
 /// then scans in the background.
 async fn resync(State(s): State<AdminState>, Json(req): Json<ResyncRequest>) -> Response {
-    use crate::resync::{PAGE_SIZE, ResyncError, ResyncJob};
+    use crate::resync::{PAGE_SIZE, ResyncJob};
     let publisher = match s.broker.publisher().await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
     let job = match ResyncJob::claim(&s.processor, &req.rule).await {
         Ok(job) => job,
-        Err(e @ ResyncError::UnknownRule(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-        Err(e @ ResyncError::AlreadyRunning(_)) => {
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({"error": {"code": "already_running", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-        Err(e) => return failed(e),
+        Err(e) => return claim_refused(e),
     };
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
@@ -469,28 +455,13 @@ struct ReconcileRequest {
 /// compares in the background; `GET /reconcile` shows the stored run.
 async fn reconcile(State(s): State<AdminState>, Json(req): Json<ReconcileRequest>) -> Response {
     use crate::reconcile::ReconcileJob;
-    use crate::resync::ResyncError;
     let publisher = match s.broker.publisher().await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
     let job = match ReconcileJob::claim(&s.processor, &req.rule).await {
         Ok(job) => job,
-        Err(e @ ResyncError::UnknownRule(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-        Err(e @ ResyncError::AlreadyRunning(_)) => {
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({"error": {"code": "already_running", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-        Err(e) => return failed(e),
+        Err(e) => return claim_refused(e),
     };
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
@@ -528,6 +499,22 @@ async fn reconcile_runs(
         Ok(runs) => Json(json!({"runs": runs})).into_response(),
         Err(e) => failed(e),
     }
+}
+
+/// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
+/// runs, else a failure.
+fn claim_refused(e: crate::resync::ResyncError) -> Response {
+    use crate::resync::ResyncError;
+    let (status, code) = match &e {
+        ResyncError::UnknownRule(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ResyncError::AlreadyRunning(_) => (StatusCode::CONFLICT, "already_running"),
+        _ => return failed(e),
+    };
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": e.to_string()}})),
+    )
+        .into_response()
 }
 
 /// Who is recorded as resolving: the token's name when the API has tokens, never what

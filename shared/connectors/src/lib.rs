@@ -290,15 +290,7 @@ impl Endpoint {
     ) -> Result<Vec<SourceRecord>, ConnectorError> {
         match self {
             Endpoint::Kintone(k, app) => {
-                let after = match after {
-                    None => 0,
-                    Some(a) => a.parse().map_err(|_| {
-                        ConnectorError::Unknown(format!(
-                            "{}: \"{a}\" is not a kintone record id",
-                            k.system()
-                        ))
-                    })?,
-                };
+                let after = kintone_after(k, after)?;
                 k.records_page(app, after, limit).await
             }
             Endpoint::Rest(r) => Ok(r.changed(None, after, limit, false).await?.0),
@@ -336,15 +328,7 @@ impl Endpoint {
     ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
         match self {
             Endpoint::Kintone(k, app) => {
-                let after = match after {
-                    None => 0,
-                    Some(a) => a.parse().map_err(|_| {
-                        ConnectorError::Unknown(format!(
-                            "{}: \"{a}\" is not a kintone record id",
-                            k.system()
-                        ))
-                    })?,
-                };
+                let after = kintone_after(k, after)?;
                 k.changed(app, since, after, limit, with_total).await
             }
             // A rest API's listing filters by its own update time: the field name is
@@ -526,6 +510,19 @@ impl Connectors {
             .get(&(system.to_owned(), app_or_entity.to_owned()))
             .map(|r| Endpoint::Rest(Arc::clone(r)))
             .ok_or_else(|| ConnectorError::Unknown(format!("{system}/{app_or_entity}")))
+    }
+}
+
+/// A kintone page cursor: the last record id listed (0 before the first page).
+fn kintone_after(k: &kintone::Kintone, after: Option<&str>) -> Result<i64, ConnectorError> {
+    match after {
+        None => Ok(0),
+        Some(a) => a.parse().map_err(|_| {
+            ConnectorError::Unknown(format!(
+                "{}: \"{a}\" is not a kintone record id",
+                k.system()
+            ))
+        }),
     }
 }
 
