@@ -8,6 +8,7 @@
 //! its own databases and queue prefixes, and removes them at the end.
 
 mod ceiling;
+mod chaos;
 mod child;
 mod cpu;
 mod e2e;
@@ -67,6 +68,10 @@ enum Command {
     Slow(RunArgs),
     /// `ingest`, `e2e`, `limiter` and `slow`.
     All(RunArgs),
+    /// A bounded fault run: worker kills, a broker cut, a PostgreSQL stop and target
+    /// faults on a seeded schedule, while work orders change on both sides; then checks
+    /// that nothing was lost, duplicated or left drifting. Exits 1 if a check fails.
+    Chaos(ChaosArgs),
     /// Child mode: the sandbox.
     #[command(name = "__sandbox", hide = true)]
     ChildSandbox,
@@ -98,6 +103,28 @@ struct RunArgs {
     /// design). Without it, the bench exits 1 and names every missed target.
     #[arg(long)]
     report_only: bool,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// Work orders per run.
+    #[arg(long, default_value_t = 300)]
+    records: usize,
+    /// Versions of each work order in kintone (its create and its edits).
+    #[arg(long, default_value_t = 3)]
+    versions: usize,
+    /// The first seed (default: drawn from the clock, and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runs in a row, with seeds seed, seed+1, …
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// Seconds of faults; the changes are spread over them.
+    #[arg(long, default_value_t = 90)]
+    fault_seconds: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,7 +176,81 @@ async fn main() -> anyhow::Result<()> {
         Command::Limiter(args) => bench(Scenario::Limiter, args).await,
         Command::Slow(args) => bench(Scenario::Slow, args).await,
         Command::All(args) => bench(Scenario::All, args).await,
+        Command::Chaos(args) => chaos_runs(args).await,
     }
+}
+
+/// Runs the chaos seeds in a row, cleans up, prints each report and the summary table;
+/// fails when any check of any seed failed.
+async fn chaos_runs(args: ChaosArgs) -> anyhow::Result<()> {
+    if args.records == 0 || args.versions == 0 || args.workers == 0 || args.seeds == 0 {
+        anyhow::bail!("--records, --versions, --workers and --seeds must be at least 1");
+    }
+    if args.fault_seconds < 30 {
+        anyhow::bail!(
+            "--fault-seconds must be at least 30: the schedule needs room for a broker cut and a 10 s PostgreSQL stop"
+        );
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let postgres = check_services().await?;
+    let first = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let http = reqwest::Client::new();
+    let mut summary = vec![
+        "| seed | work orders × versions | scheduled faults | webhooks kintone dropped | dead letters replayed | duplicates | drifted | converged after the last fault |".to_owned(),
+        "|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    let mut failed = 0;
+    for seed in first..first + args.seeds as u64 {
+        let janitor = Janitor::default();
+        let plan = chaos::Plan {
+            seed,
+            records: args.records,
+            versions: args.versions,
+            workers: args.workers,
+            fault_window: Duration::from_secs(args.fault_seconds),
+        };
+        let outcome = tokio::select! {
+            ran = chaos::run(&janitor, &http, &plan) => ran,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        };
+        let cleaned = janitor.clean().await;
+        let outcome = outcome?;
+        cleaned?;
+        print!("{}", outcome.report);
+        if outcome.failures.is_empty() {
+            println!("seed {}: every check passed", outcome.seed);
+        } else {
+            failed += 1;
+            println!(
+                "seed {}: {} check(s) failed:",
+                outcome.seed,
+                outcome.failures.len()
+            );
+            for f in &outcome.failures {
+                println!("  {f}");
+            }
+        }
+        summary.push(outcome.summary);
+    }
+    println!(
+        "\nrecordsync chaos: {}, {} CPUs; PostgreSQL {postgres}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for line in &summary {
+        println!("{line}");
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} seed(s) failed a check (listed above)",
+            args.seeds
+        );
+    }
+    Ok(())
 }
 
 /// Runs a scenario, cleans up whatever happened, and prints the report.

@@ -93,6 +93,21 @@ impl Proc {
         peak_rss_kib(self.pid()).with_context(|| format!("Failed to read the {} RSS", self.name))
     }
 
+    /// SIGKILL, as a crash or the OOM killer would; waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its exit status, if it has exited by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Sends SIGTERM and waits for the exit; kills the process if it lingers.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {

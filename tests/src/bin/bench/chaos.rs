@@ -1,0 +1,1190 @@
+//! The `chaos` run: proof that nothing is lost and nothing is duplicated while
+//! everything that can fail does.
+//!
+//! The sandbox, ingest and three workers run as processes of their own. Ingest and the
+//! workers reach RabbitMQ and PostgreSQL through TCP proxies this process controls, so
+//! that a broker "restart" and a database stop cut only this run's connections (other
+//! runs on the machine keep the shared servers). On a schedule drawn from the seed and
+//! printed before it starts, the run SIGKILLs workers and restarts them, cuts RabbitMQ,
+//! stops PostgreSQL for 10 s, and makes the helpdesk and kintone fail (5xx, 429 with
+//! `Retry-After`, timeouts, lost responses). All along, the helpdesk's search lags and
+//! it ignores idempotency keys, and kintone drops webhooks beyond 60 a minute.
+//!
+//! Meanwhile a driver changes N work orders several times in kintone and their tickets
+//! in the helpdesk, redelivers old webhooks (duplicated, late, out of order) and sends
+//! webhooks whose payloads lie. It keeps its own model of what each person last wrote.
+//!
+//! After the last fault it waits for the fleet to settle, replays any dead letter, and
+//! checks, from the sandbox's state and the driver's model alone (never the service's
+//! store): every record converged to what field authority implies, no ticket was
+//! created twice, every dead letter was replayed and processed, and the ledger
+//! balances with nothing in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use tests::proxy::Proxy;
+use tokio::sync::Mutex;
+
+use crate::fixture::{self, ChildEnv, Janitor};
+use crate::procs::Proc;
+
+const RULE: &str = tests::RULE;
+const APP: &str = tests::APP;
+/// How long a worker stays dead before it is restarted.
+const DEAD_FOR: Duration = Duration::from_secs(1);
+/// How long the broker is cut.
+const BROKER_DOWN: Duration = Duration::from_secs(5);
+/// How long PostgreSQL is stopped.
+const POSTGRES_DOWN: Duration = Duration::from_secs(10);
+/// The helpdesk's search lag, all run long.
+const SEARCH_LAG_MS: u64 = 1_500;
+/// How long the fleet may take to settle after the last fault before the run fails.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(420);
+/// Priorities a person picks in kintone, and what the rule maps each to.
+const PRIORITIES: [(&str, &str); 3] = [("高", "high"), ("中", "normal"), ("低", "low")];
+/// Statuses an agent sets in the helpdesk, and kintone's 状態 for each.
+const STATUSES: [(&str, &str); 2] = [("in_progress", "対応中"), ("closed", "完了")];
+
+/// What one run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The seed of the schedule, the changes and the faults.
+    pub seed: u64,
+    /// Work orders.
+    pub records: usize,
+    /// Versions of each work order in kintone (the create and the edits).
+    pub versions: usize,
+    /// Worker processes.
+    pub workers: usize,
+    /// How long the faults last; the changes are spread over it.
+    pub fault_window: Duration,
+}
+
+/// What one run found.
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The printed report: the schedule, the ledger, the figures.
+    pub report: String,
+    /// Every failed check; empty when the run proved what it should.
+    pub failures: Vec<String>,
+    /// The row for the README's table.
+    pub summary: String,
+}
+
+/// A small deterministic PRNG (splitmix64): the same seed draws the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+
+    fn between(&mut self, from: Duration, to: Duration) -> Duration {
+        let span = to.saturating_sub(from).as_millis().max(1) as u64;
+        from + Duration::from_millis(self.next() % span)
+    }
+}
+
+/// A fault at its time, counted from the start of the window.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// SIGKILL worker n, restart it a second later.
+    KillWorker(usize),
+    /// Cut every broker connection and refuse new ones for a while.
+    Broker,
+    /// Cut every PostgreSQL connection and refuse new ones for a while.
+    Postgres,
+}
+
+fn schedule(rng: &mut Rng, plan: &Plan) -> Vec<(Duration, Fault)> {
+    let w = plan.fault_window;
+    let mut faults = vec![
+        (rng.between(w / 5, w * 2 / 5), Fault::Broker),
+        (rng.between(w / 2, w * 7 / 10), Fault::Postgres),
+    ];
+    let mut at = rng.between(Duration::from_secs(2), Duration::from_secs(4));
+    while at < w {
+        faults.push((at, Fault::KillWorker(rng.below(plan.workers))));
+        at += rng.between(Duration::from_secs(3), Duration::from_secs(7));
+    }
+    faults.sort_by_key(|(at, _)| *at);
+    faults
+}
+
+/// A change the driver makes.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A person creates work order n in kintone.
+    Create(usize),
+    /// A person edits work order n's fields in kintone (its version k).
+    Edit(usize, usize),
+    /// An agent sets the status of work order n's ticket (the helpdesk owns it).
+    AgentStatus(usize, usize),
+    /// An agent edits the subject of work order n's ticket (kintone owns it: refused).
+    AgentSubject(usize),
+    /// A kintone webhook about work order n whose payload lies about the subject.
+    Lie(usize),
+    /// An old kintone webhook delivered again (duplicated, late, out of order).
+    Redeliver,
+}
+
+fn changes(rng: &mut Rng, plan: &Plan) -> Vec<Op> {
+    let mut per_record: Vec<Vec<Op>> = (0..plan.records)
+        .map(|n| {
+            let mut ops = vec![Op::Create(n)];
+            ops.extend((1..plan.versions).map(|k| Op::Edit(n, k)));
+            if rng.chance(0.4) {
+                let at = 1 + rng.below(ops.len());
+                ops.insert(at, Op::AgentStatus(n, rng.below(STATUSES.len())));
+            }
+            if rng.chance(0.1) {
+                let at = 1 + rng.below(ops.len());
+                ops.insert(at, Op::AgentSubject(n));
+            }
+            if rng.chance(0.1) {
+                let at = 1 + rng.below(ops.len());
+                ops.insert(at, Op::Lie(n));
+            }
+            ops.reverse();
+            ops
+        })
+        .collect();
+    let mut out = vec![];
+    let mut open: Vec<usize> = (0..plan.records).collect();
+    while !open.is_empty() {
+        let pick = rng.below(open.len());
+        let n = open[pick];
+        match per_record[n].pop() {
+            Some(op) => out.push(op),
+            None => {
+                open.swap_remove(pick);
+            }
+        }
+        if rng.chance(0.1) && out.len() > 5 {
+            out.push(Op::Redeliver);
+        }
+    }
+    out
+}
+
+/// What the people last wrote: the independent oracle.
+#[derive(Clone, Debug, Default)]
+struct Order {
+    kintone_id: Option<String>,
+    subject: String,
+    detail: String,
+    priority: usize,
+    email: String,
+    status: Option<usize>,
+}
+
+impl Order {
+    fn version(n: usize, k: usize, rng: &mut Rng) -> Order {
+        Order {
+            kintone_id: None,
+            subject: format!("  Work order {n} v{k}  "),
+            detail: format!("detail of {n}, version {k}"),
+            priority: rng.below(PRIORITIES.len()),
+            email: format!(" Customer{n}.V{k}@Example.COM "),
+            status: None,
+        }
+    }
+
+    fn kintone_fields(&self, n: usize) -> Value {
+        tests::kintone_record(&json!({
+            "work_order_no": format!("WO-{}", 700_000 + n),
+            "件名": self.subject,
+            "詳細": self.detail,
+            "優先度": PRIORITIES[self.priority].0,
+            "顧客メール": self.email,
+        }))
+    }
+
+    /// What the ticket and the work order must hold, by field authority: kintone owns
+    /// the mapped fields (with the rule's transforms), the helpdesk owns the status.
+    fn drift(&self, ticket: &Value, record: &Value) -> Vec<String> {
+        let mut out = vec![];
+        let mut want = |what: &str, got: &Value, expected: &str| {
+            if got.as_str() != Some(expected) {
+                out.push(format!("{what} is {got}, expected {expected:?}"));
+            }
+        };
+        want("ticket subject", &ticket["subject"], self.subject.trim());
+        want("ticket description", &ticket["description"], &self.detail);
+        want(
+            "ticket priority",
+            &ticket["priority"],
+            PRIORITIES[self.priority].1,
+        );
+        want(
+            "ticket contact_email",
+            &ticket["contact_email"],
+            &self.email.trim().to_lowercase(),
+        );
+        if let Some(s) = self.status {
+            want("ticket status", &ticket["status"], STATUSES[s].0);
+            want("kintone 状態", &record["状態"]["value"], STATUSES[s].1);
+        }
+        out
+    }
+}
+
+/// The running fleet: the processes and the proxies under the run's control.
+struct Fleet {
+    env: Vec<(String, String)>,
+    workers: Mutex<Vec<Option<Proc>>>,
+    pg: Proxy,
+    amqp: Proxy,
+    log: Mutex<Vec<String>>,
+    start: Instant,
+}
+
+impl Fleet {
+    async fn note(&self, line: String) {
+        let at = self.start.elapsed().as_secs_f64();
+        self.log.lock().await.push(format!("{at:7.1} s  {line}"));
+    }
+
+    async fn spawn_worker(&self, n: usize) -> anyhow::Result<Proc> {
+        Proc::spawn(&format!("worker {n}"), "__worker", &self.env).await
+    }
+
+    async fn kill(&self, n: usize) -> anyhow::Result<()> {
+        let old = self.workers.lock().await[n].take();
+        if let Some(mut p) = old {
+            p.kill();
+        }
+        self.note(format!("SIGKILL worker {n}")).await;
+        tokio::time::sleep(DEAD_FOR).await;
+        self.restart(n).await
+    }
+
+    /// Starts worker n again, trying until it announces (it may start while
+    /// PostgreSQL or RabbitMQ is away).
+    async fn restart(&self, n: usize) -> anyhow::Result<()> {
+        for attempt in 1.. {
+            match self.spawn_worker(n).await {
+                Ok(p) => {
+                    self.workers.lock().await[n] = Some(p);
+                    return Ok(());
+                }
+                Err(e) if attempt < 30 => {
+                    self.note(format!("worker {n} did not start ({e:#}); again"))
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Restarts any worker that exited by itself, and says so: a worker is meant to
+    /// ride out every outage.
+    async fn revive(&self) -> anyhow::Result<usize> {
+        let mut dead = vec![];
+        for (n, w) in self.workers.lock().await.iter_mut().enumerate() {
+            if let Some(status) = w.as_mut().and_then(Proc::exited) {
+                dead.push((n, status));
+                *w = None;
+            }
+        }
+        for (n, status) in &dead {
+            self.note(format!(
+                "worker {n} exited by itself ({status}); restarting"
+            ))
+            .await;
+            self.restart(*n).await?;
+        }
+        Ok(dead.len())
+    }
+}
+
+/// The sandbox's admin API.
+struct Sandbox {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Sandbox {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    async fn records(&self) -> anyhow::Result<HashMap<String, Value>> {
+        let v = self
+            .get(&format!("/_admin/kintone/apps/{APP}/records"))
+            .await?;
+        Ok(v["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["$id"]["value"].as_str()?.to_owned(), r.clone())))
+            .collect())
+    }
+
+    async fn tickets(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.get("/_admin/helpdesk/tickets").await?;
+        Ok(v["tickets"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// An agent's edit through the helpdesk's API, tried again while injected faults
+    /// refuse it (an agent retries too).
+    async fn agent_edit(&self, ticket: &str, fields: Value) -> anyhow::Result<()> {
+        for _ in 0..30 {
+            let resp = self
+                .http
+                .patch(format!("{}/api/tickets/{ticket}", self.url))
+                .bearer_auth(sandbox::DEFAULT_HELPDESK_TOKEN)
+                .json(&fields)
+                .send()
+                .await?;
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("the helpdesk refused an agent's edit of ticket {ticket} 30 times")
+    }
+}
+
+/// Runs one seed.
+pub async fn run(
+    janitor: &Janitor,
+    http: &reqwest::Client,
+    plan: &Plan,
+) -> anyhow::Result<Outcome> {
+    let mut rng = Rng(plan.seed);
+    let faults = schedule(&mut rng, plan);
+    let ops = changes(&mut rng, plan);
+    let mut report = String::new();
+    writeln!(
+        report,
+        "chaos seed {}: {} work orders × {} versions, {} workers, {} changes over a {} s fault window",
+        plan.seed,
+        plan.records,
+        plan.versions,
+        plan.workers,
+        ops.len(),
+        plan.fault_window.as_secs()
+    )?;
+    writeln!(
+        report,
+        "fault schedule (seconds from the start of the window):"
+    )?;
+    writeln!(
+        report,
+        "  all window long: helpdesk POST 10% 503 before and 10% after the create, PATCH 15% 503, GET 5% 429 (Retry-After 1) and 3% slower than the timeout; kintone PUT 10% 503 after the write; all run long: helpdesk search lag {SEARCH_LAG_MS} ms, idempotency keys ignored, kintone webhooks capped at 60 a minute"
+    )?;
+    for (at, f) in &faults {
+        let what = match f {
+            Fault::KillWorker(n) => format!("SIGKILL worker {n}, restart after {DEAD_FOR:?}"),
+            Fault::Broker => format!("RabbitMQ cut for {BROKER_DOWN:?}"),
+            Fault::Postgres => format!("PostgreSQL stopped for {POSTGRES_DOWN:?}"),
+        };
+        writeln!(report, "  {:6.1}  {what}", at.as_secs_f64())?;
+    }
+    eprint!("{report}");
+
+    // The stack.
+    let db_url = janitor.database().await?;
+    let prefix = janitor.prefix();
+    let (pg_upstream, pg_proxied) = proxied(&db_url, 5432)?;
+    let (amqp_upstream, amqp_proxied) = proxied(&tests::amqp_url(), 5672)?;
+    let pg = Proxy::start(pg_upstream).await?;
+    let amqp = Proxy::start(amqp_upstream).await?;
+    let sandbox_proc = Proc::spawn("sandbox", "__sandbox", &[]).await?;
+    let sb = Sandbox {
+        http: http.clone(),
+        url: sandbox_proc.url(),
+    };
+    let mut rules = tests::example_rules(&sb.url);
+    tests::two_way(&mut rules);
+    let rule = rules
+        .rules
+        .iter_mut()
+        .find(|r| r.name == RULE)
+        .context("the example rule")?;
+    rule.resync = Some(domain::rules::ResyncSpec {
+        every_seconds: 10,
+        ..domain::rules::ResyncSpec::by_hand()
+    });
+    rule.reconcile = Some(domain::rules::ReconcileSpec {
+        every_seconds: 60,
+        repair: true,
+        settle_seconds: Some(20),
+    });
+    let rules_path = janitor.rules_file(&rules)?;
+    let mut env = ChildEnv {
+        prefix: prefix.clone(),
+        rules: rules_path,
+        database_url: Some(pg_proxied.replace("{port}", &pg.addr.port().to_string())),
+        prefetch: 64,
+    }
+    .vars();
+    let amqp_url = amqp_proxied.replace("{port}", &amqp.addr.port().to_string());
+    for (k, v) in env.iter_mut() {
+        if k == "RECORDSYNC_AMQP_URL" {
+            v.clone_from(&amqp_url);
+        }
+    }
+    env.extend([
+        ("RECORDSYNC_LEASE_TTL_MS".to_owned(), "5000".to_owned()),
+        (
+            "RECORDSYNC_IN_DOUBT_SETTLE_MS".to_owned(),
+            "6000".to_owned(),
+        ),
+        (
+            "RECORDSYNC_PUBLISH_TIMEOUT_MS".to_owned(),
+            "3000".to_owned(),
+        ),
+    ]);
+    let ingest = Proc::spawn("ingest", "__ingest", &env).await?;
+    sb.post(
+        "/_admin/kintone/apps",
+        json!({
+            "app": 101,
+            "name": "Work orders",
+            "title_field": "件名",
+            "fields": {
+                "work_order_no": "SINGLE_LINE_TEXT",
+                "件名": "SINGLE_LINE_TEXT",
+                "詳細": "MULTI_LINE_TEXT",
+                "優先度": "DROP_DOWN",
+                "顧客メール": "SINGLE_LINE_TEXT",
+                "tags": "CHECK_BOX",
+                "helpdesk_ticket_id": "SINGLE_LINE_TEXT",
+                "状態": "DROP_DOWN"
+            },
+            "webhook_url": format!("{}/webhooks/kintone?token={}", ingest.url(), tests::KINTONE_WEBHOOK_TOKEN)
+        }),
+    )
+    .await?;
+    sb.post(
+        "/_admin/helpdesk/config",
+        json!({
+            "webhook_url": format!("{}/webhooks/helpdesk", ingest.url()),
+            "search_lag_ms": SEARCH_LAG_MS,
+            "ignore_idempotency_keys": true
+        }),
+    )
+    .await?;
+    sb.post("/_admin/kintone/webhook_cap", json!({"per_minute": 60}))
+        .await?;
+
+    let fleet = Arc::new(Fleet {
+        env,
+        workers: Mutex::new((0..plan.workers).map(|_| None).collect()),
+        pg,
+        amqp,
+        log: Mutex::new(vec![]),
+        start: Instant::now(),
+    });
+    for n in 0..plan.workers {
+        fleet.restart(n).await?;
+    }
+    wait_consuming(&prefix, plan.workers).await?;
+
+    // The window: target faults on, the schedule and the driver side by side.
+    let fault_ids = target_faults(&sb, plan.seed).await?;
+    let window_start = Instant::now();
+    let driver = drive(&sb, &ops, plan, &mut rng, window_start);
+    let injector = inject(&fleet, &faults, window_start, plan.fault_window);
+    let (driven, injected) = tokio::join!(driver, injector);
+    let (orders, driver_notes) = driven?;
+    injected?;
+    for id in fault_ids {
+        sb.call(
+            reqwest::Method::DELETE,
+            &format!("/_admin/faults/{id}"),
+            json!({}),
+        )
+        .await?;
+    }
+    let last_fault = Instant::now();
+    fleet
+        .note("target faults lifted; the last fault is over".into())
+        .await;
+
+    // Settle: the fleet catches up on its own (resync, reconcile); dead letters are
+    // replayed as an operator would.
+    let store = store::Store::connect(&db_url, 2).await?;
+    let mut replayed = 0usize;
+    let mut converged: Option<Duration> = None;
+    let mut drift: Vec<String> = vec![];
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline {
+        fleet.revive().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let depth = queued(&prefix).await?;
+        let ledger = store.ledger(Some(RULE), Duration::ZERO).await?;
+        let open = ledger
+            .iter()
+            .map(|l| l.in_flight + l.unaccounted)
+            .sum::<i64>();
+        if depth == 0 {
+            let dead = store
+                .dead_letters(&store::DeadFilter::default(), 10_000)
+                .await?;
+            if !dead.is_empty() {
+                replayed += replay(&store, &prefix).await?;
+                fleet
+                    .note(format!("replayed {} dead letter(s)", dead.len()))
+                    .await;
+                continue;
+            }
+        }
+        drift = check_records(&sb, &orders).await?;
+        if depth == 0 && open == 0 && drift.is_empty() {
+            converged = Some(last_fault.elapsed());
+            break;
+        }
+    }
+
+    // The checks.
+    let mut failures = vec![];
+    if converged.is_none() {
+        failures.push(format!(
+            "the fleet did not settle within {SETTLE_TIMEOUT:?} of the last fault"
+        ));
+    }
+    let duplicates = duplicates(&sb).await?;
+    failures.extend(duplicates.iter().cloned());
+    let tickets = sb.tickets().await?;
+    if tickets.len() != plan.records {
+        failures.push(format!(
+            "{} tickets for {} work orders",
+            tickets.len(),
+            plan.records
+        ));
+    }
+    let ledgers = store.ledger(None, Duration::ZERO).await?;
+    for l in &ledgers {
+        if l.imbalance() != 0 || l.unaccounted != 0 || l.in_flight != 0 {
+            failures.push(format!(
+                "ledger of {}: imbalance {}, unaccounted {}, in flight {} (oldest unaccounted: {:?})",
+                l.rule,
+                l.imbalance(),
+                l.unaccounted,
+                l.in_flight,
+                l.oldest_unaccounted
+                    .iter()
+                    .map(|u| &u.event_id)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        if l.dead_lettered != 0 || l.parked != 0 {
+            failures.push(format!(
+                "ledger of {}: {} dead-lettered and {} parked at the end",
+                l.rule, l.dead_lettered, l.parked
+            ));
+        }
+    }
+    let dead_left = store
+        .dead_letters(&store::DeadFilter::default(), 10_000)
+        .await?;
+    if !dead_left.is_empty() {
+        failures.push(format!("{} dead letters not replayed", dead_left.len()));
+    }
+    let conflicts = store.conflicts("open").await?;
+    for c in &conflicts {
+        failures.push(format!(
+            "open conflict {} on record {} [{}]: {}",
+            c.id, c.source_record_id, c.kind, c.summary
+        ));
+    }
+    failures.extend(drift.iter().cloned());
+    // A record that failed a check is shown with its timeline.
+    let mut stories = String::new();
+    for line in drift.iter().take(5) {
+        if let Some(id) = line.split_whitespace().nth(2) {
+            writeln!(stories, "timeline of work order record {id}:")?;
+            for h in store.history(RULE, id).await? {
+                writeln!(stories, "  {} {}", h.at.format("%H:%M:%S%.3f"), h.summary)?;
+            }
+        }
+    }
+
+    // The report.
+    let helpdesk_log = sb.get("/_admin/log?system=helpdesk").await?;
+    let posts = helpdesk_log["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
+        .count();
+    let cap = sb.get("/_admin/kintone/webhook_cap").await?;
+    let counts: BTreeMap<String, i64> = store
+        .history_counts(Some(RULE))
+        .await?
+        .into_iter()
+        .collect();
+    writeln!(report, "what happened:")?;
+    for line in fleet.log.lock().await.iter() {
+        writeln!(report, "  {line}")?;
+    }
+    for line in &driver_notes {
+        writeln!(report, "  driver: {line}")?;
+    }
+    writeln!(
+        report,
+        "figures: {} tickets for {} work orders ({} create requests sent, {} duplicates); kintone dropped {} webhooks over its cap; {} dead letters replayed; {} open conflicts",
+        tickets.len(),
+        plan.records,
+        posts,
+        duplicates.len(),
+        cap["dropped"],
+        replayed,
+        conflicts.len()
+    )?;
+    writeln!(report, "history by kind: {counts:?}")?;
+    for l in &ledgers {
+        writeln!(
+            report,
+            "ledger {}: accepted {} = synced {} + skipped {:?} + conflicts {} + dead {} + parked {} + in flight {} (unaccounted {}, imbalance {})",
+            l.rule,
+            l.accepted,
+            l.synced,
+            l.skipped,
+            l.conflicts,
+            l.dead_lettered,
+            l.parked,
+            l.in_flight,
+            l.unaccounted,
+            l.imbalance()
+        )?;
+    }
+    match converged {
+        Some(t) => writeln!(
+            report,
+            "converged {:.1} s after the last fault",
+            t.as_secs_f64()
+        )?,
+        None => writeln!(report, "did not converge")?,
+    }
+    report.push_str(&stories);
+    let summary = format!(
+        "| {} | {} × {} | {} | {} | {} | {} | {} | {} |",
+        plan.seed,
+        plan.records,
+        plan.versions,
+        faults.len(),
+        cap["dropped"],
+        replayed,
+        duplicates.len(),
+        drift.len(),
+        converged.map_or_else(|| "—".to_owned(), |t| format!("{:.0} s", t.as_secs_f64()))
+    );
+
+    // Stop everything this run started; the janitor removes the database and queues.
+    let workers: Vec<Proc> = fleet.workers.lock().await.drain(..).flatten().collect();
+    for w in workers {
+        w.stop().await?;
+    }
+    ingest.stop().await?;
+    sandbox_proc.stop().await?;
+    store.pool().close().await;
+    Ok(Outcome {
+        seed: plan.seed,
+        report,
+        failures,
+        summary,
+    })
+}
+
+/// A URL's upstream address, and the URL with its port replaced by `{port}`.
+fn proxied(url: &str, default_port: u16) -> anyhow::Result<(SocketAddr, String)> {
+    let mut parsed = reqwest::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
+    let upstream = parsed
+        .socket_addrs(|| Some(default_port))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{url} resolves to no address"))?;
+    parsed
+        .set_port(Some(1))
+        .map_err(|()| anyhow::anyhow!("{url} cannot take a port"))?;
+    let text = parsed.to_string();
+    Ok((upstream, text.replacen(":1/", ":{port}/", 1)))
+}
+
+/// The faults at the targets for the window; returns their ids.
+async fn target_faults(sb: &Sandbox, seed: u64) -> anyhow::Result<Vec<String>> {
+    let specs = [
+        json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 503, "probability": 0.1}),
+        json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 503, "probability": 0.1, "after": true}),
+        json!({"system": "helpdesk", "method": "PATCH", "status": 503, "probability": 0.15}),
+        json!({"system": "helpdesk", "method": "GET", "status": 429, "retry_after": "1", "probability": 0.05}),
+        json!({"system": "helpdesk", "method": "GET", "latency_ms": 3_500, "probability": 0.03}),
+        json!({"system": "kintone", "method": "PUT", "status": 503, "probability": 0.1, "after": true}),
+    ];
+    let mut ids = vec![];
+    for (i, mut spec) in specs.into_iter().enumerate() {
+        spec["seed"] = json!(seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
+        let v = sb.post("/_admin/faults", spec).await?;
+        ids.push(
+            v["id"]
+                .as_str()
+                .with_context(|| format!("the sandbox gave no fault id: {v}"))?
+                .to_owned(),
+        );
+    }
+    Ok(ids)
+}
+
+/// Makes the changes, spread evenly over the window. Returns the model and notes.
+async fn drive(
+    sb: &Sandbox,
+    ops: &[Op],
+    plan: &Plan,
+    rng: &mut Rng,
+    start: Instant,
+) -> anyhow::Result<(Vec<Order>, Vec<String>)> {
+    let mut orders: Vec<Order> = vec![Order::default(); plan.records];
+    let every = plan.fault_window / ops.len().max(1) as u32;
+    let mut deferred: Vec<Op> = vec![];
+    let mut notes = vec![];
+    let (mut redelivered, mut lies, mut agent_edits) = (0, 0, 0);
+    let (mut deferred_count, mut abandoned) = (0, 0);
+    let mut i = 0usize;
+    let mut queue: std::collections::VecDeque<Op> = ops.iter().cloned().collect();
+    while let Some(op) = queue.pop_front() {
+        let due = start + every * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        i += 1;
+        match op {
+            Op::Create(n) | Op::Edit(n, _) => {
+                let k = if let Op::Edit(_, k) = op { k } else { 0 };
+                let mut next = Order::version(n, k, rng);
+                next.kintone_id = orders[n].kintone_id.clone();
+                next.status = orders[n].status;
+                let body = json!({"record": next.kintone_fields(n), "webhook": true});
+                match &next.kintone_id {
+                    None => {
+                        let v = sb
+                            .post(&format!("/_admin/kintone/apps/{APP}/records"), body)
+                            .await?;
+                        next.kintone_id =
+                            Some(v["id"].as_str().context("no record id")?.to_owned());
+                    }
+                    Some(id) => {
+                        sb.call(
+                            reqwest::Method::PUT,
+                            &format!("/_admin/kintone/apps/{APP}/records/{id}"),
+                            body,
+                        )
+                        .await?;
+                    }
+                }
+                orders[n] = next;
+            }
+            Op::AgentStatus(n, _) | Op::AgentSubject(n) => {
+                let ticket = match &orders[n].kintone_id {
+                    Some(id) => ticket_of(sb, id).await?,
+                    None => None,
+                };
+                match (ticket, op) {
+                    (None, op) => {
+                        // Not synced yet: the agent comes back to it later.
+                        deferred_count += 1;
+                        if deferred_count <= 20 * plan.records {
+                            deferred.push(op);
+                        } else {
+                            abandoned += 1;
+                        }
+                    }
+                    (Some(ticket), Op::AgentStatus(_, s)) => {
+                        sb.agent_edit(&ticket, json!({"status": STATUSES[s].0}))
+                            .await?;
+                        orders[n].status = Some(s);
+                        agent_edits += 1;
+                    }
+                    (Some(ticket), _) => {
+                        sb.agent_edit(&ticket, json!({"subject": "typed over by an agent"}))
+                            .await?;
+                        agent_edits += 1;
+                    }
+                }
+            }
+            Op::Lie(n) => {
+                let Some(id) = orders[n].kintone_id.clone() else {
+                    continue;
+                };
+                let mut record = sb.records().await?.remove(&id).context("the record")?;
+                record["件名"]["value"] = json!("a payload that lies");
+                let lie = json!({"id": uuid::Uuid::new_v4().to_string(), "type": "UPDATE_RECORD", "app": {"id": APP, "name": "Work orders"}, "record": record, "recordTitle": "a payload that lies", "url": ""});
+                sb.post(
+                    &format!("/_admin/kintone/apps/{APP}/webhooks/send"),
+                    json!({"payload": lie}),
+                )
+                .await?;
+                lies += 1;
+            }
+            Op::Redeliver => {
+                let sent = sb.get("/_admin/kintone/webhooks").await?;
+                let ids: Vec<&str> = sent
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w["id"].as_str())
+                    .collect();
+                if !ids.is_empty() {
+                    let pick = ids[rng.below(ids.len())];
+                    sb.post(
+                        &format!("/_admin/kintone/webhooks/{pick}/redeliver"),
+                        json!({}),
+                    )
+                    .await?;
+                    redelivered += 1;
+                }
+            }
+        }
+        if queue.is_empty() && !deferred.is_empty() {
+            // Give the fleet a moment before the agents look again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            queue.extend(deferred.drain(..));
+        }
+    }
+    notes.push(format!(
+        "{} kintone changes, {agent_edits} agent edits ({deferred_count} put off until the ticket existed, {abandoned} given up), {redelivered} old webhooks delivered again, {lies} lying payloads; finished {:.1} s into the window",
+        ops.iter().filter(|o| matches!(o, Op::Create(_) | Op::Edit(..))).count(),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok((orders, notes))
+}
+
+/// The ticket id written back into a work order, if any.
+async fn ticket_of(sb: &Sandbox, kintone_id: &str) -> anyhow::Result<Option<String>> {
+    let mut records = sb.records().await?;
+    Ok(records
+        .remove(kintone_id)
+        .and_then(|r| r["helpdesk_ticket_id"]["value"].as_str().map(str::to_owned))
+        .filter(|t| !t.is_empty()))
+}
+
+/// Runs the fault schedule over the window.
+async fn inject(
+    fleet: &Arc<Fleet>,
+    faults: &[(Duration, Fault)],
+    start: Instant,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let mut outages = vec![];
+    for (at, fault) in faults {
+        tokio::time::sleep_until((start + *at).into()).await;
+        fleet.revive().await?;
+        match fault {
+            Fault::KillWorker(n) => fleet.kill(*n).await?,
+            Fault::Broker => {
+                fleet.amqp.down();
+                fleet
+                    .note(format!("RabbitMQ cut for {BROKER_DOWN:?}"))
+                    .await;
+                let f = Arc::clone(fleet);
+                outages.push(tokio::spawn(async move {
+                    tokio::time::sleep(BROKER_DOWN).await;
+                    f.amqp.up();
+                    f.note("RabbitMQ back".into()).await;
+                }));
+            }
+            Fault::Postgres => {
+                fleet.pg.down();
+                fleet
+                    .note(format!("PostgreSQL stopped for {POSTGRES_DOWN:?}"))
+                    .await;
+                let f = Arc::clone(fleet);
+                outages.push(tokio::spawn(async move {
+                    tokio::time::sleep(POSTGRES_DOWN).await;
+                    f.pg.up();
+                    f.note("PostgreSQL back".into()).await;
+                }));
+            }
+        }
+    }
+    for o in outages {
+        o.await?;
+    }
+    tokio::time::sleep_until((start + window).into()).await;
+    Ok(())
+}
+
+/// Messages still in the run's work, retry and dead-letter queues.
+async fn queued(prefix: &str) -> anyhow::Result<u32> {
+    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-depth").await?;
+    let channel = conn.create_channel().await?;
+    let topology = fixture::topology(prefix);
+    let names = &topology.names;
+    let mut queues = vec![names.work_queue(), names.dead_queue()];
+    queues.extend((0..topology.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
+    let mut total = 0;
+    for q in queues {
+        let declared = channel
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("Failed to read the depth of {q}"))?;
+        total += declared.message_count();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(total)
+}
+
+/// Replays every dead letter as `worker dlq replay` does; returns how many.
+async fn replay(store: &store::Store, prefix: &str) -> anyhow::Result<usize> {
+    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-replay").await?;
+    let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
+    let names = queue::Names::new(prefix);
+    let replayed =
+        worker::dlq::replay(store, &publisher, &names, &store::DeadFilter::default()).await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(replayed.len())
+}
+
+/// Waits until `workers` consumers read the work queue.
+async fn wait_consuming(prefix: &str, workers: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-ready").await?;
+    let names = queue::Names::new(prefix);
+    loop {
+        let channel = conn.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                names.work_queue().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        if declared.is_ok_and(|q| q.consumer_count() as usize >= workers) {
+            let _ = conn.close(200, "done".into()).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the workers did not start consuming within 60 s; their stderr above may say why"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Tickets that share an external id.
+async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<String>> {
+    let mut by_external: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in sb.tickets().await? {
+        by_external
+            .entry(t["external_id"].to_string())
+            .or_default()
+            .push(t["id"].to_string());
+    }
+    Ok(by_external
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(ext, ids)| {
+            format!(
+                "external id {ext} has {} tickets: {}",
+                ids.len(),
+                ids.join(", ")
+            )
+        })
+        .collect())
+}
+
+/// Every work order whose ticket or record does not hold what the people last wrote,
+/// as `work order record <id>: …` lines.
+async fn check_records(sb: &Sandbox, orders: &[Order]) -> anyhow::Result<Vec<String>> {
+    let records = sb.records().await?;
+    let tickets: HashMap<String, Value> = sb
+        .tickets()
+        .await?
+        .into_iter()
+        .map(|t| (t["id"].to_string(), t))
+        .collect();
+    let mut out = vec![];
+    for o in orders {
+        let Some(id) = &o.kintone_id else { continue };
+        let Some(record) = records.get(id) else {
+            out.push(format!("work order record {id}: missing from kintone"));
+            continue;
+        };
+        let Some(ticket_id) = record["helpdesk_ticket_id"]["value"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        else {
+            out.push(format!("work order record {id}: no ticket id written back"));
+            continue;
+        };
+        let Some(ticket) = tickets.get(ticket_id) else {
+            out.push(format!(
+                "work order record {id}: written-back ticket {ticket_id} does not exist"
+            ));
+            continue;
+        };
+        let drift = o.drift(ticket, record);
+        if !drift.is_empty() {
+            out.push(format!("work order record {id}: {}", drift.join("; ")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn plan(seed: u64) -> Plan {
+        Plan {
+            seed,
+            records: 20,
+            versions: 3,
+            workers: 3,
+            fault_window: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_run_and_another_seed_another() {
+        let draw = |seed| {
+            let mut rng = Rng(seed);
+            let faults = format!("{:?}", schedule(&mut rng, &plan(seed)));
+            let ops = format!("{:?}", changes(&mut rng, &plan(seed)));
+            (faults, ops)
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn the_schedule_has_one_broker_cut_one_database_stop_and_kills_inside_the_window() {
+        let p = plan(3);
+        let faults = schedule(&mut Rng(3), &p);
+        let count = |f: fn(&Fault) -> bool| faults.iter().filter(|(_, x)| f(x)).count();
+        assert_eq!(count(|f| matches!(f, Fault::Broker)), 1);
+        assert_eq!(count(|f| matches!(f, Fault::Postgres)), 1);
+        assert!(count(|f| matches!(f, Fault::KillWorker(_))) >= 60 / 7);
+        assert!(faults.iter().all(|(at, _)| *at < p.fault_window));
+        assert!(faults.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
+        let (pg_at, _) = faults
+            .iter()
+            .find(|(_, f)| matches!(f, Fault::Postgres))
+            .unwrap();
+        assert!(
+            *pg_at + POSTGRES_DOWN < p.fault_window,
+            "PostgreSQL is back inside the window"
+        );
+    }
+
+    #[test]
+    fn every_work_order_is_created_before_it_is_edited_and_each_version_happens_once() {
+        let p = plan(11);
+        let ops = changes(&mut Rng(11), &p);
+        let mut created = vec![false; p.records];
+        let mut edits = vec![0; p.records];
+        for op in &ops {
+            match op {
+                Op::Create(n) => {
+                    assert!(!created[*n], "created twice");
+                    created[*n] = true;
+                }
+                Op::Edit(n, _) | Op::AgentStatus(n, _) | Op::AgentSubject(n) | Op::Lie(n) => {
+                    assert!(created[*n], "{op:?} before the create");
+                    if matches!(op, Op::Edit(..)) {
+                        edits[*n] += 1;
+                    }
+                }
+                Op::Redeliver => {}
+            }
+        }
+        assert!(created.iter().all(|c| *c));
+        assert!(edits.iter().all(|e| *e == p.versions - 1));
+    }
+
+    #[test]
+    fn the_oracle_applies_the_rules_transforms_and_the_owners() {
+        let o = Order {
+            kintone_id: Some("1".into()),
+            subject: "  Pump  ".into(),
+            detail: "d".into(),
+            priority: 0,
+            email: " A@B.COM ".into(),
+            status: Some(1),
+        };
+        let ticket = json!({"subject": "Pump", "description": "d", "priority": "high", "contact_email": "a@b.com", "status": "closed"});
+        let record = json!({"状態": {"value": "完了"}});
+        assert!(o.drift(&ticket, &record).is_empty());
+        let mut wrong = ticket.clone();
+        wrong["subject"] = json!("typed over by an agent");
+        assert_eq!(o.drift(&wrong, &record).len(), 1);
+        let stale = json!({"状態": {"value": "対応中"}});
+        assert_eq!(o.drift(&ticket, &stale).len(), 1);
+    }
+
+    #[test]
+    fn urls_are_proxied_on_their_port() {
+        let (addr, url) = proxied("postgres://postgres@127.0.0.1:5432/rs_x", 5432).unwrap();
+        assert_eq!(addr.port(), 5432);
+        assert_eq!(url, "postgres://postgres@127.0.0.1:{port}/rs_x");
+        let (addr, url) = proxied("amqp://guest:guest@127.0.0.1/%2f", 5672).unwrap();
+        assert_eq!(addr.port(), 5672);
+        assert_eq!(url, "amqp://guest:guest@127.0.0.1:{port}/%2f");
+    }
+}
