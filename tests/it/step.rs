@@ -2,6 +2,10 @@
 //! intents and resolved when in doubt (even against a target that ignores idempotency
 //! keys), and values PostgreSQL refuses turned into conflicts before anything is sent.
 
+use std::time::Duration;
+
+use anyhow::Context;
+
 use serde_json::json;
 use store::{Store, StoreError, StoreErrorKind};
 use tests::{Env, EnvOptions, RULE, TestDb};
@@ -98,6 +102,67 @@ async fn an_in_doubt_create_is_found_by_search_not_repeated() -> anyhow::Result<
     assert_eq!(
         ops,
         vec![("create".into(), "sent".into(), Some("search".into()))]
+    );
+    env.finish().await
+}
+
+/// A create fails before it is made, so it is in doubt; after the settle time it is
+/// sent again, made, and its answer lost. The settle time before yet another send
+/// counts from that send, not the first one: the search still lags, so the next attempt
+/// waits and finds the ticket. (A chaos run found 5 duplicate tickets out of 300 this
+/// way, while the settle time counted from the first send.)
+#[tokio::test]
+async fn a_create_sent_again_waits_its_own_settle_time() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        in_doubt_settle_ms: 2_000,
+        max_attempts: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
+    env.admin_post(
+        "/_admin/helpdesk/config",
+        json!({"search_lag_ms": 1_500, "ignore_idempotency_keys": true}),
+    )
+    .await?;
+    // The first create fails before anything is made; the second is made, then fails.
+    env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 503, "count": 1})).await?;
+    env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 503, "count": 1, "after": true})).await?;
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-74", "件名": "Sent twice, made once"}))
+        .await?;
+    env.flush_webhooks().await?;
+    let resolved = tests::wait_for(
+        "the in-doubt create resolved",
+        Duration::from_secs(30),
+        || async {
+            Ok(env
+                .history(&id)
+                .await?
+                .iter()
+                .any(|h| h.starts_with("in_doubt_resolved")))
+        },
+    )
+    .await;
+    let history = env.history(&id).await?;
+    resolved.with_context(|| format!("{history:#?}"))?;
+    assert_eq!(env.tickets_for("WO-74").await?.len(), 1, "{history:#?}");
+    assert_eq!(env.ticket_posts().await?, 2, "sent twice, no third time");
+    // After the second send failed, the next attempt waited rather than send again.
+    let second_failure = history
+        .iter()
+        .rposition(|h| h.contains("503"))
+        .expect("the second send's failure");
+    assert!(
+        history[second_failure..]
+            .iter()
+            .any(|h| h.contains("is in doubt and not yet visible")),
+        "no wait after the second send: {history:#?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|h| h.starts_with("in_doubt_resolved") && h.contains("by search")),
+        "the ticket it made was found by search: {history:#?}"
     );
     env.finish().await
 }

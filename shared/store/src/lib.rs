@@ -153,6 +153,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reconcile",
         include_str!("../migrations/0010_reconcile.sql"),
     ),
+    (11, "resent", include_str!("../migrations/0011_resent.sql")),
 ];
 
 fn migrator() -> Migrator {

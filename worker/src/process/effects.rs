@@ -97,6 +97,10 @@ impl Processor {
             Err(e) => return Err(e.into()),
         };
 
+        if let Some(id) = reused_create {
+            // The settle time of the next look counts from this send.
+            tx.resend(id).await?;
+        }
         let mut ops = vec![];
         if let Some((kind, key)) = target_op {
             let intent = match reused_create {

@@ -60,7 +60,7 @@ pub struct PendingCreate {
     pub id: i64,
     /// The idempotency key it was sent with.
     pub key: String,
-    /// When the intent was committed.
+    /// When it was last sent: the intent's commit, or its latest re-send.
     pub since: DateTime<Utc>,
 }
 
@@ -334,7 +334,7 @@ impl RecordTx {
                 COALESCE((SELECT json_agg(json_build_object(
                         'id', o.id, 'system', o.system, 'fields', o.fields, 'vv', o.vv,
                         'status', o.status, 'kind', o.kind, 'key', o.idempotency_key,
-                        'created_at', o.created_at) ORDER BY o.id)
+                        'created_at', COALESCE(o.resent_at, o.created_at)) ORDER BY o.id)
                     FROM outbound_ops o
                    WHERE o.rule = $2 AND o.source_record_id = $3 AND o.status IN ('sent', 'pending')),
                   '[]'::json) AS ops
@@ -404,7 +404,7 @@ impl RecordTx {
         &mut self,
     ) -> Result<(Vec<(String, i64, Value, Value)>, Option<PendingCreate>), StoreError> {
         let rows = sqlx::query(
-            "SELECT id, system, fields, vv, status, kind, idempotency_key, created_at FROM outbound_ops
+            "SELECT id, system, fields, vv, status, kind, idempotency_key, COALESCE(resent_at, created_at) AS created_at FROM outbound_ops
               WHERE rule = $1 AND source_record_id = $2 AND status IN ('sent', 'pending') ORDER BY id",
         )
         .bind(&self.rule)
@@ -485,6 +485,33 @@ impl RecordTx {
         ids.sort_unstable();
         self.open_intents.extend(&ids);
         Ok(ids)
+    }
+
+    /// Records that the create still in doubt (`id`) is about to be sent again, before
+    /// it is: whoever finds it pending next waits the settle time from now. Fenced by
+    /// the lease, as the intents are.
+    pub async fn resend(&mut self, id: i64) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbound_ops SET resent_at = now()
+              WHERE id = $1 AND status = 'pending'
+                AND (SELECT count(*) FROM record_leases
+                      WHERE rule = $2 AND source_record_id = ANY($3) AND token = $4) = $5",
+        )
+        .bind(id)
+        .bind(&self.rule)
+        .bind(&self.lease.records)
+        .bind(self.lease.token)
+        .bind(self.lease.records.len() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(q("record a create sent again"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::LeaseLost {
+                rule: self.rule.clone(),
+                record: self.lease.records.join(","),
+            });
+        }
+        Ok(())
     }
 
     /// Which of `fields` PostgreSQL cannot store, with its reason: asked after a data

@@ -38,6 +38,8 @@ use crate::procs::Proc;
 
 const RULE: &str = tests::RULE;
 const APP: &str = tests::APP;
+/// The number of the first work order (`WO-700000`): no seeded ticket matches.
+const FIRST_ORDER: usize = 700_000;
 /// How long a worker stays dead before it is restarted.
 const DEAD_FOR: Duration = Duration::from_secs(1);
 /// How long the broker is cut.
@@ -213,7 +215,7 @@ impl Order {
 
     fn kintone_fields(&self, n: usize) -> Value {
         tests::kintone_record(&json!({
-            "work_order_no": format!("WO-{}", 700_000 + n),
+            "work_order_no": format!("WO-{}", FIRST_ORDER + n),
             "件名": self.subject,
             "詳細": self.detail,
             "優先度": PRIORITIES[self.priority].0,
@@ -600,7 +602,13 @@ pub async fn run(
         ));
     }
     let duplicates = duplicates(&sb).await?;
-    failures.extend(duplicates.iter().cloned());
+    failures.extend(duplicates.iter().map(|(external, ids)| {
+        format!(
+            "external id {external} has {} tickets: {}",
+            ids.len(),
+            ids.join(", ")
+        )
+    }));
     let tickets = sb.tickets().await?;
     if tickets.len() != plan.records {
         failures.push(format!(
@@ -645,13 +653,36 @@ pub async fn run(
         ));
     }
     failures.extend(drift.iter().cloned());
-    // A record that failed a check is shown with its timeline.
+    // A record that failed a check is shown with its timeline (and, for a duplicate,
+    // the helpdesk requests about it).
     let mut stories = String::new();
-    for line in drift.iter().take(5) {
-        if let Some(id) = line.split_whitespace().nth(2) {
-            writeln!(stories, "timeline of work order record {id}:")?;
-            for h in store.history(RULE, id).await? {
-                writeln!(stories, "  {} {}", h.at.format("%H:%M:%S%.3f"), h.summary)?;
+    let mut failed_records: Vec<(String, Option<String>)> = drift
+        .iter()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .map(|id| (id.trim_end_matches(':').to_owned(), None))
+        .collect();
+    for (external, _) in &duplicates {
+        let n = external
+            .trim_start_matches("WO-")
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(FIRST_ORDER));
+        if let Some(id) = n
+            .and_then(|n| orders.get(n))
+            .and_then(|o| o.kintone_id.clone())
+        {
+            failed_records.push((id, Some(external.clone())));
+        }
+    }
+    for (id, external) in failed_records.iter().take(8) {
+        writeln!(stories, "timeline of work order record {id}:")?;
+        for h in store.history(RULE, id).await? {
+            writeln!(stories, "  {} {}", h.at.format("%H:%M:%S%.3f"), h.summary)?;
+        }
+        if let Some(external) = external {
+            writeln!(stories, "helpdesk requests about {external}:")?;
+            for line in requests_about(&sb, external).await? {
+                writeln!(stories, "  {line}")?;
             }
         }
     }
@@ -1027,23 +1058,53 @@ async fn wait_consuming(prefix: &str, workers: usize) -> anyhow::Result<()> {
     }
 }
 
-/// Tickets that share an external id.
-async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<String>> {
+/// Tickets that share an external id: the external id and the ticket ids.
+async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let mut by_external: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for t in sb.tickets().await? {
+        let external = t["external_id"]
+            .as_str()
+            .map_or_else(|| t["external_id"].to_string(), str::to_owned);
         by_external
-            .entry(t["external_id"].to_string())
+            .entry(external)
             .or_default()
             .push(t["id"].to_string());
     }
     Ok(by_external
         .into_iter()
         .filter(|(_, ids)| ids.len() > 1)
-        .map(|(ext, ids)| {
+        .collect())
+}
+
+/// The helpdesk requests about one external id (its creates and its searches), one
+/// line each.
+async fn requests_about(sb: &Sandbox, external: &str) -> anyhow::Result<Vec<String>> {
+    let log = sb.get("/_admin/log?system=helpdesk").await?;
+    let number = external.trim_start_matches("WO-");
+    Ok(log["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["body"]["external_id"].as_str() == Some(external)
+                || e["query"].as_str().is_some_and(|q| q.contains(number))
+        })
+        .map(|e| {
             format!(
-                "external id {ext} has {} tickets: {}",
-                ids.len(),
-                ids.join(", ")
+                "{} {} {}{} → {}{}",
+                e["at"].as_str().unwrap_or("?"),
+                e["method"].as_str().unwrap_or("?"),
+                e["path"].as_str().unwrap_or("?"),
+                e["query"]
+                    .as_str()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default(),
+                e["status"],
+                if e["fault_id"].is_null() {
+                    ""
+                } else {
+                    " (injected fault)"
+                }
             )
         })
         .collect())
