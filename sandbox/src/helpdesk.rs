@@ -101,7 +101,10 @@ pub(crate) fn error_body(code: &str, message: &str, field: Option<&str>) -> Valu
     json!({ "error": error })
 }
 
-/// A stored ticket and when it last changed (`None` for seeded tickets, which are indexed).
+/// A stored ticket and when it was created (`None` for seeded tickets, which are
+/// indexed). The search lag hides a ticket from searches and listings until it has been
+/// indexed after its creation. An update does not hide it again: a real search index
+/// keeps serving a document while its new version is indexed.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredTicket {
     ticket: Map<String, Value>,
@@ -660,11 +663,12 @@ fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8])
         check_version(header_text(headers, "if-match"), &stored.ticket)?;
         validate_fields(&fields, false, "")?;
         let ticket = patch(&stored.ticket, &fields, &now_millis());
+        let changed_at = stored.changed_at;
         helpdesk.tickets.put(
             id,
             StoredTicket {
                 ticket: ticket.clone(),
-                changed_at: Some(Instant::now()),
+                changed_at,
             },
         );
         fire(
@@ -750,15 +754,11 @@ fn bulk_update_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respons
                 staged.insert(id, ticket.clone());
                 results.push(ticket);
             }
-            let changed_at = Instant::now();
             for (id, ticket) in staged {
-                helpdesk.tickets.put(
-                    id,
-                    StoredTicket {
-                        ticket,
-                        changed_at: Some(changed_at),
-                    },
-                );
+                let changed_at = helpdesk.tickets.get(id).and_then(|t| t.changed_at);
+                helpdesk
+                    .tickets
+                    .put(id, StoredTicket { ticket, changed_at });
             }
             for ticket in &results {
                 fire(

@@ -306,7 +306,7 @@ async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result
     );
     for happened in [
         "SIGKILL worker",
-        "RabbitMQ cut",
+        "RabbitMQ stopped",
         "RabbitMQ back",
         "PostgreSQL stopped",
         "PostgreSQL back",

@@ -253,13 +253,22 @@ async fn search_is_exact_non_unique_and_lags() {
     assert_eq!(search(&env, "ext-10").await, vec![4]);
     assert_eq!(search(&env, "ext").await, Vec::<u64>::new());
 
-    // An update hides the ticket from search again until the lag has passed.
+    // An update does not hide an indexed ticket again: a search index keeps serving a
+    // document while its new version is indexed (a chaos run once made a duplicate
+    // out of the sandbox doing otherwise).
     env.helpdesk(Method::PATCH, "/api/tickets/2")
         .json(&json!({"status": "closed"}))
         .send()
         .await
         .expect("sent");
-    assert_eq!(search(&env, "ext-1").await, vec![1, 3]);
+    assert_eq!(search(&env, "ext-1").await, vec![1, 2, 3]);
+    // A ticket created now is still hidden.
+    env.helpdesk(Method::POST, "/api/tickets")
+        .json(&json!({"subject": "Late", "external_id": "ext-1"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(search(&env, "ext-1").await, vec![1, 2, 3]);
 
     env.admin(
         Method::POST,
@@ -267,7 +276,7 @@ async fn search_is_exact_non_unique_and_lags() {
         Some(json!({"search_lag_ms": 0})),
     )
     .await;
-    assert_eq!(search(&env, "ext-1").await, vec![1, 2, 3]);
+    assert_eq!(search(&env, "ext-1").await, vec![1, 2, 3, 5]);
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ use tokio::sync::Mutex;
 
 use crate::fixture::{self, ChildEnv, Janitor};
 use crate::procs::Proc;
+use crate::servers::{OwnPostgres, OwnRabbit};
 
 const RULE: &str = tests::RULE;
 const APP: &str = tests::APP;
@@ -256,13 +257,59 @@ impl Order {
 struct Fleet {
     env: Vec<(String, String)>,
     workers: Mutex<Vec<Option<Proc>>>,
-    pg: Proxy,
-    amqp: Proxy,
+    pg: Pg,
+    mq: Mq,
     log: Mutex<Vec<String>>,
     start: Instant,
 }
 
+/// The run's PostgreSQL, and how it is stopped.
+enum Pg {
+    /// A cluster of the run's own: stopped for real.
+    Own(OwnPostgres),
+    /// A proxy in front of the shared server: its connections cut.
+    Proxied(Proxy),
+}
+
+/// The run's RabbitMQ, and how it is restarted.
+enum Mq {
+    /// A node of the run's own: stopped and started again on its data.
+    Own(Mutex<OwnRabbit>),
+    /// A proxy in front of the shared broker: its connections cut.
+    Proxied(Proxy),
+}
+
 impl Fleet {
+    async fn postgres(&self, up: bool) -> anyhow::Result<()> {
+        match (&self.pg, up) {
+            (Pg::Own(pg), true) => pg.up().await,
+            (Pg::Own(pg), false) => pg.down().await,
+            (Pg::Proxied(p), true) => {
+                p.up();
+                Ok(())
+            }
+            (Pg::Proxied(p), false) => {
+                p.down();
+                Ok(())
+            }
+        }
+    }
+
+    async fn broker(&self, up: bool) -> anyhow::Result<()> {
+        match (&self.mq, up) {
+            (Mq::Own(mq), true) => mq.lock().await.up().await,
+            (Mq::Own(mq), false) => mq.lock().await.down().await,
+            (Mq::Proxied(p), true) => {
+                p.up();
+                Ok(())
+            }
+            (Mq::Proxied(p), false) => {
+                p.down();
+                Ok(())
+            }
+        }
+    }
+
     async fn note(&self, line: String) {
         let at = self.start.elapsed().as_secs_f64();
         self.log.lock().await.push(format!("{at:7.1} s  {line}"));
@@ -432,20 +479,61 @@ pub async fn run(
     for (at, f) in &faults {
         let what = match f {
             Fault::KillWorker(n) => format!("SIGKILL worker {n}, restart after {DEAD_FOR:?}"),
-            Fault::Broker => format!("RabbitMQ cut for {BROKER_DOWN:?}"),
+            Fault::Broker => format!("RabbitMQ stopped for {BROKER_DOWN:?}, then started again"),
             Fault::Postgres => format!("PostgreSQL stopped for {POSTGRES_DOWN:?}"),
         };
         writeln!(report, "  {:6.1}  {what}", at.as_secs_f64())?;
     }
     eprint!("{report}");
 
-    // The stack.
-    let db_url = janitor.database().await?;
+    // The stack: its own PostgreSQL and RabbitMQ when they can be had, else proxies
+    // in front of the shared ones. `db_url` and `amqp_url` are what the run's checks
+    // use; the services get `worker_db_url` and `services_amqp_url`.
     let prefix = janitor.prefix();
-    let (pg_upstream, pg_proxied) = proxied(&db_url, 5432)?;
-    let (amqp_upstream, amqp_proxied) = proxied(&tests::amqp_url(), 5672)?;
-    let pg = Proxy::start(pg_upstream).await?;
-    let amqp = Proxy::start(amqp_upstream).await?;
+    let (pg, db_url, worker_db_url) = match OwnPostgres::start().await {
+        Ok(own) => {
+            let url = format!("{}/recordsync_chaos", own.url());
+            create_database(&own.url(), "recordsync_chaos").await?;
+            writeln!(
+                report,
+                "PostgreSQL: the run's own cluster (initdb, 127.0.0.1:{}), stopped with `pg_ctl stop -m immediate`",
+                own.port
+            )?;
+            (Pg::Own(own), url.clone(), url)
+        }
+        Err(e) => {
+            let url = janitor.database().await?;
+            let (upstream, template) = proxied(&url, 5432)?;
+            let proxy = Proxy::start(upstream).await?;
+            let worker_url = template.replace("{port}", &proxy.addr.port().to_string());
+            writeln!(
+                report,
+                "PostgreSQL: a TCP proxy in front of the shared server, its connections cut (no cluster of its own: {e:#})"
+            )?;
+            (Pg::Proxied(proxy), url, worker_url)
+        }
+    };
+    let (mq, amqp_url, services_amqp_url) = match OwnRabbit::start().await {
+        Ok(own) => {
+            let url = own.url();
+            writeln!(
+                report,
+                "RabbitMQ: the run's own node (127.0.0.1:{}), stopped with `rabbitmqctl stop` and started again on its data",
+                own.port
+            )?;
+            (Mq::Own(Mutex::new(own)), url.clone(), url)
+        }
+        Err(e) => {
+            let (upstream, template) = proxied(&tests::amqp_url(), 5672)?;
+            let proxy = Proxy::start(upstream).await?;
+            let url = template.replace("{port}", &proxy.addr.port().to_string());
+            writeln!(
+                report,
+                "RabbitMQ: a TCP proxy in front of the shared broker, its connections cut (no node of its own: {e:#})"
+            )?;
+            (Mq::Proxied(proxy), tests::amqp_url(), url)
+        }
+    };
     let sandbox_proc = Proc::spawn("sandbox", "__sandbox", &[]).await?;
     let sb = Sandbox {
         http: http.clone(),
@@ -471,14 +559,13 @@ pub async fn run(
     let mut env = ChildEnv {
         prefix: prefix.clone(),
         rules: rules_path,
-        database_url: Some(pg_proxied.replace("{port}", &pg.addr.port().to_string())),
+        database_url: Some(worker_db_url),
         prefetch: 64,
     }
     .vars();
-    let amqp_url = amqp_proxied.replace("{port}", &amqp.addr.port().to_string());
     for (k, v) in env.iter_mut() {
         if k == "RECORDSYNC_AMQP_URL" {
-            v.clone_from(&amqp_url);
+            v.clone_from(&services_amqp_url);
         }
     }
     env.extend([
@@ -529,14 +616,14 @@ pub async fn run(
         env,
         workers: Mutex::new((0..plan.workers).map(|_| None).collect()),
         pg,
-        amqp,
+        mq,
         log: Mutex::new(vec![]),
         start: Instant::now(),
     });
     for n in 0..plan.workers {
         fleet.restart(n).await?;
     }
-    wait_consuming(&prefix, plan.workers).await?;
+    wait_consuming(&amqp_url, &prefix, plan.workers).await?;
 
     // The window: target faults on, the schedule and the driver side by side.
     let fault_ids = target_faults(&sb, plan.seed).await?;
@@ -569,7 +656,7 @@ pub async fn run(
     while Instant::now() < deadline {
         fleet.revive().await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let depth = queued(&prefix).await?;
+        let depth = queued(&amqp_url, &prefix).await?;
         let ledger = store.ledger(Some(RULE), Duration::ZERO).await?;
         let open = ledger
             .iter()
@@ -580,7 +667,7 @@ pub async fn run(
                 .dead_letters(&store::DeadFilter::default(), 10_000)
                 .await?;
             if !dead.is_empty() {
-                replayed += replay(&store, &prefix).await?;
+                replayed += replay(&amqp_url, &store, &prefix).await?;
                 fleet
                     .note(format!("replayed {} dead letter(s)", dead.len()))
                     .await;
@@ -774,6 +861,17 @@ pub async fn run(
     })
 }
 
+/// Creates a database on a server.
+async fn create_database(server: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// A URL's upstream address, and the URL with its port replaced by `{port}`.
 fn proxied(url: &str, default_port: u16) -> anyhow::Result<(SocketAddr, String)> {
     let mut parsed = reqwest::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
@@ -957,41 +1055,43 @@ async fn inject(
         match fault {
             Fault::KillWorker(n) => fleet.kill(*n).await?,
             Fault::Broker => {
-                fleet.amqp.down();
+                fleet.broker(false).await?;
                 fleet
-                    .note(format!("RabbitMQ cut for {BROKER_DOWN:?}"))
+                    .note(format!("RabbitMQ stopped for {BROKER_DOWN:?}"))
                     .await;
                 let f = Arc::clone(fleet);
                 outages.push(tokio::spawn(async move {
                     tokio::time::sleep(BROKER_DOWN).await;
-                    f.amqp.up();
+                    f.broker(true).await?;
                     f.note("RabbitMQ back".into()).await;
+                    anyhow::Ok(())
                 }));
             }
             Fault::Postgres => {
-                fleet.pg.down();
+                fleet.postgres(false).await?;
                 fleet
                     .note(format!("PostgreSQL stopped for {POSTGRES_DOWN:?}"))
                     .await;
                 let f = Arc::clone(fleet);
                 outages.push(tokio::spawn(async move {
                     tokio::time::sleep(POSTGRES_DOWN).await;
-                    f.pg.up();
+                    f.postgres(true).await?;
                     f.note("PostgreSQL back".into()).await;
+                    anyhow::Ok(())
                 }));
             }
         }
     }
     for o in outages {
-        o.await?;
+        o.await??;
     }
     tokio::time::sleep_until((start + window).into()).await;
     Ok(())
 }
 
 /// Messages still in the run's work, retry and dead-letter queues.
-async fn queued(prefix: &str) -> anyhow::Result<u32> {
-    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-depth").await?;
+async fn queued(amqp_url: &str, prefix: &str) -> anyhow::Result<u32> {
+    let conn = queue::connect(amqp_url, "recordsync-chaos-depth").await?;
     let channel = conn.create_channel().await?;
     let topology = fixture::topology(prefix);
     let names = &topology.names;
@@ -1017,8 +1117,8 @@ async fn queued(prefix: &str) -> anyhow::Result<u32> {
 }
 
 /// Replays every dead letter as `worker dlq replay` does; returns how many.
-async fn replay(store: &store::Store, prefix: &str) -> anyhow::Result<usize> {
-    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-replay").await?;
+async fn replay(amqp_url: &str, store: &store::Store, prefix: &str) -> anyhow::Result<usize> {
+    let conn = queue::connect(amqp_url, "recordsync-chaos-replay").await?;
     let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
     let names = queue::Names::new(prefix);
     let replayed =
@@ -1028,9 +1128,9 @@ async fn replay(store: &store::Store, prefix: &str) -> anyhow::Result<usize> {
 }
 
 /// Waits until `workers` consumers read the work queue.
-async fn wait_consuming(prefix: &str, workers: usize) -> anyhow::Result<()> {
+async fn wait_consuming(amqp_url: &str, prefix: &str, workers: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let conn = queue::connect(&tests::amqp_url(), "recordsync-chaos-ready").await?;
+    let conn = queue::connect(amqp_url, "recordsync-chaos-ready").await?;
     let names = queue::Names::new(prefix);
     loop {
         let channel = conn.create_channel().await?;

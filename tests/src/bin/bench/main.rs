@@ -18,6 +18,7 @@ mod limiter;
 mod load;
 mod procs;
 mod report;
+mod servers;
 mod slow;
 mod stats;
 mod uploads;
