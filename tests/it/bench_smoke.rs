@@ -333,5 +333,18 @@ async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result
         out.contains("| 20261130 | 12 × 2 |"),
         "no summary row:\n{out}"
     );
-    assert_cleaned(&ran.stderr, true).await
+    // Its own servers, when it had them, are gone with their directories; otherwise
+    // the database it made on the shared server is.
+    let own_dir = |server: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{server}: the run's own")))
+            .and_then(|l| l.split(" in ").nth(1))
+            .and_then(|rest| rest.split(", 127.0.0.1").next())
+            .map(std::path::PathBuf::from)
+    };
+    let own_pg = own_dir("PostgreSQL");
+    for dir in own_pg.iter().chain(own_dir("RabbitMQ").iter()) {
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+    assert_cleaned(&ran.stderr, own_pg.is_none()).await
 }

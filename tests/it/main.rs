@@ -14,6 +14,7 @@ mod ledger;
 mod limits;
 mod links;
 mod parking;
+mod preview;
 mod reconcile;
 mod recovery;
 mod resync;

@@ -246,3 +246,50 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
     );
     env.finish().await
 }
+
+/// RabbitMQ itself restarts while accepted webhooks wait in the work queue: a node of
+/// the test's own, stopped with `rabbitmqctl stop` and started again on its data (not a
+/// TCP cut). What ingest accepted (202: a confirmed, persistent publish to a quorum
+/// queue) is still there afterwards, and each becomes exactly one ticket.
+#[tokio::test]
+async fn accepted_webhooks_survive_a_rabbitmq_restart() -> anyhow::Result<()> {
+    let mut rabbit = tests::servers::OwnRabbit::start().await?;
+    let mut env = Env::start_with(EnvOptions {
+        amqp_url: Some(rabbit.url()),
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            env.kintone_create(
+                json!({"work_order_no": format!("WO-8{n:02}"), "件名": format!("Before the restart {n}")}),
+            )
+            .await?,
+        );
+    }
+    env.flush_webhooks().await?;
+    let sent = env.admin_get("/_admin/kintone/webhooks").await?;
+    let statuses: Vec<Value> = sent
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| d["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![json!(202); 5],
+        "ingest accepted each: {sent}"
+    );
+
+    rabbit.down().await?;
+    rabbit.up().await?;
+    env.start_worker().await?;
+    env.settle("every work order", || env.all_written_back(&ids))
+        .await?;
+    assert_eq!(env.tickets().await?.len(), 5);
+    let log = env.request_log("helpdesk").await?;
+    assert_eq!(count(&log, "POST", "/api/tickets"), 5, "one create each");
+    env.finish().await
+}

@@ -3,6 +3,7 @@
 //! own database and its own queue prefix.
 
 pub mod proxy;
+pub mod servers;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,6 +15,7 @@ pub mod dlq;
 pub mod limiter;
 pub mod metrics;
 pub mod ops;
+pub mod preview;
 pub mod process;
 pub mod reconcile;
 pub mod resync;

@@ -94,6 +94,24 @@ enum Command {
         #[arg(long)]
         runs: bool,
     },
+    /// What a rule change would do before it ships: reads up to `--records` linked
+    /// records of the rule from both systems (limits apply) and says what the current
+    /// rules and the new file would each map and write, record by record. Writes
+    /// nothing.
+    Preview {
+        /// The new rules file.
+        #[arg(long)]
+        rules: std::path::PathBuf,
+        /// The rule.
+        #[arg(long)]
+        rule: String,
+        /// How many linked records to read (the oldest links first).
+        #[arg(long, default_value_t = 100)]
+        records: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The ledger, per rule, from PostgreSQL: every event seen against what became of
     /// it. Exits with 1 when events were seen and then lost (unaccounted for).
     Ledger {
@@ -372,6 +390,28 @@ async fn main() -> anyhow::Result<()> {
                     f.difference.owner,
                     f.difference.action
                 );
+            }
+            Ok(())
+        }
+        Command::Preview {
+            rules: new_path,
+            rule,
+            records,
+            json,
+        } => {
+            let settings = config::Settings::from_env()?;
+            let rules = config::load_rules(&settings.rules_path)?;
+            let new = config::load_rules(&new_path)?;
+            // Read-only: no migration, no broker.
+            let worker = worker::Worker::new(settings, rules)?;
+            let report =
+                worker::preview::preview(&worker.processor(), &new, &rule, records).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for line in worker::preview::lines(&report) {
+                    println!("{line}");
+                }
             }
             Ok(())
         }

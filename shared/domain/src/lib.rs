@@ -21,6 +21,7 @@ pub mod history;
 pub mod identity;
 pub mod mapping;
 pub mod plan;
+pub mod preview;
 pub mod reconcile;
 pub mod record;
 pub mod rules;

@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 
 use crate::fixture::{self, ChildEnv, Janitor};
 use crate::procs::Proc;
-use crate::servers::{OwnPostgres, OwnRabbit};
+use tests::servers::{OwnPostgres, OwnRabbit};
 
 const RULE: &str = tests::RULE;
 const APP: &str = tests::APP;
@@ -496,7 +496,8 @@ pub async fn run(
             create_database(&own.url(), "recordsync_chaos").await?;
             writeln!(
                 report,
-                "PostgreSQL: the run's own cluster (initdb, 127.0.0.1:{}), stopped with `pg_ctl stop -m immediate`",
+                "PostgreSQL: the run's own cluster (initdb in {}, 127.0.0.1:{}), stopped with `pg_ctl stop -m immediate`",
+                own.dir().display(),
                 own.port
             )?;
             (Pg::Own(own), url.clone(), url)
@@ -518,7 +519,8 @@ pub async fn run(
             let url = own.url();
             writeln!(
                 report,
-                "RabbitMQ: the run's own node (127.0.0.1:{}), stopped with `rabbitmqctl stop` and started again on its data",
+                "RabbitMQ: the run's own node (in {}, 127.0.0.1:{}), stopped with `rabbitmqctl stop` and started again on its data",
+                own.dir().display(),
                 own.port
             )?;
             (Mq::Own(Mutex::new(own)), url.clone(), url)

@@ -18,7 +18,6 @@ mod limiter;
 mod load;
 mod procs;
 mod report;
-mod servers;
 mod slow;
 mod stats;
 mod uploads;

@@ -1,8 +1,9 @@
-//! The chaos run's own PostgreSQL cluster and RabbitMQ node, so that stopping them
-//! disturbs nothing else on the machine: a cluster made with `initdb` in a temporary
-//! directory, a broker node with its own name, ports and data directory. Each can be
-//! stopped hard and started again on the same data. When the binaries are missing (or
-//! cannot run here), the run falls back to TCP proxies in front of the shared servers.
+//! A PostgreSQL cluster and a RabbitMQ node of a run's own (the chaos run's, or one
+//! test's), so that stopping them disturbs nothing else on the machine: a cluster made
+//! with `initdb` in a temporary directory, a broker node with its own name, ports and
+//! data directory. Each can be stopped hard and started again on the same data. When
+//! the binaries are missing (or cannot run here), `start` fails and says why; the chaos
+//! run then falls back to TCP proxies in front of the shared servers.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -119,6 +120,11 @@ impl OwnPostgres {
         };
         cmd.args(args);
         cmd
+    }
+
+    /// Its directory (data, socket, log); removed when it is dropped.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Its server URL (no database).
@@ -249,6 +255,11 @@ impl OwnRabbit {
             )
             .env("RABBITMQ_CONFIG_FILE", format!("{dir}/rabbitmq"))
             .env("RABBITMQ_PID_FILE", format!("{dir}/pid"));
+    }
+
+    /// Its directory (data, logs); removed when it is dropped.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Its AMQP URL.

@@ -1,0 +1,107 @@
+//! Rule-change preview: what a new rules file would do, read from the systems as they
+//! are now, with nothing written anywhere.
+
+use serde_json::json;
+use tests::{Env, EnvOptions, RULE};
+
+#[tokio::test]
+async fn a_preview_shows_a_transform_an_owner_and_a_variant_change_and_writes_nothing()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (pump, _) = env.seed_linked("WO-901", "Pump").await?;
+    let (valve, _) = env.seed_linked("WO-902", "valve").await?;
+
+    let mut new = env.rules.clone();
+    let rule = new
+        .rules
+        .iter_mut()
+        .find(|r| r.name == RULE)
+        .expect("the rule");
+    let subject = rule
+        .fields
+        .iter_mut()
+        .find(|f| f.target == "subject")
+        .expect("subject");
+    subject
+        .transforms
+        .push(serde_json::from_value(json!("lowercase"))?);
+    rule.fields
+        .iter_mut()
+        .find(|f| f.target == "priority")
+        .expect("priority")
+        .owner = Some("helpdesk".into());
+    rule.identity.variants.reverse();
+
+    let before = (
+        env.request_log("kintone").await?.len(),
+        env.request_log("helpdesk").await?.len(),
+    );
+    let history_before = env.store.history_counts(None).await?;
+    let processor = env.processor()?;
+    let report = worker::preview::preview(&processor, &new, RULE, 100).await?;
+
+    let rule_changes: Vec<(String, String)> = report
+        .rule_changes
+        .iter()
+        .map(|c| (c.field.clone(), c.what.clone()))
+        .collect();
+    assert!(
+        rule_changes.contains(&(
+            "subject".into(),
+            "transforms [trim] → [trim, lowercase]".into()
+        )),
+        "{rule_changes:?}"
+    );
+    assert!(
+        rule_changes.contains(&("priority".into(), "owner kintone → helpdesk".into())),
+        "{rule_changes:?}"
+    );
+    assert!(
+        rule_changes.iter().any(|(f, w)| f == "identity"
+            && w.contains("by [without prefix \"WO-\", without leading zeros] became")),
+        "{rule_changes:?}"
+    );
+    assert_eq!(report.records, 2);
+    // Only the record whose subject is not in lower case would be written.
+    let changed: Vec<&str> = report.changed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(changed, vec![pump.as_str()], "{report:#?}");
+    assert!(
+        report.summary.contains(&format!(
+            "1 record: subject would now be written to helpdesk ({pump})"
+        )),
+        "{:#?}",
+        report.summary
+    );
+    assert!(
+        report.summary.contains(&format!(
+            "1 record: subject would map to a different value (e.g. \"Pump\" → \"pump\") ({pump})"
+        )),
+        "{:#?}",
+        report.summary
+    );
+    assert!(
+        !report
+            .summary
+            .iter()
+            .any(|l| l.contains(&format!("({valve})")))
+    );
+
+    // It read both records of each link, and wrote nothing anywhere.
+    let kintone = env.request_log("kintone").await?;
+    let helpdesk = env.request_log("helpdesk").await?;
+    let new_requests: Vec<_> = kintone[before.0..]
+        .iter()
+        .chain(&helpdesk[before.1..])
+        .collect();
+    assert_eq!(new_requests.len(), 4, "{new_requests:#?}");
+    assert!(
+        new_requests.iter().all(|e| e["method"] == "GET"),
+        "{new_requests:#?}"
+    );
+    assert_eq!(env.store.history_counts(None).await?, history_before);
+    env.finish().await
+}
