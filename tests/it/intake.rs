@@ -700,3 +700,134 @@ async fn an_unroutable_publish_is_refused_with_503_and_nothing_is_queued() -> an
     .await?;
     env.finish().await
 }
+
+/// Runs `rabbitmqctl` on the local broker.
+async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("rabbitmqctl")
+            .args(&args)
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The broker refuses a publish with a nack (a policy caps this test's own work queue at
+/// no message and rejects what does not fit): ingest answers 503 and nothing is queued.
+/// Once the policy is gone, the same webhook is accepted and queued once.
+#[tokio::test]
+async fn a_publish_the_broker_nacks_is_refused_with_503() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let work = queue::Names::new(&env.settings.queue_prefix).work_queue();
+    let conn = queue::connect(&tests::amqp_url(), "it-nack").await?;
+    let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
+    let policy = format!("{}-nack", env.settings.queue_prefix);
+    let pattern = format!("^{}$", work.replace('.', "\\."));
+    let policy_on = |on: bool| {
+        let work = work.clone();
+        let policy = policy.clone();
+        async move {
+            let listed = rabbitmqctl(&[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "policy",
+            ])
+            .await?;
+            let applied = listed.lines().any(|l| {
+                l.split_whitespace().collect::<Vec<_>>() == [work.as_str(), policy.as_str()]
+            });
+            anyhow::Ok(applied == on)
+        }
+    };
+    rabbitmqctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        "--priority",
+        "100",
+        &policy,
+        &pattern,
+        r#"{"max-length": 0, "overflow": "reject-publish"}"#,
+    ])
+    .await?;
+    let applied = tests::wait_for("the policy applied", Duration::from_secs(20), || {
+        policy_on(true)
+    })
+    .await;
+    let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
+    // A quorum queue starts rejecting once it is over its limit: the first publish may
+    // still be taken (and is then queued, so 202 is right), the next one is nacked.
+    let refused = async {
+        applied?;
+        let (first, _) = env
+            .post_webhook(&path, &[], kintone_hook("first", APP).to_string())
+            .await?;
+        let depth = publisher.queue_depth(&work).await?;
+        let second = env
+            .post_webhook(&path, &[], kintone_hook("nacked", APP).to_string())
+            .await?;
+        anyhow::Ok((first, depth, second))
+    }
+    .await;
+    let (first, depth, (status, body)) = match refused {
+        Ok(r) => r,
+        Err(e) => {
+            // The policy goes whatever happened, so that a failure leaves nothing behind.
+            rabbitmqctl(&["clear_policy", &policy]).await?;
+            return Err(e);
+        }
+    };
+    assert!(
+        (first == 202 && depth == 1) || (first == 503 && depth == 0),
+        "the first webhook answered {first} with {depth} queued"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(
+        publisher.queue_depth(&work).await?,
+        depth,
+        "the nacked webhook is not queued"
+    );
+
+    // A quorum queue kept rejecting for 20 s after this policy was cleared (RabbitMQ
+    // 3.10): lifting the limit takes a policy that raises it.
+    rabbitmqctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        "--priority",
+        "100",
+        &policy,
+        &pattern,
+        r#"{"max-length": 1000000}"#,
+    ])
+    .await?;
+    let accepted = tests::wait_for("the webhook accepted", Duration::from_secs(20), || async {
+        let (status, _) = env
+            .post_webhook(&path, &[], kintone_hook("nacked", APP).to_string())
+            .await?;
+        anyhow::ensure!(status == 202 || status == 503, "answered {status}");
+        Ok(status == 202)
+    })
+    .await;
+    rabbitmqctl(&["clear_policy", &policy]).await?;
+    accepted?;
+    assert_eq!(
+        publisher.queue_depth(&work).await?,
+        depth + 1,
+        "queued once"
+    );
+    env.finish().await
+}

@@ -105,3 +105,69 @@ async fn a_preview_shows_a_transform_an_owner_and_a_variant_change_and_writes_no
     assert_eq!(env.store.history_counts(None).await?, history_before);
     env.finish().await
 }
+
+/// The same through the admin API: the new rules document in the body; a rule the new
+/// rules lack is named (its links would be orphaned), and invalid rules are refused with
+/// their JSON path.
+#[tokio::test]
+async fn the_admin_api_previews_a_rule_change() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (pump, _) = env.seed_linked("WO-903", "Pump").await?;
+    let mut new = serde_json::to_value(&env.rules)?;
+    new["rules"][0]["fields"][0]["transforms"] = json!(["trim", "lowercase"]);
+    let url = format!("{}/preview", env.admin_urls[0]);
+
+    let resp = env
+        .http
+        .post(&url)
+        .json(&json!({"rule": RULE, "rules": new}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    let report: serde_json::Value = resp.json().await?;
+    assert_eq!(report["records"], 1, "{report}");
+    assert_eq!(report["changed"][0][0], pump.as_str(), "{report}");
+    assert!(
+        report["summary"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!(format!(
+                "1 record: subject would now be written to helpdesk ({pump})"
+            )))),
+        "{report}"
+    );
+
+    let mut renamed = new.clone();
+    renamed["rules"][0]["name"] = json!("renamed-rule");
+    let resp = env
+        .http
+        .post(&url)
+        .json(&json!({"rule": RULE, "rules": renamed}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: serde_json::Value = resp.json().await?;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("would be orphaned")),
+        "{body}"
+    );
+
+    let mut invalid = new;
+    invalid["rules"][0]["direction"] = json!("sideways");
+    let resp = env
+        .http
+        .post(&url)
+        .json(&json!({"rule": RULE, "rules": invalid}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: serde_json::Value = resp.json().await?;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rules[0].direction")),
+        "{body}"
+    );
+    env.finish().await
+}

@@ -75,6 +75,30 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The sandbox's kintone work-order app (app 101, the fields the example rules map),
+/// sending its webhooks to `webhook_url` if any: the body of `POST /_admin/kintone/apps`.
+pub fn work_orders_app(webhook_url: Option<&str>) -> Value {
+    let mut app = json!({
+        "app": 101,
+        "name": "Work orders",
+        "title_field": "件名",
+        "fields": {
+            "work_order_no": "SINGLE_LINE_TEXT",
+            "件名": "SINGLE_LINE_TEXT",
+            "詳細": "MULTI_LINE_TEXT",
+            "優先度": "DROP_DOWN",
+            "顧客メール": "SINGLE_LINE_TEXT",
+            "tags": "CHECK_BOX",
+            "helpdesk_ticket_id": "SINGLE_LINE_TEXT",
+            "状態": "DROP_DOWN"
+        }
+    });
+    if let Some(url) = webhook_url {
+        app["webhook_url"] = json!(url);
+    }
+    app
+}
+
 /// The kintone app the example rules watch.
 pub const APP: &str = "101";
 /// The example rule's name.
@@ -484,22 +508,7 @@ impl Env {
     async fn setup_sandbox(&self) -> anyhow::Result<()> {
         self.admin_post(
             "/_admin/kintone/apps",
-            json!({
-                "app": 101,
-                "name": "Work orders",
-                "title_field": "件名",
-                "fields": {
-                    "work_order_no": "SINGLE_LINE_TEXT",
-                    "件名": "SINGLE_LINE_TEXT",
-                    "詳細": "MULTI_LINE_TEXT",
-                    "優先度": "DROP_DOWN",
-                    "顧客メール": "SINGLE_LINE_TEXT",
-                    "tags": "CHECK_BOX",
-                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT",
-                    "状態": "DROP_DOWN"
-                },
-                "webhook_url": self.kintone_webhook_url()
-            }),
+            work_orders_app(Some(&self.kintone_webhook_url())),
         )
         .await?;
         Ok(())

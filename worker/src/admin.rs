@@ -76,6 +76,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/resync", get(resync_cursors).post(resync))
         .route("/ledger", get(ledger))
         .route("/reconcile", get(reconcile_runs).post(reconcile))
+        .route("/preview", post(preview))
         .route_layer(middleware::from_fn_with_state(access, crate::auth::guard))
         .with_state(state)
 }
@@ -503,6 +504,47 @@ async fn reconcile_runs(
 
 /// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
 /// runs, else a failure.
+/// A rule change to preview: the whole new rules document, the rule, how many of its
+/// linked records to read.
+#[derive(serde::Deserialize)]
+struct PreviewRequest {
+    rule: String,
+    rules: serde_json::Value,
+    #[serde(default = "default_preview_records")]
+    records: usize,
+}
+
+fn default_preview_records() -> usize {
+    100
+}
+
+/// Most linked records one preview reads (each costs a request to both systems).
+const MAX_PREVIEW_RECORDS: usize = 1_000;
+
+async fn preview(State(s): State<AdminState>, Json(req): Json<PreviewRequest>) -> Response {
+    use crate::preview::PreviewError;
+    let new = match config::parse_rules("rules", &req.rules.to_string()) {
+        Ok(rules) => rules,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": {"code": "invalid_rules", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+    };
+    let records = req.records.min(MAX_PREVIEW_RECORDS);
+    match crate::preview::preview(&s.processor, &new, &req.rule, records).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ (PreviewError::UnknownRule(_) | PreviewError::NotInNewRules(_))) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
+        )
+            .into_response(),
+        Err(e) => failed(e),
+    }
+}
+
 fn claim_refused(e: crate::resync::ResyncError) -> Response {
     use crate::resync::ResyncError;
     let (status, code) = match &e {

@@ -133,6 +133,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/rehydrate", Role::Operator),
     ("POST", "/resync", Role::Operator),
     ("POST", "/reconcile", Role::Operator),
+    ("POST", "/preview", Role::Operator),
     ("POST", "/dead-letters/purge", Role::Admin),
 ];
 

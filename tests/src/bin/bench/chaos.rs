@@ -584,22 +584,11 @@ pub async fn run(
     let ingest = Proc::spawn("ingest", "__ingest", &env).await?;
     sb.post(
         "/_admin/kintone/apps",
-        json!({
-            "app": 101,
-            "name": "Work orders",
-            "title_field": "件名",
-            "fields": {
-                "work_order_no": "SINGLE_LINE_TEXT",
-                "件名": "SINGLE_LINE_TEXT",
-                "詳細": "MULTI_LINE_TEXT",
-                "優先度": "DROP_DOWN",
-                "顧客メール": "SINGLE_LINE_TEXT",
-                "tags": "CHECK_BOX",
-                "helpdesk_ticket_id": "SINGLE_LINE_TEXT",
-                "状態": "DROP_DOWN"
-            },
-            "webhook_url": format!("{}/webhooks/kintone?token={}", ingest.url(), tests::KINTONE_WEBHOOK_TOKEN)
-        }),
+        tests::work_orders_app(Some(&format!(
+            "{}/webhooks/kintone?token={}",
+            ingest.url(),
+            tests::KINTONE_WEBHOOK_TOKEN
+        ))),
     )
     .await?;
     sb.post(
@@ -625,7 +614,7 @@ pub async fn run(
     for n in 0..plan.workers {
         fleet.restart(n).await?;
     }
-    wait_consuming(&amqp_url, &prefix, plan.workers).await?;
+    crate::e2e::wait_consumers(&amqp_url, &prefix, plan.workers).await?;
 
     // The window: target faults on, the schedule and the driver side by side.
     let fault_ids = target_faults(&sb, plan.seed).await?;
@@ -1127,37 +1116,6 @@ async fn replay(amqp_url: &str, store: &store::Store, prefix: &str) -> anyhow::R
         worker::dlq::replay(store, &publisher, &names, &store::DeadFilter::default()).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(replayed.len())
-}
-
-/// Waits until `workers` consumers read the work queue.
-async fn wait_consuming(amqp_url: &str, prefix: &str, workers: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let conn = queue::connect(amqp_url, "recordsync-chaos-ready").await?;
-    let names = queue::Names::new(prefix);
-    loop {
-        let channel = conn.create_channel().await?;
-        let declared = channel
-            .queue_declare(
-                names.work_queue().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let _ = channel.close(200, "done".into()).await;
-        if declared.is_ok_and(|q| q.consumer_count() as usize >= workers) {
-            let _ = conn.close(200, "done".into()).await;
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the workers did not start consuming within 60 s; their stderr above may say why"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Tickets that share an external id: the external id and the ticket ids.

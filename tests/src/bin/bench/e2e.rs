@@ -321,7 +321,7 @@ impl Stack {
             fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
             statement_files.push(file);
         }
-        wait_consumers(&prefix, workers).await?;
+        wait_consumers(&tests::amqp_url(), &prefix, workers).await?;
         let cpu = cpu_watch(&sandbox, &ingest, &fleet, database);
         let sender = Sender::kintone(http, &ingest, bodies);
         let log = TicketLog::new(http.clone(), sandbox.url());
@@ -526,23 +526,7 @@ impl Admin {
 /// the bench posts the webhooks itself.
 pub async fn create_app(admin: &Admin) -> anyhow::Result<()> {
     admin
-        .post(
-            "/_admin/kintone/apps",
-            &json!({
-                "app": 101,
-                "name": "Work orders",
-                "title_field": "件名",
-                "fields": {
-                    "work_order_no": "SINGLE_LINE_TEXT",
-                    "件名": "SINGLE_LINE_TEXT",
-                    "詳細": "MULTI_LINE_TEXT",
-                    "優先度": "DROP_DOWN",
-                    "顧客メール": "SINGLE_LINE_TEXT",
-                    "tags": "CHECK_BOX",
-                    "helpdesk_ticket_id": "SINGLE_LINE_TEXT"
-                }
-            }),
-        )
+        .post("/_admin/kintone/apps", &tests::work_orders_app(None))
         .await?;
     Ok(())
 }
@@ -646,10 +630,10 @@ fn envelope(body: &str) -> anyhow::Result<Vec<u8>> {
     .encode())
 }
 
-/// Waits until `want` consumers are on the work queue of `prefix`: the workers have
-/// migrated, connected and started consuming.
-pub async fn wait_consumers(prefix: &str, want: usize) -> anyhow::Result<()> {
-    let conn = queue::connect(&tests::amqp_url(), "recordsync-bench-watch").await?;
+/// Waits until `want` consumers are on the work queue of `prefix` on the broker at
+/// `amqp_url`: the workers have migrated, connected and started consuming.
+pub async fn wait_consumers(amqp_url: &str, prefix: &str, want: usize) -> anyhow::Result<()> {
+    let conn = queue::connect(amqp_url, "recordsync-bench-watch").await?;
     let queue = queue::Names::new(prefix).work_queue();
     let waited = tests::wait_for(
         &format!("{want} consumer(s) on {queue}"),

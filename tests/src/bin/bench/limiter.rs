@@ -189,7 +189,7 @@ pub async fn run(
     for n in 0..WORKERS {
         fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
     }
-    e2e::wait_consumers(&prefix, WORKERS).await?;
+    e2e::wait_consumers(&::tests::amqp_url(), &prefix, WORKERS).await?;
     let cpu = e2e::cpu_watch(&sandbox, &ingest, &fleet, e2e::database_name(&database_url));
 
     let mut log = HelpdeskLog::new(Arc::clone(&admin));
