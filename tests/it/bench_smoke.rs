@@ -348,3 +348,30 @@ async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result
     }
     assert_cleaned(&ran.stderr, own_pg.is_none()).await
 }
+
+/// A missed target fails the bench: without `--report-only`, a run whose tiny count
+/// cannot reach 1,000 events/s exits 1 and names each missed target, after printing
+/// its table and cleaning up.
+#[tokio::test]
+async fn the_bench_exits_1_and_names_each_missed_target() -> anyhow::Result<()> {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(["e2e", "--count", "20", "--workers", "1", "--prefetch", "4"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("bench: target not met: e2e, 1 worker — events/s: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("target(s) not met (listed above; --report-only exits 0)"),
+        "{stderr}"
+    );
+    assert_figure(&stdout, "e2e, 1 worker", "events/s");
+    assert_cleaned(&stderr, true).await
+}
