@@ -320,6 +320,16 @@ fn arb_fields() -> impl Gen<Value = Fields> {
         .prop_map(|(a, b, c, d)| f(json!({"subject": a, "status": b, "phone": c, "approval": d})))
 }
 
+/// The fields of [`arb_fields`] and the two merged ones: `tags` (a union of lists) and
+/// `hours` (a number whose changes add up).
+fn arb_fields_with_merges() -> impl Gen<Value = Fields> {
+    (arb_fields(), arb_list(), 0i64..20).prop_map(|(mut fields, tags, hours)| {
+        fields.insert("tags".into(), tags);
+        fields.insert("hours".into(), json!(hours));
+        fields
+    })
+}
+
 proptest! {
     /// Union is commutative, associative and idempotent.
     #[test]
@@ -359,7 +369,11 @@ proptest! {
     /// reports back what it was sent, nothing more is written, and every system holds
     /// the canonical values.
     #[test]
-    fn writes_converge(start in arb_fields(), k in arb_fields(), h in arb_fields()) {
+    fn writes_converge(
+        start in arb_fields_with_merges(),
+        k in arb_fields_with_merges(),
+        h in arb_fields_with_merges(),
+    ) {
         let mut st = synced(Value::Object(start));
         let mut rev = BTreeMap::from([(K, 12i64), (H, 6i64)]);
         let mut queue = vec![obs(K, Some(12), Value::Object(k)), obs(H, Some(6), Value::Object(h))];
