@@ -231,6 +231,13 @@ fn guarded_routes() -> Vec<Route> {
         ),
         route(
             Method::POST,
+            "/preview",
+            "/preview",
+            Some(json!({"rule": "no-such-rule", "rules": {}})),
+            Operator,
+        ),
+        route(
+            Method::POST,
             "/dead-letters/purge",
             "/dead-letters/purge",
             Some(json!({"ids": [999999], "confirm": true})),

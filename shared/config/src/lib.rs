@@ -94,9 +94,17 @@ pub fn parse_rules(file: &str, text: &str) -> Result<SyncRules, ConfigError> {
         } else {
             format!("{path} ({location})")
         };
-        ConfigError::Shape {
-            file: file.to_owned(),
-            problem: Problem { path, message },
+        // The whole file does not parse. Each part is tried on its own, so that every
+        // problem is named, not only the first.
+        match every_problem(text) {
+            Some(problems) if problems.len() > 1 => ConfigError::Invalid {
+                file: file.to_owned(),
+                problems,
+            },
+            _ => ConfigError::Shape {
+                file: file.to_owned(),
+                problem: Problem { path, message },
+            },
         }
     })?;
     let problems = validate(&rules);
@@ -108,6 +116,102 @@ pub fn parse_rules(file: &str, text: &str) -> Result<SyncRules, ConfigError> {
             problems,
         })
     }
+}
+
+/// For a file that does not parse as a whole (but is JSON): the shape problem of each
+/// system, each rule and the top level, each tried on its own, then what the
+/// well-formed parts say that is impossible. A reference to a system that is itself
+/// malformed is not named twice. `None` when the text is not a JSON object.
+fn every_problem(text: &str) -> Option<Vec<Problem>> {
+    use serde_json::Value;
+    fn part<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            (path, e.into_inner().to_string())
+        })
+    }
+    fn join(at: &str, path: &str) -> String {
+        if matches!(path, "." | "?" | "") {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        }
+    }
+    let value: Value = serde_json::from_str(text).ok()?;
+    let top = value.as_object()?;
+    let mut problems = vec![];
+    let mut broken_systems = vec![];
+    let mut systems = std::collections::BTreeMap::new();
+    let mut rest = top.clone();
+    if let Some(map) = top.get("systems").and_then(Value::as_object) {
+        rest.insert("systems".into(), Value::Object(Default::default()));
+        for (name, v) in map {
+            match part(v) {
+                Ok(sys) => {
+                    systems.insert(name.clone(), sys);
+                }
+                Err((path, message)) => {
+                    problems.push(Problem {
+                        path: join(&format!("systems.{name}"), &path),
+                        message,
+                    });
+                    broken_systems.push(name.clone());
+                }
+            }
+        }
+    }
+    // The rules that parse, with their index in the file.
+    let mut rules = vec![];
+    let mut index = vec![];
+    if let Some(list) = top.get("rules").and_then(Value::as_array) {
+        rest.insert("rules".into(), Value::Array(vec![]));
+        for (i, v) in list.iter().enumerate() {
+            match part(v) {
+                Ok(rule) => {
+                    rules.push(rule);
+                    index.push(i);
+                }
+                Err((path, message)) => problems.push(Problem {
+                    path: join(&format!("rules[{i}]"), &path),
+                    message,
+                }),
+            }
+        }
+    }
+    let partial = match part::<SyncRules>(&Value::Object(rest)) {
+        Ok(mut shell) => {
+            shell.systems = systems;
+            shell.rules = rules;
+            Some(shell)
+        }
+        Err((path, message)) => {
+            problems.push(Problem {
+                path: join("", &path).trim_start_matches('.').to_owned(),
+                message,
+            });
+            None
+        }
+    };
+    if let Some(partial) = partial {
+        for mut p in validate(&partial) {
+            if broken_systems
+                .iter()
+                .any(|b| p.message.contains(&format!("\"{b}\"")))
+            {
+                continue;
+            }
+            // Paths of the rules that parsed point at their place in the file.
+            if let Some(rest) = p.path.strip_prefix("rules[")
+                && let Some((n, tail)) = rest.split_once(']')
+                && let Ok(n) = n.parse::<usize>()
+                && let Some(i) = index.get(n)
+            {
+                p.path = format!("rules[{i}]{tail}");
+            }
+            problems.push(p);
+        }
+    }
+    Some(problems)
 }
 
 /// The JSON Schema of `sync-rules.json`, as checked into the repository.

@@ -258,3 +258,60 @@ fn a_resync_needs_a_sane_interval_and_a_listable_source() {
         "unknown keys are refused"
     );
 }
+
+#[test]
+fn a_file_with_shape_and_reference_problems_names_every_one() {
+    let text = edit(|v| {
+        // A shape problem in a system, another in a rule, and a reference problem in a
+        // rule that is well-formed.
+        v["systems"]["helpdesk"]["base_url"] = serde_json::json!(8090);
+        let mut second = v["rules"][0].clone();
+        second["name"] = serde_json::json!("second");
+        second["source"]["system"] = serde_json::json!("nowhere");
+        v["rules"][0]["direction"] = serde_json::json!("sideways");
+        v["rules"].as_array_mut().unwrap().push(second);
+    });
+    let found = problems(&text);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("systems.helpdesk.base_url: invalid type: integer `8090`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("rules[0].direction: unknown variant `sideways`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("rules[1].source.system: unknown system \"nowhere\"")),
+        "{found:#?}"
+    );
+    // The second rule's target is the malformed helpdesk: not named again as unknown.
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("unknown system \"helpdesk\"")),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+#[test]
+fn a_single_shape_problem_keeps_its_line_and_column() {
+    let text = edit(|v| v["rules"][0]["direction"] = serde_json::json!("sideways"));
+    match parse_rules("t.json", &text) {
+        Err(ConfigError::Shape { problem, .. }) => {
+            assert!(
+                problem
+                    .path
+                    .starts_with("rules[0].direction (line 1 column"),
+                "{problem}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
