@@ -31,32 +31,44 @@ async fn synced(env: &Env, no: &str, email: &str) -> anyhow::Result<(String, Str
     Ok((id, ticket))
 }
 
-/// Waits until every webhook was delivered and every event processed.
+/// The newest sequence number in the sandbox's request logs (both systems).
+async fn last_request(env: &Env) -> anyhow::Result<u64> {
+    let mut last = 0;
+    for system in ["kintone", "helpdesk"] {
+        for e in env.request_log(system).await? {
+            last = last.max(e["seq"].as_u64().unwrap_or(0));
+        }
+    }
+    Ok(last)
+}
+
+/// Waits until nothing is left to happen, by conditions rather than a quiet spell:
+/// every webhook delivered (so every echo is queued), the work and delay queues empty,
+/// every delivery a worker took has its outcome in the ledger, and no request reached
+/// either system while that was checked (a step still running would have made one).
 async fn quiet(env: &Env) -> anyhow::Result<()> {
-    env.flush_webhooks().await?;
     let conn = queue::connect(&tests::amqp_url(), "it-quiet").await?;
     let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
     // The work queue and every delay queue: a retry waiting out its delay is not done.
     let names = queue::Names::new(&env.settings.queue_prefix);
     let mut queues = vec![names.work_queue()];
     queues.extend((0..env.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
-    let mut last = -1;
-    let mut stable = 0;
     for _ in 0..600 {
+        let before = last_request(env).await?;
         env.flush_webhooks().await?;
-        let n = env.store.processed_count(RULE).await?;
         let mut depth = 0;
         for q in &queues {
             depth += p.queue_depth(q).await?;
         }
-        if n == last && depth == 0 {
-            stable += 1;
-            if stable >= 4 {
-                return Ok(());
-            }
-        } else {
-            stable = 0;
-            last = n;
+        let open: i64 = env
+            .store
+            .ledger(Some(RULE), Duration::ZERO)
+            .await?
+            .iter()
+            .map(|l| l.in_flight + l.unaccounted)
+            .sum();
+        if depth == 0 && open == 0 && last_request(env).await? == before {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -378,7 +390,6 @@ async fn hundreds_of_alternating_edits_converge_without_ping_pong() -> anyhow::R
         env.request_log("helpdesk").await?.len(),
         env.request_log("kintone").await?.len(),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
     quiet(&env).await?;
     let log_h = env.request_log("helpdesk").await?;
     let log_k = env.request_log("kintone").await?;
