@@ -703,7 +703,10 @@ async fn an_unroutable_publish_is_refused_with_503_and_nothing_is_queued() -> an
 
 /// Runs `rabbitmqctl` on the local broker.
 async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    rabbitmqctl_owned(args.iter().map(|a| (*a).to_owned()).collect()).await
+}
+
+async fn rabbitmqctl_owned(args: Vec<String>) -> anyhow::Result<String> {
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("rabbitmqctl")
             .args(&args)
@@ -733,10 +736,8 @@ async fn a_publish_the_broker_nacks_is_refused_with_503() -> anyhow::Result<()> 
     let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
     let policy = format!("{}-nack", env.settings.queue_prefix);
     let pattern = format!("^{}$", work.replace('.', "\\."));
-    let policy_on = |on: bool| {
-        let work = work.clone();
-        let policy = policy.clone();
-        async move {
+    let applied =
+        || async {
             let listed = rabbitmqctl(&[
                 "list_queues",
                 "--quiet",
@@ -745,27 +746,25 @@ async fn a_publish_the_broker_nacks_is_refused_with_503() -> anyhow::Result<()> 
                 "policy",
             ])
             .await?;
-            let applied = listed.lines().any(|l| {
+            anyhow::Ok(listed.lines().any(|l| {
                 l.split_whitespace().collect::<Vec<_>>() == [work.as_str(), policy.as_str()]
-            });
-            anyhow::Ok(applied == on)
-        }
+            }))
+        };
+    // The policy on this test's work queue alone, with the definition given.
+    let set_policy = |definition: &'static str| {
+        rabbitmqctl_owned(vec![
+            "set_policy".into(),
+            "--apply-to".into(),
+            "queues".into(),
+            "--priority".into(),
+            "100".into(),
+            policy.clone(),
+            pattern.clone(),
+            definition.into(),
+        ])
     };
-    rabbitmqctl(&[
-        "set_policy",
-        "--apply-to",
-        "queues",
-        "--priority",
-        "100",
-        &policy,
-        &pattern,
-        r#"{"max-length": 0, "overflow": "reject-publish"}"#,
-    ])
-    .await?;
-    let applied = tests::wait_for("the policy applied", Duration::from_secs(20), || {
-        policy_on(true)
-    })
-    .await;
+    set_policy(r#"{"max-length": 0, "overflow": "reject-publish"}"#).await?;
+    let applied = tests::wait_for("the policy applied", Duration::from_secs(20), applied).await;
     let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
     // A quorum queue starts rejecting once it is over its limit: the first publish may
     // still be taken (and is then queued, so 202 is right), the next one is nacked.
@@ -803,17 +802,7 @@ async fn a_publish_the_broker_nacks_is_refused_with_503() -> anyhow::Result<()> 
 
     // A quorum queue kept rejecting for 20 s after this policy was cleared (RabbitMQ
     // 3.10): lifting the limit takes a policy that raises it.
-    rabbitmqctl(&[
-        "set_policy",
-        "--apply-to",
-        "queues",
-        "--priority",
-        "100",
-        &policy,
-        &pattern,
-        r#"{"max-length": 1000000}"#,
-    ])
-    .await?;
+    set_policy(r#"{"max-length": 1000000}"#).await?;
     let accepted = tests::wait_for("the webhook accepted", Duration::from_secs(20), || async {
         let (status, _) = env
             .post_webhook(&path, &[], kintone_hook("nacked", APP).to_string())

@@ -294,14 +294,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Resync { rule, full, status } => {
-            let settings = config::Settings::from_env()?;
-            let rules = config::load_rules(&settings.rules_path)?;
-            let worker = worker::Worker::new(settings.clone(), rules)?;
-            worker
-                .store()
-                .migrate()
-                .await
-                .context("Failed to reach PostgreSQL")?;
+            let (settings, worker) = migrated_worker().await?;
             if status {
                 for c in worker.store().resync_cursors().await? {
                     println!("{}", serde_json::to_string(&c)?);
@@ -333,14 +326,7 @@ async fn main() -> anyhow::Result<()> {
             settle_seconds,
             runs,
         } => {
-            let settings = config::Settings::from_env()?;
-            let rules = config::load_rules(&settings.rules_path)?;
-            let worker = worker::Worker::new(settings.clone(), rules)?;
-            worker
-                .store()
-                .migrate()
-                .await
-                .context("Failed to reach PostgreSQL")?;
+            let (settings, worker) = migrated_worker().await?;
             if runs {
                 for r in worker.store().reconcile_runs(rule.as_deref(), 20).await? {
                     println!("{}", serde_json::to_string(&r)?);
@@ -399,11 +385,9 @@ async fn main() -> anyhow::Result<()> {
             records,
             json,
         } => {
-            let settings = config::Settings::from_env()?;
-            let rules = config::load_rules(&settings.rules_path)?;
             let new = config::load_rules(&new_path)?;
             // Read-only: no migration, no broker.
-            let worker = worker::Worker::new(settings, rules)?;
+            let (_, worker) = worker_from_env()?;
             let report =
                 worker::preview::preview(&worker.processor(), &new, &rule, records).await?;
             if json {
@@ -443,9 +427,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rehydrate { rule, record } => {
-            let (settings, rules, _) = operator().await?;
             // The worker's processor: its limiter paces the source's id listing.
-            let worker = worker::Worker::new(settings.clone(), rules)?;
+            let (settings, worker) = worker_from_env()?;
             let (_conn, publisher, names) = broker(&settings).await?;
             let ids = worker::ops::rehydrate(
                 &worker.processor(),
@@ -526,6 +509,26 @@ async fn broker(
     )
     .await?;
     Ok((conn, publisher, queue::Names::new(&settings.queue_prefix)))
+}
+
+/// A worker built from the environment's settings and rules, not running.
+fn worker_from_env() -> anyhow::Result<(config::Settings, worker::Worker)> {
+    let settings = config::Settings::from_env()?;
+    let rules = config::load_rules(&settings.rules_path)?;
+    let worker = worker::Worker::new(settings.clone(), rules)?;
+    Ok((settings, worker))
+}
+
+/// [`worker_from_env`], with its database migrated (the commands that write runs,
+/// cursors or commands).
+async fn migrated_worker() -> anyhow::Result<(config::Settings, worker::Worker)> {
+    let (settings, worker) = worker_from_env()?;
+    worker
+        .store()
+        .migrate()
+        .await
+        .context("Failed to reach PostgreSQL")?;
+    Ok((settings, worker))
 }
 
 async fn operator() -> anyhow::Result<(config::Settings, domain::rules::SyncRules, store::Store)> {
