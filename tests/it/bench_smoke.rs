@@ -315,6 +315,14 @@ async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result
         assert!(out.contains(happened), "no `{happened}` in:\n{out}");
     }
     assert!(out.contains("12 tickets for 12 work orders"), "{out}");
+    // The helpdesk's closed write window held: nothing the service sent reached it then,
+    // and what was parked went out after.
+    let window = out
+        .lines()
+        .find(|l| l.starts_with("write window: ") && l.contains("service writes"))
+        .unwrap_or_else(|| panic!("no write window line in:\n{out}"));
+    assert!(window.contains(", 0 while it was closed, "), "{window}");
+    assert!(!window.ends_with(" 0 after"), "{window}");
     // The targets' faults were met and retried.
     assert!(out.contains("\"retry_scheduled\""), "{out}");
     let ledger = out

@@ -557,6 +557,20 @@ pub async fn run(
         repair: true,
         settle_seconds: Some(20),
     });
+    // The helpdesk takes no write for a while, early in the window: work for it is
+    // parked, then flushed when the window opens again.
+    let closed = closed_window(chrono::Utc::now());
+    rules
+        .systems
+        .get_mut("helpdesk")
+        .context("the helpdesk system")?
+        .write_windows = Some(closed.windows());
+    writeln!(
+        report,
+        "write window: the helpdesk takes no write from {} to {} UTC",
+        closed.from.format("%H:%M:%S"),
+        closed.to.format("%H:%M:%S")
+    )?;
     let rules_path = janitor.rules_file(&rules)?;
     let mut env = ChildEnv {
         prefix: prefix.clone(),
@@ -679,6 +693,8 @@ pub async fn run(
             "the fleet did not settle within {SETTLE_TIMEOUT:?} of the last fault"
         ));
     }
+    let (before, outside, after) = writes_around(&sb, &closed).await?;
+    failures.extend(outside.iter().cloned());
     let duplicates = duplicates(&sb).await?;
     failures.extend(duplicates.iter().map(|(external, ids)| {
         format!(
@@ -796,6 +812,11 @@ pub async fn run(
         cap["dropped"],
         replayed,
         conflicts.len()
+    )?;
+    writeln!(
+        report,
+        "write window: {before} service writes reached the helpdesk before it closed, {} while it was closed, {after} after",
+        outside.len()
     )?;
     writeln!(report, "history by kind: {counts:?}")?;
     for l in &ledgers {
@@ -1118,6 +1139,78 @@ async fn replay(amqp_url: &str, store: &store::Store, prefix: &str) -> anyhow::R
     Ok(replayed.len())
 }
 
+/// A stretch of time in which the helpdesk takes no write.
+struct Closed {
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Requests sent just before the window closes may arrive just after: they were
+/// decided while it was open.
+const WINDOW_GRACE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(500);
+
+/// Closed for 20 s, starting 30 s after `now` (the workers start a few seconds after
+/// the rules are written; the fault window follows).
+fn closed_window(now: chrono::DateTime<chrono::Utc>) -> Closed {
+    let from = now + chrono::TimeDelta::seconds(30);
+    Closed {
+        from,
+        to: from + chrono::TimeDelta::seconds(20),
+    }
+}
+
+impl Closed {
+    /// The helpdesk's write windows: open from the end of the closed stretch round to
+    /// its start, the next day (a window that ends at or before its start crosses
+    /// midnight).
+    fn windows(&self) -> domain::windows::WriteWindows {
+        domain::windows::WriteWindows {
+            time_zone: "UTC".into(),
+            windows: vec![domain::windows::Window {
+                days: vec![],
+                from: self.to.format("%H:%M:%S").to_string(),
+                to: self.from.format("%H:%M:%S").to_string(),
+            }],
+        }
+    }
+}
+
+/// The service's writes to the helpdesk (creates, bulk updates, and updates: the
+/// service's carry an idempotency key, an agent's do not) before, during and after the
+/// closed stretch; those during it are named.
+async fn writes_around(
+    sb: &Sandbox,
+    closed: &Closed,
+) -> anyhow::Result<(usize, Vec<String>, usize)> {
+    let log = sb.get("/_admin/log?system=helpdesk").await?;
+    let (mut before, mut during, mut after) = (0, vec![], 0);
+    for e in log["entries"].as_array().into_iter().flatten() {
+        let service_write =
+            e["method"] == "POST" || (e["method"] == "PATCH" && !e["idempotency_key"].is_null());
+        if !service_write {
+            continue;
+        }
+        let at = e["at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .with_context(|| format!("a request log entry without a time: {e}"))?;
+        if at < closed.from + WINDOW_GRACE {
+            before += 1;
+        } else if at < closed.to {
+            during.push(format!(
+                "a write reached the helpdesk while it took none: {} {} at {}",
+                e["method"].as_str().unwrap_or("?"),
+                e["path"].as_str().unwrap_or("?"),
+                e["at"].as_str().unwrap_or("?")
+            ));
+        } else {
+            after += 1;
+        }
+    }
+    Ok((before, during, after))
+}
+
 /// Tickets that share an external id: the external id and the ticket ids.
 async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let mut by_external: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -1297,6 +1390,22 @@ mod unit {
         assert_eq!(o.drift(&wrong, &record).len(), 1);
         let stale = json!({"状態": {"value": "対応中"}});
         assert_eq!(o.drift(&ticket, &stale).len(), 1);
+    }
+
+    #[test]
+    fn the_helpdesk_window_is_closed_exactly_for_its_stretch_even_across_midnight() {
+        for now in ["2026-11-30T10:00:00Z", "2026-11-30T23:59:20Z"] {
+            let now: chrono::DateTime<chrono::Utc> = now.parse().unwrap();
+            let closed = closed_window(now);
+            let w = closed.windows();
+            assert!(w.problems().is_empty(), "{:?}", w.problems());
+            let s = chrono::TimeDelta::seconds;
+            assert!(w.is_open(now));
+            assert!(w.is_open(closed.from - s(1)));
+            assert!(!w.is_open(closed.from + s(1)));
+            assert!(!w.is_open(closed.to - s(1)));
+            assert!(w.is_open(closed.to + s(1)));
+        }
     }
 
     #[test]
