@@ -96,6 +96,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/kintone/apps", get(list_apps).post(put_app))
         .route("/_admin/kintone/apps/{app}/webhook", post(set_app_webhook))
         .route(
+            "/_admin/kintone/apps/{app}/fields/{code}",
+            post(change_field),
+        )
+        .route(
             "/_admin/kintone/apps/{app}/records",
             get(list_records).post(seed_record),
         )
@@ -249,15 +253,34 @@ async fn put_app(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult 
         Some(_) => return Err(bad_request("name must be a string")),
     };
     let mut fields = Vec::new();
+    let mut options_of = std::collections::BTreeMap::new();
+    let mut required = std::collections::BTreeSet::new();
     match body.get("fields") {
         None | Some(Value::Null) => {}
         Some(Value::Object(schema)) => {
-            for (code, field_type) in schema {
-                let Some(field_type) = field_type.as_str() else {
+            for (code, spec) in schema {
+                // A field is its type, or {"type", "options", "required"}.
+                let (field_type, options, is_required) = match spec {
+                    Value::String(t) => (t.as_str(), None, false),
+                    Value::Object(o) => (
+                        o.get("type").and_then(Value::as_str).unwrap_or_default(),
+                        string_list(o.get("options"))
+                            .map_err(|m| bad_request(format!("field `{code}`: {m}")))?,
+                        o.get("required").and_then(Value::as_bool).unwrap_or(false),
+                    ),
+                    _ => ("", None, false),
+                };
+                if field_type.is_empty() {
                     return Err(bad_request(format!(
                         "the type of field `{code}` must be a string such as SINGLE_LINE_TEXT"
                     )));
-                };
+                }
+                if let Some(options) = options {
+                    options_of.insert(code.clone(), options);
+                }
+                if is_required {
+                    required.insert(code.clone());
+                }
                 if SYSTEM_FIELDS.iter().any(|(system, _)| system == code) {
                     return Err(bad_request(format!(
                         "`{code}` is a system field and is always present"
@@ -276,10 +299,60 @@ async fn put_app(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult 
         Some(_) => return Err(bad_request("title_field must be one of the fields")),
     };
     let webhook_url = optional_url(&body, "webhook_url")?;
-    let app = App::new(id, name, fields, title_field, webhook_url);
+    let mut app = App::new(id, name, fields, title_field, webhook_url);
+    app.options = options_of;
+    app.required = required;
     let summary = app.to_admin_json();
     shared.lock().kintone.apps.insert(id, app);
     Ok(Json(summary))
+}
+
+/// An optional list of strings.
+fn string_list(value: Option<&Value>) -> Result<Option<Vec<String>>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| "options must be a list of strings".to_owned()),
+        Some(_) => Err("options must be a list of strings".to_owned()),
+    }
+}
+
+/// Changes a field as an app administrator would in the form settings: `{"code": new
+/// code, "type": new type, "options": [...], "required": bool}`, each optional. Values
+/// are kept; no webhook fires.
+async fn change_field(
+    State(shared): State<Arc<Shared>>,
+    Path((app, code)): Path<(String, String)>,
+    body: Bytes,
+) -> AdminResult {
+    let app_id = parse_app_id(&app)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let text = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) if !t.is_empty() => Ok(Some(t.as_str())),
+        Some(_) => Err(bad_request(format!("{key} must be a non-empty string"))),
+    };
+    let new_code = text("code")?;
+    let new_type = text("type")?;
+    let options = string_list(body.get("options")).map_err(bad_request)?;
+    let required = match body.get("required") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad_request("required must be true or false")),
+    };
+    let mut state = shared.lock();
+    let app = state
+        .kintone
+        .apps
+        .get_mut(&app_id)
+        .ok_or_else(|| KError::app_not_found(app_id))?;
+    app.change_field(&code, new_code, new_type, options, required)
+        .map_err(bad_request)?;
+    Ok(Json(app.to_admin_json()))
 }
 
 async fn set_app_webhook(

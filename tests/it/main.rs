@@ -18,6 +18,7 @@ mod preview;
 mod reconcile;
 mod recovery;
 mod resync;
+mod schema;
 mod secrets;
 mod security;
 mod step;

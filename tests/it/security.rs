@@ -173,6 +173,7 @@ fn guarded_routes() -> Vec<Route> {
         route(Method::GET, "/resync", "/resync", None, Viewer),
         route(Method::GET, "/ledger", "/ledger", None, Viewer),
         route(Method::GET, "/reconcile", "/reconcile", None, Viewer),
+        route(Method::GET, "/schema-check", "/schema-check", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",
@@ -234,6 +235,13 @@ fn guarded_routes() -> Vec<Route> {
             "/preview",
             "/preview",
             Some(json!({"rule": "no-such-rule", "rules": {}})),
+            Operator,
+        ),
+        route(
+            Method::POST,
+            "/schema-check",
+            "/schema-check",
+            Some(json!({"system": "no-such-system"})),
             Operator,
         ),
         route(

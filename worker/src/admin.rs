@@ -77,6 +77,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/ledger", get(ledger))
         .route("/reconcile", get(reconcile_runs).post(reconcile))
         .route("/preview", post(preview))
+        .route("/schema-check", get(schema_checks).post(schema_check))
         .route_layer(middleware::from_fn_with_state(access, crate::auth::guard))
         .with_state(state)
 }
@@ -127,6 +128,17 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .await
     {
         s.metrics.unaccounted(&by_rule);
+    }
+    if let Ok(checks) = s.store.schema_checks_latest(None).await {
+        let latest: Vec<(String, String, i64, i64)> = checks
+            .into_iter()
+            .map(|c| {
+                let all = c.drift.as_array().map_or(0, Vec::len) as i64;
+                let breaking = i64::from(c.breaking);
+                (c.system, c.app, breaking, all - breaking)
+            })
+            .collect();
+        s.metrics.schema_drift(&latest);
     }
     (
         [(header::CONTENT_TYPE, config::telemetry::CONTENT_TYPE)],
@@ -502,8 +514,6 @@ async fn reconcile_runs(
     }
 }
 
-/// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
-/// runs, else a failure.
 /// A rule change to preview: the whole new rules document, the rule, how many of its
 /// linked records to read.
 #[derive(serde::Deserialize)]
@@ -541,6 +551,65 @@ async fn preview(State(s): State<AdminState>, Json(req): Json<PreviewRequest>) -
             Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
         )
             .into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
+/// runs, else a failure.
+/// A schema-drift check to run now.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SchemaCheckRequest {
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    accept: bool,
+}
+
+async fn schema_check(
+    State(s): State<AdminState>,
+    Json(req): Json<SchemaCheckRequest>,
+) -> Response {
+    use crate::schema::{Mode, SchemaError, check};
+    let mode = match (req.dry_run, req.accept) {
+        (true, true) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": {"code": "invalid", "message": "dry_run and accept exclude each other"}})),
+            )
+                .into_response();
+        }
+        (true, false) => Mode::DryRun,
+        (false, true) => Mode::Accept,
+        (false, false) => Mode::Record,
+    };
+    match check(&s.processor, req.system.as_deref(), mode).await {
+        Ok(checks) => Json(json!({"checks": checks})).into_response(),
+        Err(e @ SchemaError::UnknownSystem(_)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
+        )
+            .into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Which system's checks.
+#[derive(serde::Deserialize)]
+struct SystemQuery {
+    #[serde(default)]
+    system: Option<String>,
+}
+
+async fn schema_checks(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<SystemQuery>,
+) -> Response {
+    match s.store.schema_checks_latest(q.system.as_deref()).await {
+        Ok(checks) => Json(json!({"checks": checks})).into_response(),
         Err(e) => failed(e),
     }
 }

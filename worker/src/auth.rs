@@ -125,6 +125,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/resync", Role::Viewer),
     ("GET", "/ledger", Role::Viewer),
     ("GET", "/reconcile", Role::Viewer),
+    ("GET", "/schema-check", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),
@@ -134,6 +135,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/resync", Role::Operator),
     ("POST", "/reconcile", Role::Operator),
     ("POST", "/preview", Role::Operator),
+    ("POST", "/schema-check", Role::Operator),
     ("POST", "/dead-letters/purge", Role::Admin),
 ];
 

@@ -19,6 +19,7 @@ pub mod preview;
 pub mod process;
 pub mod reconcile;
 pub mod resync;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -580,29 +581,37 @@ impl Worker {
         }
     }
 
-    /// Runs each scheduled resync every `every_seconds` (the first at once, so that a
-    /// restarted fleet catches up). A rule another worker is scanning is skipped; a
-    /// scan that fails resumes from its cursor at the next run.
+    /// Runs each scheduled resync, reconcile and schema check every `every_seconds`
+    /// (the first at once, so that a restarted fleet catches up). One another worker
+    /// is running is skipped; a scan that fails resumes from its cursor at the next run.
     async fn resync_schedule(self: Arc<Self>, shutdown: CancellationToken) {
-        let rules = &self.processor.rules.rules;
+        let rules = &self.processor.rules;
+        let every = |s: u64| Duration::from_secs(s);
         let scheduled: Vec<(String, Duration, Scheduled)> = rules
+            .rules
             .iter()
             .filter_map(|r| {
-                Some((
-                    r.name.clone(),
-                    Duration::from_secs(r.resync.as_ref()?.every_seconds),
-                    Scheduled::Resync,
-                ))
+                let spec = r.resync.as_ref()?;
+                Some((r.name.clone(), every(spec.every_seconds), Scheduled::Resync))
             })
-            .chain(rules.iter().filter_map(|r| {
+            .chain(rules.rules.iter().filter_map(|r| {
+                let spec = r.reconcile.as_ref()?;
                 Some((
                     r.name.clone(),
-                    Duration::from_secs(r.reconcile.as_ref()?.every_seconds),
+                    every(spec.every_seconds),
                     Scheduled::Reconcile,
                 ))
             }))
+            .chain(rules.systems.iter().filter_map(|(name, s)| {
+                let spec = s.schema_check.as_ref()?;
+                Some((
+                    name.clone(),
+                    every(spec.every_seconds),
+                    Scheduled::SchemaCheck,
+                ))
+            }))
             .collect();
-        let runs = scheduled.into_iter().map(|(rule, every, kind)| {
+        let runs = scheduled.into_iter().map(|(name, every, kind)| {
             let worker = Arc::clone(&self);
             let shutdown = shutdown.clone();
             async move {
@@ -626,23 +635,24 @@ impl Worker {
                     }
                     let run = async {
                         match kind {
-                            Scheduled::Resync => worker.resync_scheduled(&rule).await.map(|r| {
+                            Scheduled::Resync => worker.resync_scheduled(&name).await.map(|r| {
                                 r.map(|r| format!("{} listed, {} queued", r.listed, r.queued))
-                            }),
-                            Scheduled::Reconcile => worker.reconcile_scheduled(&rule).await.map(|r| {
+                            }).map_err(Stopped::from),
+                            Scheduled::Reconcile => worker.reconcile_scheduled(&name).await.map(|r| {
                                 r.map(|r| format!("{} compared, {} apart, {} repairs queued", r.compared, r.records_apart, r.repairs_queued))
-                            }),
+                            }).map_err(Stopped::from),
+                            Scheduled::SchemaCheck => schema::scheduled(&worker.processor, &name).await.map(|r| {
+                                r.map(|checks| schema::lines(&checks).join("; "))
+                            }).map_err(Stopped::from),
                         }
                     };
                     tokio::select! {
                         result = run => match result {
-                            Ok(None) => tracing::debug!(rule, ?kind, "another worker ran this period's run"),
-                            Ok(Some(done)) => tracing::info!(rule, ?kind, done, "scheduled run done"),
-                            Err(resync::ResyncError::AlreadyRunning(_)) => {
-                                tracing::debug!(rule, ?kind, "another worker runs it")
-                            }
-                            Err(e) => {
-                                tracing::warn!(rule, ?kind, error = %e, retry_s = retry.as_secs(), "scheduled run stopped; it is tried again");
+                            Ok(None) => tracing::debug!(name, ?kind, "another worker ran this period's run"),
+                            Ok(Some(done)) => tracing::info!(name, ?kind, done, "scheduled run done"),
+                            Err(Stopped::Busy) => tracing::debug!(name, ?kind, "another worker runs it"),
+                            Err(Stopped::Failed(error)) => {
+                                tracing::warn!(name, ?kind, error, retry_s = retry.as_secs(), "scheduled run stopped; it is tried again");
                                 wait = retry;
                             }
                         },
@@ -795,4 +805,29 @@ pub fn check_config(path: &str) -> Result<SyncRules, ConfigError> {
 enum Scheduled {
     Resync,
     Reconcile,
+    SchemaCheck,
+}
+
+/// Why a scheduled run stopped: another worker has it, or it failed.
+enum Stopped {
+    Busy,
+    Failed(String),
+}
+
+impl From<resync::ResyncError> for Stopped {
+    fn from(e: resync::ResyncError) -> Stopped {
+        match e {
+            resync::ResyncError::AlreadyRunning(_) => Stopped::Busy,
+            e => Stopped::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<schema::SchemaError> for Stopped {
+    fn from(e: schema::SchemaError) -> Stopped {
+        match e {
+            schema::SchemaError::AlreadyRunning(_) => Stopped::Busy,
+            e => Stopped::Failed(e.to_string()),
+        }
+    }
 }

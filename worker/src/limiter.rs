@@ -496,6 +496,14 @@ impl Limited<'_> {
             .await
     }
 
+    /// See [`Endpoint::schema`].
+    pub async fn schema(
+        &self,
+        sample: Option<&str>,
+    ) -> Result<Result<domain::drift::Schema, String>, Failure> {
+        self.call(|| self.endpoint.schema(sample)).await
+    }
+
     /// See [`Endpoint::records_page`].
     pub async fn records_page(
         &self,

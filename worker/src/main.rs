@@ -26,10 +26,17 @@ struct Cli {
 enum Command {
     /// Consume and process events (the default).
     Run,
-    /// Validate a sync-rules file and check that every secret it names is set.
+    /// Validate a sync-rules file and check that every secret it names is set. With
+    /// `--live`, also read each system's schema (kintone: the app's form; rest: a
+    /// sample record), through the limits, and name every field the file relies on
+    /// that is missing, retyped or short of an option (nothing is stored or paused).
     CheckConfig {
         /// The file.
         file: String,
+        /// Check the fields against the live systems (needs the database for the
+        /// fleet-wide limits).
+        #[arg(long)]
+        live: bool,
     },
     /// Print the JSON Schema of sync-rules.json.
     Schema,
@@ -108,6 +115,27 @@ enum Command {
         /// How many linked records to read (the oldest links first).
         #[arg(long, default_value_t = 100)]
         records: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check now that the fields the rules rely on still exist in each system with the
+    /// same type and options (kintone: the app's form; rest: a sample record), store
+    /// the check and pause the rules that say `on_schema_drift: pause`. Exits with 1
+    /// when a drift is breaking. `--latest` prints the latest stored checks.
+    SchemaCheck {
+        /// One system (default: every system).
+        #[arg(long)]
+        system: Option<String>,
+        /// Report only: store nothing, pause nothing.
+        #[arg(long, conflicts_with = "accept")]
+        dry_run: bool,
+        /// Take what the systems show now as the baseline (an intended change).
+        #[arg(long)]
+        accept: bool,
+        /// Print the latest stored checks and do nothing else.
+        #[arg(long)]
+        latest: bool,
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
@@ -249,12 +277,33 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", config::rules_schema());
             Ok(())
         }
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, live } => {
             let rules = worker::check_config(&file)?;
             println!(
                 "{file}: valid ({} systems, {} rules; every secret is set)",
                 rules.systems.len(),
                 rules.rules.len()
+            );
+            if !live {
+                return Ok(());
+            }
+            let settings = config::Settings::from_env()?;
+            let worker = worker::Worker::new(settings, rules)?;
+            worker
+                .store()
+                .migrate()
+                .await
+                .context("Failed to reach PostgreSQL")?;
+            let processor = worker.processor();
+            let checks =
+                worker::schema::check(&processor, None, worker::schema::Mode::DryRun).await?;
+            for line in worker::schema::lines(&checks) {
+                println!("{line}");
+            }
+            let breaking: usize = checks.iter().map(|c| c.breaking()).sum();
+            anyhow::ensure!(
+                breaking == 0,
+                "{file}: {breaking} field(s) the rules rely on do not match the live systems"
             );
             Ok(())
         }
@@ -397,6 +446,46 @@ async fn main() -> anyhow::Result<()> {
                     println!("{line}");
                 }
             }
+            Ok(())
+        }
+        Command::SchemaCheck {
+            system,
+            dry_run,
+            accept,
+            latest,
+            json,
+        } => {
+            let (_, worker) = migrated_worker().await?;
+            if latest {
+                for c in worker
+                    .store()
+                    .schema_checks_latest(system.as_deref())
+                    .await?
+                {
+                    println!("{}", serde_json::to_string(&c)?);
+                }
+                return Ok(());
+            }
+            use worker::schema::Mode;
+            let mode = match (dry_run, accept) {
+                (true, _) => Mode::DryRun,
+                (false, true) => Mode::Accept,
+                (false, false) => Mode::Record,
+            };
+            let processor = worker.processor();
+            let checks = worker::schema::check(&processor, system.as_deref(), mode).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                for line in worker::schema::lines(&checks) {
+                    println!("{line}");
+                }
+            }
+            let breaking: usize = checks.iter().map(|c| c.breaking()).sum();
+            anyhow::ensure!(
+                breaking == 0 || accept,
+                "{breaking} breaking schema drift(s): fix the system or the rules, or take the change as the baseline with --accept"
+            );
             Ok(())
         }
         Command::Ledger {

@@ -51,6 +51,13 @@ struct System {
     system: Label,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Drift {
+    system: Label,
+    app: Label,
+    severity: Label,
+}
+
 type Histograms = Family<Rule, Histogram, fn() -> Histogram>;
 type SystemHistograms = Family<System, Histogram, fn() -> Histogram>;
 
@@ -74,6 +81,7 @@ pub struct Metrics {
     open_conflicts: Family<Kind, Gauge>,
     oldest_conflict: Gauge,
     unaccounted: Family<Rule, Gauge>,
+    schema_drift: Family<Drift, Gauge>,
     requests: Family<Request, Counter>,
     request_time: SystemHistograms,
     limiter_wait: SystemHistograms,
@@ -151,6 +159,12 @@ impl Default for Metrics {
             "Events first seen in the last 24 hours that the ledger cannot account for (seen, then lost), by rule, read from PostgreSQL when scraped",
             unaccounted.clone(),
         );
+        let schema_drift = Family::<Drift, Gauge>::default();
+        registry.register(
+            "recordsync_schema_drift_fields",
+            "Drifts the latest schema check found in each app a rule relies on, by severity (breaking: a field gone, a type changed, an option the rule writes gone, a required field no rule writes), read from PostgreSQL when scraped",
+            schema_drift.clone(),
+        );
         let requests = Family::<Request, Counter>::default();
         registry.register(
             "recordsync_target_requests",
@@ -187,6 +201,7 @@ impl Default for Metrics {
             open_conflicts,
             oldest_conflict,
             unaccounted,
+            schema_drift,
         }
     }
 }
@@ -275,6 +290,23 @@ impl Metrics {
         }
     }
 
+    /// The drifts of each app's latest schema check: `(system, app, breaking, warnings)`,
+    /// read when scraped.
+    pub fn schema_drift(&self, latest: &[(String, String, i64, i64)]) {
+        self.schema_drift.clear();
+        for (system, app, breaking, warnings) in latest {
+            for (severity, n) in [("breaking", *breaking), ("warning", *warnings)] {
+                self.schema_drift
+                    .get_or_create(&Drift {
+                        system: system.as_str().into(),
+                        app: app.as_str().into(),
+                        severity: severity.into(),
+                    })
+                    .set(n);
+            }
+        }
+    }
+
     /// One request to another system: how long the limiter held it, how long it took,
     /// and how it ended (`ok` or the error class).
     pub fn request(&self, system: &str, waited: Duration, took: Duration, outcome: &'static str) {
@@ -307,6 +339,7 @@ impl Metrics {
         m.queue_depth("work", 0);
         m.open_conflicts([("invalid", 1)], None);
         m.unaccounted(&[("r".to_owned(), 0)]);
+        m.schema_drift(&[("s".to_owned(), "a".to_owned(), 0, 0)]);
         m.request("s", Duration::ZERO, Duration::ZERO, "ok");
         config::telemetry::sample_names(&m.render())
     }

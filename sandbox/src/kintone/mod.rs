@@ -142,6 +142,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/k/v1/record.json",
             get(get_record).post(post_record).put(put_record),
         )
+        .route("/k/v1/app/form/fields.json", get(get_form_fields))
         .route(
             "/k/v1/records.json",
             get(get_records)
@@ -304,6 +305,28 @@ fn read_record(
         .get(&id)
         .ok_or_else(|| KError::record_not_found(id))?;
     Ok(json!({ "record": app.render(record) }))
+}
+
+async fn get_form_fields(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    respond(read_form_fields(&shared, &headers, &pairs, &body))
+}
+
+fn read_form_fields(
+    shared: &Shared,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    body: &[u8],
+) -> Result<Value, KError> {
+    authorize(shared, headers)?;
+    let params = Params::new(pairs, body)?;
+    let app_id = params.required_id("app")?;
+    let state = shared.lock();
+    Ok(find_app(&state, app_id)?.form_fields())
 }
 
 async fn get_records(

@@ -1,6 +1,6 @@
 //! The kintone data model: apps with a field schema, and records stored per app.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -34,6 +34,12 @@ pub(crate) struct App {
     pub(crate) webhook_url: Option<String>,
     pub(crate) records: BTreeMap<u64, StoredRecord>,
     pub(crate) next_id: u64,
+    /// The options of choice fields that declare them; a written value must be one.
+    pub(crate) options: BTreeMap<String, Vec<String>>,
+    /// The fields marked required (shown by the form API).
+    pub(crate) required: BTreeSet<String>,
+    /// The form's revision: raised by every field change.
+    pub(crate) form_revision: u64,
 }
 
 /// A stored record; only user-defined values are kept, system fields are derived.
@@ -124,7 +130,92 @@ impl App {
             webhook_url,
             records: BTreeMap::new(),
             next_id: 1,
+            options: BTreeMap::new(),
+            required: BTreeSet::new(),
+            form_revision: 1,
         }
+    }
+
+    /// The form as `app/form/fields.json` shows it: the user-defined fields and the
+    /// system fields a form has (not `$id` and `$revision`).
+    pub(crate) fn form_fields(&self) -> Value {
+        let mut properties = Map::new();
+        let system = SYSTEM_FIELDS
+            .iter()
+            .filter(|(code, _)| !code.starts_with('$'))
+            .map(|(code, t)| ((*code).to_owned(), (*t).to_owned()));
+        for (code, field_type) in self.fields.iter().cloned().chain(system) {
+            let mut field = json!({
+                "type": field_type,
+                "code": code,
+                "label": code,
+                "noLabel": false,
+                "required": self.required.contains(&code),
+            });
+            if let Some(options) = self.options.get(&code) {
+                let options: Map<String, Value> = options
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (o.clone(), json!({"label": o, "index": i.to_string()})))
+                    .collect();
+                field["options"] = Value::Object(options);
+            }
+            properties.insert(code, field);
+        }
+        json!({"properties": properties, "revision": self.form_revision.to_string()})
+    }
+
+    /// Renames, retypes or re-options a user-defined field, keeping every record's
+    /// value (as kintone keeps them when a field code is changed).
+    pub(crate) fn change_field(
+        &mut self,
+        code: &str,
+        new_code: Option<&str>,
+        new_type: Option<&str>,
+        options: Option<Vec<String>>,
+        required: Option<bool>,
+    ) -> Result<(), String> {
+        let Some(at) = self.fields.iter().position(|(c, _)| c == code) else {
+            return Err(format!("the app has no field `{code}`"));
+        };
+        if let Some(to) = new_code.filter(|to| *to != code) {
+            if self.field_type(to).is_some() {
+                return Err(format!("the app already has a field `{to}`"));
+            }
+            self.fields[at].0 = to.to_owned();
+            for record in self.records.values_mut() {
+                if let Some(value) = record.values.remove(code) {
+                    record.values.insert(to.to_owned(), value);
+                }
+            }
+            if let Some(o) = self.options.remove(code) {
+                self.options.insert(to.to_owned(), o);
+            }
+            if self.required.remove(code) {
+                self.required.insert(to.to_owned());
+            }
+            if self.title_field.as_deref() == Some(code) {
+                self.title_field = Some(to.to_owned());
+            }
+        }
+        let code = self.fields[at].0.clone();
+        if let Some(t) = new_type {
+            self.fields[at].1 = t.to_ascii_uppercase();
+        }
+        if let Some(options) = options {
+            self.options.insert(code.clone(), options);
+        }
+        match required {
+            Some(true) => {
+                self.required.insert(code);
+            }
+            Some(false) => {
+                self.required.remove(&code);
+            }
+            None => {}
+        }
+        self.form_revision += 1;
+        Ok(())
     }
 
     /// The type of a user-defined or system field, or `None` when the app has no such field.
@@ -217,6 +308,22 @@ impl App {
         })
     }
 
+    /// Whether a normalized value is allowed by the field's options (an empty value
+    /// always is; a field without declared options takes anything).
+    fn offers(&self, code: &str, value: &Value) -> bool {
+        let Some(options) = self.options.get(code) else {
+            return true;
+        };
+        let ok = |v: &Value| {
+            v.as_str()
+                .is_none_or(|t| t.is_empty() || options.iter().any(|o| o == t))
+        };
+        match value {
+            Value::Array(items) => items.iter().all(ok),
+            other => ok(other),
+        }
+    }
+
     /// Validates a written record (`{code: {"value": V}}`) and returns its normalized values.
     ///
     /// Problems are added to `errors` under `{prefix}.{code}.value`. System fields in the input
@@ -258,6 +365,9 @@ impl App {
                 continue;
             };
             match normalize(field_type, value) {
+                Ok(normalized) if !self.offers(code, &normalized) => {
+                    add_error(errors, key, "選択肢にない値です。");
+                }
                 Ok(normalized) => {
                     values.insert(code.clone(), normalized);
                 }
@@ -353,5 +463,52 @@ mod tests {
             app.record_url(3),
             "https://sandbox.cybozu.com/k/7/show#record=3"
         );
+    }
+
+    #[test]
+    fn a_renamed_field_keeps_its_values_and_the_form_shows_options_and_required() {
+        let mut app = app();
+        app.options
+            .insert("タグ".to_owned(), vec!["a".to_owned(), "b".to_owned()]);
+        app.records.insert(
+            1,
+            StoredRecord {
+                id: 1,
+                revision: 1,
+                values: json!({"件名": "Pump"}).as_object().cloned().unwrap(),
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        );
+        app.change_field("件名", Some("タイトル"), None, None, Some(true))
+            .unwrap();
+        assert_eq!(app.records[&1].values["タイトル"], "Pump");
+        assert!(!app.records[&1].values.contains_key("件名"));
+        let form = app.form_fields();
+        assert_eq!(form["revision"], "2");
+        assert_eq!(form["properties"]["タイトル"]["required"], true);
+        assert!(form["properties"].get("件名").is_none());
+        assert!(form["properties"].get("$id").is_none());
+        assert_eq!(form["properties"]["更新日時"]["type"], "UPDATED_TIME");
+        assert_eq!(form["properties"]["タグ"]["options"]["b"]["index"], "1");
+        assert!(
+            app.change_field("nope", Some("x"), None, None, None)
+                .is_err()
+        );
+        assert!(
+            app.change_field("金額", Some("タグ"), None, None, None)
+                .is_err()
+        );
+        // A value outside the options is refused, an empty one is not.
+        let mut errors = Map::new();
+        app.validate(
+            Some(&json!({"タグ": {"value": ["a", "c"]}})),
+            "record",
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let mut errors = Map::new();
+        app.validate(Some(&json!({"タグ": {"value": []}})), "record", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 }

@@ -319,6 +319,22 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(check) = &sys.schema_check {
+            if check.every_seconds < 60 {
+                bad(
+                    format!("{at}.schema_check.every_seconds"),
+                    "must be at least 60".into(),
+                );
+            }
+            for entity in check.samples.keys() {
+                if sys.kind != SystemKind::Rest || !sys.entities.contains_key(entity) {
+                    bad(
+                        format!("{at}.schema_check.samples.{entity}"),
+                        format!("\"{entity}\" is not an entity of this rest system"),
+                    );
+                }
+            }
+        }
         if let Some(l) = &sys.limits {
             if !(l.requests_per_second > 0.0 && l.requests_per_second.is_finite()) {
                 bad(

@@ -315,3 +315,34 @@ fn a_single_shape_problem_keeps_its_line_and_column() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_schema_check_needs_a_sane_interval_and_samples_of_known_entities() {
+    let ok = edit(|v| {
+        v["systems"]["helpdesk"]["schema_check"] =
+            serde_json::json!({"every_seconds": 3600, "samples": {"ticket": "1"}});
+        v["rules"][0]["on_schema_drift"] = serde_json::json!("pause");
+    });
+    let rules = parse_rules("t.json", &ok).unwrap();
+    assert_eq!(
+        rules.rules[0].on_schema_drift,
+        domain::rules::OnSchemaDrift::Pause
+    );
+    let text = edit(|v| {
+        v["systems"]["helpdesk"]["schema_check"] =
+            serde_json::json!({"every_seconds": 5, "samples": {"tiket": "1"}});
+        v["systems"]["kintone"]["schema_check"] =
+            serde_json::json!({"every_seconds": 60, "samples": {"101": "1"}});
+        v["rules"][0]["on_schema_drift"] = serde_json::json!("stop");
+    });
+    let p = problems(&text);
+    // A shape problem (the unknown variant) is named with the reference problems.
+    assert!(p.iter().any(|s| s.contains("stop")), "{p:#?}");
+    for want in [
+        "systems.helpdesk.schema_check.every_seconds: must be at least 60",
+        "systems.helpdesk.schema_check.samples.tiket: \"tiket\" is not an entity",
+        "systems.kintone.schema_check.samples.101: \"101\" is not an entity",
+    ] {
+        assert!(p.iter().any(|s| s.starts_with(want)), "{want}\n{p:#?}");
+    }
+}

@@ -201,6 +201,42 @@ impl Kintone {
         self.page(app, since, after, limit, with_total, true).await
     }
 
+    /// GET `app/form/fields.json`: the app's fields with their types, options and
+    /// whether they are required. Fields inside a table are left out.
+    pub async fn form_fields(&self, app: &str) -> Result<domain::drift::Schema, ConnectorError> {
+        let req = self
+            .request(Method::GET, "/k/v1/app/form/fields.json")
+            .query(&[("app", app)]);
+        let body = self.send(req).await?;
+        let properties = body["properties"]
+            .as_object()
+            .ok_or_else(|| self.bad("form/fields.json without properties"))?;
+        Ok(properties
+            .iter()
+            .map(|(code, p)| {
+                // kintone keys options by their label, each with its index.
+                let mut options: Vec<(u64, String)> = p["options"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(label, v)| {
+                                let index = v["index"].as_str().and_then(|i| i.parse().ok());
+                                (index.unwrap_or(u64::MAX), label.clone())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                options.sort();
+                let shape = domain::drift::FieldShape {
+                    field_type: p["type"].as_str().unwrap_or_default().to_owned(),
+                    options: options.into_iter().map(|(_, o)| o).collect(),
+                    required: p["required"].as_bool().unwrap_or(false),
+                };
+                (code.clone(), shape)
+            })
+            .collect())
+    }
+
     /// Whole records with an id above `after`, in id order, at most `limit` (500).
     pub async fn records_page(
         &self,

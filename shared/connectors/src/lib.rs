@@ -297,6 +297,34 @@ impl Endpoint {
         }
     }
 
+    /// The schema the rules are checked against: a kintone app's form fields; for a
+    /// rest entity, the shape of a sample record (the one with `sample` as id, or the
+    /// first one listed). `Ok(Err(why))` when there is nothing to check against.
+    pub async fn schema(
+        &self,
+        sample: Option<&str>,
+    ) -> Result<Result<domain::drift::Schema, String>, ConnectorError> {
+        let record = match self {
+            Endpoint::Kintone(k, app) => return Ok(Ok(k.form_fields(app).await?)),
+            Endpoint::Rest(r) => match sample {
+                Some(id) => match r.get(id).await? {
+                    Some(t) => t.fields,
+                    None => return Ok(Err(format!("the sample record {id} does not exist"))),
+                },
+                None if r.can_list() => match r.changed(None, None, 1, false).await?.0.pop() {
+                    Some(s) => s.fields,
+                    None => return Ok(Err("no record to sample: the listing is empty".into())),
+                },
+                None => {
+                    return Ok(Err(
+                        "the entity declares no list and no sample record".into()
+                    ));
+                }
+            },
+        };
+        Ok(Ok(domain::drift::sample_schema(&record)))
+    }
+
     /// Whether [`Endpoint::changed`] can list the records (kintone always; a rest
     /// entity when it declares `list`).
     pub fn can_list(&self) -> bool {

@@ -74,6 +74,23 @@ pub struct SystemSpec {
     /// When the system accepts writes; without it, at any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_windows: Option<crate::windows::WriteWindows>,
+    /// Checks, on a schedule, that the fields the rules rely on still exist with the
+    /// same type and options (kintone: the app's form fields; rest: a sample record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_check: Option<SchemaCheckSpec>,
+}
+
+/// A system's schema-drift check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaCheckSpec {
+    /// Seconds between checks (at least 60). One worker of the fleet runs each.
+    pub every_seconds: u64,
+    /// For `rest` entities: the id of a record to read as the sample, by entity. An
+    /// entity without one is sampled from its `list` (the first record); one that
+    /// cannot list is not checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub samples: BTreeMap<String, String>,
 }
 
 /// Request limits toward a system, for the whole fleet together. Every request (reads
@@ -303,6 +320,26 @@ pub struct RuleSpec {
     /// Compares both systems on a schedule and repairs drift where the owner is clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileSpec>,
+    /// What a breaking schema drift in a field the rule relies on does (default
+    /// `alert`): `pause` also pauses the rule, so that it writes nothing wrong until
+    /// an operator resumes it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_schema_drift: OnSchemaDrift,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// What a breaking schema drift does to a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaDrift {
+    /// Report it (the check's result, a metric and its alert); the rule keeps running.
+    #[default]
+    Alert,
+    /// Report it and pause the rule: its work is parked until an operator resumes it.
+    Pause,
 }
 
 /// A rule's reconcile schedule.

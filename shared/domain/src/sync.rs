@@ -105,6 +105,7 @@ mod tests {
             direction: Default::default(),
             resync: None,
             reconcile: None,
+            on_schema_drift: Default::default(),
         }
     }
 

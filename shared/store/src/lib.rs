@@ -154,6 +154,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0010_reconcile.sql"),
     ),
     (11, "resent", include_str!("../migrations/0011_resent.sql")),
+    (
+        12,
+        "schema checks",
+        include_str!("../migrations/0012_schema_checks.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -545,12 +550,14 @@ mod parking;
 mod reconcile;
 mod record;
 mod resync;
+mod schema;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use ledger::{Ledger, Unaccounted};
 pub use parking::ParkedRow;
 pub use reconcile::ReconcileRun;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
 pub use resync::ResyncCursor;
+pub use schema::{NewSchemaCheck, SchemaCheckRow};
 
 fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
     Ok(ConflictRow {
