@@ -84,15 +84,9 @@ async fn a_record_the_target_always_rejects_is_dead_lettered_then_replayed_once_
 
     // The operator fixes the cause and replays: it converges, once.
     let admin = &env.admin_urls[0];
-    env.http
-        .delete(format!(
-            "{}/_admin/faults/{}",
-            env.sandbox.base_url,
-            fault["id"].as_str().unwrap()
-        ))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.sandbox_admin()
+        .delete(&format!("/_admin/faults/{}", fault["id"].as_str().unwrap()))
+        .await?;
     let replayed: Value = env
         .http
         .post(format!("{admin}/dead-letters/replay"))
@@ -412,15 +406,12 @@ async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Res
         env.tickets().await?.is_empty(),
         "nothing got through during the outage"
     );
-    env.http
-        .delete(format!(
-            "{}/_admin/faults/{}",
-            env.sandbox.base_url,
+    env.sandbox_admin()
+        .delete(&format!(
+            "/_admin/faults/{}",
             outage["id"].as_str().unwrap()
         ))
-        .send()
-        .await?
-        .error_for_status()?;
+        .await?;
     tests::wait_for("every work order", Duration::from_secs(60), || {
         env.all_written_back(&ids)
     })

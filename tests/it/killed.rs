@@ -93,11 +93,9 @@ async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() 
         "nothing was committed"
     );
     let fault_id = hang["id"].as_str().unwrap_or_default().to_owned();
-    env.http
-        .delete(format!("{}/_admin/faults/{fault_id}", env.sandbox.base_url))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.sandbox_admin()
+        .delete(&format!("/_admin/faults/{fault_id}"))
+        .await?;
 
     // The next worker gets the redelivered message once the lease has expired.
     env.start_worker().await?;

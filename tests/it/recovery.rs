@@ -41,11 +41,9 @@ async fn a_worker_killed_mid_message_leaves_no_duplicate_and_no_lost_update() ->
     );
 
     let fault_id = hang["id"].as_str().unwrap();
-    env.http
-        .delete(format!("{}/_admin/faults/{fault_id}", env.sandbox.base_url))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.sandbox_admin()
+        .delete(&format!("/_admin/faults/{fault_id}"))
+        .await?;
     env.start_worker().await?;
     env.settle("the redelivered event", || env.written_back(&id))
         .await?;

@@ -254,16 +254,7 @@ async fn kintones_webhook_cap_drops_changes_and_a_resync_leaves_zero_drift() -> 
             .await?;
     }
     env.flush_webhooks().await?;
-    let cap: Value = env
-        .http
-        .get(format!(
-            "{}/_admin/kintone/webhook_cap",
-            env.sandbox.base_url
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let cap: Value = env.admin_get("/_admin/kintone/webhook_cap").await?;
     assert!(
         cap["dropped"].as_u64().unwrap_or(0) >= 30,
         "the cap dropped webhooks: {cap}"
@@ -380,15 +371,11 @@ async fn a_completed_full_resync_finds_a_record_deleted_without_a_webhook() -> a
     .await?;
     // The last record is deleted in kintone, and no webhook says so.
     let gone = ids[2].clone();
-    let resp = env
-        .http
-        .delete(format!(
-            "{}/_admin/kintone/apps/{APP}/records/{gone}?webhook=false",
-            env.sandbox.base_url
+    env.sandbox_admin()
+        .delete(&format!(
+            "/_admin/kintone/apps/{APP}/records/{gone}?webhook=false"
         ))
-        .send()
         .await?;
-    anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
 
     // A full scan that stops after its first page concludes nothing.
     env.admin_post(
@@ -505,15 +492,9 @@ async fn a_deleted_source_record_under_review_keeps_its_ticket_and_asks_a_person
         .filter(|e| e["method"] != "GET")
         .count();
     // Deleted in kintone, with its DELETE_RECORD webhook.
-    let resp = env
-        .http
-        .delete(format!(
-            "{}/_admin/kintone/apps/{APP}/records/{id}",
-            env.sandbox.base_url
-        ))
-        .send()
+    env.sandbox_admin()
+        .delete(&format!("/_admin/kintone/apps/{APP}/records/{id}"))
         .await?;
-    anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
     env.settle("a conflict for a person", || async {
         Ok(env
             .store

@@ -146,16 +146,8 @@ async fn the_canonical_value_wins_over_a_lying_payload() -> anyhow::Result<()> {
     env.settle("the echo", || processed(&env, 2)).await?;
     // A user changes the subject; its webhook is lost. Then a webhook arrives whose
     // payload claims another subject.
-    let url = format!(
-        "{}/_admin/kintone/apps/{APP}/records/{id}",
-        env.sandbox.base_url
-    );
-    env.http
-        .put(url)
-        .json(&json!({"record": {"件名": {"value": "Truth v2"}}, "webhook": false}))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.kintone_edit_silently(&id, json!({"件名": "Truth v2"}))
+        .await?;
     let mut record = env.kintone_record(&id).await?;
     record["件名"]["value"] = json!("LIE");
     let payload = json!({"id": "lying-webhook-1", "type": "UPDATE_RECORD", "app": {"id": APP, "name": "Work orders"}, "record": record, "recordTitle": "LIE", "url": "https://example.cybozu.com/k/101/show#record=1"});
@@ -238,23 +230,11 @@ async fn an_older_revision_processed_after_a_newer_one_does_not_regress_the_targ
     env.settle("the echo", || processed(&env, 2)).await?;
 
     // Two edits whose webhooks arrive in the wrong order.
-    let url = format!(
-        "{}/_admin/kintone/apps/{APP}/records/{id}",
-        env.sandbox.base_url
-    );
-    env.http
-        .put(&url)
-        .json(&json!({"record": {"件名": {"value": "v2"}}, "webhook": false}))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.kintone_edit_silently(&id, json!({"件名": "v2"}))
+        .await?;
     let older = env.kintone_record(&id).await?;
-    env.http
-        .put(&url)
-        .json(&json!({"record": {"件名": {"value": "v3"}}, "webhook": false}))
-        .send()
-        .await?
-        .error_for_status()?;
+    env.kintone_edit_silently(&id, json!({"件名": "v3"}))
+        .await?;
     let newer = env.kintone_record(&id).await?;
     let hook = |eid: &str, record: &Value| json!({"id": eid, "type": "UPDATE_RECORD", "app": {"id": APP, "name": "Work orders"}, "record": record, "recordTitle": "", "url": ""});
     env.admin_post(

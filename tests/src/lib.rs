@@ -300,6 +300,69 @@ impl Default for EnvOptions {
     }
 }
 
+/// The sandbox's admin API (`/_admin/...`), for the tests, the bench and the chaos run:
+/// every call fails unless the answer is a success, naming the path and the answer.
+#[derive(Clone)]
+pub struct SandboxAdmin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl SandboxAdmin {
+    /// The admin API of the sandbox at `base`.
+    pub fn new(http: &reqwest::Client, base: String) -> SandboxAdmin {
+        SandboxAdmin {
+            http: http.clone(),
+            base,
+        }
+    }
+
+    /// The sandbox's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends `body` (if any) to `path` with `method`.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// POSTs `body` to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// PUTs `body` to `path`.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// DELETEs `path`.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
 /// A running environment: sandbox, ingest, workers, an own database, an own prefix.
 pub struct Env {
     /// The sandbox.
@@ -514,35 +577,19 @@ impl Env {
         Ok(())
     }
 
+    /// The sandbox's admin API.
+    pub fn sandbox_admin(&self) -> SandboxAdmin {
+        SandboxAdmin::new(&self.http, self.sandbox.base_url.clone())
+    }
+
     /// POSTs to a sandbox admin endpoint and returns the JSON answer.
     pub async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.sandbox.base_url))
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("sandbox {path} answered {status}: {v}");
-        }
-        Ok(v)
+        self.sandbox_admin().post(path, &body).await
     }
 
     /// GETs a sandbox admin endpoint.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.sandbox.base_url))
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("sandbox {path} answered {status}: {v}");
-        }
-        Ok(v)
+        self.sandbox_admin().get(path).await
     }
 
     /// A user creates a work order in kintone (a webhook follows). Returns its id.
@@ -577,19 +624,12 @@ impl Env {
     }
 
     async fn kintone_change(&self, id: &str, fields: Value, webhook: bool) -> anyhow::Result<()> {
-        let url = format!(
-            "{}/_admin/kintone/apps/{APP}/records/{id}",
-            self.sandbox.base_url
-        );
-        let resp = self
-            .http
-            .put(url)
-            .json(&json!({"record": kintone_record(&fields), "webhook": webhook}))
-            .send()
+        self.sandbox_admin()
+            .put(
+                &format!("/_admin/kintone/apps/{APP}/records/{id}"),
+                &json!({"record": kintone_record(&fields), "webhook": webhook}),
+            )
             .await?;
-        if !resp.status().is_success() {
-            bail!("sandbox edit answered {}", resp.status());
-        }
         Ok(())
     }
 

@@ -372,43 +372,30 @@ impl Fleet {
 
 /// The sandbox's admin API.
 struct Sandbox {
+    admin: tests::SandboxAdmin,
     http: reqwest::Client,
-    url: String,
 }
 
 impl Sandbox {
+    fn url(&self) -> &str {
+        self.admin.base()
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Value,
     ) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("sandbox {path} answered {status}: {v}");
-        }
-        Ok(v)
+        self.admin.call(method, path, Some(&body)).await
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, body).await
+        self.admin.post(path, &body).await
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self.http.get(format!("{}{path}", self.url)).send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("sandbox {path} answered {status}: {v}");
-        }
-        Ok(v)
+        self.admin.get(path).await
     }
 
     async fn records(&self) -> anyhow::Result<HashMap<String, Value>> {
@@ -434,7 +421,7 @@ impl Sandbox {
         for _ in 0..30 {
             let resp = self
                 .http
-                .patch(format!("{}/api/tickets/{ticket}", self.url))
+                .patch(format!("{}/api/tickets/{ticket}", self.url()))
                 .bearer_auth(sandbox::DEFAULT_HELPDESK_TOKEN)
                 .json(&fields)
                 .send()
@@ -538,10 +525,10 @@ pub async fn run(
     };
     let sandbox_proc = Proc::spawn("sandbox", "__sandbox", &[]).await?;
     let sb = Sandbox {
+        admin: tests::SandboxAdmin::new(http, sandbox_proc.url()),
         http: http.clone(),
-        url: sandbox_proc.url(),
     };
-    let mut rules = tests::example_rules(&sb.url);
+    let mut rules = tests::example_rules(sb.url());
     tests::two_way(&mut rules);
     let rule = rules
         .rules

@@ -21,6 +21,7 @@ use crate::load::{self, Run};
 use crate::procs::Proc;
 use crate::report::Row;
 use crate::stats::{Summary, megabytes, ms, percent, rate};
+use tests::SandboxAdmin;
 
 /// Webhooks in flight while the bench pushes as fast as ingest takes them.
 pub(crate) const CONCURRENCY: usize = 64;
@@ -256,10 +257,7 @@ impl Seeded {
     ) -> anyhow::Result<Seeded> {
         let sandbox = Proc::spawn("sandbox", "__sandbox", &[]).await?;
         wait_ready(http, &format!("{}/healthz", sandbox.url())).await?;
-        let admin = Admin {
-            http: http.clone(),
-            base: sandbox.url(),
-        };
+        let admin = SandboxAdmin::new(http, sandbox.url());
         eprintln!("{label}: seeding {records} kintone records");
         let bodies = seed(&admin, records).await?;
         Ok(Seeded {
@@ -478,53 +476,9 @@ fn latencies(run: &Run, written: &[DateTime<Utc>]) -> Summary {
     )
 }
 
-/// The sandbox's admin API.
-pub struct Admin {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Admin {
-    /// The admin API of the sandbox at `base`.
-    pub fn new(http: &reqwest::Client, base: String) -> Admin {
-        Admin {
-            http: http.clone(),
-            base,
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        let resp = req.send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("sandbox {what} answered {status}: {v}");
-        }
-        Ok(v)
-    }
-
-    /// POSTs `body` to `path`; fails unless the answer is a success.
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let req = self.http.post(format!("{}{path}", self.base)).json(body);
-        self.send(req, path).await
-    }
-
-    /// PUTs `body` to `path`; fails unless the answer is a success.
-    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let req = self.http.put(format!("{}{path}", self.base)).json(body);
-        self.send(req, path).await
-    }
-
-    /// GETs `path`; fails unless the answer is a success.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let req = self.http.get(format!("{}{path}", self.base));
-        self.send(req, path).await
-    }
-}
-
 /// Sets the work-order app up as the test harness does, but without a webhook URL:
 /// the bench posts the webhooks itself.
-pub async fn create_app(admin: &Admin) -> anyhow::Result<()> {
+pub async fn create_app(admin: &SandboxAdmin) -> anyhow::Result<()> {
     admin
         .post("/_admin/kintone/apps", &tests::work_orders_app(None))
         .await?;
@@ -533,12 +487,9 @@ pub async fn create_app(admin: &Admin) -> anyhow::Result<()> {
 
 /// Sets the work-order app up, seeds `n` work orders without webhooks, and returns the
 /// kintone webhook each would have sent, in work-order order.
-async fn seed(admin: &Admin, n: usize) -> anyhow::Result<Vec<String>> {
+async fn seed(admin: &SandboxAdmin, n: usize) -> anyhow::Result<Vec<String>> {
     create_app(admin).await?;
-    let admin = Arc::new(Admin {
-        http: admin.http.clone(),
-        base: admin.base.clone(),
-    });
+    let admin = Arc::new(admin.clone());
     let seeder = Arc::clone(&admin);
     load::closed_loop(n, 8, move |i| {
         let admin = Arc::clone(&seeder);

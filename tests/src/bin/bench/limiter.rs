@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 use domain::rules::{Limits, SyncRules};
 use serde_json::{Value, json};
 
-use crate::e2e::{self, Admin, Sender};
+use crate::e2e::{self, Sender};
 use crate::fixture::{ChildEnv, Janitor};
 use crate::intake::wait_ready;
 use crate::load;
 use crate::procs::Proc;
 use crate::report::Row;
 use crate::stats::{percent, thousands};
+use ::tests::SandboxAdmin;
 
 /// Worker processes sharing the limit.
 pub const WORKERS: usize = 4;
@@ -146,7 +147,7 @@ pub async fn run(
     let label = format!("limiter, {WORKERS} workers");
     let sandbox = Proc::spawn("sandbox", "__sandbox", &[]).await?;
     wait_ready(http, &format!("{}/healthz", sandbox.url())).await?;
-    let admin = Arc::new(Admin::new(http, sandbox.url()));
+    let admin = Arc::new(SandboxAdmin::new(http, sandbox.url()));
     e2e::create_app(&admin).await?;
     let mut rules = ::tests::example_rules(&sandbox.url());
     rules
@@ -246,7 +247,7 @@ pub async fn run(
 /// ticket id written back, and in the store the link, the values sent and the field
 /// authority state. Nothing reaches ingest.
 async fn seed_linked(
-    admin: &Arc<Admin>,
+    admin: &Arc<SandboxAdmin>,
     rules: &SyncRules,
     database_url: &str,
     n: usize,
@@ -343,7 +344,7 @@ async fn seed_linked(
 
 /// Edits each work order's subject in kintone (without a webhook) and returns the
 /// `UPDATE_RECORD` webhook kintone would have sent for each, in order.
-async fn edit(admin: &Arc<Admin>, linked: &[Linked]) -> anyhow::Result<Vec<String>> {
+async fn edit(admin: &Arc<SandboxAdmin>, linked: &[Linked]) -> anyhow::Result<Vec<String>> {
     let edits: Arc<Vec<(String, String)>> = Arc::new(
         linked
             .iter()
@@ -382,7 +383,7 @@ async fn edit(admin: &Arc<Admin>, linked: &[Linked]) -> anyhow::Result<Vec<Strin
 }
 
 /// The work-order app's records as the admin API lists them, by work order number.
-async fn list_records(admin: &Admin) -> anyhow::Result<HashMap<String, Value>> {
+async fn list_records(admin: &SandboxAdmin) -> anyhow::Result<HashMap<String, Value>> {
     let listed = admin
         .get(&format!("/_admin/kintone/apps/{}/records", ::tests::APP))
         .await?;
@@ -398,7 +399,7 @@ async fn list_records(admin: &Admin) -> anyhow::Result<HashMap<String, Value>> {
 }
 
 /// Fails unless every ticket holds its work order's edited subject.
-async fn check_tickets(admin: &Admin, linked: &[Linked]) -> anyhow::Result<()> {
+async fn check_tickets(admin: &SandboxAdmin, linked: &[Linked]) -> anyhow::Result<()> {
     let listed = admin.get("/_admin/helpdesk/tickets").await?;
     let subjects: HashMap<String, &Value> = listed["tickets"]
         .as_array()
@@ -431,13 +432,13 @@ struct Entry {
 
 /// The helpdesk requests the sandbox logged, read as they come.
 struct HelpdeskLog {
-    admin: Arc<Admin>,
+    admin: Arc<SandboxAdmin>,
     since_seq: u64,
     entries: Vec<Entry>,
 }
 
 impl HelpdeskLog {
-    fn new(admin: Arc<Admin>) -> HelpdeskLog {
+    fn new(admin: Arc<SandboxAdmin>) -> HelpdeskLog {
         HelpdeskLog {
             admin,
             since_seq: 0,
