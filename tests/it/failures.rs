@@ -298,13 +298,7 @@ async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()
         dead_letters(&env).await?.is_empty(),
         "an outage burns no attempts"
     );
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.admin_urls[0]))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = env.worker_metrics().await?;
     assert!(
         !metrics.contains("recordsync_worker_retries_total{"),
         "no retries were scheduled: {metrics}"

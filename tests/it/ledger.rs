@@ -159,13 +159,7 @@ async fn every_event_seen_is_accounted_for_once_and_a_lost_one_is_named() -> any
 
     // A scrape reads the ledger (over the default settle time: the failed event is in
     // flight there) and the open conflicts by kind from PostgreSQL.
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.admin_urls[0]))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = env.worker_metrics().await?;
     assert!(
         metrics.contains(&format!(
             "recordsync_ledger_unaccounted_events{{rule=\"{RULE}\"}} 0\n"

@@ -184,13 +184,7 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(missing.status().as_u16(), 404);
-    let metrics = env
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = env.worker_metrics().await?;
     assert!(
         metrics.contains(&format!(
             "recordsync_worker_events_total{{rule=\"{RULE}\",outcome=\"synced\"}} 1"
@@ -220,16 +214,7 @@ async fn the_admin_api_tells_a_records_story() -> anyhow::Result<()> {
     tests::wait_for(
         "the histograms to count every event",
         std::time::Duration::from_secs(10),
-        || async {
-            let text = env
-                .http
-                .get(format!("{admin}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
-            Ok(agree(&text))
-        },
+        || async { Ok(agree(&env.worker_metrics().await?)) },
     )
     .await?;
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");

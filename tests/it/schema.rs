@@ -134,13 +134,7 @@ async fn a_renamed_field_is_caught_by_the_next_check_and_its_rule_is_paused() ->
         .await?;
     assert_eq!(latest["checks"][0]["breaking"], 1, "{latest:#}");
     assert_eq!(latest["checks"][0]["paused"], json!([RULE]));
-    let metrics = env
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = env.worker_metrics().await?;
     for want in [
         "recordsync_schema_drift_fields{system=\"kintone\",app=\"101\",severity=\"breaking\"} 1\n",
         "recordsync_schema_drift_fields{system=\"helpdesk\",app=\"ticket\",severity=\"breaking\"} 0\n",

@@ -582,6 +582,13 @@ impl Env {
         SandboxAdmin::new(&self.http, self.sandbox.base_url.clone())
     }
 
+    /// The first worker's `/metrics` text.
+    pub async fn worker_metrics(&self) -> anyhow::Result<String> {
+        let admin = self.admin_urls.first().context("no worker was started")?;
+        let resp = self.http.get(format!("{admin}/metrics")).send().await?;
+        Ok(resp.error_for_status()?.text().await?)
+    }
+
     /// POSTs to a sandbox admin endpoint and returns the JSON answer.
     pub async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.sandbox_admin().post(path, &body).await
