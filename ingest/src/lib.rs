@@ -615,6 +615,8 @@ fn prepare(
     let routed = match spec.kind {
         SystemKind::Kintone => route_kintone(&payload)?,
         SystemKind::Rest => route_rest(spec, header_str(headers, "webhook-id"), &payload)?,
+        // A file system sends no webhooks (its config cannot name a webhook secret).
+        SystemKind::File => return Err(Refusal::NoWebhookAuth(system.to_owned())),
     };
     check_routing_field("the event id", &routed.event_id)?;
     check_routing_field("the event type", &routed.event_type)?;

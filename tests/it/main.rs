@@ -7,6 +7,7 @@ mod bench_smoke;
 mod commands;
 mod deploy;
 mod failures;
+mod import;
 mod intake;
 mod invariants;
 mod killed;

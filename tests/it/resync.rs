@@ -53,14 +53,6 @@ async fn resync_through_the_api(env: &Env) -> anyhow::Result<Value> {
     cursor(env).await
 }
 
-async fn publisher(env: &Env) -> anyhow::Result<(queue::Publisher, queue::Names)> {
-    let conn = queue::connect(&env.settings.amqp_url, "resync-test").await?;
-    let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
-    // The connection lives as long as the test process.
-    std::mem::forget(conn);
-    Ok((publisher, queue::Names::new(&env.settings.queue_prefix)))
-}
-
 /// Claims the rule's resync, waiting a moment for a lease released by a run that
 /// just stopped.
 async fn claim(env: &Env) -> anyhow::Result<ResyncJob> {
@@ -160,7 +152,7 @@ async fn an_interrupted_resync_resumes_from_its_cursor_and_queues_nothing_twice(
                "query_contains": format!("$id > {}", ids[1]), "status": 503, "count": 1}),
     )
     .await?;
-    let (publisher, names) = publisher(&env).await?;
+    let (publisher, names) = env.publisher().await?;
     let processor = env.processor()?;
     let stopped = claim(&env)
         .await?
@@ -384,7 +376,7 @@ async fn a_completed_full_resync_finds_a_record_deleted_without_a_webhook() -> a
                "query_contains": format!("$id > {}", ids[1]), "status": 503, "count": 1}),
     )
     .await?;
-    let (publisher, names) = publisher(&env).await?;
+    let (publisher, names) = env.publisher().await?;
     let processor = env.processor()?;
     let stopped = claim(&env)
         .await?
@@ -455,7 +447,7 @@ async fn rehydrating_a_whole_rule_lists_the_source_through_the_limiter() -> anyh
         )
         .await?;
     }
-    let (publisher, names) = publisher(&env).await?;
+    let (publisher, names) = env.publisher().await?;
     let processor = env.processor()?;
     let before = chrono::Utc::now();
     let ids = worker::ops::rehydrate(&processor, &publisher, &names, RULE, None).await?;
@@ -564,7 +556,7 @@ async fn a_rest_source_is_listed_by_its_update_time_and_paged_by_id() -> anyhow:
     })
     .await?;
     let processor = env.processor()?;
-    let (publisher, names) = publisher(&env).await?;
+    let (publisher, names) = env.publisher().await?;
     let mut tickets = vec![];
     for n in 0..3 {
         tickets.push(

@@ -174,6 +174,7 @@ fn guarded_routes() -> Vec<Route> {
         route(Method::GET, "/ledger", "/ledger", None, Viewer),
         route(Method::GET, "/reconcile", "/reconcile", None, Viewer),
         route(Method::GET, "/schema-check", "/schema-check", None, Viewer),
+        route(Method::GET, "/import", "/import", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",
@@ -242,6 +243,13 @@ fn guarded_routes() -> Vec<Route> {
             "/schema-check",
             "/schema-check",
             Some(json!({"system": "no-such-system"})),
+            Operator,
+        ),
+        route(
+            Method::POST,
+            "/import",
+            "/import?rule=no-such-rule&dry_run=true",
+            Some(json!({})),
             Operator,
         ),
         route(

@@ -582,6 +582,16 @@ impl Env {
         SandboxAdmin::new(&self.http, self.sandbox.base_url.clone())
     }
 
+    /// A confirm-mode publisher to the environment's queues, as the CLI commands that
+    /// queue work (resync, rehydrate, import) open one.
+    pub async fn publisher(&self) -> anyhow::Result<(queue::Publisher, queue::Names)> {
+        let conn = queue::connect(&self.settings.amqp_url, "test-cli").await?;
+        let publisher = queue::Publisher::open(&conn, Duration::from_secs(5)).await?;
+        // The connection lives as long as the test process.
+        std::mem::forget(conn);
+        Ok((publisher, queue::Names::new(&self.settings.queue_prefix)))
+    }
+
     /// The first worker's `/metrics` text.
     pub async fn worker_metrics(&self) -> anyhow::Result<String> {
         let admin = self.admin_urls.first().context("no worker was started")?;

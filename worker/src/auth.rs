@@ -126,6 +126,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/ledger", Role::Viewer),
     ("GET", "/reconcile", Role::Viewer),
     ("GET", "/schema-check", Role::Viewer),
+    ("GET", "/import", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),
@@ -136,6 +137,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/reconcile", Role::Operator),
     ("POST", "/preview", Role::Operator),
     ("POST", "/schema-check", Role::Operator),
+    ("POST", "/import", Role::Operator),
     ("POST", "/dead-letters/purge", Role::Admin),
 ];
 

@@ -76,7 +76,7 @@ pub fn connector(e: &ConnectorError) -> Action {
         | ConnectorError::Unauthorized { .. }
         | ConnectorError::RevisionConflict { .. }
         | ConnectorError::BadResponse { .. } => Action::Retry { after: None },
-        ConnectorError::Rejected { .. } => Action::Conflict,
+        ConnectorError::Rejected { .. } | ConnectorError::NoApi { .. } => Action::Conflict,
         ConnectorError::Unknown(_) => Action::DeadLetter,
     }
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod classify;
 pub mod dlq;
+pub mod import;
 pub mod limiter;
 pub mod metrics;
 pub mod ops;

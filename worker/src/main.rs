@@ -119,6 +119,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import a partner's file (CSV with a header row, or JSON Lines) into a rule whose
+    /// source is a `file` system. Every row is checked first; invalid rows are listed
+    /// with their line, column and reason, and none of them is queued. Valid records
+    /// are queued for the running workers; an import that stopped resumes where it
+    /// stopped. Exits with 1 when some rows are invalid. `--list` prints the latest
+    /// imports.
+    Import {
+        /// The rule.
+        #[arg(long, required_unless_present = "list")]
+        rule: Option<String>,
+        /// The file.
+        #[arg(required_unless_present = "list")]
+        file: Option<std::path::PathBuf>,
+        /// Check the rows only: queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the latest imports and do nothing else.
+        #[arg(long)]
+        list: bool,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check now that the fields the rules rely on still exist in each system with the
     /// same type and options (kintone: the app's form; rest: a sample record), store
     /// the check and pause the rules that say `on_schema_drift: pause`. Exits with 1
@@ -446,6 +469,70 @@ async fn main() -> anyhow::Result<()> {
                     println!("{line}");
                 }
             }
+            Ok(())
+        }
+        Command::Import {
+            rule,
+            file,
+            dry_run,
+            list,
+            json,
+        } => {
+            let (settings, worker) = migrated_worker().await?;
+            if list {
+                for r in worker.store().imports(rule.as_deref(), 20).await? {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(());
+            }
+            let (rule, path) = (
+                rule.context("--rule is required")?,
+                file.context("FILE is required")?,
+            );
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let processor = worker.processor();
+            let progress = |p: worker::import::Progress| {
+                eprintln!(
+                    "{}/{} record(s) queued, {:.0}/s{}",
+                    p.done,
+                    p.total,
+                    p.rate,
+                    p.eta_seconds
+                        .map(|s| format!(", {s:.0} s left"))
+                        .unwrap_or_default()
+                )
+            };
+            let report = if dry_run {
+                worker::import::import(&processor, None, &rule, &name, &bytes, progress).await?
+            } else {
+                let (_conn, publisher, names) = broker(&settings).await?;
+                worker::import::import(
+                    &processor,
+                    Some((&publisher, &names)),
+                    &rule,
+                    &name,
+                    &bytes,
+                    progress,
+                )
+                .await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for line in worker::import::lines(&report) {
+                    println!("{line}");
+                }
+            }
+            anyhow::ensure!(
+                report.invalid_rows == 0,
+                "{} row(s) of {name} are invalid and were not imported",
+                report.invalid_rows
+            );
             Ok(())
         }
         Command::SchemaCheck {

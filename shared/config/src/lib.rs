@@ -305,7 +305,9 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     .into(),
             );
         }
-        if !(sys.base_url.starts_with("http://") || sys.base_url.starts_with("https://")) {
+        let file = sys.kind == SystemKind::File;
+        let http = sys.base_url.starts_with("http://") || sys.base_url.starts_with("https://");
+        if !file && !http {
             bad(
                 format!("{at}.base_url"),
                 format!("\"{}\" is not an http(s) URL", sys.base_url),
@@ -376,6 +378,27 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                         format!("{at}.auth.type"),
                         "kintone systems authenticate with \"kintone_api_token\"".into(),
                     );
+                }
+            }
+            SystemKind::File => {
+                // A partner without an API: nothing to call, nothing calls us.
+                let api_only = [
+                    ("base_url", !sys.base_url.is_empty()),
+                    ("auth", sys.auth != ApiAuth::None),
+                    ("webhook", sys.webhook.is_some()),
+                    ("entities", !sys.entities.is_empty()),
+                    ("webhook_routing", sys.webhook_routing.is_some()),
+                    ("limits", sys.limits.is_some()),
+                    ("write_windows", sys.write_windows.is_some()),
+                    ("schema_check", sys.schema_check.is_some()),
+                ];
+                for (key, set) in api_only {
+                    if set {
+                        bad(
+                            format!("{at}.{key}"),
+                            "a file system has no API: its records arrive through `worker import`; remove this".into(),
+                        );
+                    }
                 }
             }
             SystemKind::Rest => {
@@ -513,6 +536,13 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     ),
                 );
             }
+            Some(t) if t.kind == SystemKind::File => bad(
+                format!("{at}.target.system"),
+                format!(
+                    "\"{}\" is a file system: files are imported from, never written to",
+                    rule.target.system
+                ),
+            ),
             Some(t)
                 if t.kind == SystemKind::Kintone && rule.target.entity.parse::<u64>().is_err() =>
             {
@@ -529,6 +559,24 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     format!("{at}.source.app"),
                     format!("\"{}\" is not a kintone app id", rule.source.app),
                 );
+            }
+            if s.kind == SystemKind::File {
+                let refused = [
+                    ("direction", rule.both_ways()),
+                    ("resync", rule.resync.is_some()),
+                    ("reconcile", rule.reconcile.is_some()),
+                ];
+                for (key, set) in refused {
+                    if set {
+                        bad(
+                            format!("{at}.{key}"),
+                            format!(
+                                "the source \"{}\" is a file system: it cannot be written to or listed; remove this",
+                                rule.source.system
+                            ),
+                        );
+                    }
+                }
             }
             if s.kind == SystemKind::Rest {
                 match &s.webhook_routing {

@@ -346,3 +346,45 @@ fn a_schema_check_needs_a_sane_interval_and_samples_of_known_entities() {
         assert!(p.iter().any(|s| s.starts_with(want)), "{want}\n{p:#?}");
     }
 }
+
+#[test]
+fn a_file_system_is_only_a_one_way_source_without_an_api() {
+    let partner = |v: &mut serde_json::Value| {
+        v["systems"]["partner"] = serde_json::json!({"kind": "file"});
+        v["rules"][0]["source"] = serde_json::json!({"system": "partner", "app": "orders"});
+        v["rules"][0].as_object_mut().unwrap().remove("write_back");
+    };
+    let ok = edit(partner);
+    assert_eq!(problems(&ok), Vec::<String>::new());
+    let rules = parse_rules("t.json", &ok).unwrap();
+    assert_eq!(rules.systems["partner"].kind, SystemKind::File);
+
+    let text = edit(|v| {
+        partner(v);
+        v["systems"]["partner"]["base_url"] = serde_json::json!("http://x");
+        v["systems"]["partner"]["limits"] = serde_json::json!({"requests_per_second": 1});
+        v["rules"][0]["direction"] = serde_json::json!("both");
+        v["rules"][0]["write_back"] = serde_json::json!({"field": "helpdesk_ticket_id"});
+        v["rules"][0]["resync"] = serde_json::json!({"every_seconds": 60});
+        // And a rule that writes into it.
+        let mut back = v["rules"][0].clone();
+        back["name"] = serde_json::json!("back");
+        back["source"] = serde_json::json!({"system": "kintone", "app": "101"});
+        back["target"] = serde_json::json!({"system": "partner", "entity": "orders"});
+        back.as_object_mut().unwrap().remove("resync");
+        back.as_object_mut().unwrap().remove("write_back");
+        back["direction"] = serde_json::json!("one_way");
+        v["rules"].as_array_mut().unwrap().push(back);
+    });
+    let p = problems(&text);
+    for want in [
+        "systems.partner.base_url: a file system has no API",
+        "systems.partner.limits: a file system has no API",
+        "rules[0].direction: the source \"partner\" is a file system",
+        "rules[0].resync: the source \"partner\" is a file system",
+        "rules[0].write_back: write-back is supported for kintone sources",
+        "rules[1].target.system: \"partner\" is a file system",
+    ] {
+        assert!(p.iter().any(|s| s.starts_with(want)), "{want}\n{p:#?}");
+    }
+}

@@ -91,6 +91,14 @@ pub enum ConnectorError {
     /// The configuration names something the connectors do not have.
     #[error("no connector for {0}")]
     Unknown(String),
+    /// A `file` system has no API: its records arrive only as imported rows.
+    #[error(
+        "{system} is a file system with no API: its records arrive only through an import (import the partner's file again)"
+    )]
+    NoApi {
+        /// The system.
+        system: String,
+    },
 }
 
 impl ConnectorError {
@@ -114,6 +122,7 @@ impl ConnectorError {
             ConnectorError::Rejected { .. } => "rejected",
             ConnectorError::BadResponse { .. } => "bad_response",
             ConnectorError::Unknown(_) => "unknown",
+            ConnectorError::NoApi { .. } => "no_api",
         }
     }
 
@@ -193,6 +202,8 @@ pub enum Endpoint {
     Kintone(Arc<kintone::Kintone>, String),
     /// A REST entity.
     Rest(Arc<rest::Rest>),
+    /// A `file` system: nothing to call ([`ConnectorError::NoApi`]).
+    File(String),
 }
 
 impl Endpoint {
@@ -201,6 +212,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(k, _) => k.system(),
             Endpoint::Rest(r) => r.system(),
+            Endpoint::File(s) => s,
         }
     }
 
@@ -209,6 +221,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(k, app) => k.get_record(app, id).await,
             Endpoint::Rest(r) => Ok(r.get(id).await?.map(|t| r.as_source(t))),
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -221,6 +234,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(k, app) => k.search(app, field, value).await,
             Endpoint::Rest(r) => r.search(field, value).await,
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -239,6 +253,7 @@ impl Endpoint {
                 let rev = r.revision_of(&t);
                 Ok((t.id, rev))
             }
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -256,6 +271,7 @@ impl Endpoint {
                 let t = r.update(id, fields, idempotency_key).await?;
                 Ok(r.revision_of(&t))
             }
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -275,7 +291,9 @@ impl Endpoint {
                 Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
                 Err(e) => Err(e),
             },
-            Endpoint::Rest(_) => self.update(id, fields, idempotency_key).await.map(Some),
+            Endpoint::Rest(_) | Endpoint::File(_) => {
+                self.update(id, fields, idempotency_key).await.map(Some)
+            }
         }
     }
 }
@@ -294,6 +312,7 @@ impl Endpoint {
                 k.records_page(app, after, limit).await
             }
             Endpoint::Rest(r) => Ok(r.changed(None, after, limit, false).await?.0),
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -321,6 +340,11 @@ impl Endpoint {
                     ));
                 }
             },
+            Endpoint::File(_) => {
+                return Ok(Err(
+                    "a file system has no API: its rows are checked when imported".into(),
+                ));
+            }
         };
         Ok(Ok(domain::drift::sample_schema(&record)))
     }
@@ -331,6 +355,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(..) => true,
             Endpoint::Rest(r) => r.can_list(),
+            Endpoint::File(_) => false,
         }
     }
 
@@ -340,6 +365,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(..) => Some(100),
             Endpoint::Rest(r) => r.bulk_max(),
+            Endpoint::File(_) => None,
         }
     }
 
@@ -365,6 +391,7 @@ impl Endpoint {
                 r.changed(since.map(|(t, _)| t), after, limit, with_total)
                     .await
             }
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -378,6 +405,7 @@ impl Endpoint {
         match self {
             Endpoint::Kintone(k, app) => k.update_records(app, updates).await,
             Endpoint::Rest(r) => r.bulk_update(updates, idempotency_key).await,
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
     }
 
@@ -411,6 +439,7 @@ impl Endpoint {
 pub struct Connectors {
     kintone: BTreeMap<String, Arc<kintone::Kintone>>,
     rest: BTreeMap<(String, String), Arc<rest::Rest>>,
+    files: std::collections::BTreeSet<String>,
 }
 
 /// Builds the HTTP client every connector shares.
@@ -475,10 +504,14 @@ impl Connectors {
         let redactor = Arc::new(Redactor::new(secrets));
         let mut kintone = BTreeMap::new();
         let mut rest = BTreeMap::new();
+        let mut files = std::collections::BTreeSet::new();
         for (name, sys) in &rules.systems {
             let timeout = Duration::from_millis(sys.timeout_ms.unwrap_or(10_000));
             let base = sys.base_url.trim_end_matches('/').to_owned();
             match sys.kind {
+                SystemKind::File => {
+                    files.insert(name.clone());
+                }
                 SystemKind::Kintone => {
                     let token = match &sys.auth {
                         ApiAuth::KintoneApiToken { token_env } => {
@@ -526,13 +559,20 @@ impl Connectors {
                 }
             }
         }
-        Ok(Connectors { kintone, rest })
+        Ok(Connectors {
+            kintone,
+            rest,
+            files,
+        })
     }
 
     /// The endpoint for an app (kintone) or entity (rest) of a system.
     pub fn endpoint(&self, system: &str, app_or_entity: &str) -> Result<Endpoint, ConnectorError> {
         if let Some(k) = self.kintone.get(system) {
             return Ok(Endpoint::Kintone(Arc::clone(k), app_or_entity.to_owned()));
+        }
+        if self.files.contains(system) {
+            return Ok(Endpoint::File(system.to_owned()));
         }
         self.rest
             .get(&(system.to_owned(), app_or_entity.to_owned()))

@@ -157,6 +157,22 @@ impl Entry {
         e
     }
 
+    /// A row of a partner file, imported as the record of a `file` source.
+    pub fn imported(system: &str, file: &str, line: u64, event_id: &str, attempt: u32) -> Entry {
+        let mut e = Entry::webhook_received(system, "import", event_id, attempt);
+        e.summary = format!(
+            "imported from {system}'s file {file}, line {line}{}",
+            if attempt > 1 {
+                format!(" (attempt {attempt})")
+            } else {
+                String::new()
+            }
+        );
+        e.detail["file"] = json!(file);
+        e.detail["line"] = json!(line);
+        e
+    }
+
     /// A delivery of an already processed event.
     pub fn duplicate_skipped(event_id: &str) -> Entry {
         entry(

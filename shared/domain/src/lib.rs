@@ -5,6 +5,7 @@
 //! - [`record`]: a record as the domain sees it, whichever system it came from.
 //! - [`identity`]: deterministic identity resolution (stored link, lookup value,
 //!   declared variants) and its decisions.
+//! - [`import`]: the rows of a partner file checked as records of a `file` source.
 //! - [`mapping`]: field mapping with declared transforms.
 //! - [`sync`]: the decision for one source record under one rule.
 //! - [`history`]: the append-only history entries and their plain-language summaries.
@@ -22,6 +23,7 @@ pub mod authority;
 pub mod drift;
 pub mod history;
 pub mod identity;
+pub mod import;
 pub mod mapping;
 pub mod plan;
 pub mod preview;

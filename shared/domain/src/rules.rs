@@ -51,9 +51,12 @@ impl SyncRules {
 pub struct SystemSpec {
     /// Which connector speaks to it.
     pub kind: SystemKind,
-    /// The API's base URL, for example `https://example.cybozu.com`.
+    /// The API's base URL, for example `https://example.cybozu.com` (none for a `file`
+    /// system).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base_url: String,
-    /// How recordsync authenticates to the system's API.
+    /// How recordsync authenticates to the system's API (none for a `file` system).
+    #[serde(default)]
     pub auth: ApiAuth,
     /// How the system's webhooks authenticate to recordsync. Without it, webhooks from
     /// this system are refused.
@@ -121,11 +124,16 @@ pub enum SystemKind {
     Kintone,
     /// A REST API described by URL templates and JSON pointers.
     Rest,
+    /// A partner with no API, whose records arrive as files (CSV or JSON Lines) through
+    /// `worker import` or `POST /import`: each row is the record as the partner holds
+    /// it, keyed by the rule's identity field. Only a one-way rule's source, without
+    /// write-back, resync or reconcile.
+    File,
 }
 
 /// How recordsync authenticates to a system's API. Secrets are never in the file:
 /// the file names environment variables that hold them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ApiAuth {
     /// kintone's `X-Cybozu-API-Token` header.
@@ -146,6 +154,7 @@ pub enum ApiAuth {
         prefix: String,
     },
     /// No authentication.
+    #[default]
     None,
 }
 

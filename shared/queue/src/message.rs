@@ -98,6 +98,20 @@ pub enum Command {
         /// The source record.
         record_id: String,
     },
+    /// One row of a partner file, already checked: the record as the rule's `file`
+    /// source holds it (the row is the canonical record, since the source has no API).
+    Import {
+        /// The rule.
+        rule: String,
+        /// The record: the row's lookup value.
+        record_id: String,
+        /// The file's name, for the history.
+        file: String,
+        /// The row's line in the file.
+        line: u64,
+        /// The row's values, by source field code.
+        row: serde_json::Map<String, Value>,
+    },
 }
 
 /// What a person chose to resolve a conflict.
@@ -126,7 +140,8 @@ impl Command {
             | Command::Resync { record_id, .. }
             | Command::Repair { record_id, .. }
             | Command::Resolve { record_id, .. }
-            | Command::Rehydrate { record_id, .. } => record_id,
+            | Command::Rehydrate { record_id, .. }
+            | Command::Import { record_id, .. } => record_id,
         }
     }
 
@@ -138,7 +153,8 @@ impl Command {
             Command::Resync { rule, .. }
             | Command::Repair { rule, .. }
             | Command::Resolve { rule, .. }
-            | Command::Rehydrate { rule, .. } => Some(rule),
+            | Command::Rehydrate { rule, .. }
+            | Command::Import { rule, .. } => Some(rule),
         }
     }
 
@@ -150,6 +166,7 @@ impl Command {
             Command::Repair { .. } => "repair",
             Command::Resolve { .. } => "resolve",
             Command::Rehydrate { .. } => "rehydrate",
+            Command::Import { .. } => "import",
         }
     }
 }

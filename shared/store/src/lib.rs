@@ -159,6 +159,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schema checks",
         include_str!("../migrations/0012_schema_checks.sql"),
     ),
+    (
+        13,
+        "imports",
+        include_str!("../migrations/0013_imports.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -544,6 +549,7 @@ impl Store {
 }
 
 mod dead;
+mod imports;
 mod ledger;
 mod limiter;
 mod parking;
@@ -552,6 +558,7 @@ mod record;
 mod resync;
 mod schema;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
+pub use imports::ImportRun;
 pub use ledger::{Ledger, Unaccounted};
 pub use parking::ParkedRow;
 pub use reconcile::ReconcileRun;

@@ -165,6 +165,9 @@ pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
 
 /// The trigger's event type of a repair command.
 pub const REPAIR: &str = "repair";
+/// The event type of an imported row of a partner file (its payload carries the row,
+/// which is the canonical record of a `file` source).
+pub const IMPORT: &str = "import";
 
 /// What a decision starts from: the store's memory of the record.
 struct Known {
@@ -223,6 +226,18 @@ impl Processor {
                 record_id,
                 reason,
             } => (rule, record_id, REPAIR, json!({"reason": reason})),
+            Command::Import {
+                rule,
+                record_id,
+                file,
+                line,
+                row,
+            } => (
+                rule,
+                record_id,
+                IMPORT,
+                json!({"file": file, "line": line, "row": row}),
+            ),
         };
         // The rest concern one rule's source record: decided from the canonical
         // record, as a change would be (a resolution first applies the choice).
@@ -316,6 +331,13 @@ impl Processor {
             Some(reason) if ev.event_type == REPAIR => {
                 Entry::repair_asked(&ev.system, reason, &ev.event_id, attempt)
             }
+            _ if ev.event_type == IMPORT => Entry::imported(
+                &ev.system,
+                ev.payload["file"].as_str().unwrap_or_default(),
+                ev.payload["line"].as_u64().unwrap_or_default(),
+                &ev.event_id,
+                attempt,
+            ),
             _ => Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt),
         };
         if let Some(why) = self.blocked(rule, memory.paused) {

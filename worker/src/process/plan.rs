@@ -41,8 +41,15 @@ impl Processor {
         // what differs is written. The stored state is not trusted: it is what drifted.
         let repairing = ev.event_type == REPAIR;
 
-        // The payload is a hint; the canonical record is the truth.
-        let Some(record) = source.fetch(record_id).await? else {
+        // The payload is a hint; the canonical record is the truth. A `file` source has
+        // no API: the imported row is the record.
+        let imported = imported_row(&self.rules, rule, ev, record_id);
+        let is_import = imported.is_some();
+        let fetched = match imported {
+            Some(row) => Some(row),
+            None => source.fetch(record_id).await?,
+        };
+        let Some(record) = fetched else {
             if rule.on_delete == OnDelete::Review {
                 entries.push(Entry::source_deleted_for_review(
                     source.system(),
@@ -56,7 +63,7 @@ impl Processor {
             entries.push(Entry::source_deleted(source.system(), unlink));
             return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
         };
-        if side == Side::Source {
+        if side == Side::Source && !is_import {
             entries.push(Entry::fetched(source.system(), record.revision));
             if let Some(hint) = payload_record(&self.rules, ev) {
                 entries.extend(payload_disagreements(rule, &hint, &record.fields));
@@ -442,6 +449,30 @@ impl Processor {
     }
 }
 
+/// The record an imported row is: the row itself, without revision or change time.
+/// Only for a rule whose source is a `file` system: any other source is read from its
+/// API, whatever an event says it is.
+fn imported_row(
+    rules: &SyncRules,
+    rule: &RuleSpec,
+    ev: &EventV1,
+    record_id: &str,
+) -> Option<SourceRecord> {
+    let file_source = rules
+        .systems
+        .get(&rule.source.system)
+        .is_some_and(|s| s.kind == SystemKind::File);
+    if ev.event_type != IMPORT || !file_source {
+        return None;
+    }
+    Some(SourceRecord {
+        id: record_id.to_owned(),
+        revision: None,
+        changed_at: None,
+        fields: ev.payload["row"].as_object().cloned().unwrap_or_default(),
+    })
+}
+
 /// The record a webhook payload carried, as flat fields (kintone webhooks carry the
 /// whole record).
 pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> {
@@ -451,7 +482,7 @@ pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> 
             .payload
             .get("record")
             .map(connectors::kintone::payload_fields),
-        SystemKind::Rest => None,
+        SystemKind::Rest | SystemKind::File => None,
     }
 }
 
