@@ -177,6 +177,32 @@ async fn bad_rows_are_named_and_good_rows_are_synced_once() -> anyhow::Result<()
         "only the changed ticket was written"
     );
     assert_eq!(env.tickets().await?.len(), 2);
+
+    // A rehydration has no API to read the record from: a conflict says what to do,
+    // and nothing is written.
+    let before = writes(&env.request_log("helpdesk").await?);
+    worker::ops::rehydrate(&processor, &publisher, &names, PARTNER_RULE, Some("PO-1")).await?;
+    wait_for(
+        "the rehydration's conflict",
+        Duration::from_secs(30),
+        || async {
+            let open = env.store.conflicts("open").await?;
+            Ok(open
+                .iter()
+                .any(|c| c.rule == PARTNER_RULE && c.source_record_id == "PO-1"))
+        },
+    )
+    .await?;
+    let open = env.store.conflicts("open").await?;
+    let conflict = open
+        .iter()
+        .find(|c| c.source_record_id == "PO-1")
+        .expect("the conflict");
+    assert!(
+        conflict.summary.contains("import the partner's file again"),
+        "{conflict:#?}"
+    );
+    assert_eq!(writes(&env.request_log("helpdesk").await?), before);
     env.finish().await
 }
 
