@@ -4,6 +4,7 @@
 
 mod authority;
 mod bench_smoke;
+mod budget;
 mod commands;
 mod deploy;
 mod failures;

@@ -175,6 +175,7 @@ fn guarded_routes() -> Vec<Route> {
         route(Method::GET, "/reconcile", "/reconcile", None, Viewer),
         route(Method::GET, "/schema-check", "/schema-check", None, Viewer),
         route(Method::GET, "/import", "/import", None, Viewer),
+        route(Method::GET, "/budget", "/budget", None, Viewer),
         route(
             Method::POST,
             "/conflicts/{id}/resolve",

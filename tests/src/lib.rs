@@ -516,10 +516,19 @@ impl Env {
     /// A worker's step, built as the workers are but not consuming: tests drive it
     /// with commands, with no broker in between.
     pub fn processor(&self) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
+        self.processor_with(&self.rules)
+    }
+
+    /// [`Env::processor`] under other rules (a limit or a budget changed), against the
+    /// same systems, database and queues.
+    pub fn processor_with(
+        &self,
+        rules: &SyncRules,
+    ) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
         let secrets = secrets(&self.sandbox_config);
-        let connectors = Connectors::build(&self.rules, lookup(&secrets))?;
+        let connectors = Connectors::build(rules, lookup(&secrets))?;
         let worker =
-            worker::Worker::with_connectors(self.settings.clone(), self.rules.clone(), connectors)?;
+            worker::Worker::with_connectors(self.settings.clone(), rules.clone(), connectors)?;
         Ok(worker.processor())
     }
 

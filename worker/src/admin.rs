@@ -78,6 +78,7 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/reconcile", get(reconcile_runs).post(reconcile))
         .route("/preview", post(preview))
         .route("/schema-check", get(schema_checks).post(schema_check))
+        .route("/budget", get(budgets))
         .route(
             "/import",
             get(imports)
@@ -136,6 +137,13 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .await
     {
         s.metrics.unaccounted(&by_rule);
+    }
+    if let Ok(budgets) = crate::budget::status(&s.processor).await {
+        let figures: Vec<(String, u64, u64, u64)> = budgets
+            .into_iter()
+            .map(|b| (b.system, b.budget, b.usage.used_today, b.forecast))
+            .collect();
+        s.metrics.api_budgets(&figures);
     }
     if let Ok(checks) = s.store.schema_checks_latest(None).await {
         let latest: Vec<(String, String, i64, i64)> = checks
@@ -437,6 +445,9 @@ async fn resync(State(s): State<AdminState>, Json(req): Json<ResyncRequest>) -> 
         Ok(p) => p,
         Err(e) => return failed(e),
     };
+    if let Some(refused) = held_back(&s, &req.rule, false).await {
+        return refused;
+    }
     let job = match ResyncJob::claim(&s.processor, &req.rule).await {
         Ok(job) => job,
         Err(e) => return claim_refused(e),
@@ -480,6 +491,9 @@ async fn reconcile(State(s): State<AdminState>, Json(req): Json<ReconcileRequest
         Ok(p) => p,
         Err(e) => return failed(e),
     };
+    if let Some(refused) = held_back(&s, &req.rule, true).await {
+        return refused;
+    }
     let job = match ReconcileJob::claim(&s.processor, &req.rule).await {
         Ok(job) => job,
         Err(e) => return claim_refused(e),
@@ -563,8 +577,36 @@ async fn preview(State(s): State<AdminState>, Json(req): Json<PreviewRequest>) -
     }
 }
 
+/// 409 `held_back` when an API budget holds a rule's background work back (its source;
+/// with `both`, its target too), so that the operator hears why at once.
+async fn held_back(s: &AdminState, rule: &str, both: bool) -> Option<Response> {
+    let spec = s.processor.rules.rule(rule)?;
+    let mut systems = vec![spec.source.system.as_str()];
+    if both {
+        systems.push(&spec.target.system);
+    }
+    match crate::budget::hold(&s.processor, &systems).await {
+        Ok(None) => None,
+        Ok(Some(reason)) => Some(
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"error": {"code": "held_back", "message": reason}})),
+            )
+                .into_response(),
+        ),
+        Err(e) => Some(failed(e)),
+    }
+}
+
 /// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
 /// runs, else a failure.
+async fn budgets(State(s): State<AdminState>) -> Response {
+    match crate::budget::status(&s.processor).await {
+        Ok(systems) => Json(json!({"budgets": systems})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
 /// A partner file to import: the body is the file.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

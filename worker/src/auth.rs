@@ -127,6 +127,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/reconcile", Role::Viewer),
     ("GET", "/schema-check", Role::Viewer),
     ("GET", "/import", Role::Viewer),
+    ("GET", "/budget", Role::Viewer),
     ("POST", "/conflicts/{id}/resolve", Role::Operator),
     ("POST", "/conflicts/{id}/dismiss", Role::Operator),
     ("POST", "/dead-letters/replay", Role::Operator),

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod classify;
 pub mod dlq;
 pub mod import;
@@ -652,6 +653,10 @@ impl Worker {
                             Ok(None) => tracing::debug!(name, ?kind, "another worker ran this period's run"),
                             Ok(Some(done)) => tracing::info!(name, ?kind, done, "scheduled run done"),
                             Err(Stopped::Busy) => tracing::debug!(name, ?kind, "another worker runs it"),
+                            Err(Stopped::Held(reason)) => {
+                                tracing::info!(name, ?kind, reason, "scheduled run waits for the API budget");
+                                wait = retry;
+                            }
                             Err(Stopped::Failed(error)) => {
                                 tracing::warn!(name, ?kind, error, retry_s = retry.as_secs(), "scheduled run stopped; it is tried again");
                                 wait = retry;
@@ -809,9 +814,11 @@ enum Scheduled {
     SchemaCheck,
 }
 
-/// Why a scheduled run stopped: another worker has it, or it failed.
+/// Why a scheduled run stopped: another worker has it, an API budget holds it back,
+/// or it failed.
 enum Stopped {
     Busy,
+    Held(String),
     Failed(String),
 }
 
@@ -819,6 +826,7 @@ impl From<resync::ResyncError> for Stopped {
     fn from(e: resync::ResyncError) -> Stopped {
         match e {
             resync::ResyncError::AlreadyRunning(_) => Stopped::Busy,
+            resync::ResyncError::HeldBack(reason) => Stopped::Held(reason),
             e => Stopped::Failed(e.to_string()),
         }
     }

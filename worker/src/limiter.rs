@@ -199,6 +199,8 @@ pub struct Limiter {
     requests: std::sync::atomic::AtomicU64,
     initialised: tokio::sync::OnceCell<()>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The systems with a daily budget: each request to them is counted in PostgreSQL.
+    budgeted: std::collections::BTreeSet<String>,
 }
 
 impl Limiter {
@@ -210,7 +212,14 @@ impl Limiter {
             .iter()
             .filter_map(|(name, s)| Some((name.clone(), Layers::new(s.limits.clone()?))))
             .collect();
+        let budgeted = rules
+            .systems
+            .iter()
+            .filter(|(_, s)| s.budget.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
         Limiter {
+            budgeted,
             store,
             systems,
             holder: uuid::Uuid::new_v4().to_string(),
@@ -372,6 +381,16 @@ impl Limiter {
         }
     }
 
+    /// Counts one request against `system`'s daily budget, if it has one. A count
+    /// PostgreSQL cannot take is logged, never the request's failure: it was made.
+    async fn count(&self, system: &str) {
+        if self.budgeted.contains(system)
+            && let Err(e) = self.store.api_usage_add(system, 1).await
+        {
+            tracing::warn!(system, error = %e, "a request could not be counted against the API budget");
+        }
+    }
+
     /// Counts every request in `metrics`: its wait, its time and its outcome.
     pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Limiter {
         self.metrics = Some(metrics);
@@ -413,6 +432,7 @@ impl Limited<'_> {
             let sent = std::time::Instant::now();
             // The timeout is the connector's own, per request.
             let result = f().await;
+            self.limiter.count(system).await;
             if let Some(m) = &self.limiter.metrics {
                 let outcome = result.as_ref().map_or_else(|e| e.class(), |_| "ok");
                 m.request(system, sent - asked, sent.elapsed(), outcome);

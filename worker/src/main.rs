@@ -142,6 +142,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Each system's daily API budget: requests used today by every worker, the day's
+    /// forecast at the recent pace, and whether resync and reconcile wait for it.
+    Budget {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check now that the fields the rules rely on still exist in each system with the
     /// same type and options (kintone: the app's form; rest: a sample record), store
     /// the check and pause the rules that say `on_schema_drift: pause`. Exits with 1
@@ -533,6 +540,26 @@ async fn main() -> anyhow::Result<()> {
                 "{} row(s) of {name} are invalid and were not imported",
                 report.invalid_rows
             );
+            Ok(())
+        }
+        Command::Budget { json } => {
+            let (_, worker) = migrated_worker().await?;
+            let budgets = worker::budget::status(&worker.processor()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&budgets)?);
+            } else if budgets.is_empty() {
+                println!("no system declares a budget");
+            }
+            for b in budgets.iter().filter(|_| !json) {
+                let state = match &b.background {
+                    domain::budget::Verdict::Go => "resync and reconcile go on".to_owned(),
+                    domain::budget::Verdict::Hold { reason } => reason.clone(),
+                };
+                println!(
+                    "{}: {} of {} requests used today, {} forecast; {state}",
+                    b.system, b.usage.used_today, b.budget, b.forecast
+                );
+            }
             Ok(())
         }
         Command::SchemaCheck {

@@ -82,6 +82,9 @@ pub struct Metrics {
     oldest_conflict: Gauge,
     unaccounted: Family<Rule, Gauge>,
     schema_drift: Family<Drift, Gauge>,
+    api_budget: Family<System, Gauge>,
+    api_used: Family<System, Gauge>,
+    api_forecast: Family<System, Gauge>,
     requests: Family<Request, Counter>,
     request_time: SystemHistograms,
     limiter_wait: SystemHistograms,
@@ -165,6 +168,24 @@ impl Default for Metrics {
             "Drifts the latest schema check found in each app a rule relies on, by severity (breaking: a field gone, a type changed, an option the rule writes gone, a required field no rule writes), read from PostgreSQL when scraped",
             schema_drift.clone(),
         );
+        let api_budget = Family::<System, Gauge>::default();
+        registry.register(
+            "recordsync_api_budget_requests",
+            "A system's daily API budget (requests per UTC day), for the systems that declare one",
+            api_budget.clone(),
+        );
+        let api_used = Family::<System, Gauge>::default();
+        registry.register(
+            "recordsync_api_used_requests",
+            "Requests made today (UTC) to a system with a budget, by every worker, read from PostgreSQL when scraped",
+            api_used.clone(),
+        );
+        let api_forecast = Family::<System, Gauge>::default();
+        registry.register(
+            "recordsync_api_forecast_requests",
+            "Today's requests to a system with a budget as forecast at the pace of the last hour or two; above the budget, resync and reconcile wait",
+            api_forecast.clone(),
+        );
         let requests = Family::<Request, Counter>::default();
         registry.register(
             "recordsync_target_requests",
@@ -202,6 +223,9 @@ impl Default for Metrics {
             oldest_conflict,
             unaccounted,
             schema_drift,
+            api_budget,
+            api_used,
+            api_forecast,
         }
     }
 }
@@ -307,6 +331,23 @@ impl Metrics {
         }
     }
 
+    /// Each budgeted system's budget, use today and forecast: `(system, budget, used,
+    /// forecast)`, read when scraped.
+    pub fn api_budgets(&self, budgets: &[(String, u64, u64, u64)]) {
+        for family in [&self.api_budget, &self.api_used, &self.api_forecast] {
+            family.clear();
+        }
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (system, budget, used, forecast) in budgets {
+            let label = System {
+                system: system.as_str().into(),
+            };
+            self.api_budget.get_or_create(&label).set(n(*budget));
+            self.api_used.get_or_create(&label).set(n(*used));
+            self.api_forecast.get_or_create(&label).set(n(*forecast));
+        }
+    }
+
     /// One request to another system: how long the limiter held it, how long it took,
     /// and how it ended (`ok` or the error class).
     pub fn request(&self, system: &str, waited: Duration, took: Duration, outcome: &'static str) {
@@ -340,6 +381,7 @@ impl Metrics {
         m.open_conflicts([("invalid", 1)], None);
         m.unaccounted(&[("r".to_owned(), 0)]);
         m.schema_drift(&[("s".to_owned(), "a".to_owned(), 0, 0)]);
+        m.api_budgets(&[("s".to_owned(), 1, 0, 0)]);
         m.request("s", Duration::ZERO, Duration::ZERO, "ok");
         config::telemetry::sample_names(&m.render())
     }

@@ -140,6 +140,12 @@ async fn run(
         .rules
         .rule(rule)
         .ok_or_else(|| ResyncError::UnknownRule(rule.to_owned()))?;
+    let held = crate::budget::hold(processor, &[&spec.source.system, &spec.target.system]).await?;
+    if let Some(reason) = held {
+        lease.commit().await?;
+        tracing::info!(rule, reason, "reconcile held back by the API budget");
+        return Err(ResyncError::HeldBack(reason));
+    }
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let store = &processor.store;

@@ -50,6 +50,10 @@ pub enum ResyncError {
     /// Listing the source failed (the scan resumes from its cursor next time).
     #[error("listing the source failed: {0}")]
     Source(#[from] Failure),
+    /// A system's API budget holds background work back (the scan resumes from its
+    /// cursor when the forecast fits).
+    #[error("{0}")]
+    HeldBack(String),
 }
 
 /// What one scan did.
@@ -98,6 +102,12 @@ impl ResyncJob {
             spec: resync,
             lease,
         })
+    }
+
+    /// Gives the lease back without scanning.
+    pub async fn release(mut self) -> Result<(), ResyncError> {
+        self.lease.commit().await?;
+        Ok(())
     }
 
     /// Whether a scheduled run is due: a scan is in progress (to resume), or the last
@@ -159,6 +169,12 @@ impl ResyncJob {
         let mut after = cursor.after_id.clone();
         let (mut pages, mut listed, mut queued) = (0, 0, 0);
         loop {
+            // Live sync keeps what is left of a budget: the scan waits, its cursor kept.
+            if let Some(reason) = crate::budget::hold(processor, &[&spec.source.system]).await? {
+                self.lease.commit().await?;
+                tracing::info!(rule = %self.rule, pages, reason, "resync held back by the API budget");
+                return Err(ResyncError::HeldBack(reason));
+            }
             // The first page of a scan also asks how many records it will list.
             let first = after.is_none() && cursor.total.is_none();
             let (page, total) = source

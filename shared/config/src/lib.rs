@@ -321,6 +321,12 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 );
             }
         }
+        if sys.budget.as_ref().is_some_and(|b| b.requests_per_day == 0) {
+            bad(
+                format!("{at}.budget.requests_per_day"),
+                "must be at least 1".into(),
+            );
+        }
         if let Some(check) = &sys.schema_check {
             if check.every_seconds < 60 {
                 bad(
@@ -391,6 +397,7 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     ("limits", sys.limits.is_some()),
                     ("write_windows", sys.write_windows.is_some()),
                     ("schema_check", sys.schema_check.is_some()),
+                    ("budget", sys.budget.is_some()),
                 ];
                 for (key, set) in api_only {
                     if set {

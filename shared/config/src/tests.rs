@@ -388,3 +388,27 @@ fn a_file_system_is_only_a_one_way_source_without_an_api() {
         assert!(p.iter().any(|s| s.starts_with(want)), "{want}\n{p:#?}");
     }
 }
+
+#[test]
+fn a_budget_needs_at_least_one_request_a_day() {
+    let text = edit(|v| {
+        v["systems"]["kintone"]["budget"] = serde_json::json!({"requests_per_day": 0});
+    });
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("systems.kintone.budget.requests_per_day: must be at least 1")),
+        "{p:#?}"
+    );
+    let ok = edit(|v| {
+        v["systems"]["kintone"]["budget"] = serde_json::json!({"requests_per_day": 10000});
+    });
+    let rules = parse_rules("t.json", &ok).unwrap();
+    assert_eq!(
+        rules.systems["kintone"]
+            .budget
+            .as_ref()
+            .map(|b| b.requests_per_day),
+        Some(10_000)
+    );
+}

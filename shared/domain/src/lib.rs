@@ -11,6 +11,8 @@
 //! - [`history`]: the append-only history entries and their plain-language summaries.
 //! - [`reconcile`]: a linked record's two sides compared field by field, and the action
 //!   each difference calls for under the rule's ownership.
+//! - [`budget`]: a system's daily API budget: used, forecast, and whether background
+//!   work waits.
 //! - [`drift`]: what the rules rely on in an app compared with its schema now and
 //!   its last good schema: fields gone, types changed, options gone, required fields.
 //! - [`plan`]: the step's decision once its inputs are read: a linked record's
@@ -20,6 +22,7 @@
 //! here is a plain function over plain types, so it can be tested exhaustively.
 
 pub mod authority;
+pub mod budget;
 pub mod drift;
 pub mod history;
 pub mod identity;

@@ -77,10 +77,23 @@ pub struct SystemSpec {
     /// When the system accepts writes; without it, at any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_windows: Option<crate::windows::WriteWindows>,
+    /// A daily request budget (kintone: 10,000 requests per app per day). Every request
+    /// counts against it; when the day's forecast exceeds it, resync and reconcile wait
+    /// so that live sync keeps what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// Checks, on a schedule, that the fields the rules rely on still exist with the
     /// same type and options (kintone: the app's form fields; rest: a sample record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_check: Option<SchemaCheckSpec>,
+}
+
+/// A system's daily API budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Requests per day (UTC), all workers and all kinds of work together.
+    pub requests_per_day: u64,
 }
 
 /// A system's schema-drift check.

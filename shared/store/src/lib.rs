@@ -164,6 +164,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "imports",
         include_str!("../migrations/0013_imports.sql"),
     ),
+    (
+        14,
+        "api usage",
+        include_str!("../migrations/0014_api_usage.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -557,6 +562,7 @@ mod reconcile;
 mod record;
 mod resync;
 mod schema;
+mod usage;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use imports::ImportRun;
 pub use ledger::{Ledger, Unaccounted};
