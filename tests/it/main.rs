@@ -19,6 +19,7 @@ mod parking;
 mod preview;
 mod reconcile;
 mod recovery;
+mod rename;
 mod resync;
 mod schema;
 mod secrets;

@@ -37,6 +37,24 @@ enum Command {
         /// fleet-wide limits).
         #[arg(long)]
         live: bool,
+        /// The rules file in use now: a change that would orphan what is stored under a
+        /// rule (a rule renamed or removed, its source or target moved, its identity
+        /// fields changed) is refused unless a `--migration` covers it.
+        #[arg(long)]
+        previous: Option<std::path::PathBuf>,
+        /// How an orphaning change is handled: `rename:OLD=NEW`, `retire:RULE`,
+        /// `relink:RULE` or `rematch:RULE` (repeat for several).
+        #[arg(long = "migration")]
+        migrations: Vec<config::migration::Migration>,
+    },
+    /// Move what the store holds under a rule to its new name (links, state,
+    /// conflicts, cursors, parked work, pauses; the history is read under both names).
+    /// Run it while no worker processes the rule, before the renamed rules are deployed.
+    RenameRule {
+        /// The old name.
+        from: String,
+        /// The new name.
+        to: String,
     },
     /// Print the JSON Schema of sync-rules.json.
     Schema,
@@ -307,13 +325,42 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", config::rules_schema());
             Ok(())
         }
-        Command::CheckConfig { file, live } => {
+        Command::CheckConfig {
+            file,
+            live,
+            previous,
+            migrations,
+        } => {
             let rules = worker::check_config(&file)?;
             println!(
                 "{file}: valid ({} systems, {} rules; every secret is set)",
                 rules.systems.len(),
                 rules.rules.len()
             );
+            if let Some(previous) = previous {
+                let old = config::load_rules(&previous)?;
+                let mut refused = config::migration::migration_problems(&rules, &migrations);
+                for o in config::migration::orphaning(&old, &rules) {
+                    if o.covered_by(&migrations) {
+                        println!("covered by a named migration: {o}");
+                    } else {
+                        refused.push(format!("{o}; {}", o.remedy()));
+                    }
+                }
+                for r in &refused {
+                    eprintln!("refused: {r}");
+                }
+                anyhow::ensure!(
+                    refused.is_empty(),
+                    "{file} would orphan what is stored under {} rule change(s) of {}: name a migration for each",
+                    refused.len(),
+                    previous.display()
+                );
+                println!(
+                    "{file}: nothing stored under a rule of {} is orphaned",
+                    previous.display()
+                );
+            }
             if !live {
                 return Ok(());
             }
@@ -334,6 +381,24 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(
                 breaking == 0,
                 "{file}: {breaking} field(s) the rules rely on do not match the live systems"
+            );
+            Ok(())
+        }
+        Command::RenameRule { from, to } => {
+            let settings = config::Settings::from_env()?;
+            let store = store::Store::connect(&settings.database_url, 2)
+                .await
+                .context("Failed to connect to PostgreSQL")?;
+            store.migrate().await.context("Failed to migrate")?;
+            let moved = store.rename_rule(&from, &to).await?;
+            let rows: u64 = moved.iter().map(|(_, n)| n).sum();
+            println!(
+                "rule {from} is now {to}: {rows} row(s) moved ({}); its history is read under both names",
+                moved
+                    .iter()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(())
         }

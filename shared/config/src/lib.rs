@@ -2,6 +2,7 @@
 //! path) and the service settings (typed, defaults pointing at local services,
 //! overridden by `RECORDSYNC_*` environment variables).
 
+pub mod migration;
 mod settings;
 pub mod telemetry;
 

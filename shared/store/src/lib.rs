@@ -169,6 +169,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "api usage",
         include_str!("../migrations/0014_api_usage.sql"),
     ),
+    (
+        15,
+        "rule renames",
+        include_str!("../migrations/0015_rule_renames.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -377,10 +382,12 @@ impl Store {
         rule: &str,
         record_id: &str,
     ) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
-             WHERE rule = $1 AND source_record_id = $2 ORDER BY id",
-        )
+        // Under every name the rule had: a rename leaves the history where it was.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{} SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
+             WHERE rule IN (SELECT n FROM names) AND source_record_id = $2 ORDER BY id",
+            renames::NAMES
+        )))
         .bind(rule)
         .bind(record_id)
         .fetch_all(&self.pool)
@@ -395,10 +402,11 @@ impl Store {
         rule: &str,
         limit: i64,
     ) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
-             WHERE rule = $1 ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{} SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
+             WHERE rule IN (SELECT n FROM names) ORDER BY id DESC LIMIT $2",
+            renames::NAMES
+        )))
         .bind(rule)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -412,9 +420,11 @@ impl Store {
         &self,
         rule: Option<&str>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, count(*) FROM history WHERE $1::text IS NULL OR rule = $1 GROUP BY kind ORDER BY kind",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{} SELECT kind, count(*) FROM history
+              WHERE $1::text IS NULL OR rule IN (SELECT n FROM names) GROUP BY kind ORDER BY kind",
+            renames::NAMES
+        )))
         .bind(rule)
         .fetch_all(&self.pool)
         .await
@@ -560,6 +570,7 @@ mod limiter;
 mod parking;
 mod reconcile;
 mod record;
+mod renames;
 mod resync;
 mod schema;
 mod usage;
@@ -569,6 +580,7 @@ pub use ledger::{Ledger, Unaccounted};
 pub use parking::ParkedRow;
 pub use reconcile::ReconcileRun;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
+pub use renames::RenameError;
 pub use resync::ResyncCursor;
 pub use schema::{NewSchemaCheck, SchemaCheckRow};
 

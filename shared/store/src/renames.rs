@@ -1,0 +1,120 @@
+//! Renaming a rule: what the store holds under the old name moves to the new one in one
+//! transaction, and the append-only history is read under every name the rule had.
+
+use crate::{Store, StoreError, q};
+
+/// The tables whose `rule` column a rename moves (every rule-keyed table but the
+/// append-only history, and the leases, which are dropped: none is held).
+const RULE_TABLES: [&str; 11] = [
+    "sync_records",
+    "processed_events",
+    "conflicts",
+    "dead_letters",
+    "parked",
+    "outbound_ops",
+    "resync_cursors",
+    "resync_seen",
+    "deliveries",
+    "reconcile_runs",
+    "import_runs",
+];
+
+/// The names a rule's history is kept under: its own and every former one.
+pub(crate) const NAMES: &str = "WITH RECURSIVE names(n) AS (
+        SELECT $1::text
+        UNION SELECT r.old_name FROM rule_renames r JOIN names ON r.new_name = names.n)";
+
+/// Why a rename cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RenameError {
+    /// A worker holds a lease under the old name: it is still processing.
+    #[error(
+        "a worker is processing rule {0} (it holds a lease): stop the workers, or pause the rule and wait for its leases to end, then rename"
+    )]
+    Busy(String),
+    /// The new name already has records of its own.
+    #[error("rule {0} already has records of its own: rename before the new rules are deployed")]
+    Taken(String),
+    /// Old and new are the same.
+    #[error("a rule cannot be renamed to its own name")]
+    Same,
+    /// PostgreSQL failed; nothing was moved.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Moves everything stored under rule `from` to rule `to`, in one transaction;
+    /// returns the rows moved per table (those with any).
+    pub async fn rename_rule(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(&'static str, u64)>, RenameError> {
+        if from == to {
+            return Err(RenameError::Same);
+        }
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM record_leases WHERE rule = $1 AND expires_at > now())",
+        )
+        .bind(from)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("read the rule's leases"))?;
+        if held {
+            return Err(RenameError::Busy(from.to_owned()));
+        }
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sync_records WHERE rule = $1)
+                 OR EXISTS (SELECT 1 FROM processed_events WHERE rule = $1)",
+        )
+        .bind(to)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("read the new name's records"))?;
+        if taken {
+            return Err(RenameError::Taken(to.to_owned()));
+        }
+        // Expired leases only (none is held): the next holder takes a fresh one.
+        sqlx::query("DELETE FROM record_leases WHERE rule = $1")
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("drop a rule's expired leases"))?;
+        let mut moved = vec![];
+        for table in RULE_TABLES {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET rule = $2 WHERE rule = $1"
+            )))
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("move a rule's rows"))?;
+            if done.rows_affected() > 0 {
+                moved.push((table, done.rows_affected()));
+            }
+        }
+        let paused = sqlx::query("UPDATE paused SET name = $2 WHERE scope = 'rule' AND name = $1")
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("move a rule's pause"))?;
+        if paused.rows_affected() > 0 {
+            moved.push(("paused", paused.rows_affected()));
+        }
+        sqlx::query(
+            "INSERT INTO rule_renames (old_name, new_name) VALUES ($1, $2)
+             ON CONFLICT (old_name) DO UPDATE SET new_name = EXCLUDED.new_name, renamed_at = now()",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("record a rename"))?;
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(moved)
+    }
+}
