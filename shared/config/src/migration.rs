@@ -313,7 +313,7 @@ mod tests {
         let rename: Migration = "rename:work-orders-to-tickets=orders-to-tickets"
             .parse()
             .expect("a migration");
-        assert!(found[0].covered_by(&[rename.clone()]));
+        assert!(found[0].covered_by(std::slice::from_ref(&rename)));
         assert!(migration_problems(&rules(v.clone()), &[rename]).is_empty());
         // A rename to a rule that does not exist, or from one that still does.
         let wrong: Migration = "rename:work-orders-to-tickets=nope"
@@ -341,7 +341,7 @@ mod tests {
         ));
         let relink: Migration = "relink:work-orders-to-tickets".parse().expect("parsed");
         let rematch: Migration = "rematch:work-orders-to-tickets".parse().expect("parsed");
-        assert!(found[0].covered_by(&[relink.clone()]));
+        assert!(found[0].covered_by(std::slice::from_ref(&relink)));
         assert!(!found[1].covered_by(&[relink]));
         assert!(found[1].covered_by(&[rematch]));
 
