@@ -61,6 +61,18 @@ async fn a_renamed_rule_keeps_its_links_and_its_history() -> anyhow::Result<()> 
     assert!(kinds.contains(&(RULE, "created")), "{kinds:?}");
     assert!(kinds.contains(&(NEW_NAME, "updated")), "{kinds:?}");
 
+    // The relink migration: the links are forgotten, and the next change matches the
+    // same ticket by identity instead of creating one.
+    assert_eq!(env.store.forget_links(NEW_NAME).await?, 1);
+    assert!(env.store.links(NEW_NAME).await?.is_empty());
+    env.kintone_edit_silently(&id, json!({"件名": "Relinked"}))
+        .await?;
+    processor.step(&change("ev-4", &id), 1).await?;
+    let tickets = env.tickets_for("WO-61").await?;
+    assert_eq!(tickets.len(), 1, "{tickets:#?}");
+    assert_eq!(tickets[0]["subject"], "Relinked");
+    assert_eq!(env.store.links(NEW_NAME).await?.len(), 1);
+
     // A name that has records of its own is not taken over, and a rule is not renamed
     // to itself.
     let other = env

@@ -56,6 +56,13 @@ enum Command {
         /// The new name.
         to: String,
     },
+    /// Forget a rule's links and sync state (its source or target moved: the
+    /// `relink` migration). Each record is matched afresh, by identity, at its next
+    /// change. Run it while no worker processes the rule.
+    ForgetLinks {
+        /// The rule.
+        rule: String,
+    },
     /// Print the JSON Schema of sync-rules.json.
     Schema,
     /// Apply the database migrations and exit.
@@ -381,6 +388,18 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(
                 breaking == 0,
                 "{file}: {breaking} field(s) the rules rely on do not match the live systems"
+            );
+            Ok(())
+        }
+        Command::ForgetLinks { rule } => {
+            let settings = config::Settings::from_env()?;
+            let store = store::Store::connect(&settings.database_url, 2)
+                .await
+                .context("Failed to connect to PostgreSQL")?;
+            store.migrate().await.context("Failed to migrate")?;
+            let n = store.forget_links(&rule).await?;
+            println!(
+                "rule {rule}: {n} link(s) forgotten; each record is matched by identity at its next change (`worker rehydrate --rule {rule}` does it now)"
             );
             Ok(())
         }

@@ -91,7 +91,7 @@ impl Orphaning {
                 "name `--migration rename:{rule}=NEW` if it was renamed, or `--migration retire:{rule}` to leave its links and history behind"
             ),
             Orphaning::SourceMoved { rule, .. } | Orphaning::TargetMoved { rule, .. } => format!(
-                "name `--migration relink:{rule}` to forget its links (each record is matched afresh, by identity, at its next change)"
+                "name `--migration relink:{rule}` and run `worker forget-links {rule}` while the workers are stopped (each record is matched afresh, by identity, at its next change)"
             ),
             Orphaning::IdentityChanged { rule, .. } => format!(
                 "name `--migration rematch:{rule}` once no create of the rule is in doubt (`worker ledger --rule {rule}` shows none in flight)"

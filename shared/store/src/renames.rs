@@ -44,6 +44,30 @@ pub enum RenameError {
 }
 
 impl Store {
+    /// Forgets a rule's links and sync state (its source or target moved): each record
+    /// is matched afresh, by identity, at its next change. Refused while a worker holds
+    /// a lease of the rule. Returns the links forgotten.
+    pub async fn forget_links(&self, rule: &str) -> Result<u64, RenameError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM record_leases WHERE rule = $1 AND expires_at > now())",
+        )
+        .bind(rule)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("read the rule's leases"))?;
+        if held {
+            return Err(RenameError::Busy(rule.to_owned()));
+        }
+        let done = sqlx::query("DELETE FROM sync_records WHERE rule = $1")
+            .bind(rule)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("forget a rule's links"))?;
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Moves everything stored under rule `from` to rule `to`, in one transaction;
     /// returns the rows moved per table (those with any).
     pub async fn rename_rule(
