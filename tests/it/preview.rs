@@ -90,14 +90,23 @@ async fn a_preview_shows_a_transform_an_owner_and_a_variant_change_and_writes_no
             .any(|l| l.contains(&format!("({valve})")))
     );
 
-    // It read both records of each link, and wrote nothing anywhere.
+    // It read both records of each link and, the identity changing, listed kintone
+    // for records not linked yet (there are none: no search); it wrote nothing.
     let kintone = env.request_log("kintone").await?;
     let helpdesk = env.request_log("helpdesk").await?;
     let new_requests: Vec<_> = kintone[before.0..]
         .iter()
         .chain(&helpdesk[before.1..])
         .collect();
-    assert_eq!(new_requests.len(), 4, "{new_requests:#?}");
+    assert_eq!(new_requests.len(), 5, "{new_requests:#?}");
+    assert_eq!(report.unlinked, 0);
+    assert_eq!(
+        kintone[before.0..]
+            .iter()
+            .filter(|e| e["path"] == "/k/v1/records.json")
+            .count(),
+        1
+    );
     assert!(
         new_requests.iter().all(|e| e["method"] == "GET"),
         "{new_requests:#?}"
@@ -169,5 +178,67 @@ async fn the_admin_api_previews_a_rule_change() -> anyhow::Result<()> {
             .is_some_and(|m| m.contains("rules[0].direction")),
         "{body}"
     );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn an_identity_change_previews_which_unlinked_records_would_match_another_ticket()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let ticket = env
+        .helpdesk_seed(json!({"subject": "Gear", "external_id": "42"}))
+        .await?;
+    env.seed_linked("WO-901", "Pump").await?;
+    let gear = env
+        .kintone_create_silently(json!({"work_order_no": "WO-0042", "件名": "Gear"}))
+        .await?;
+    env.kintone_create_silently(json!({"work_order_no": "WO-0077", "件名": "Nothing"}))
+        .await?;
+
+    // Each variant applies to the original value, so today WO-0042 tries 0042 and
+    // misses ticket 42; chained, the variants find it.
+    let mut new = env.rules.clone();
+    new.rules[0].identity.variants = vec![serde_json::from_value(
+        json!({"chain": [{"strip_prefix": "WO-"}, "strip_leading_zeros"]}),
+    )?];
+    let logged = (
+        env.request_log("kintone").await?.len(),
+        env.request_log("helpdesk").await?.len(),
+    );
+    let processor = env.processor()?;
+    let report = worker::preview::preview(&processor, &new, RULE, 100).await?;
+    assert_eq!(report.unlinked, 2, "{report:#?}");
+    assert_eq!(report.records, 1, "{report:#?}");
+    assert_eq!(
+        report.changed,
+        vec![(
+            gear.clone(),
+            vec![domain::preview::Change::Match {
+                before: None,
+                after: Some(ticket.clone())
+            }]
+        )]
+    );
+    assert!(
+        report.summary.contains(&format!(
+            "1 record: would now match an existing helpdesk record instead of none (e.g. {ticket}) ({gear})"
+        )),
+        "{:#?}",
+        report.summary
+    );
+    // Reads only, and nothing stored.
+    for (system, from) in [("kintone", logged.0), ("helpdesk", logged.1)] {
+        let log = env.request_log(system).await?;
+        assert!(
+            log[from..].iter().all(|e| e["method"] == "GET"),
+            "{system}: {:#?}",
+            &log[from..]
+        );
+    }
+    assert!(env.store.links(RULE).await?.len() == 1);
     env.finish().await
 }

@@ -1,7 +1,17 @@
 //! A rule change previewed against the systems as they are now (`worker preview`):
 //! for each linked record in scope, read both records through the connectors (limits
 //! applying) and let `domain::preview` say what the current rule and the new one would
-//! each do. Nothing is written: not to the systems, not to the store.
+//! each do. When the identity changes, the source's records not linked yet are listed
+//! too, and each is matched under both rules, by the same searches the step makes.
+//! Nothing is written: not to the systems, not to the store.
+
+use std::collections::{BTreeSet, HashMap};
+
+use domain::identity::lookup_attempts;
+use domain::rules::IdentitySpec;
+
+use crate::classify::Failure;
+use crate::limiter::Limited;
 
 use domain::preview::{Change, RuleChange, record_changes, rule_changes, summarize};
 use domain::rules::SyncRules;
@@ -9,6 +19,9 @@ use serde::Serialize;
 
 use crate::process::Processor;
 use crate::resync::ResyncError;
+
+/// Records per listing request, for the records not linked yet.
+const LIST_PAGE: usize = 100;
 
 /// What a preview found.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +36,9 @@ pub struct PreviewReport {
     pub target_missing: usize,
     /// Linked records whose source record is gone.
     pub source_missing: usize,
+    /// Records not linked yet that were matched under both rules (only when the
+    /// identity changes).
+    pub unlinked: usize,
     /// The records that would be treated differently, with how.
     pub changed: Vec<(String, Vec<Change>)>,
     /// The changes grouped, one line each.
@@ -69,9 +85,11 @@ pub async fn preview(
         records: 0,
         target_missing: 0,
         source_missing: 0,
+        unlinked: 0,
         changed: vec![],
         summary: vec![],
     };
+    let linked: BTreeSet<String> = links.iter().map(|l| l.source_record_id.clone()).collect();
     for link in links.into_iter().take(limit) {
         let Some(target_id) = link.target_id else {
             continue;
@@ -94,12 +112,93 @@ pub async fn preview(
             report.changed.push((link.source_record_id, changes));
         }
     }
+    if old_spec.identity != new_spec.identity && source_ep.can_list() {
+        let mut searched = HashMap::new();
+        let mut after: Option<String> = None;
+        'listing: while report.unlinked < limit {
+            let page = source
+                .records_page(after.as_deref(), LIST_PAGE)
+                .await
+                .map_err(ResyncError::from)?;
+            let Some(last) = page.last().map(|r| r.id.clone()) else {
+                break;
+            };
+            for record in page.iter().filter(|r| !linked.contains(&r.id)) {
+                if report.unlinked >= limit {
+                    break 'listing;
+                }
+                report.unlinked += 1;
+                let mut matched = vec![];
+                for identity in [&old_spec.identity, &new_spec.identity] {
+                    let m = match record.text(&identity.source_field) {
+                        Some(v) if !v.trim().is_empty() => {
+                            first_match(&target, identity, &v, &mut searched)
+                                .await
+                                .map_err(ResyncError::from)?
+                        }
+                        _ => None,
+                    };
+                    matched.push(m);
+                }
+                let after_m = matched.pop().flatten();
+                let before_m = matched.pop().flatten();
+                if before_m != after_m {
+                    report.changed.push((
+                        record.id.clone(),
+                        vec![Change::Match {
+                            before: before_m,
+                            after: after_m,
+                        }],
+                    ));
+                }
+            }
+            // A short page is the last one.
+            if page.len() < LIST_PAGE {
+                break;
+            }
+            after = Some(last);
+        }
+    }
     report.summary = summarize(
         &report.changed,
         &old_spec.source.system,
         &old_spec.target.system,
     );
     Ok(report)
+}
+
+/// The target record a lookup value matches under `identity`, as the step searches:
+/// the value, then each variant in order, the first search with results deciding;
+/// `several (…)` when it finds more than one. Each search is made once per preview.
+async fn first_match(
+    target: &Limited<'_>,
+    identity: &IdentitySpec,
+    lookup: &str,
+    searched: &mut HashMap<(String, String), Vec<String>>,
+) -> Result<Option<String>, Failure> {
+    for attempt in lookup_attempts(identity, lookup) {
+        let key = (identity.target_field.clone(), attempt.value.clone());
+        let ids = match searched.get(&key) {
+            Some(ids) => ids.clone(),
+            None => {
+                let mut ids: Vec<String> = target
+                    .search(&identity.target_field, &attempt.value)
+                    .await?
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+                ids.sort();
+                searched.insert(key, ids.clone());
+                ids
+            }
+        };
+        match ids.len() {
+            0 => continue,
+            1 => return Ok(ids.into_iter().next()),
+            _ => return Ok(Some(format!("several ({})", ids.join(", ")))),
+        }
+    }
+    Ok(None)
 }
 
 /// Why a preview could not run.
@@ -132,8 +231,16 @@ pub fn lines(report: &PreviewReport) -> Vec<String> {
             out.push(format!("  {}: {}", c.field, c.what));
         }
     }
+    let unlinked = if report.unlinked > 0 {
+        format!(
+            " and {} not linked yet (matched under both rules)",
+            report.unlinked
+        )
+    } else {
+        String::new()
+    };
     out.push(format!(
-        "{} linked record(s) read, {} would be treated differently{}{}; nothing was written",
+        "{} linked record(s){unlinked} read, {} would be treated differently{}{}; nothing was written",
         report.records,
         report.changed.len(),
         if report.source_missing > 0 {

@@ -56,6 +56,15 @@ pub enum Change {
         /// Under the new rule.
         after: bool,
     },
+    /// A record not linked yet would match another target record (identity fields or
+    /// variants changed): the record it matches under each rule, `None` for none (a
+    /// create, or what `on_missing` says), `several (…)` for an ambiguous match.
+    Match {
+        /// Under the current rule.
+        before: Option<String>,
+        /// Under the new rule.
+        after: Option<String>,
+    },
 }
 
 /// The differences between two versions of a rule.
@@ -248,6 +257,18 @@ pub fn summarize(records: &[(String, Vec<Change>)], source: &str, target: &str) 
                     "the record could no longer be mapped (a conflict would open)".to_owned()
                 }
                 Change::Unmappable { .. } => "the record could be mapped again".to_owned(),
+                Change::Match { before, after } => match (before, after) {
+                    (None, Some(a)) => format!(
+                        "would now match an existing {target} record instead of none (e.g. {a})"
+                    ),
+                    (Some(b), None) => format!(
+                        "would no longer match a {target} record (e.g. {b}): on_missing decides"
+                    ),
+                    (Some(b), Some(a)) => {
+                        format!("would match a different {target} record (e.g. {b} → {a})")
+                    }
+                    (None, None) => continue,
+                },
             };
             groups.entry(line).or_default().push(id);
         }
@@ -485,6 +506,33 @@ mod tests {
                 "1 record: priority would now be written to helpdesk (88)",
                 "2 records: subject would map to a different value (e.g. \"Pump\" → \"pump\") (3, 17)",
                 "2 records: subject would now be written to helpdesk (3, 17)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_summary_says_which_records_would_match_differently() {
+        let m = |b: Option<&str>, a: Option<&str>| Change::Match {
+            before: b.map(str::to_owned),
+            after: a.map(str::to_owned),
+        };
+        let records = vec![
+            ("4".to_owned(), vec![m(None, Some("12"))]),
+            ("5".to_owned(), vec![m(None, Some("13"))]),
+            ("6".to_owned(), vec![m(Some("14"), None)]),
+            (
+                "7".to_owned(),
+                vec![m(Some("15"), Some("several (15, 16)"))],
+            ),
+            ("8".to_owned(), vec![m(None, None)]),
+        ];
+        let lines = summarize(&records, "kintone", "helpdesk");
+        assert_eq!(
+            lines,
+            vec![
+                "1 record: would match a different helpdesk record (e.g. 15 → several (15, 16)) (7)",
+                "1 record: would no longer match a helpdesk record (e.g. 14): on_missing decides (6)",
+                "2 records: would now match an existing helpdesk record instead of none (e.g. 12) (4, 5)",
             ]
         );
     }
