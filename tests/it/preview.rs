@@ -42,7 +42,7 @@ async fn a_preview_shows_a_transform_an_owner_and_a_variant_change_and_writes_no
     );
     let history_before = env.store.history_counts(None).await?;
     let processor = env.processor()?;
-    let report = worker::preview::preview(&processor, &new, RULE, 100).await?;
+    let report = worker::preview::preview(&processor, &new, RULE, 100, None).await?;
 
     let rule_changes: Vec<(String, String)> = report
         .rule_changes
@@ -210,7 +210,7 @@ async fn an_identity_change_previews_which_unlinked_records_would_match_another_
         env.request_log("helpdesk").await?.len(),
     );
     let processor = env.processor()?;
-    let report = worker::preview::preview(&processor, &new, RULE, 100).await?;
+    let report = worker::preview::preview(&processor, &new, RULE, 100, None).await?;
     assert_eq!(report.unlinked, 2, "{report:#?}");
     assert_eq!(report.records, 1, "{report:#?}");
     assert_eq!(
@@ -240,5 +240,14 @@ async fn an_identity_change_previews_which_unlinked_records_would_match_another_
         );
     }
     assert!(env.store.links(RULE).await?.len() == 1);
+
+    // `since` keeps the linked records synced at or after a time.
+    let hour = chrono::Duration::hours(1);
+    let later = chrono::Utc::now() + hour;
+    let none = worker::preview::preview(&processor, &new, RULE, 100, Some(later)).await?;
+    assert_eq!(none.records, 0, "{none:#?}");
+    let earlier = chrono::Utc::now() - hour;
+    let all = worker::preview::preview(&processor, &new, RULE, 100, Some(earlier)).await?;
+    assert_eq!(all.records, 1, "{all:#?}");
     env.finish().await
 }

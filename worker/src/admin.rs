@@ -544,6 +544,9 @@ struct PreviewRequest {
     rules: serde_json::Value,
     #[serde(default = "default_preview_records")]
     records: usize,
+    /// Only the linked records synced at or after this time (RFC 3339).
+    #[serde(default)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn default_preview_records() -> usize {
@@ -566,7 +569,7 @@ async fn preview(State(s): State<AdminState>, Json(req): Json<PreviewRequest>) -
         }
     };
     let records = req.records.min(MAX_PREVIEW_RECORDS);
-    match crate::preview::preview(&s.processor, &new, &req.rule, records).await {
+    match crate::preview::preview(&s.processor, &new, &req.rule, records, req.since).await {
         Ok(report) => Json(report).into_response(),
         Err(e @ (PreviewError::UnknownRule(_) | PreviewError::NotInNewRules(_))) => (
             StatusCode::NOT_FOUND,

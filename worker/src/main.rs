@@ -137,9 +137,13 @@ enum Command {
         /// The rule.
         #[arg(long)]
         rule: String,
-        /// How many linked records to read (the oldest links first).
+        /// How many linked records to read (by source record id).
         #[arg(long, default_value_t = 100)]
         records: usize,
+        /// Only the linked records synced at or after this time (RFC 3339, e.g.
+        /// `2026-11-30T00:00:00Z`).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
@@ -546,13 +550,14 @@ async fn main() -> anyhow::Result<()> {
             rules: new_path,
             rule,
             records,
+            since,
             json,
         } => {
             let new = config::load_rules(&new_path)?;
             // Read-only: no migration, no broker.
             let (_, worker) = worker_from_env()?;
             let report =
-                worker::preview::preview(&worker.processor(), &new, &rule, records).await?;
+                worker::preview::preview(&worker.processor(), &new, &rule, records, since).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

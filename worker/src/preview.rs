@@ -46,12 +46,13 @@ pub struct PreviewReport {
 }
 
 /// Previews `new`'s version of `rule` against the current one on up to `limit` linked
-/// records (the oldest links first).
+/// records (by source record id), only those synced at or after `since` when given.
 pub async fn preview(
     processor: &Processor,
     new: &SyncRules,
     rule: &str,
     limit: usize,
+    since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<PreviewReport, PreviewError> {
     let old_spec = processor
         .rules
@@ -90,7 +91,22 @@ pub async fn preview(
         summary: vec![],
     };
     let linked: BTreeSet<String> = links.iter().map(|l| l.source_record_id.clone()).collect();
-    for link in links.into_iter().take(limit) {
+    let in_scope = match since {
+        Some(t) => Some(
+            processor
+                .store
+                .synced_since(rule, t)
+                .await
+                .map_err(ResyncError::from)?,
+        ),
+        None => None,
+    };
+    let scoped = links.into_iter().filter(|l| {
+        in_scope
+            .as_ref()
+            .is_none_or(|s| s.contains(&l.source_record_id))
+    });
+    for link in scoped.take(limit) {
         let Some(target_id) = link.target_id else {
             continue;
         };

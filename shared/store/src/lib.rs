@@ -439,6 +439,23 @@ impl Store {
             .collect()
     }
 
+    /// The source records of a rule synced at or after `since`.
+    pub async fn synced_since(
+        &self,
+        rule: &str,
+        since: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND updated_at >= $2",
+        )
+        .bind(rule)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read the records synced since"))?;
+        Ok(ids.into_iter().collect())
+    }
+
     /// The links, with how each was matched.
     pub async fn links(&self, rule: &str) -> Result<Vec<LinkRow>, StoreError> {
         let rows = sqlx::query(
