@@ -196,12 +196,15 @@ pub(crate) struct HelpdeskState {
     /// Plays the APIs that want a create's or an update's fields inside an envelope
     /// (`{"ticket": {...}}`): fields outside it are ignored, as those APIs do.
     pub(crate) body_envelope: Option<String>,
+    /// Plays an API that silently drops some fields of a write (read-only for the API
+    /// user, or named differently): they are accepted and not kept.
+    pub(crate) drop_fields: Vec<String>,
     idempotency: HashMap<String, Replay>,
 }
 
 impl HelpdeskState {
     pub(crate) fn config_json(&self) -> Value {
-        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url, "ignore_idempotency_keys": self.ignore_idempotency_keys, "body_envelope": self.body_envelope})
+        json!({"search_lag_ms": self.search_lag_ms, "webhook_url": self.webhook_url, "ignore_idempotency_keys": self.ignore_idempotency_keys, "body_envelope": self.body_envelope, "drop_fields": self.drop_fields})
     }
 
     pub(crate) fn tickets_json(&self) -> Value {
@@ -255,14 +258,18 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, HError> {
 /// The fields of a create or update: inside the configured envelope (what is outside
 /// it is ignored), or the body itself.
 fn unwrap_envelope(helpdesk: &HelpdeskState, body: Map<String, Value>) -> Map<String, Value> {
-    match &helpdesk.body_envelope {
+    let mut fields = match &helpdesk.body_envelope {
         None => body,
         Some(key) => body
             .get(key)
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default(),
+    };
+    for dropped in &helpdesk.drop_fields {
+        fields.remove(dropped);
     }
+    fields
 }
 
 fn parse_ticket_id(text: &str) -> Result<u64, HError> {

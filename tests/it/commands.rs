@@ -525,3 +525,65 @@ async fn an_api_that_wants_an_envelope_gets_its_fields_inside_it() -> anyhow::Re
     );
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_field_the_target_silently_drops_opens_a_conflict_naming_it() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    // The helpdesk accepts priority and keeps nothing of it, as an API does with a
+    // field its user may not write.
+    env.admin_post(
+        "/_admin/helpdesk/config",
+        json!({"drop_fields": ["priority"]}),
+    )
+    .await?;
+    let step = env.processor()?;
+    let id = env
+        .kintone_create_silently(
+            json!({"work_order_no": "WO-88", "件名": "Dropped", "優先度": "高"}),
+        )
+        .await?;
+    // The write stands and the link is made (no second ticket later), and a person
+    // hears which field the helpdesk did not keep.
+    assert_eq!(
+        step.step(&change("ev-88", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Synced)]
+    );
+    let tickets = env.tickets_for("WO-88").await?;
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0]["priority"], Value::Null);
+    let open = env.store.conflicts("open").await?;
+    let dropped: Vec<_> = open.iter().filter(|c| c.kind == "target_dropped").collect();
+    assert_eq!(dropped.len(), 1, "{open:#?}");
+    assert_eq!(dropped[0].source_record_id, id);
+    assert_eq!(
+        dropped[0].detail["fields"],
+        json!(["priority"]),
+        "{dropped:#?}"
+    );
+    assert!(
+        dropped[0]
+            .summary
+            .contains("helpdesk dropped it without a word"),
+        "{}",
+        dropped[0].summary
+    );
+    assert_eq!(env.store.links(RULE).await?.len(), 1);
+
+    // Fields it keeps raise nothing: an update of the subject alone is clean.
+    env.admin_post("/_admin/helpdesk/config", json!({"drop_fields": []}))
+        .await?;
+    env.kintone_edit_silently(&id, json!({"件名": "Kept"}))
+        .await?;
+    step.step(&change("ev-88b", &id), 1).await?;
+    assert_eq!(env.tickets_for("WO-88").await?[0]["subject"], "Kept");
+    let open = env.store.conflicts("open").await?;
+    assert_eq!(
+        open.iter().filter(|c| c.kind == "target_dropped").count(),
+        1
+    );
+    env.finish().await
+}

@@ -482,6 +482,27 @@ impl Limited<'_> {
         self.call(|| self.endpoint.create(fields, key)).await
     }
 
+    /// See [`Endpoint::create_answered`].
+    pub async fn create_answered(
+        &self,
+        fields: &Fields,
+        key: &str,
+    ) -> Result<(String, Option<i64>, Option<Fields>), Failure> {
+        self.call(|| self.endpoint.create_answered(fields, key))
+            .await
+    }
+
+    /// See [`Endpoint::update_answered`].
+    pub async fn update_answered(
+        &self,
+        id: &str,
+        fields: &Fields,
+        key: &str,
+    ) -> Result<(Option<i64>, Option<Fields>), Failure> {
+        self.call(|| self.endpoint.update_answered(id, fields, key))
+            .await
+    }
+
     /// See [`Endpoint::update`].
     pub async fn update(
         &self,

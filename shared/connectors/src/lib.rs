@@ -245,13 +245,24 @@ impl Endpoint {
         fields: &Fields,
         idempotency_key: &str,
     ) -> Result<(String, Option<i64>), ConnectorError> {
+        let (id, rev, _) = self.create_answered(fields, idempotency_key).await?;
+        Ok((id, rev))
+    }
+
+    /// [`Endpoint::create`], with the record as the system answered it, when it answers
+    /// one (a rest entity; kintone answers only the id and revision): what it kept.
+    pub async fn create_answered(
+        &self,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<(String, Option<i64>, Option<Fields>), ConnectorError> {
         match self {
             // kintone answers a new record's revision: 1.
-            Endpoint::Kintone(k, app) => Ok((k.create_record(app, fields).await?, Some(1))),
+            Endpoint::Kintone(k, app) => Ok((k.create_record(app, fields).await?, Some(1), None)),
             Endpoint::Rest(r) => {
                 let t = r.create(fields, idempotency_key).await?;
                 let rev = r.revision_of(&t);
-                Ok((t.id, rev))
+                Ok((t.id, rev, Some(t.fields)))
             }
             Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
@@ -265,11 +276,24 @@ impl Endpoint {
         fields: &Fields,
         idempotency_key: &str,
     ) -> Result<Option<i64>, ConnectorError> {
+        Ok(self.update_answered(id, fields, idempotency_key).await?.0)
+    }
+
+    /// [`Endpoint::update`], with the record as the system answered it, when it answers
+    /// one (a rest entity).
+    pub async fn update_answered(
+        &self,
+        id: &str,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> Result<(Option<i64>, Option<Fields>), ConnectorError> {
         match self {
-            Endpoint::Kintone(k, app) => k.update_record(app, id, fields, None).await.map(Some),
+            Endpoint::Kintone(k, app) => {
+                Ok((Some(k.update_record(app, id, fields, None).await?), None))
+            }
             Endpoint::Rest(r) => {
                 let t = r.update(id, fields, idempotency_key).await?;
-                Ok(r.revision_of(&t))
+                Ok((r.revision_of(&t), Some(t.fields)))
             }
             Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }

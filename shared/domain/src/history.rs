@@ -470,6 +470,21 @@ impl Entry {
         )
     }
 
+    /// The target answered a write without some of the fields sent: it dropped them
+    /// without a word (an envelope, a field name or a permission the config gets
+    /// wrong). The write stands; a person must look.
+    pub fn target_dropped(target: &str, id: &str, fields: &[String]) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{target} record {id} was written, but the answer holds nothing for {}: {target} dropped {} without a word (check the entity's body_pointer, the field names and the API user's permissions)",
+                fields.join(", "),
+                if fields.len() == 1 { "it" } else { "them" }
+            ),
+            json!({"reason": "target_dropped", "target_id": id, "fields": fields}),
+        )
+    }
+
     /// A retryable failure.
     pub fn retry_scheduled(error: &str, attempt: u32, delay_ms: u64) -> Entry {
         entry(

@@ -19,6 +19,17 @@ pub struct PriorState {
     pub sent: Fields,
 }
 
+/// The fields a write sent with a value that the written record, as the target
+/// answered it, does not hold at all (missing, or null): silently dropped. A value the
+/// target changed (trimmed, reformatted) is its own business and is not named.
+pub fn dropped_fields(sent: &Fields, answered: &Fields) -> Vec<String> {
+    sent.iter()
+        .filter(|(_, v)| !crate::record::is_empty(v))
+        .filter(|(k, _)| answered.get(*k).is_none_or(Value::is_null))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Whether a canonical revision still needs syncing. `Err` holds the history entry of
 /// the skip: the revision was already synced, or is older than one that was.
 pub fn check_fresh(prior: &PriorState, source: &SourceRecord) -> Result<(), Entry> {
@@ -166,5 +177,18 @@ mod tests {
         let d = payload_disagreements(&rule(), &payload, &canonical);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].detail["field"], "件名");
+    }
+
+    #[test]
+    fn a_field_sent_with_a_value_and_answered_without_one_was_dropped() {
+        let f = |v: serde_json::Value| v.as_object().cloned().expect("object");
+        let sent = f(
+            serde_json::json!({"subject": "Pump", "priority": "high", "team": "ops", "note": "", "tags": []}),
+        );
+        let answered =
+            f(serde_json::json!({"id": 7, "subject": "pump", "priority": null, "note": null}));
+        // Changed (lower-cased) is the target's business; empty values sent say nothing.
+        assert_eq!(dropped_fields(&sent, &answered), vec!["priority", "team"]);
+        assert!(dropped_fields(&sent, &sent).is_empty());
     }
 }

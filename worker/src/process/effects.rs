@@ -110,8 +110,10 @@ impl Processor {
             if kind == "create" {
                 // The key is the same for every attempt at this record's creation; a
                 // target that ignores it is covered by the in-doubt resolution.
-                let (id, rev) = target.create(&planned.target_fields, &key).await?;
+                let (id, rev, answered) =
+                    target.create_answered(&planned.target_fields, &key).await?;
                 entries.push(Entry::created(target.system(), &id, &planned.target_fields));
+                let dropped = verify(target.system(), &id, &planned.target_fields, answered);
                 wrote(
                     &mut planned.state,
                     &rule.target.system,
@@ -125,12 +127,16 @@ impl Processor {
                     vv: vv.clone(),
                     intent,
                     created: Some(id.clone()),
+                    dropped,
                 });
                 planned.target_id = Some(id);
             } else {
                 let id = planned.target_id.clone().expect("an update has a target");
-                let new_rev = target.update(&id, &planned.target_fields, &key).await?;
+                let (new_rev, answered) = target
+                    .update_answered(&id, &planned.target_fields, &key)
+                    .await?;
                 entries.push(Entry::updated(target.system(), &id, &planned.target_fields));
+                let dropped = verify(target.system(), &id, &planned.target_fields, answered);
                 wrote(
                     &mut planned.state,
                     &rule.target.system,
@@ -144,6 +150,7 @@ impl Processor {
                     vv: vv.clone(),
                     intent,
                     created: None,
+                    dropped,
                 });
             }
         }
@@ -178,6 +185,7 @@ impl Processor {
                         vv,
                         intent,
                         created: None,
+                        dropped: None,
                     });
                 }
                 // The source changed since it was read: decide again from its new state.
@@ -245,6 +253,11 @@ impl Processor {
                 None => entries.push(Entry::write_back_deferred(source.system(), &field)),
             }
         }
+        // The first write the target kept only part of, if any: a conflict with the link.
+        let dropped = ops.iter().find_map(|o| o.dropped.clone());
+        if let Some(d) = &dropped {
+            entries.push(d.clone());
+        }
         let done = if wrote_something || revision != record.revision {
             Done::Synced
         } else {
@@ -259,6 +272,7 @@ impl Processor {
             confirmed: planned.confirmed,
             review: planned.review,
             clash,
+            dropped,
             found: match planned.in_doubt {
                 Some(InDoubt::Found(id, how)) => Some((id, how)),
                 _ => None,
@@ -269,6 +283,14 @@ impl Processor {
             state: Box::new(state),
         })
     }
+}
+
+/// What a write's answer says of the fields sent: the conflict entry naming the ones
+/// it holds nothing for (`domain::sync::dropped_fields`), if any. A system that
+/// answers no record (kintone) cannot be checked here.
+fn verify(system: &str, id: &str, sent: &Fields, answered: Option<Fields>) -> Option<Entry> {
+    let dropped = domain::sync::dropped_fields(sent, &answered?);
+    (!dropped.is_empty()).then(|| Entry::target_dropped(system, id, &dropped))
 }
 
 pub(super) fn connector_system(e: &ConnectorError) -> Option<&str> {

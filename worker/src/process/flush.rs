@@ -125,6 +125,8 @@ impl Processor {
                                     vv,
                                     intent: None,
                                     created: None,
+                                    // A bulk answer says nothing record by record.
+                                    dropped: None,
                                 });
                                 p.target_fields = Fields::new();
                             }

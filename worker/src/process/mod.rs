@@ -108,6 +108,8 @@ struct SavedState {
     review: Option<Entry>,
     /// A write-back that would have replaced another id: a conflict to open.
     clash: Option<Entry>,
+    /// A write the target kept only part of: a conflict to open.
+    dropped: Option<Entry>,
     /// An in-doubt create found to have happened: `(operation, how)`.
     found: Option<(i64, &'static str)>,
 }
@@ -122,6 +124,9 @@ struct Op {
     intent: Option<i64>,
     /// The record it created.
     created: Option<String>,
+    /// A write the target answered without some of the fields sent: the conflict
+    /// entry naming them.
+    dropped: Option<Entry>,
 }
 
 /// Writes decided but not yet made, and the state they lead to.
@@ -583,6 +588,7 @@ async fn finish(
                 confirmed,
                 review,
                 clash,
+                dropped,
                 found,
             } = *state;
             tx.save_state(
@@ -612,6 +618,9 @@ async fn finish(
             }
             if let Some(c) = &clash {
                 tx.open_conflict("write_back_clash", c);
+            }
+            if let Some(d) = &dropped {
+                tx.open_conflict("target_dropped", d);
             }
             if !confirmed.is_empty() {
                 tx.confirm_ops(&confirmed);

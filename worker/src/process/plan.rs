@@ -313,6 +313,7 @@ impl Processor {
                     confirmed: vec![],
                     review: None,
                     clash: None,
+                    dropped: None,
                     found: None,
                 };
                 return Ok(Decision::Flow(Flow::Synced {
