@@ -725,3 +725,89 @@ async fn a_worker_refuses_an_open_admin_api_on_a_network_address() -> anyhow::Re
     assert!(e.contains("0.0.0.0:"), "{e}");
     env.finish().await
 }
+
+/// The `(method, path)` of every call the console's script makes with a literal path.
+fn console_calls() -> Vec<(String, String)> {
+    let script = include_str!("../../worker/console/console.js");
+    script
+        .split("api(\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (method, rest) = rest.split_once("\", \"")?;
+            let (literal, after) = rest.split_once('"')?;
+            // A path built from a value (`"/conflicts/" + id + ...`) is checked apart.
+            if after.trim_start().starts_with('+') {
+                return None;
+            }
+            let path = literal.split('?').next()?;
+            Some((method.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_console_is_a_static_page_whose_every_call_a_viewer_may_read() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let admin = Admin::serve(&env, roles()?).await?;
+    // The page and its files hold no data: no token needed, and a policy that lets the
+    // page load only itself.
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let resp = admin.send(Method::GET, path, None, None).await?;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert!(
+            header("content-security-policy").starts_with("default-src 'none'; script-src 'self'"),
+            "{path}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
+    let missing = admin
+        .send(Method::GET, "/console/secrets.txt", None, None)
+        .await?;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // The data still needs a token.
+    let ledger = admin.send(Method::GET, "/ledger", None, None).await?;
+    assert_eq!(ledger.status(), StatusCode::UNAUTHORIZED);
+
+    // Every route the script reads is documented and answers a viewer; every route it
+    // posts to is documented and needs at least an operator.
+    let calls = console_calls();
+    assert!(calls.len() >= 10, "{calls:?}");
+    let doc: Value = serde_json::from_str(include_str!("../../worker/openapi.json"))?;
+    for (method, path) in &calls {
+        let op = &doc["paths"][path.as_str()][method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "the console calls {method} {path}, which is not documented"
+        );
+        if method == "GET" {
+            let resp = admin.send(Method::GET, path, Some(VIEWER), None).await?;
+            assert_eq!(resp.status(), StatusCode::OK, "a viewer reading {path}");
+        } else {
+            assert_ne!(op["x-role"], "viewer", "{method} {path}");
+        }
+    }
+    // The one call built from a conflict's id.
+    assert!(
+        include_str!("../../worker/console/console.js")
+            .contains("\"/conflicts/\" + encodeURIComponent(r.id) + \"/dismiss\"")
+    );
+    assert!(doc["paths"]["/conflicts/{id}/dismiss"]["post"].is_object());
+    admin.stop().await?;
+    env.finish().await
+}

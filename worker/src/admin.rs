@@ -58,6 +58,8 @@ pub fn router(state: AdminState, access: Access) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/console", get(console_page))
+        .route("/console/{file}", get(console_file))
         .route("/records/{rule}/{record_id}", get(record))
         .route("/records/{rule}/{record_id}/timeline", get(timeline))
         .route("/issues", get(issues))
@@ -107,6 +109,46 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         return failed("the broker is not connected");
     }
     (StatusCode::OK, "ready").into_response()
+}
+
+/// The console's page and files: static, holding no data (every figure is fetched by
+/// the page with the operator's token), so they are served to anyone who reaches the
+/// API, under a policy that lets the page load only itself.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console_response(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn console_page() -> Response {
+    console_response(
+        "text/html; charset=utf-8",
+        include_str!("../console/index.html"),
+    )
+}
+
+async fn console_file(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "console.js" => console_response(
+            "text/javascript; charset=utf-8",
+            include_str!("../console/console.js"),
+        ),
+        "console.css" => console_response(
+            "text/css; charset=utf-8",
+            include_str!("../console/console.css"),
+        ),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
@@ -910,6 +952,7 @@ mod tests {
                 "{method} {path} has a role but is not documented"
             );
         }
-        assert_eq!(checked, ROUTE_ROLES.len() + 3, "every operation is checked");
+        // The open ones: /healthz, /readyz, /metrics, and the console's page and files.
+        assert_eq!(checked, ROUTE_ROLES.len() + 5, "every operation is checked");
     }
 }
