@@ -155,6 +155,22 @@ impl Tickets {
             .filter_map(|id| self.by_id.get(id))
     }
 
+    /// Removes the ticket `id`, keeping the index right; whether it was there.
+    fn remove(&mut self, id: u64) -> bool {
+        let Some(old) = self.by_id.remove(&id) else {
+            return false;
+        };
+        if let Some(key) = external_id_of(&old.ticket)
+            && let Some(ids) = self.by_external_id.get_mut(key)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_external_id.remove(key);
+            }
+        }
+        true
+    }
+
     /// Inserts or replaces the ticket `id`, keeping the index right.
     fn put(&mut self, id: u64, stored: StoredTicket) {
         let new_key = external_id_of(&stored.ticket).map(str::to_owned);
@@ -218,7 +234,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/tickets", get(list_tickets).post(create_ticket))
         .route("/api/tickets/bulk", post(bulk_update))
-        .route("/api/tickets/{id}", get(get_ticket).patch(patch_ticket))
+        .route(
+            "/api/tickets/{id}",
+            get(get_ticket).patch(patch_ticket).delete(delete_ticket),
+        )
 }
 
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), HError> {
@@ -638,6 +657,26 @@ fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
         );
         Ok((StatusCode::CREATED, json!({ "ticket": ticket })))
     })
+}
+
+/// DELETE a ticket: 204, or 404 when there is none (no webhook fires).
+async fn delete_ticket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(error) = authorize(&shared, &headers) {
+        return error.into_response();
+    }
+    let id = match parse_ticket_id(&id) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
+    if shared.lock().helpdesk.tickets.remove(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        HError::not_found(id).into_response()
+    }
 }
 
 async fn patch_ticket(

@@ -503,6 +503,11 @@ impl Limited<'_> {
             .await
     }
 
+    /// See [`Endpoint::delete`].
+    pub async fn delete(&self, id: &str) -> Result<bool, Failure> {
+        self.call(|| self.endpoint.delete(id)).await
+    }
+
     /// See [`Endpoint::update`].
     pub async fn update(
         &self,

@@ -697,6 +697,36 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 );
             }
         }
+        use domain::rules::OnDelete;
+        match (&rule.on_delete, &rule.deleted_flag) {
+            (OnDelete::Flag, None) => bad(
+                format!("{at}.deleted_flag"),
+                "on_delete: flag needs deleted_flag: {\"field\": ..., \"value\": ...}".into(),
+            ),
+            (OnDelete::Flag, Some(f)) if f.field.trim().is_empty() => bad(
+                format!("{at}.deleted_flag.field"),
+                "name the target field to write".into(),
+            ),
+            (OnDelete::Flag, Some(_)) | (_, None) => {}
+            (_, Some(_)) => bad(
+                format!("{at}.deleted_flag"),
+                "deleted_flag is only written with on_delete: flag".into(),
+            ),
+        }
+        if rule.on_delete == OnDelete::DeleteTarget
+            && let Some(t) = target.filter(|t| t.kind == SystemKind::Rest)
+            && t.entities
+                .get(&rule.target.entity)
+                .is_some_and(|e| e.delete.is_none())
+        {
+            bad(
+                format!("{at}.on_delete"),
+                format!(
+                    "delete_target deletes through the entity's `delete` template: declare it on entity \"{}\" of system \"{}\"",
+                    rule.target.entity, rule.target.system
+                ),
+            );
+        }
         if let Some(wb) = &rule.write_back {
             if wb.field.trim().is_empty() {
                 bad(format!("{at}.write_back.field"), "empty field code".into());

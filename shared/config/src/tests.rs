@@ -412,3 +412,49 @@ fn a_budget_needs_at_least_one_request_a_day() {
         Some(10_000)
     );
 }
+
+#[test]
+fn deleting_or_flagging_the_target_needs_what_it_writes() {
+    let text = edit(|v| {
+        v["rules"][0]["on_delete"] = serde_json::json!("delete_target");
+    });
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|s| s.starts_with(
+            "rules[0].on_delete: delete_target deletes through the entity's `delete` template"
+        )),
+        "{p:#?}"
+    );
+    let ok = edit(|v| {
+        v["rules"][0]["on_delete"] = serde_json::json!("delete_target");
+        v["systems"]["helpdesk"]["entities"]["ticket"]["delete"] =
+            serde_json::json!("/api/tickets/{id}");
+    });
+    assert_eq!(problems(&ok), Vec::<String>::new());
+
+    let text = edit(|v| {
+        v["rules"][0]["on_delete"] = serde_json::json!("flag");
+    });
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|s| s.starts_with("rules[0].deleted_flag: on_delete: flag needs deleted_flag")),
+        "{:#?}",
+        problems(&text)
+    );
+    let text = edit(|v| {
+        v["rules"][0]["deleted_flag"] = serde_json::json!({"field": "status", "value": "closed"});
+    });
+    assert!(
+        problems(&text).iter().any(|s| s.starts_with(
+            "rules[0].deleted_flag: deleted_flag is only written with on_delete: flag"
+        )),
+        "{:#?}",
+        problems(&text)
+    );
+    let ok = edit(|v| {
+        v["rules"][0]["on_delete"] = serde_json::json!("flag");
+        v["rules"][0]["deleted_flag"] = serde_json::json!({"field": "status", "value": "closed"});
+    });
+    assert_eq!(problems(&ok), Vec::<String>::new());
+}

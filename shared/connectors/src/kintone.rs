@@ -164,6 +164,23 @@ impl Kintone {
             .ok_or_else(|| self.bad("no id in the answer"))
     }
 
+    /// DELETE one record (`records.json` with `ids`): `true` when it was there, `false`
+    /// when kintone says it is not (`GAIA_RE01`, already gone).
+    pub async fn delete_record(&self, app: &str, id: &str) -> Result<bool, ConnectorError> {
+        let req = self
+            .request(Method::DELETE, "/k/v1/records.json")
+            .query(&[("app", app), ("ids[0]", id)]);
+        match self.send(req).await {
+            Ok(_) => Ok(true),
+            Err(ConnectorError::Rejected {
+                status: 404,
+                message,
+                ..
+            }) if message.starts_with("GAIA_RE01") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// PUT `record.json`, with a revision check when `revision` is given; returns the
     /// new revision.
     pub async fn update_record(

@@ -299,6 +299,15 @@ impl Endpoint {
         }
     }
 
+    /// Deletes a record: `true` when it was there, `false` when it was already gone.
+    pub async fn delete(&self, id: &str) -> Result<bool, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.delete_record(app, id).await,
+            Endpoint::Rest(r) => r.delete(id).await,
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
+        }
+    }
+
     /// Updates some fields of a record only if it is still at `revision` (kintone's
     /// revision check; other systems write unconditionally). `Ok(None)` when the
     /// record changed since; otherwise the revision the write produced.

@@ -133,6 +133,22 @@ impl Rest {
         }
     }
 
+    /// DELETE one record through the entity's `delete` template: `true` when it was
+    /// there, `false` on 404 (already gone, which is what was wanted).
+    pub async fn delete(&self, id: &str) -> Result<bool, ConnectorError> {
+        let Some(template) = &self.entity.delete else {
+            return Err(ConnectorError::Unknown(format!(
+                "{}: the entity declares no `delete` template",
+                self.system
+            )));
+        };
+        let path = template.replace("{id}", &encode(id));
+        Ok(self
+            .send(self.request(Method::DELETE, &path))
+            .await?
+            .is_some())
+    }
+
     /// GET the records whose `field` equals `value`.
     pub async fn search(
         &self,

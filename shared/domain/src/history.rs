@@ -675,6 +675,45 @@ impl Entry {
         )
     }
 
+    /// The source record is gone, and so is now its target record (`on_delete:
+    /// delete_target`); the link is forgotten.
+    pub fn source_deleted_target_deleted(
+        system: &str,
+        target: &str,
+        id: &str,
+        existed: bool,
+    ) -> Entry {
+        let what = if existed {
+            format!("{target} record {id} was deleted too")
+        } else {
+            format!("{target} record {id} was already gone")
+        };
+        entry(
+            Kind::SourceDeleted,
+            format!("the record no longer exists in {system}; {what}, and the link was removed"),
+            json!({"system": system, "unlinked": true, "target_deleted": id, "existed": existed}),
+        )
+    }
+
+    /// The source record is gone; its target record is kept, flagged (`on_delete:
+    /// flag`).
+    pub fn source_deleted_flagged(
+        system: &str,
+        target: &str,
+        id: &str,
+        field: &str,
+        value: &Value,
+    ) -> Entry {
+        entry(
+            Kind::SourceDeleted,
+            format!(
+                "the record no longer exists in {system}; {target} record {id} was kept, with {field} set to {}",
+                show(value)
+            ),
+            json!({"system": system, "unlinked": false, "flagged": {"field": field, "value": value}, "target_id": id}),
+        )
+    }
+
     /// The source record is gone.
     pub fn source_deleted(system: &str, unlinked: bool) -> Entry {
         let what = if unlinked {

@@ -232,6 +232,9 @@ pub struct RestEntity {
     /// `/version`), so that stale reads and late webhooks are recognised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_pointer: Option<String>,
+    /// DELETE a record, e.g. `/api/tickets/{id}` (for `on_delete: delete_target`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<String>,
     /// JSON pointer to when the record last changed (RFC 3339, e.g. `/updated_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at_pointer: Option<String>,
@@ -332,6 +335,9 @@ pub struct RuleSpec {
     /// What to do when the source record is deleted.
     #[serde(default)]
     pub on_delete: OnDelete,
+    /// With `on_delete: flag`: the field and value written into the target record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_flag: Option<DeletedFlag>,
     /// Which way changes flow (default `one_way`).
     #[serde(default)]
     pub direction: Direction,
@@ -580,4 +586,20 @@ pub enum OnDelete {
     /// Keep the target record and the link, and open a `source_deleted` conflict: a
     /// person decides what becomes of the target record.
     Review,
+    /// Delete the target record too (kintone; a rest entity with `delete`), and
+    /// forget the link.
+    DeleteTarget,
+    /// Keep the target record and the link, and write `deleted_flag` into it (e.g.
+    /// `status: closed`), so that people working in the target see it.
+    Flag,
+}
+
+/// What `on_delete: flag` writes into the target record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeletedFlag {
+    /// The target field.
+    pub field: String,
+    /// The value it is given.
+    pub value: serde_json::Value,
 }

@@ -113,6 +113,7 @@ mod tests {
             }),
             on_missing: OnMissing::Create,
             on_delete: OnDelete::Ignore,
+            deleted_flag: None,
             direction: Default::default(),
             resync: None,
             reconcile: None,

@@ -200,6 +200,77 @@ impl Processor {
         Ok((planned, ops))
     }
 
+    /// The source record is gone and the rule acts on its target record: deletes it
+    /// (`delete_target`, the link forgotten; a target record already gone is fine), or
+    /// writes the rule's `deleted_flag` into it (`flag`, the link kept). Committed as
+    /// an intent first, like every outbound write.
+    pub(super) async fn source_gone(
+        &self,
+        rule: &RuleSpec,
+        tx: &mut RecordTx,
+        record_id: &str,
+        target_id: &str,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Flow, Failure> {
+        let target_ep = self
+            .connectors
+            .endpoint(&rule.target.system, &rule.target.entity)?;
+        let target = self.limiter.limit(&target_ep);
+        let flag = rule
+            .deleted_flag
+            .as_ref()
+            .filter(|_| rule.on_delete == OnDelete::Flag);
+        let (kind, key, fields) = match flag {
+            Some(f) => {
+                let mut fields = Fields::new();
+                fields.insert(f.field.clone(), f.value.clone());
+                (
+                    "update",
+                    format!("{}:{record_id}:deleted-flag", rule.name),
+                    fields,
+                )
+            }
+            None => (
+                "delete",
+                format!("{}:{record_id}:delete", rule.name),
+                Fields::new(),
+            ),
+        };
+        let ids = tx
+            .commit_intents(&[Intent {
+                system: rule.target.system.clone(),
+                kind,
+                key: key.clone(),
+                fields: fields.clone(),
+                vv: Value::Null,
+            }])
+            .await?;
+        let entry = match flag {
+            Some(f) => {
+                target.update(target_id, &fields, &key).await?;
+                Entry::source_deleted_flagged(
+                    &rule.source.system,
+                    target.system(),
+                    target_id,
+                    &f.field,
+                    &f.value,
+                )
+            }
+            None => {
+                let existed = target.delete(target_id).await?;
+                Entry::source_deleted_target_deleted(
+                    &rule.source.system,
+                    target.system(),
+                    target_id,
+                    existed,
+                )
+            }
+        };
+        tx.ops_sent(&ids, None, None);
+        entries.push(entry);
+        Ok(Flow::Finish(Done::Deleted))
+    }
+
     /// After the writes: the write-back into the source, and the state to save.
     pub(super) async fn finish_write(
         &self,

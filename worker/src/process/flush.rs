@@ -158,6 +158,15 @@ impl Processor {
             tx.switch_to(&record_id);
             let flow = match decision.expect("every item has a decision") {
                 Decision::Flow(flow) => flow,
+                Decision::SourceGone {
+                    record_id,
+                    target_id,
+                } => {
+                    let result = self
+                        .source_gone(rule, &mut tx, &record_id, &target_id, &mut entries)
+                        .await;
+                    settle(rule, result, &mut entries)?
+                }
                 Decision::Planned(planned) => {
                     let result = async {
                         let (planned, mut ops) = self

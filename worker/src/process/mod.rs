@@ -162,6 +162,12 @@ enum InDoubt {
 enum Decision {
     Flow(Flow),
     Planned(Box<Planned>),
+    /// The source record is gone and the rule acts on its target record
+    /// (`on_delete: delete_target` or `flag`).
+    SourceGone {
+        record_id: String,
+        target_id: String,
+    },
 }
 
 /// The trigger's event type of a rehydration: refetch everything and resync, as if
@@ -549,6 +555,13 @@ impl Processor {
             Decision::Planned(planned) => {
                 let planned = self.perform(rule, ev, tx, *planned, entries).await?;
                 self.finish_write(rule, planned, entries).await
+            }
+            Decision::SourceGone {
+                record_id,
+                target_id,
+            } => {
+                self.source_gone(rule, tx, &record_id, &target_id, entries)
+                    .await
             }
         }
     }

@@ -59,6 +59,14 @@ impl Processor {
                     kind: "source_deleted",
                 }));
             }
+            if let (OnDelete::DeleteTarget | OnDelete::Flag, Some(target_id)) =
+                (rule.on_delete, known.prior.target_id.clone())
+            {
+                return Ok(Decision::SourceGone {
+                    record_id: record_id.to_owned(),
+                    target_id,
+                });
+            }
             let unlink = rule.on_delete == OnDelete::Unlink;
             entries.push(Entry::source_deleted(source.system(), unlink));
             return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));

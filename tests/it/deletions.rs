@@ -1,0 +1,92 @@
+//! What a rule does with its target record when the source record is deleted:
+//! `delete_target` deletes it too and forgets the link; `flag` keeps it, marked.
+
+use domain::rules::{DeletedFlag, OnDelete, SyncRules};
+use serde_json::json;
+use tests::{APP, Env, EnvOptions, RULE, change};
+use worker::process::Done;
+
+fn deletable(rules: &mut SyncRules) {
+    rules.rules[0].on_delete = OnDelete::DeleteTarget;
+    rules
+        .systems
+        .get_mut("helpdesk")
+        .and_then(|h| h.entities.get_mut("ticket"))
+        .expect("the ticket entity")
+        .delete = Some("/api/tickets/{id}".into());
+}
+
+fn flagged(rules: &mut SyncRules) {
+    rules.rules[0].on_delete = OnDelete::Flag;
+    rules.rules[0].deleted_flag = Some(DeletedFlag {
+        field: "status".into(),
+        value: json!("closed"),
+    });
+}
+
+async fn linked_then_deleted(env: &Env, no: &str) -> anyhow::Result<(String, String)> {
+    let step = env.processor()?;
+    let id = env
+        .kintone_create_silently(json!({"work_order_no": no, "件名": "Going away"}))
+        .await?;
+    step.step(&change(&format!("ev-{no}"), &id), 1).await?;
+    let ticket = env.tickets_for(no).await?[0]["id"].to_string();
+    env.sandbox_admin()
+        .delete(&format!(
+            "/_admin/kintone/apps/{APP}/records/{id}?webhook=false"
+        ))
+        .await?;
+    let done = step.step(&change(&format!("ev-{no}-gone"), &id), 1).await?;
+    assert_eq!(done, vec![(RULE.to_owned(), Done::Deleted)]);
+    Ok((id, ticket))
+}
+
+#[tokio::test]
+async fn delete_target_deletes_the_ticket_and_forgets_the_link() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(deletable),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, ticket) = linked_then_deleted(&env, "WO-91").await?;
+    assert!(env.tickets_for("WO-91").await?.is_empty());
+    assert!(env.store.links(RULE).await?.is_empty());
+    let deletes: Vec<_> = env
+        .request_log("helpdesk")
+        .await?
+        .into_iter()
+        .filter(|e| e["method"] == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert_eq!(deletes[0]["path"], format!("/api/tickets/{ticket}"));
+    let history = env.store.history(RULE, &id).await?;
+    assert!(
+        history.iter().any(|h| h.summary
+            == format!("the record no longer exists in kintone; helpdesk record {ticket} was deleted too, and the link was removed")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn flag_keeps_the_ticket_and_its_link_and_marks_it() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(flagged),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, ticket) = linked_then_deleted(&env, "WO-92").await?;
+    let tickets = env.tickets_for("WO-92").await?;
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0]["status"], "closed");
+    assert_eq!(env.store.links(RULE).await?.len(), 1);
+    let history = env.store.history(RULE, &id).await?;
+    assert!(
+        history.iter().any(|h| h.summary
+            == format!("the record no longer exists in kintone; helpdesk record {ticket} was kept, with status set to \"closed\"")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
