@@ -127,6 +127,15 @@ async fn writes_wait_for_the_window_coalesced_per_record_and_flushed_in_bulk() -
             .any(|h| h.contains("in a bulk call of 3: subject")),
         "{history:#?}"
     );
+    // Each parked line says when the window opens.
+    let when = format!("the next opens at {} UTC", opens.format("%Y-%m-%d %H:%M"));
+    assert!(
+        history
+            .iter()
+            .filter(|h| h.starts_with("parked:"))
+            .all(|h| h.contains(&when)),
+        "{when}: {history:#?}"
+    );
     env.finish().await
 }
 

@@ -244,10 +244,11 @@ async fn record(
     Json(json!({"rule": rule, "record_id": record_id, "link": link, "version": version, "fields": fields, "outbound": ops, "history": history})).into_response()
 }
 
-/// A record's timeline as plain text, one line per step: `10:08:03 <summary>`.
+/// A record's timeline as plain text, one line per step: `2026-11-30T10:08:03Z
+/// <summary>` (UTC, marked).
 pub fn render_timeline(rows: &[HistoryRow]) -> String {
     rows.iter()
-        .map(|r| format!("{} {}\n", r.at.format("%H:%M:%S"), r.summary))
+        .map(|r| format!("{} {}\n", r.at.format("%Y-%m-%dT%H:%M:%SZ"), r.summary))
         .collect()
 }
 

@@ -144,11 +144,88 @@ impl WriteWindows {
         }
         false
     }
+
+    /// [`WriteWindows::next_open`] in words: local time with its zone, then UTC, e.g.
+    /// `2026-11-27 22:00 JST (2026-11-27T13:00:00Z)`.
+    pub fn next_open_text(&self, now: DateTime<Utc>) -> Option<String> {
+        let at = self.next_open(now)?;
+        let tz = self.time_zone.parse::<Tz>().ok()?;
+        Some(format!(
+            "{} ({})",
+            at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+    }
+
+    /// When the next window opens after `now` (within a week), or `None` when none
+    /// does (windows that do not parse). What a parked record waits for.
+    pub fn next_open(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let tz = self.time_zone.parse::<Tz>().ok()?;
+        let today = now.with_timezone(&tz).date_naive();
+        let mut next: Option<DateTime<Utc>> = None;
+        for offset in 0..=7 {
+            let day = today + Duration::days(offset);
+            for w in &self.windows {
+                let Some(from) = parse_time(&w.from) else {
+                    continue;
+                };
+                let days: Vec<Weekday> = w.days.iter().filter_map(|d| parse_day(d)).collect();
+                if !days.is_empty() && !days.contains(&day.weekday()) {
+                    continue;
+                }
+                let Some(start) = tz.from_local_datetime(&day.and_time(from)).earliest() else {
+                    continue;
+                };
+                let start = start.with_timezone(&Utc);
+                if start > now && next.is_none_or(|n| start < n) {
+                    next = Some(start);
+                }
+            }
+        }
+        next
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_window_opens_at_its_next_start_in_its_time_zone() {
+        // 22:00–02:00 Tokyo, weekdays: on Friday 2026-11-27 at 03:00 Tokyo (Thu 18:00
+        // UTC), the next opens Friday 22:00 Tokyo (13:00 UTC).
+        let w = ww(
+            "Asia/Tokyo",
+            &[(&["mon", "tue", "wed", "thu", "fri"], "22:00", "02:00")],
+        );
+        assert_eq!(
+            w.next_open(at("2026-11-26T18:00:00Z")),
+            Some(at("2026-11-27T13:00:00Z"))
+        );
+        // On Saturday night, none opens before Monday 22:00 Tokyo.
+        assert_eq!(
+            w.next_open(at("2026-11-28T14:00:00Z")),
+            Some(at("2026-11-30T13:00:00Z"))
+        );
+        // Two windows: the earlier start wins.
+        let two = ww("UTC", &[(&[], "18:00", "19:00"), (&[], "06:00", "07:00")]);
+        assert_eq!(
+            two.next_open(at("2026-11-26T05:00:00Z")),
+            Some(at("2026-11-26T06:00:00Z"))
+        );
+        assert_eq!(
+            two.next_open(at("2026-11-26T06:30:00Z")),
+            Some(at("2026-11-26T18:00:00Z"))
+        );
+        assert_eq!(
+            w.next_open_text(at("2026-11-26T18:00:00Z")).as_deref(),
+            Some("2026-11-27 22:00 JST (2026-11-27T13:00:00Z)")
+        );
+        assert_eq!(
+            ww("Nowhere/Land", &[(&[], "06:00", "07:00")]).next_open(at("2026-11-26T05:00:00Z")),
+            None
+        );
+    }
 
     fn ww(tz: &str, windows: &[(&[&str], &str, &str)]) -> WriteWindows {
         WriteWindows {

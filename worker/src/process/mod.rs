@@ -527,9 +527,14 @@ impl Processor {
             .get(&rule.target.system)?
             .write_windows
             .as_ref()?;
-        (!windows.is_open(chrono::Utc::now())).then(|| {
+        let now = chrono::Utc::now();
+        (!windows.is_open(now)).then(|| {
+            let next = windows
+                .next_open_text(now)
+                .map(|at| format!("; the next opens at {at}"))
+                .unwrap_or_default();
             format!(
-                "{} accepts writes only inside its write window ({})",
+                "{} accepts writes only inside its write window ({}){next}",
                 rule.target.system, windows.time_zone
             )
         })
