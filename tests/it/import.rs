@@ -45,6 +45,35 @@ async fn partner_env(workers: usize) -> anyhow::Result<Env> {
     Ok(env)
 }
 
+/// Imports as the CLI does: checked, then queued through a confirm-mode publisher to
+/// the environment's queues.
+struct Importer {
+    processor: std::sync::Arc<worker::process::Processor>,
+    publisher: queue::Publisher,
+    names: queue::Names,
+}
+
+impl Importer {
+    async fn new(env: &Env) -> anyhow::Result<Importer> {
+        let (publisher, names) = env.publisher().await?;
+        Ok(Importer {
+            processor: env.processor()?,
+            publisher,
+            names,
+        })
+    }
+
+    async fn file(
+        &self,
+        rule: &str,
+        name: &str,
+        text: impl AsRef<[u8]>,
+    ) -> Result<ImportReport, ImportError> {
+        let queue = Some((&self.publisher, &self.names));
+        import(&self.processor, queue, rule, name, text.as_ref(), |_| {}).await
+    }
+}
+
 fn writes(log: &[Value]) -> usize {
     log.iter().filter(|e| e["method"] != "GET").count()
 }
@@ -90,16 +119,8 @@ async fn bad_rows_are_named_and_good_rows_are_synced_once() -> anyhow::Result<()
     assert_eq!(dry.queued, 0);
     assert!(env.store.imports(None, 10).await?.is_empty());
 
-    let (publisher, names) = env.publisher().await?;
-    let report = import(
-        &processor,
-        Some((&publisher, &names)),
-        PARTNER_RULE,
-        "orders.csv",
-        ORDERS.as_bytes(),
-        |_| {},
-    )
-    .await?;
+    let importer = Importer::new(&env).await?;
+    let report = importer.file(PARTNER_RULE, "orders.csv", ORDERS).await?;
     assert_eq!(report.queued, 2);
     assert_eq!(report.invalid, dry.invalid);
     wait_for("both tickets", Duration::from_secs(30), || async {
@@ -130,29 +151,13 @@ async fn bad_rows_are_named_and_good_rows_are_synced_once() -> anyhow::Result<()
 
     // The same file again: nothing is queued, nothing written.
     let before = writes(&env.request_log("helpdesk").await?);
-    let again = import(
-        &processor,
-        Some((&publisher, &names)),
-        PARTNER_RULE,
-        "orders.csv",
-        ORDERS.as_bytes(),
-        |_| {},
-    )
-    .await?;
+    let again = importer.file(PARTNER_RULE, "orders.csv", ORDERS).await?;
     assert!(again.already_imported, "{again:#?}");
     assert_eq!(again.queued, 0);
     // A new file with one changed order updates its ticket; the unchanged one is not
     // written again.
     let update = "order_no,subject\nPO-4,Fan (replaced)\nPO-1,Pump v2\n";
-    import(
-        &processor,
-        Some((&publisher, &names)),
-        PARTNER_RULE,
-        "orders-2.csv",
-        update.as_bytes(),
-        |_| {},
-    )
-    .await?;
+    importer.file(PARTNER_RULE, "orders-2.csv", update).await?;
     wait_for("the changed ticket", Duration::from_secs(30), || async {
         Ok(env.tickets_for("PO-4").await?[0]["subject"] == "Fan (replaced)")
     })
@@ -181,7 +186,14 @@ async fn bad_rows_are_named_and_good_rows_are_synced_once() -> anyhow::Result<()
     // A rehydration has no API to read the record from: a conflict says what to do,
     // and nothing is written.
     let before = writes(&env.request_log("helpdesk").await?);
-    worker::ops::rehydrate(&processor, &publisher, &names, PARTNER_RULE, Some("PO-1")).await?;
+    worker::ops::rehydrate(
+        &processor,
+        &importer.publisher,
+        &importer.names,
+        PARTNER_RULE,
+        Some("PO-1"),
+    )
+    .await?;
     wait_for(
         "the rehydration's conflict",
         Duration::from_secs(30),
@@ -258,15 +270,8 @@ async fn an_import_that_stops_resumes_without_repeating_a_row() -> anyhow::Resul
     let queued_before = usize::try_from(stopped.queued)?;
     assert!(queued_before > 0 && queued_before < n, "{stopped:?}");
 
-    let resumed: ImportReport = import(
-        &processor,
-        Some((&publisher, &names)),
-        PARTNER_RULE,
-        "big.csv",
-        file.as_bytes(),
-        |_| {},
-    )
-    .await?;
+    let importer = Importer::new(&env).await?;
+    let resumed: ImportReport = importer.file(PARTNER_RULE, "big.csv", file).await?;
     assert_eq!(resumed.resumed_from, queued_before);
     assert_eq!(resumed.queued, n - queued_before);
     let run = env.store.imports(None, 1).await?.remove(0);
@@ -300,19 +305,12 @@ async fn an_import_that_stops_resumes_without_repeating_a_row() -> anyhow::Resul
 async fn an_unknown_column_refuses_the_file_and_a_rule_with_an_api_source_takes_no_file()
 -> anyhow::Result<()> {
     let env = partner_env(0).await?;
-    let processor = env.processor()?;
-    let (publisher, names) = env.publisher().await?;
+    let importer = Importer::new(&env).await?;
     let misspelt = "order_no,subjet\nPO-1,Pump\n";
-    let err = import(
-        &processor,
-        Some((&publisher, &names)),
-        PARTNER_RULE,
-        "o.csv",
-        misspelt.as_bytes(),
-        |_| {},
-    )
-    .await
-    .expect_err("refused");
+    let err = importer
+        .file(PARTNER_RULE, "o.csv", misspelt)
+        .await
+        .expect_err("refused");
     let ImportError::Unreadable { problems, .. } = &err else {
         panic!("{err}");
     };
@@ -320,16 +318,10 @@ async fn an_unknown_column_refuses_the_file_and_a_rule_with_an_api_source_takes_
     assert!(err.to_string().contains("nothing was imported"), "{err}");
     assert!(env.store.imports(None, 10).await?.is_empty());
 
-    let err = import(
-        &processor,
-        Some((&publisher, &names)),
-        tests::RULE,
-        "o.csv",
-        b"x\n1\n",
-        |_| {},
-    )
-    .await
-    .expect_err("refused");
+    let err = importer
+        .file(tests::RULE, "o.csv", b"x\n1\n")
+        .await
+        .expect_err("refused");
     assert!(matches!(err, ImportError::NotAFileSource { .. }), "{err}");
     assert!(err.to_string().contains("which has an API"), "{err}");
     env.finish().await
