@@ -43,22 +43,31 @@ pub enum RenameError {
     Store(#[from] StoreError),
 }
 
+/// `Busy` while a worker holds a lease of `rule` (it is processing one of its records).
+async fn refuse_if_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rule: &str,
+) -> Result<(), RenameError> {
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM record_leases WHERE rule = $1 AND expires_at > now())",
+    )
+    .bind(rule)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(q("read the rule's leases"))?;
+    if held {
+        return Err(RenameError::Busy(rule.to_owned()));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Forgets a rule's links and sync state (its source or target moved): each record
     /// is matched afresh, by identity, at its next change. Refused while a worker holds
     /// a lease of the rule. Returns the links forgotten.
     pub async fn forget_links(&self, rule: &str) -> Result<u64, RenameError> {
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM record_leases WHERE rule = $1 AND expires_at > now())",
-        )
-        .bind(rule)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("read the rule's leases"))?;
-        if held {
-            return Err(RenameError::Busy(rule.to_owned()));
-        }
+        refuse_if_held(&mut tx, rule).await?;
         let done = sqlx::query("DELETE FROM sync_records WHERE rule = $1")
             .bind(rule)
             .execute(&mut *tx)
@@ -79,16 +88,7 @@ impl Store {
             return Err(RenameError::Same);
         }
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM record_leases WHERE rule = $1 AND expires_at > now())",
-        )
-        .bind(from)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("read the rule's leases"))?;
-        if held {
-            return Err(RenameError::Busy(from.to_owned()));
-        }
+        refuse_if_held(&mut tx, from).await?;
         let taken: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM sync_records WHERE rule = $1)
                  OR EXISTS (SELECT 1 FROM processed_events WHERE rule = $1)",
