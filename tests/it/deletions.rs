@@ -1,7 +1,7 @@
 //! What a rule does with its target record when the source record is deleted:
 //! `delete_target` deletes it too and forgets the link; `flag` keeps it, marked.
 
-use domain::rules::{DeletedFlag, OnDelete, SyncRules};
+use domain::rules::{DeletedFlag, OnDelete, OnTargetDelete, SyncRules};
 use serde_json::json;
 use tests::{APP, Env, EnvOptions, RULE, change};
 use worker::process::Done;
@@ -88,5 +88,107 @@ async fn flag_keeps_the_ticket_and_its_link_and_marks_it() -> anyhow::Result<()>
             == format!("the record no longer exists in kintone; helpdesk record {ticket} was kept, with status set to \"closed\"")),
         "{history:#?}"
     );
+    env.finish().await
+}
+
+fn two_way_unlink(rules: &mut SyncRules) {
+    tests::two_way(rules);
+    rules.rules[0].on_target_delete = OnTargetDelete::Unlink;
+}
+
+fn two_way_review(rules: &mut SyncRules) {
+    tests::two_way(rules);
+    rules.rules[0].on_target_delete = OnTargetDelete::Review;
+}
+
+/// A linked work order whose ticket an agent then deleted in the helpdesk.
+async fn ticket_deleted(env: &Env, no: &str) -> anyhow::Result<(String, String)> {
+    let id = env
+        .kintone_create_silently(json!({"work_order_no": no, "件名": "Still here"}))
+        .await?;
+    env.processor()?
+        .step(&change(&format!("ev-{no}"), &id), 1)
+        .await?;
+    let ticket = env.tickets_for(no).await?[0]["id"].to_string();
+    env.http
+        .delete(format!("{}/api/tickets/{ticket}", env.sandbox.base_url))
+        .bearer_auth(&env.sandbox_config.helpdesk_token)
+        .send()
+        .await?
+        .error_for_status()?;
+    assert!(env.tickets_for(no).await?.is_empty());
+    Ok((id, ticket))
+}
+
+#[tokio::test]
+async fn a_two_way_rule_that_unlinks_a_deleted_ticket_restores_it_at_the_next_change()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(two_way_unlink),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, old) = ticket_deleted(&env, "WO-93").await?;
+    let step = env.processor()?;
+    env.kintone_edit_silently(&id, json!({"件名": "Changed"}))
+        .await?;
+    assert_eq!(
+        step.step(&change("ev-93-a", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Deleted)]
+    );
+    assert!(env.store.links(RULE).await?.is_empty());
+    // The next change matches afresh, finds nothing, and creates it again.
+    env.kintone_edit_silently(&id, json!({"件名": "Changed again"}))
+        .await?;
+    step.step(&change("ev-93-b", &id), 1).await?;
+    let tickets = env.tickets_for("WO-93").await?;
+    assert_eq!(
+        tickets.len(),
+        1,
+        "{:#?}",
+        env.store
+            .history(RULE, &id)
+            .await?
+            .iter()
+            .map(|h| h.summary.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(tickets[0]["id"].to_string(), old);
+    assert_eq!(tickets[0]["subject"], "Changed again");
+    let history = env.store.history(RULE, &id).await?;
+    assert!(
+        history.iter().any(|h| h.summary
+            == format!("helpdesk record {old} no longer exists; the link was removed, so the next change matches afresh")),
+        "{history:#?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_two_way_rule_that_reviews_a_deleted_ticket_asks_a_person() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(two_way_review),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, old) = ticket_deleted(&env, "WO-94").await?;
+    env.kintone_edit_silently(&id, json!({"件名": "Changed"}))
+        .await?;
+    env.processor()?.step(&change("ev-94-a", &id), 1).await?;
+    let open = env.store.conflicts("open").await?;
+    let c: Vec<_> = open.iter().filter(|c| c.kind == "target_deleted").collect();
+    assert_eq!(c.len(), 1, "{open:#?}");
+    assert!(
+        c[0].summary
+            .contains(&format!("helpdesk record {old} no longer exists"))
+    );
+    // The link is kept and nothing is created.
+    assert_eq!(
+        env.store.links(RULE).await?[0].target_id.as_deref(),
+        Some(old.as_str())
+    );
+    assert!(env.tickets_for("WO-94").await?.is_empty());
     env.finish().await
 }

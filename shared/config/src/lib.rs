@@ -713,6 +713,12 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 "deleted_flag is only written with on_delete: flag".into(),
             ),
         }
+        if rule.on_target_delete != domain::rules::OnTargetDelete::Ignore && !rule.both_ways() {
+            bad(
+                format!("{at}.on_target_delete"),
+                "only a two-way rule reads its target record and sees it deleted: set \"direction\": \"both\", or remove this".into(),
+            );
+        }
         if rule.on_delete == OnDelete::DeleteTarget
             && let Some(t) = target.filter(|t| t.kind == SystemKind::Rest)
             && t.entities

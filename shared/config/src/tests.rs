@@ -458,3 +458,17 @@ fn deleting_or_flagging_the_target_needs_what_it_writes() {
     });
     assert_eq!(problems(&ok), Vec::<String>::new());
 }
+
+#[test]
+fn only_a_two_way_rule_acts_on_a_deleted_target() {
+    let text = edit(|v| {
+        v["rules"][0]["on_target_delete"] = serde_json::json!("unlink");
+    });
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|s| s.starts_with("rules[0].on_target_delete: only a two-way rule")),
+        "{:#?}",
+        problems(&text)
+    );
+}

@@ -651,6 +651,28 @@ impl Entry {
     }
 
     /// The target record is gone.
+    pub fn target_deleted_unlinked(system: &str, id: &str) -> Entry {
+        entry(
+            Kind::SourceDeleted,
+            format!(
+                "{system} record {id} no longer exists; the link was removed, so the next change matches afresh"
+            ),
+            json!({"system": system, "id": id, "unlinked": true}),
+        )
+    }
+
+    /// A linked target record is gone and the rule asks a person what to do.
+    pub fn target_deleted_for_review(system: &str, id: &str) -> Entry {
+        entry(
+            Kind::ConflictOpened,
+            format!(
+                "{system} record {id} no longer exists; the link was kept — the rule asks a person to decide"
+            ),
+            json!({"reason": "target_deleted", "system": system, "id": id, "unlinked": false}),
+        )
+    }
+
+    /// A linked target record is gone; the link is kept (`on_target_delete: ignore`).
     pub fn target_deleted(system: &str, id: &str) -> Entry {
         entry(
             Kind::SourceDeleted,

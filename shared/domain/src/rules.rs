@@ -338,6 +338,10 @@ pub struct RuleSpec {
     /// With `on_delete: flag`: the field and value written into the target record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_flag: Option<DeletedFlag>,
+    /// What to do when a two-way rule finds its target record deleted (default
+    /// `ignore`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_target_delete: OnTargetDelete,
     /// Which way changes flow (default `one_way`).
     #[serde(default)]
     pub direction: Direction,
@@ -592,6 +596,20 @@ pub enum OnDelete {
     /// Keep the target record and the link, and write `deleted_flag` into it (e.g.
     /// `status: closed`), so that people working in the target see it.
     Flag,
+}
+
+/// What a two-way rule does when its linked target record is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTargetDelete {
+    /// Keep the link and the source record; record it in the history.
+    #[default]
+    Ignore,
+    /// Forget the link: the source record's next change matches afresh and, with
+    /// nothing to match, `on_missing` decides (a create restores the record).
+    Unlink,
+    /// Keep the link and open a `target_deleted` conflict: a person decides.
+    Review,
 }
 
 /// What `on_delete: flag` writes into the target record.

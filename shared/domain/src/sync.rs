@@ -114,6 +114,7 @@ mod tests {
             on_missing: OnMissing::Create,
             on_delete: OnDelete::Ignore,
             deleted_flag: None,
+            on_target_delete: Default::default(),
             direction: Default::default(),
             resync: None,
             reconcile: None,

@@ -39,7 +39,17 @@ impl Processor {
                 reused_create = Some(pending.id);
                 Some(("create", pending.key.clone()))
             }
-            (None, _) => Some(("create", format!("{key_base}:create"))),
+            // A fresh create's key names the source revision it starts from: a retry
+            // reuses the key its intent recorded (the in-doubt path above), and a
+            // record created again after its target was deleted and unlinked gets a
+            // new key, which an API that remembers keys would otherwise refuse.
+            (None, _) => Some((
+                "create",
+                match planned.record.revision {
+                    Some(r) => format!("{key_base}:create:r{r}"),
+                    None => format!("{key_base}:create"),
+                },
+            )),
             (Some(id), _) if !planned.target_fields.is_empty() => Some((
                 "update",
                 write_key(

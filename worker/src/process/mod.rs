@@ -25,7 +25,7 @@ use domain::plan::{
     target_values,
 };
 use domain::record::{Fields, SourceRecord};
-use domain::rules::{OnDelete, RuleSpec, SyncRules, SystemKind};
+use domain::rules::{OnDelete, OnTargetDelete, RuleSpec, SyncRules, SystemKind};
 use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
 use std::collections::BTreeMap;
 

@@ -97,8 +97,23 @@ impl Processor {
         ) {
             let target_now = if rule.both_ways() {
                 let Some(t) = target.fetch(target_id).await? else {
-                    entries.push(Entry::target_deleted(target.system(), target_id));
-                    return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
+                    let (system, id) = (target.system(), target_id.as_str());
+                    return Ok(Decision::Flow(match rule.on_target_delete {
+                        OnTargetDelete::Ignore => {
+                            entries.push(Entry::target_deleted(system, id));
+                            Flow::Finish(Done::Deleted)
+                        }
+                        OnTargetDelete::Unlink => {
+                            entries.push(Entry::target_deleted_unlinked(system, id));
+                            Flow::Finish(Done::Deleted)
+                        }
+                        OnTargetDelete::Review => {
+                            entries.push(Entry::target_deleted_for_review(system, id));
+                            Flow::Conflict {
+                                kind: "target_deleted",
+                            }
+                        }
+                    }));
                 };
                 if side == Side::Target {
                     entries.push(Entry::fetched(target.system(), t.revision));
