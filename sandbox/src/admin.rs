@@ -635,17 +635,8 @@ async fn set_helpdesk_config(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         Some(Value::String(key)) if !key.is_empty() => Some(Some(key.clone())),
         Some(_) => return Err(bad_request("body_envelope must be a key name or null")),
     };
-    let drop_fields = match body.get("drop_fields") {
-        None => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad_request("drop_fields must be a list of field names"))?,
-        ),
-        Some(_) => return Err(bad_request("drop_fields must be a list of field names")),
-    };
+    let drop_fields = string_list(body.get("drop_fields"))
+        .map_err(|_| bad_request("drop_fields must be a list of field names"))?;
     let mut state = shared.lock();
     if let Some(envelope) = envelope {
         state.helpdesk.body_envelope = envelope;
