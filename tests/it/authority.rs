@@ -199,6 +199,40 @@ async fn the_seed_email_story() -> anyhow::Result<()> {
         timeline.contains("concurrent with kintone's change"),
         "{timeline}"
     );
+    // Times are UTC by default and in a zone a request names, each with its offset,
+    // the same moments either way.
+    let in_tokyo = env
+        .http
+        .get(format!(
+            "{admin}/records/{RULE}/{id}/timeline?tz=Asia/Tokyo"
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let moments = |text: &str, suffix: &str| -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
+        text.lines()
+            .map(|line| {
+                let (at, rest) = line.split_once(' ').expect("a time, then the step");
+                assert!(at.ends_with(suffix), "{at} in {text}");
+                let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+                (at.to_utc(), rest.to_owned())
+            })
+            .collect()
+    };
+    let utc = moments(&timeline, "Z");
+    assert!(!utc.is_empty());
+    assert_eq!(moments(&in_tokyo, "+09:00"), utc);
+    let bad = env
+        .http
+        .get(format!(
+            "{admin}/records/{RULE}/{id}/timeline?tz=Mars/Olympus"
+        ))
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await?;
+    assert_eq!(body["error"]["code"], "bad_time_zone", "{body}");
     env.finish().await
 }
 

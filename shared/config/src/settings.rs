@@ -40,6 +40,9 @@ pub struct Settings {
     pub in_doubt_settle_ms: u64,
     /// `RECORDSYNC_PUBLISH_TIMEOUT_MS`: how long ingest waits for a broker confirm.
     pub publish_timeout_ms: u64,
+    /// `RECORDSYNC_TIME_ZONE`: the IANA time zone timelines are rendered in (each time
+    /// with its offset); `UTC` by default. A request may ask for another (`?tz=`).
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             lease_ttl_ms: 30_000,
             in_doubt_settle_ms: 60_000,
             publish_timeout_ms: 5_000,
+            time_zone: chrono_tz::Tz::UTC,
         }
     }
 }
@@ -157,6 +161,13 @@ impl Settings {
         }
         if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
             s.publish_timeout_ms = num(p)?;
+        }
+        if let Some((var, v)) = get("TIME_ZONE") {
+            s.time_zone = domain::history::time_zone(&v).map_err(|message| SettingsError {
+                var,
+                value: v,
+                message,
+            })?;
         }
         if s.prefetch == 0 {
             return Err(SettingsError {

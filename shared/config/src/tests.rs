@@ -161,12 +161,15 @@ fn settings_defaults_and_overrides() {
         ("RECORDSYNC_QUEUE_PREFIX", "t-1"),
         ("RECORDSYNC_PREFETCH", "4"),
         ("RECORDSYNC_RETRY_DELAYS_MS", "10, 20"),
+        ("RECORDSYNC_TIME_ZONE", "Asia/Tokyo"),
     ]
     .into();
     let s = Settings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
     assert_eq!(s.queue_prefix, "t-1");
     assert_eq!(s.prefetch, 4);
     assert_eq!(s.retry_delays_ms, vec![10, 20]);
+    assert_eq!(s.time_zone, chrono_tz::Tz::Asia__Tokyo);
+    assert_eq!(Settings::default().time_zone, chrono_tz::Tz::UTC);
     assert_eq!(s.retry_delay(2).as_millis(), 10);
     assert_eq!(s.retry_delay(3).as_millis(), 20);
     assert_eq!(s.retry_delay(9).as_millis(), 20);
@@ -179,6 +182,12 @@ fn settings_defaults_and_overrides() {
     let e = Settings::from_lookup(|k| (k == "RECORDSYNC_QUEUE_PREFIX").then(|| "a b".to_string()))
         .unwrap_err();
     assert!(e.to_string().starts_with("RECORDSYNC_QUEUE_PREFIX=\"a b\""));
+    let e = Settings::from_lookup(|k| (k == "RECORDSYNC_TIME_ZONE").then(|| "JST".to_string()))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "RECORDSYNC_TIME_ZONE=\"JST\": \"JST\" is not an IANA time zone (e.g. UTC, Asia/Tokyo, Europe/Berlin)"
+    );
 }
 
 #[test]

@@ -395,6 +395,9 @@ async fn summary(
         "\n== The story of work order record {story} (GET /records/{RULE}/{story}/timeline on the worker's admin API) =="
     );
     let rows = env.store.history(RULE, story).await.context("history")?;
-    print!("{}", worker::admin::render_timeline(&rows));
+    print!(
+        "{}",
+        worker::admin::render_timeline(&rows, chrono_tz::Tz::UTC)
+    );
     Ok(())
 }

@@ -43,6 +43,8 @@ pub struct AdminState {
     /// How long an event with no outcome is in flight before the ledger calls it
     /// unaccounted.
     pub ledger_settle: std::time::Duration,
+    /// The time zone timelines are rendered in unless a request names another.
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl AdminState {
@@ -55,6 +57,7 @@ impl AdminState {
             broker: Arc::clone(&worker.broker),
             metrics: Arc::clone(&worker.metrics),
             ledger_settle: worker.settings.ledger_settle(),
+            time_zone: worker.settings.time_zone,
         }
     }
 }
@@ -215,16 +218,28 @@ async fn record(
 
 /// A record's timeline as plain text, one line per step: `2026-11-30T10:08:03Z
 /// <summary>` (UTC, marked).
-pub fn render_timeline(rows: &[HistoryRow]) -> String {
+pub fn render_timeline(rows: &[HistoryRow], tz: chrono_tz::Tz) -> String {
     rows.iter()
-        .map(|r| format!("{} {}\n", r.at.format("%Y-%m-%dT%H:%M:%SZ"), r.summary))
+        .map(|r| format!("{} {}\n", domain::history::local_time(r.at, tz), r.summary))
         .collect()
 }
 
 async fn timeline(
     State(s): State<AdminState>,
     Path((rule, record_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let tz = match q.get("tz").map(|name| domain::history::time_zone(name)) {
+        None => s.time_zone,
+        Some(Ok(tz)) => tz,
+        Some(Err(message)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "bad_time_zone", "message": message}})),
+            )
+                .into_response();
+        }
+    };
     match s.store.history(&rule, &record_id).await {
         Ok(rows) if rows.is_empty() => (
             StatusCode::NOT_FOUND,
@@ -233,7 +248,7 @@ async fn timeline(
             .into_response(),
         Ok(rows) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            render_timeline(&rows),
+            render_timeline(&rows, tz),
         )
             .into_response(),
         Err(e) => failed(e),
