@@ -564,7 +564,7 @@ impl Limited<'_> {
         &self,
         updates: &[(String, Fields)],
         key: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<Result<(), String>>, Failure> {
         self.call(|| self.endpoint.bulk_update(updates, key)).await
     }
 

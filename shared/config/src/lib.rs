@@ -442,8 +442,86 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                     if !e.update.contains("{id}") {
                         bad(format!("{eat}.update"), "the template needs {id}".into());
                     }
-                    if !e.search.contains("{value}") {
-                        bad(format!("{eat}.search"), "the template needs {value}".into());
+                    match &e.search_body {
+                        None if !e.search.contains("{value}") => {
+                            bad(format!("{eat}.search"), "the template needs {value}".into());
+                        }
+                        Some(b) if !b.is_object() => bad(
+                            format!("{eat}.search_body"),
+                            "a JSON object, with {value} inside one of its strings".into(),
+                        ),
+                        Some(b) if !b.to_string().contains("{value}") => bad(
+                            format!("{eat}.search_body"),
+                            "the body needs {value} inside one of its strings".into(),
+                        ),
+                        _ => {}
+                    }
+                    if !e.fields_pointer.is_empty() && !valid_pointer(&e.fields_pointer) {
+                        bad(
+                            format!("{eat}.fields_pointer"),
+                            format!(
+                                "\"{}\" is not a JSON pointer (it starts with '/')",
+                                e.fields_pointer
+                            ),
+                        );
+                    }
+                    for (name, path) in &e.field_paths {
+                        if path.pointer.is_empty() || !valid_pointer(&path.pointer) {
+                            bad(
+                                format!("{eat}.field_paths.{name}.pointer"),
+                                format!(
+                                    "\"{}\" is not a JSON pointer to somewhere inside the record (it starts with '/')",
+                                    path.pointer
+                                ),
+                            );
+                        }
+                        if let Some(id) = &path.id
+                            && !(id.is_number() || id.is_string())
+                        {
+                            bad(
+                                format!("{eat}.field_paths.{name}.id"),
+                                "an element's id is a number or a string".into(),
+                            );
+                        }
+                    }
+                    if let Some(b) = &e.bulk_update {
+                        if !["POST", "PUT", "PATCH"].contains(&b.method.as_str()) {
+                            bad(
+                                format!("{eat}.bulk_update.method"),
+                                "use POST, PUT or PATCH".into(),
+                            );
+                        }
+                        if b.max == 0 {
+                            bad(format!("{eat}.bulk_update.max"), "at least 1".into());
+                        }
+                        if let Some(r) = &b.results {
+                            let pointers = [
+                                ("list", Some(&r.list)),
+                                ("id", Some(&r.id)),
+                                ("ok", r.ok.as_ref()),
+                                ("message", r.message.as_ref()),
+                                ("errors", r.errors.as_ref()),
+                                ("error_ids", r.error_ids.as_ref()),
+                            ];
+                            for (k, p) in pointers {
+                                if let Some(p) = p
+                                    && !valid_pointer(p)
+                                {
+                                    bad(
+                                        format!("{eat}.bulk_update.results.{k}"),
+                                        format!(
+                                            "\"{p}\" is not a JSON pointer (it starts with '/')"
+                                        ),
+                                    );
+                                }
+                            }
+                            if r.errors.is_some() != r.error_ids.is_some() {
+                                bad(
+                                    format!("{eat}.bulk_update.results"),
+                                    "errors and error_ids go together: where the errors are, and which ids each names".into(),
+                                );
+                            }
+                        }
                     }
                     if !["PATCH", "PUT", "POST"].contains(&e.update_method.as_str()) {
                         bad(

@@ -481,3 +481,53 @@ fn only_a_two_way_rule_acts_on_a_deleted_target() {
         problems(&text)
     );
 }
+
+#[test]
+fn request_shapes_are_checked_and_every_bad_one_named() {
+    let good = edit(|v| {
+        let t = &mut v["systems"]["helpdesk"]["entities"]["ticket"];
+        t["fields_pointer"] = serde_json::json!("/properties");
+        t["field_paths"] = serde_json::json!({
+            "po": {"pointer": "/custom_fields", "id": 360001},
+            "city": {"pointer": "/address/city"}
+        });
+        t["search"] = serde_json::json!("/crm/v3/objects/tickets/search");
+        t["search_body"] = serde_json::json!({"filterGroups": [{"filters": [{"propertyName": "{field}", "operator": "EQ", "value": "{value}"}]}]});
+        t["bulk_update"] = serde_json::json!({
+            "path": "/batch/update", "method": "POST", "list_key": "inputs", "fields_key": "properties",
+            "string_ids": true,
+            "results": {"list": "/results", "errors": "/errors", "error_ids": "/context/ids", "message": "/message"}
+        });
+    });
+    assert!(problems(&good).is_empty(), "{:#?}", problems(&good));
+    let bad = edit(|v| {
+        let t = &mut v["systems"]["helpdesk"]["entities"]["ticket"];
+        t["fields_pointer"] = serde_json::json!("properties");
+        t["field_paths"] = serde_json::json!({
+            "po": {"pointer": "custom_fields", "id": [1]},
+        });
+        t["search"] = serde_json::json!("/search");
+        t["search_body"] = serde_json::json!({"query": "{field}"});
+        t["bulk_update"] = serde_json::json!({
+            "path": "/bulk", "method": "GET", "max": 0,
+            "results": {"list": "results", "errors": "/errors"}
+        });
+    });
+    let p = problems(&bad);
+    let at = "systems.helpdesk.entities.ticket";
+    for wanted in [
+        format!("{at}.fields_pointer: \"properties\" is not a JSON pointer"),
+        format!("{at}.field_paths.po.pointer: \"custom_fields\" is not a JSON pointer"),
+        format!("{at}.field_paths.po.id: an element's id is a number or a string"),
+        format!("{at}.search_body: the body needs {{value}}"),
+        format!("{at}.bulk_update.method: use POST, PUT or PATCH"),
+        format!("{at}.bulk_update.max: at least 1"),
+        format!("{at}.bulk_update.results.list: \"results\" is not a JSON pointer"),
+        format!("{at}.bulk_update.results: errors and error_ids go together"),
+    ] {
+        assert!(
+            p.iter().any(|s| s.starts_with(&wanted)),
+            "{wanted} not in {p:#?}"
+        );
+    }
+}

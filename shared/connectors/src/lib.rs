@@ -10,6 +10,7 @@
 pub mod kintone;
 pub mod redact;
 pub mod rest;
+pub mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -428,15 +429,19 @@ impl Endpoint {
         }
     }
 
-    /// Updates several records in one all-or-nothing call (at most
-    /// [`Endpoint::bulk_max`]).
+    /// Updates several records in one call (at most [`Endpoint::bulk_max`]). What the
+    /// answer says of each update, in order: confirmed, or why not. kintone's bulk
+    /// update is all-or-nothing.
     pub async fn bulk_update(
         &self,
         updates: &[(String, Fields)],
         idempotency_key: &str,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
         match self {
-            Endpoint::Kintone(k, app) => k.update_records(app, updates).await,
+            Endpoint::Kintone(k, app) => {
+                k.update_records(app, updates).await?;
+                Ok(updates.iter().map(|_| Ok(())).collect())
+            }
             Endpoint::Rest(r) => r.bulk_update(updates, idempotency_key).await,
             Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }

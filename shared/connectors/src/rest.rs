@@ -110,9 +110,7 @@ impl Rest {
             .pointer(&self.entity.id_pointer)
             .and_then(value_text)
             .ok_or_else(|| self.bad("a record without an id"))?;
-        let fields = rec
-            .as_object()
-            .cloned()
+        let fields = crate::shape::read_fields(&self.entity, rec)
             .ok_or_else(|| self.bad("a record that is not an object"))?;
         Ok(TargetRecord { id, fields })
     }
@@ -160,7 +158,13 @@ impl Rest {
             .search
             .replace("{field}", &encode(field))
             .replace("{value}", &encode(value));
-        let Some(body) = self.send(self.request(Method::GET, &path)).await? else {
+        let req = match &self.entity.search_body {
+            None => self.request(Method::GET, &path),
+            Some(template) => self
+                .request(Method::POST, &path)
+                .json(&crate::shape::fill(template, field, value)),
+        };
+        let Some(body) = self.send(req).await? else {
             return Ok(vec![]);
         };
         let list = body
@@ -204,7 +208,7 @@ impl Rest {
 
     /// A create or update body: the fields, inside the entity's envelope if it has one.
     fn body(&self, fields: &Fields) -> Value {
-        envelope(&self.entity.body_pointer, fields)
+        crate::shape::write_body(&self.entity, fields)
     }
 
     /// Updates some fields of a record.
@@ -311,12 +315,14 @@ impl Rest {
         self.entity.bulk_update.as_ref().map(|b| b.max)
     }
 
-    /// Updates several records in one all-or-nothing call.
+    /// Updates several records in one call. What the answer says of each update, in
+    /// order: every one confirmed when the entity declares no `results` (the call is
+    /// all-or-nothing), else each by its own result.
     pub async fn bulk_update(
         &self,
         updates: &[(String, Fields)],
         idempotency_key: &str,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
         let Some(b) = &self.entity.bulk_update else {
             return Err(ConnectorError::Unknown(format!(
                 "{}: no bulk_update endpoint",
@@ -326,21 +332,34 @@ impl Rest {
         let list: Vec<Value> = updates
             .iter()
             .map(|(id, fields)| {
-                let id = id
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::String(id.clone()));
-                serde_json::json!({ b.id_key.as_str(): id, b.fields_key.as_str(): fields })
+                let id = match id.parse::<i64>() {
+                    Ok(n) if !b.string_ids => Value::from(n),
+                    _ => Value::String(id.clone()),
+                };
+                let placed = crate::shape::place(&self.entity, fields);
+                let mut item = if b.fields_key.is_empty() {
+                    placed
+                } else {
+                    serde_json::json!({ b.fields_key.as_str(): placed })
+                };
+                item[b.id_key.as_str()] = id;
+                item
             })
             .collect();
         let body = serde_json::json!({ b.list_key.as_str(): list });
+        let method = Method::from_bytes(b.method.as_bytes()).unwrap_or(Method::POST);
         let req = self
-            .with_key(self.request(Method::POST, &b.path), idempotency_key)
+            .with_key(self.request(method, &b.path), idempotency_key)
             .json(&body);
-        self.send(req)
+        let answer = self
+            .send(req)
             .await?
             .ok_or_else(|| self.bad("404 on the bulk endpoint: check bulk_update.path"))?;
-        Ok(())
+        let ids: Vec<String> = updates.iter().map(|(id, _)| id.clone()).collect();
+        Ok(match &b.results {
+            None => ids.iter().map(|_| Ok(())).collect(),
+            Some(r) => crate::shape::bulk_outcome(r, &answer, &ids),
+        })
     }
 }
 
@@ -367,34 +386,10 @@ fn error_message(body: &Value) -> String {
     }
 }
 
-/// `fields` placed at the JSON pointer `pointer` of an otherwise empty body (`""`: the
-/// fields themselves).
-fn envelope(pointer: &str, fields: &Fields) -> Value {
-    let mut body = Value::Object(fields.clone());
-    let keys: Vec<&str> = pointer.split('/').skip(1).collect();
-    for key in keys.into_iter().rev() {
-        let key = key.replace("~1", "/").replace("~0", "~");
-        body = serde_json::json!({ key: body });
-    }
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn fields_go_inside_the_declared_envelope() {
-        let f = json!({"subject": "A"}).as_object().unwrap().clone();
-        assert_eq!(envelope("", &f), json!({"subject": "A"}));
-        assert_eq!(envelope("/ticket", &f), json!({"ticket": {"subject": "A"}}));
-        assert_eq!(
-            envelope("/data/attributes", &f),
-            json!({"data": {"attributes": {"subject": "A"}}})
-        );
-        assert_eq!(envelope("/a~1b", &f), json!({"a/b": {"subject": "A"}}));
-    }
 
     #[test]
     fn error_bodies_read_as_one_line() {

@@ -639,6 +639,18 @@ impl Entry {
         )
     }
 
+    /// A bulk call's answer did not confirm one record's update; it is written on its
+    /// own instead.
+    pub fn bulk_unconfirmed(target: &str, target_id: &str, why: &str) -> Entry {
+        entry(
+            Kind::RetryScheduled,
+            format!(
+                "the bulk update did not confirm {target} record {target_id} ({why}); writing it on its own"
+            ),
+            json!({"target_id": target_id, "bulk": "unconfirmed", "reason": why}),
+        )
+    }
+
     /// A target record no source record is linked to.
     pub fn unlinked(system: &str, id: &str) -> Entry {
         entry(

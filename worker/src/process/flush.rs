@@ -106,9 +106,22 @@ impl Processor {
                 let limited = self.limiter.limit(&target);
                 let key = format!("{}:bulk:{}", rule.name, uuid::Uuid::new_v4());
                 match limited.bulk_update(&batch, &key).await {
-                    Ok(()) => {
-                        for (i, (target_id, fields)) in chunk.iter().zip(&batch) {
+                    Ok(outcomes) => {
+                        for ((i, (target_id, fields)), outcome) in
+                            chunk.iter().zip(&batch).zip(outcomes)
+                        {
                             let item = &mut items[*i];
+                            // One the answer did not confirm is written on its own
+                            // below, where a refusal becomes that record's conflict.
+                            if let Err(why) = outcome {
+                                tracing::warn!(target_id, reason = %why, "a bulk update did not confirm this record; writing it on its own");
+                                item.entries.push(Entry::bulk_unconfirmed(
+                                    target.system(),
+                                    target_id,
+                                    &why,
+                                ));
+                                continue;
+                            }
                             item.entries.push(Entry::updated_in_bulk(
                                 target.system(),
                                 target_id,
