@@ -212,10 +212,14 @@ async fn run(
             report.target_missing += 1;
             continue;
         };
-        let Ok(mapped) = domain::mapping::map_fields(&spec.fields, s) else {
+        let Ok(mut mapped) = domain::mapping::map_fields(&spec.fields, s) else {
             report.unmappable += 1;
             continue;
         };
+        // What the target never shows cannot be compared.
+        for name in processor.rules.write_only(spec) {
+            mapped.remove(name);
+        }
         report.compared += 1;
         let diffs = compare(spec, &mapped, &domain::plan::target_values(spec, t));
         if diffs.is_empty() {

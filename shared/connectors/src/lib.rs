@@ -263,7 +263,8 @@ impl Endpoint {
             Endpoint::Rest(r) => {
                 let t = r.create(fields, idempotency_key).await?;
                 let rev = r.revision_of(&t);
-                Ok((t.id, rev, Some(t.fields)))
+                let answered = r.answered(fields, t.fields);
+                Ok((t.id, rev, Some(answered)))
             }
             Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
@@ -294,7 +295,8 @@ impl Endpoint {
             }
             Endpoint::Rest(r) => {
                 let t = r.update(id, fields, idempotency_key).await?;
-                Ok((r.revision_of(&t), Some(t.fields)))
+                let rev = r.revision_of(&t);
+                Ok((rev, Some(r.answered(fields, t.fields))))
             }
             Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
         }
@@ -481,7 +483,7 @@ pub struct Connectors {
 }
 
 /// Builds the HTTP client every connector shares.
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     // reqwest is built without a bundled crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

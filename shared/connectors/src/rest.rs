@@ -255,6 +255,18 @@ impl Rest {
         }
     }
 
+    /// What a write's answer holds, for checking it against what was sent: the
+    /// answered record, with the entity's `write_only` fields taken as sent, since the
+    /// API never shows them.
+    pub fn answered(&self, sent: &Fields, mut answered: Fields) -> Fields {
+        for name in &self.entity.write_only {
+            if let Some(v) = sent.get(name) {
+                answered.insert(name.clone(), v.clone());
+            }
+        }
+        answered
+    }
+
     /// The revision a write answered with, where the entity declares where it is.
     pub fn revision_of(&self, t: &TargetRecord) -> Option<i64> {
         self.as_source(t.clone()).revision
@@ -390,6 +402,38 @@ fn error_message(body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn write_only_fields_are_taken_as_sent_and_nothing_else_is() {
+        let entity: RestEntity = serde_json::from_value(json!({
+            "get": "/t/{id}", "search": "/t?q={value}", "create": "/t", "update": "/t/{id}",
+            "write_only": ["email"]
+        }))
+        .unwrap();
+        let rest = Rest::new(
+            crate::http_client(),
+            "freshdesk",
+            "http://127.0.0.1:9",
+            None,
+            entity,
+            Duration::from_secs(1),
+        );
+        let sent = json!({"email": "a@example.com", "subject": "Pump", "priority": 2});
+        let answered = json!({"id": 1, "subject": "Pump", "requester_id": 7});
+        let got = rest.answered(
+            sent.as_object().unwrap(),
+            answered.as_object().unwrap().clone(),
+        );
+        assert_eq!(got["email"], "a@example.com");
+        assert!(
+            !got.contains_key("priority"),
+            "a dropped field stays missing"
+        );
+        assert_eq!(
+            domain::sync::dropped_fields(sent.as_object().unwrap(), &got),
+            vec!["priority"]
+        );
+    }
 
     #[test]
     fn error_bodies_read_as_one_line() {

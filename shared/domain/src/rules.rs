@@ -43,6 +43,17 @@ impl SyncRules {
     pub fn rule(&self, name: &str) -> Option<&RuleSpec> {
         self.rules.iter().find(|r| r.name == name)
     }
+
+    /// The fields a rule's rest target takes on writes and never shows
+    /// (`write_only`): what it holds for them cannot be read, so it is neither checked
+    /// after a write nor compared by reconcile.
+    pub fn write_only(&self, rule: &RuleSpec) -> &[String] {
+        self.systems
+            .get(&rule.target.system)
+            .and_then(|s| s.entities.get(&rule.target.entity))
+            .map(|e| e.write_only.as_slice())
+            .unwrap_or_default()
+    }
 }
 
 /// One external system.
@@ -272,6 +283,11 @@ pub struct RestEntity {
     /// inside its strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_body: Option<serde_json::Value>,
+    /// Fields the API takes on writes and never shows in a record (a requester's
+    /// email, a first comment's body): a write is not checked for them, and reconcile
+    /// does not compare them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_only: Vec<String>,
 }
 
 /// Where a field lives inside a record, when not at its top level.
