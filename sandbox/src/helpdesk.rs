@@ -76,6 +76,16 @@ impl HError {
         )
     }
 
+    /// The field that a validation error names.
+    pub(crate) fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The error's message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn version_mismatch(expected: &str, actual: u64) -> HError {
         HError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -228,6 +238,79 @@ impl HelpdeskState {
             self.tickets.all().map(|stored| &stored.ticket).collect();
         json!({ "tickets": tickets })
     }
+
+    /// The ticket `id` as stored.
+    pub(crate) fn ticket(&self, id: u64) -> Option<&Map<String, Value>> {
+        self.tickets.get(id).map(|stored| &stored.ticket)
+    }
+
+    /// Stores a new ticket built from client fields under the next id (see [`new_ticket`]).
+    /// Searches and listings do not see it until the search lag has passed.
+    pub(crate) fn create(&mut self, fields: &Map<String, Value>, now: &str) -> Map<String, Value> {
+        self.last_id += 1;
+        let ticket = new_ticket(self.last_id, fields, now);
+        self.tickets.put(
+            self.last_id,
+            StoredTicket {
+                ticket: ticket.clone(),
+                changed_at: Some(Instant::now()),
+            },
+        );
+        ticket
+    }
+
+    /// Applies a partial update to the ticket `id` (see [`patch`]) and stores the result;
+    /// `None` when there is no such ticket.
+    pub(crate) fn update(
+        &mut self,
+        id: u64,
+        fields: &Map<String, Value>,
+        now: &str,
+    ) -> Option<Map<String, Value>> {
+        let stored = self.tickets.get(id)?;
+        let ticket = patch(&stored.ticket, fields, now);
+        let changed_at = stored.changed_at;
+        self.tickets.put(
+            id,
+            StoredTicket {
+                ticket: ticket.clone(),
+                changed_at,
+            },
+        );
+        Some(ticket)
+    }
+
+    /// Deletes the ticket `id`; whether there was one.
+    pub(crate) fn remove(&mut self, id: u64) -> bool {
+        self.tickets.remove(id)
+    }
+
+    /// The tickets that searches and listings see now, in id order: every ticket, or those
+    /// whose external id is `external_id` (read from the index), less those created within
+    /// the search lag.
+    pub(crate) fn visible(&self, external_id: Option<&str>) -> Vec<&Map<String, Value>> {
+        let lag = Duration::from_millis(self.search_lag_ms);
+        let now = Instant::now();
+        let candidates: Box<dyn Iterator<Item = &StoredTicket>> = match external_id {
+            Some(wanted) => Box::new(self.tickets.with_external_id(wanted)),
+            None => Box::new(self.tickets.all()),
+        };
+        candidates
+            .filter(|stored| {
+                stored
+                    .changed_at
+                    .is_none_or(|changed| now.saturating_duration_since(changed) >= lag)
+            })
+            .map(|stored| &stored.ticket)
+            .collect()
+    }
+
+    /// Removes from a write the fields that the configuration drops (`drop_fields`).
+    pub(crate) fn drop_configured_fields(&self, fields: &mut Map<String, Value>) {
+        for dropped in &self.drop_fields {
+            fields.remove(dropped);
+        }
+    }
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -285,9 +368,7 @@ fn unwrap_envelope(helpdesk: &HelpdeskState, body: Map<String, Value>) -> Map<St
             .cloned()
             .unwrap_or_default(),
     };
-    for dropped in &helpdesk.drop_fields {
-        fields.remove(dropped);
-    }
+    helpdesk.drop_configured_fields(&mut fields);
     fields
 }
 
@@ -296,7 +377,7 @@ fn parse_ticket_id(text: &str) -> Result<u64, HError> {
 }
 
 /// Checks client-supplied fields; `prefix` qualifies the reported field name.
-fn validate_fields(
+pub(crate) fn validate_fields(
     fields: &Map<String, Value>,
     creating: bool,
     prefix: &str,
@@ -421,7 +502,7 @@ fn check_version(expected: Option<&str>, ticket: &Map<String, Value>) -> Result<
 }
 
 /// Queues a `ticket.created` or `ticket.updated` webhook when a webhook URL is configured.
-fn fire(
+pub(crate) fn fire(
     hooks: &Hooks,
     deliveries: &mut Deliveries,
     url: Option<&String>,
@@ -461,13 +542,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A key seen before with the same method, path and body replays the stored response with
 /// `Idempotent-Replayed: true`; the same key with a different request is refused with 422
 /// `idempotency_key_reused`. Only successful responses are stored, so a request that failed
-/// can be retried with its key.
-fn idempotent(
+/// can be retried with its key. `request` names the method and path; the operation's
+/// errors may be in any shape.
+pub(crate) fn idempotent<E: IntoResponse>(
     state: &mut SandboxState,
     headers: &HeaderMap,
     request: &str,
     body: &[u8],
-    operation: impl FnOnce(&mut SandboxState) -> Result<(StatusCode, Value), HError>,
+    operation: impl FnOnce(&mut SandboxState) -> Result<(StatusCode, Value), E>,
 ) -> Response {
     let key = header_text(headers, "idempotency-key")
         .filter(|_| !state.helpdesk.ignore_idempotency_keys)
@@ -556,21 +638,12 @@ async fn list_tickets(
     };
     let limit: Option<usize> = filter("limit").and_then(|v| v.parse().ok());
     let state = shared.lock();
-    let lag = Duration::from_millis(state.helpdesk.search_lag_ms);
-    let now = Instant::now();
     // A search by external id reads only the tickets the index names, in the same id
     // order as a scan of every ticket would find them.
-    let candidates: Box<dyn Iterator<Item = &StoredTicket>> = match external_id.as_deref() {
-        Some(wanted) => Box::new(state.helpdesk.tickets.with_external_id(wanted)),
-        None => Box::new(state.helpdesk.tickets.all()),
-    };
-    let tickets: Vec<&Map<String, Value>> = candidates
-        .filter(|stored| {
-            stored
-                .changed_at
-                .is_none_or(|changed| now.saturating_duration_since(changed) >= lag)
-        })
-        .map(|stored| &stored.ticket)
+    let tickets: Vec<&Map<String, Value>> = state
+        .helpdesk
+        .visible(external_id.as_deref())
+        .into_iter()
         .filter(|ticket| {
             status
                 .as_deref()
@@ -639,15 +712,7 @@ fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
             deliveries,
             ..
         } = state;
-        helpdesk.last_id += 1;
-        let ticket = new_ticket(helpdesk.last_id, &fields, &now_millis());
-        helpdesk.tickets.put(
-            helpdesk.last_id,
-            StoredTicket {
-                ticket: ticket.clone(),
-                changed_at: Some(Instant::now()),
-            },
-        );
+        let ticket = helpdesk.create(&fields, &now_millis());
         fire(
             &shared.hooks,
             deliveries,
@@ -655,7 +720,7 @@ fn create_ticket_now(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
             "ticket.created",
             &ticket,
         );
-        Ok((StatusCode::CREATED, json!({ "ticket": ticket })))
+        Ok::<_, HError>((StatusCode::CREATED, json!({ "ticket": ticket })))
     })
 }
 
@@ -672,7 +737,7 @@ async fn delete_ticket(
         Ok(id) => id,
         Err(error) => return error.into_response(),
     };
-    if shared.lock().helpdesk.tickets.remove(id) {
+    if shared.lock().helpdesk.remove(id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         HError::not_found(id).into_response()
@@ -708,15 +773,9 @@ fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8])
             .ok_or_else(|| HError::not_found(id))?;
         check_version(header_text(headers, "if-match"), &stored.ticket)?;
         validate_fields(&fields, false, "")?;
-        let ticket = patch(&stored.ticket, &fields, &now_millis());
-        let changed_at = stored.changed_at;
-        helpdesk.tickets.put(
-            id,
-            StoredTicket {
-                ticket: ticket.clone(),
-                changed_at,
-            },
-        );
+        let ticket = helpdesk
+            .update(id, &fields, &now_millis())
+            .ok_or_else(|| HError::not_found(id))?;
         fire(
             &shared.hooks,
             deliveries,
@@ -724,7 +783,7 @@ fn patch_ticket_now(shared: &Shared, headers: &HeaderMap, id: &str, body: &[u8])
             "ticket.updated",
             &ticket,
         );
-        Ok((StatusCode::OK, json!({ "ticket": ticket })))
+        Ok::<_, HError>((StatusCode::OK, json!({ "ticket": ticket })))
     })
 }
 

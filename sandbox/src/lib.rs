@@ -3,7 +3,11 @@
 //! The sandbox serves three things from one HTTP listener:
 //!
 //! * a kintone-compatible REST API under `/k/v1` that sends kintone-shaped webhooks,
-//! * a helpdesk REST API under `/api` that signs its webhooks with Standard Webhooks,
+//! * a helpdesk REST API under `/api` that signs its webhooks with Standard Webhooks, whose
+//!   tickets are also served in three more shapes modelled on public APIs: Zendesk Support
+//!   under `/zendesk/api/v2/tickets`, HubSpot CRM v3 objects under
+//!   `/hubspot/crm/v3/objects/tickets` and Freshdesk v2 under `/freshdesk/api/v2/tickets`
+//!   (see the `dialects` module),
 //! * an unauthenticated admin API under `/_admin` that tests use to seed data, inject faults,
 //!   configure rate limits, read the request log and inspect webhook deliveries.
 //!
@@ -11,6 +15,7 @@
 //! loopback interface; the binary uses [`Sandbox::serve`] with a listener of its own.
 
 mod admin;
+mod dialects;
 mod faults;
 mod gate;
 mod helpdesk;
@@ -176,10 +181,14 @@ fn router(shared: Arc<Shared>) -> Router {
         Gate::new(shared.clone(), System::Kintone),
         gate::gate,
     ));
-    let helpdesk = helpdesk::routes().layer(axum::middleware::from_fn_with_state(
-        Gate::new(shared.clone(), System::Helpdesk),
-        gate::gate,
-    ));
+    // The dialects pass through the helpdesk's gate: its request log, faults and rate limit.
+    let helpdesk =
+        helpdesk::routes()
+            .merge(dialects::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                Gate::new(shared.clone(), System::Helpdesk),
+                gate::gate,
+            ));
     Router::new()
         .merge(kintone)
         .merge(helpdesk)
