@@ -25,5 +25,6 @@ mod resync;
 mod schema;
 mod secrets;
 mod security;
+mod shapes;
 mod step;
 mod sync;

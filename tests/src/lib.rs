@@ -112,6 +112,13 @@ pub fn secrets(sandbox: &sandbox::SandboxConfig) -> HashMap<String, String> {
         ("KINTONE_API_TOKEN", sandbox.kintone_api_token.clone()),
         ("KINTONE_WEBHOOK_TOKEN", KINTONE_WEBHOOK_TOKEN.to_owned()),
         ("HELPDESK_API_TOKEN", sandbox.helpdesk_token.clone()),
+        // The examples in deploy/examples, played by the sandbox's dialects.
+        ("ZENDESK_BASIC_CREDENTIALS", sandbox.helpdesk_token.clone()),
+        ("HUBSPOT_PRIVATE_APP_TOKEN", sandbox.helpdesk_token.clone()),
+        (
+            "FRESHDESK_BASIC_CREDENTIALS",
+            sandbox.helpdesk_token.clone(),
+        ),
         (
             "HELPDESK_WEBHOOK_SECRET",
             sandbox.helpdesk_webhook_secret.clone(),
@@ -181,6 +188,20 @@ pub fn example_rules(base_url: &str) -> SyncRules {
         sys.timeout_ms = Some(3_000);
     }
     rules
+}
+
+/// A rules file with its kintone system pointed at the sandbox at `base_url` and every
+/// other system at the sandbox's dialect of the same name (`{base_url}/zendesk`).
+pub fn dialect_rules(text: &str, base_url: &str) -> anyhow::Result<SyncRules> {
+    let mut rules = config::parse_rules("example", text)?;
+    for (name, sys) in rules.systems.iter_mut() {
+        sys.base_url = match sys.kind {
+            domain::rules::SystemKind::Kintone => base_url.to_owned(),
+            _ => format!("{base_url}/{name}"),
+        };
+        sys.timeout_ms = Some(3_000);
+    }
+    Ok(rules)
 }
 
 /// A created database, dropped by [`TestDb::drop_db`].
@@ -281,6 +302,10 @@ pub struct EnvOptions {
     pub extra_rules: Vec<domain::rules::RuleSpec>,
     /// A change to the rules (limits, windows) before anything starts.
     pub edit_rules: Option<fn(&mut SyncRules)>,
+    /// Another rules file instead of the example (one of `deploy/examples/`): its
+    /// kintone system is pointed at the sandbox, and every other system at the
+    /// sandbox's dialect of the same name (`/zendesk`, `/hubspot`, `/freshdesk`).
+    pub rules_text: Option<&'static str>,
 }
 
 impl Default for EnvOptions {
@@ -296,6 +321,7 @@ impl Default for EnvOptions {
             worker_database_url: None,
             edit_rules: None,
             extra_rules: vec![],
+            rules_text: None,
         }
     }
 }
@@ -405,7 +431,10 @@ impl Env {
         }
         let sandbox_config = sandbox::SandboxConfig::default();
         let sandbox = sandbox::Sandbox::start(sandbox_config.clone()).await?;
-        let mut rules = example_rules(&sandbox.base_url);
+        let mut rules = match opts.rules_text {
+            None => example_rules(&sandbox.base_url),
+            Some(text) => dialect_rules(text, &sandbox.base_url)?,
+        };
         rules.rules.extend(opts.extra_rules.iter().cloned());
         if let Some(edit) = opts.edit_rules {
             edit(&mut rules);
@@ -824,9 +853,14 @@ impl Env {
 
     /// A record's history summaries.
     pub async fn history(&self, record_id: &str) -> anyhow::Result<Vec<String>> {
+        self.history_of(RULE, record_id).await
+    }
+
+    /// A record's history under `rule`, one `kind: summary` line per entry.
+    pub async fn history_of(&self, rule: &str, record_id: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
             .store
-            .history(RULE, record_id)
+            .history(rule, record_id)
             .await?
             .into_iter()
             .map(|h| format!("{}: {}", h.kind, h.summary))
