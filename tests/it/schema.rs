@@ -218,3 +218,67 @@ async fn a_type_change_and_a_removed_option_are_found_against_the_baseline() -> 
     );
     env.finish().await
 }
+
+/// A rule maps an optional source field that no record has (a misspelt field code):
+/// every write leaves it out, and each record read under the rule counts it, by rule
+/// and field, while a field that is present but empty is not counted.
+#[tokio::test]
+async fn a_mapped_source_field_no_record_has_is_counted_by_rule_and_field() -> anyhow::Result<()> {
+    fn misspelt(rules: &mut domain::rules::SyncRules) {
+        let rule = rules
+            .rules
+            .iter_mut()
+            .find(|r| r.name == RULE)
+            .expect("the example rule");
+        rule.fields.push(domain::rules::FieldMapping {
+            source: "詳細X".into(),
+            target: "notes".into(),
+            ..Default::default()
+        });
+    }
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(misspelt),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let step = env.processor()?;
+    for n in 1..=2 {
+        let id = env
+            .kintone_create_silently(json!({"work_order_no": format!("WO-51{n}"), "件名": "Pump"}))
+            .await?;
+        let done = step
+            .step(&tests::change(&format!("ev-{n}"), &id), 1)
+            .await?;
+        assert_eq!(done, vec![(RULE.to_owned(), worker::process::Done::Synced)]);
+    }
+    let metrics = step.metrics.render();
+    assert!(
+        metrics.contains(&format!(
+            "recordsync_worker_source_fields_absent_total{{rule=\"{RULE}\",field=\"詳細X\"}} 2"
+        )),
+        "{metrics}"
+    );
+    // 詳細 is in every record (empty): not absent.
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("recordsync_worker_source_fields_absent_total{"))
+            .count(),
+        1,
+        "{metrics}"
+    );
+    // Nothing was sent for it.
+    let posts: Vec<Value> = env
+        .request_log("helpdesk")
+        .await?
+        .into_iter()
+        .filter(|e| e["method"] == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2);
+    assert!(
+        posts.iter().all(|p| p["body"].get("notes").is_none()),
+        "{posts:#?}"
+    );
+    env.finish().await
+}

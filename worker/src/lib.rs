@@ -106,6 +106,7 @@ impl Worker {
                 connectors,
                 store,
                 in_doubt_settle,
+                metrics: Arc::clone(&metrics),
             }),
             broker,
             metrics,

@@ -88,6 +88,15 @@ pub struct Metrics {
     requests: Family<Request, Counter>,
     request_time: SystemHistograms,
     limiter_wait: SystemHistograms,
+    absent_fields: Family<AbsentField, Counter>,
+    /// The rules whose absent source fields were logged already: once per rule.
+    absent_logged: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AbsentField {
+    rule: Label,
+    field: Label,
 }
 
 impl Default for Metrics {
@@ -206,8 +215,16 @@ impl Default for Metrics {
             Unit::Seconds,
             limiter_wait.clone(),
         );
+        let absent_fields = Family::<AbsentField, Counter>::default();
+        registry.register(
+            "recordsync_worker_source_fields_absent",
+            "Source records read without a field a rule maps (a misspelt field code?), by rule and field",
+            absent_fields.clone(),
+        );
         Metrics {
             registry,
+            absent_fields,
+            absent_logged: std::sync::Mutex::default(),
             requests,
             request_time,
             limiter_wait,
@@ -245,6 +262,34 @@ impl Metrics {
             .get_or_create(&rule)
             .observe(took.as_secs_f64());
         self.lag.get_or_create(&rule).observe(lag.as_secs_f64());
+    }
+
+    /// A source record read under `rule` without these mapped fields: counted per field,
+    /// and logged once per rule (the first time), since every record would repeat it.
+    pub fn source_fields_absent(&self, rule: &str, system: &str, fields: &[&str]) {
+        if fields.is_empty() {
+            return;
+        }
+        for field in fields {
+            self.absent_fields
+                .get_or_create(&AbsentField {
+                    rule: rule.into(),
+                    field: (*field).into(),
+                })
+                .inc();
+        }
+        let first = self
+            .absent_logged
+            .lock()
+            .map(|mut logged| logged.insert(rule.to_owned()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                rule,
+                fields = %fields.join(", "),
+                "{system} records lack fields this rule maps; they are left out of every write. Is a field code misspelt? (`worker check-config --live` compares the rules with the live app; logged once per rule, counted in recordsync_worker_source_fields_absent_total)"
+            );
+        }
     }
 
     /// One retry scheduled, by error class.

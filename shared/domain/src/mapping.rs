@@ -163,6 +163,20 @@ impl fmt::Display for MappingProblem {
     }
 }
 
+/// The optional mapped source fields a record does not have at all, in the rule's order:
+/// each is left out of every write without a word, which for a system that sends every
+/// field (kintone) means a misspelt field code. (A required one is a mapping problem
+/// already.)
+pub fn absent_source_fields<'a>(mappings: &'a [FieldMapping], source: &Fields) -> Vec<&'a str> {
+    let mut out: Vec<&str> = vec![];
+    for m in mappings {
+        if !m.required && !source.contains_key(&m.source) && !out.contains(&m.source.as_str()) {
+            out.push(&m.source);
+        }
+    }
+    out
+}
+
 /// Maps source fields to target fields. Every problem is reported, not only the first.
 /// A source field the record lacks is left out of the result (a required one is a
 /// problem).
@@ -222,6 +236,32 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn absent_optional_source_fields_are_named_once_in_rule_order() {
+        let m = |source: &str, required: bool| FieldMapping {
+            source: source.into(),
+            target: format!("t_{source}"),
+            required,
+            ..Default::default()
+        };
+        let rules = vec![
+            m("件名", true),
+            m("詳細X", false),
+            m("詳細", false),
+            m("優先度X", false),
+            m("詳細X", false),
+            m("必須X", true),
+        ];
+        let record = serde_json::json!({"件名": "Pump", "詳細": ""});
+        let record = record.as_object().unwrap();
+        // An empty value is present; a required one is a mapping problem instead.
+        assert_eq!(
+            absent_source_fields(&rules, record),
+            vec!["詳細X", "優先度X"]
+        );
+        assert!(absent_source_fields(&rules[..1], record).is_empty());
+    }
 
     fn fm(source: &str, target: &str, transforms: Vec<Transform>, required: bool) -> FieldMapping {
         FieldMapping {

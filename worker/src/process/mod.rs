@@ -87,6 +87,8 @@ pub struct Processor {
     /// How long a create in doubt is looked for (write-back field, search) before it
     /// is made again: longer than the slowest target's search lag.
     pub in_doubt_settle: std::time::Duration,
+    /// The worker's metrics, for what the step finds on the way (absent source fields).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What the connector part decided, before it is committed.

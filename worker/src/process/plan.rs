@@ -72,6 +72,11 @@ impl Processor {
             return Ok(Decision::Flow(Flow::Finish(Done::Deleted)));
         };
         if side == Side::Source && !is_import {
+            self.metrics.source_fields_absent(
+                &rule.name,
+                source.system(),
+                &domain::mapping::absent_source_fields(&rule.fields, &record.fields),
+            );
             entries.push(Entry::fetched(source.system(), record.revision));
             if let Some(hint) = payload_record(&self.rules, ev) {
                 entries.extend(payload_disagreements(rule, &hint, &record.fields));
