@@ -34,8 +34,8 @@ enum Command {
         /// The file.
         file: String,
         /// Check the fields against the live systems (needs the database for the
-        /// fleet-wide limits).
-        #[arg(long)]
+        /// fleet-wide limits). `--online` is the same.
+        #[arg(long, visible_alias = "online")]
         live: bool,
         /// The rules file in use now: a change that would orphan what is stored under a
         /// rule (a rule renamed or removed, its source or target moved, its identity

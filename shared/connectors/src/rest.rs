@@ -341,24 +341,7 @@ impl Rest {
                 self.system
             )));
         };
-        let list: Vec<Value> = updates
-            .iter()
-            .map(|(id, fields)| {
-                let id = match id.parse::<i64>() {
-                    Ok(n) if !b.string_ids => Value::from(n),
-                    _ => Value::String(id.clone()),
-                };
-                let placed = crate::shape::place(&self.entity, fields);
-                let mut item = if b.fields_key.is_empty() {
-                    placed
-                } else {
-                    serde_json::json!({ b.fields_key.as_str(): placed })
-                };
-                item[b.id_key.as_str()] = id;
-                item
-            })
-            .collect();
-        let body = serde_json::json!({ b.list_key.as_str(): list });
+        let body = crate::shape::bulk_body(&self.entity, b, updates);
         let method = Method::from_bytes(b.method.as_bytes()).unwrap_or(Method::POST);
         let req = self
             .with_key(self.request(method, &b.path), idempotency_key)

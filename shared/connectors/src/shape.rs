@@ -5,7 +5,7 @@
 //! and what a bulk answer says of each update.
 
 use domain::record::{Fields, value_text};
-use domain::rules::{BulkResults, FieldPath, RestEntity};
+use domain::rules::{BulkResults, BulkUpdate, FieldPath, RestEntity};
 use serde_json::{Map, Value};
 
 /// A record's fields: its top-level keys, the keys of its `fields_pointer` object (a
@@ -110,6 +110,33 @@ pub fn envelope(pointer: &str, inner: Value) -> Value {
         body = serde_json::json!({ key: body });
     }
     body
+}
+
+/// A bulk update's body: each update's fields in the entity's shape, beside its id or
+/// under `fields_key`, the list at `list_key` (a key, or a JSON pointer).
+pub fn bulk_body(entity: &RestEntity, bulk: &BulkUpdate, updates: &[(String, Fields)]) -> Value {
+    let list: Vec<Value> = updates
+        .iter()
+        .map(|(id, fields)| {
+            let id = match id.parse::<i64>() {
+                Ok(n) if !bulk.string_ids => Value::from(n),
+                _ => Value::String(id.clone()),
+            };
+            let placed = place(entity, fields);
+            let mut item = if bulk.fields_key.is_empty() {
+                placed
+            } else {
+                serde_json::json!({ bulk.fields_key.as_str(): placed })
+            };
+            item[bulk.id_key.as_str()] = id;
+            item
+        })
+        .collect();
+    if bulk.list_key.starts_with('/') {
+        envelope(&bulk.list_key, Value::Array(list))
+    } else {
+        serde_json::json!({ bulk.list_key.as_str(): list })
+    }
 }
 
 /// A search body template with `{field}` and `{value}` replaced inside every string.
@@ -286,6 +313,49 @@ mod tests {
         assert_eq!(
             fill(&t, "external_id", "WO-1 \"x\""),
             json!({"filterGroups": [{"filters": [{"propertyName": "external_id", "operator": "EQ", "value": "WO-1 \"x\""}]}], "limit": 10})
+        );
+    }
+
+    #[test]
+    fn bulk_bodies_take_the_declared_shape() {
+        let e = entity(json!({"field_paths": {"po": {"pointer": "/custom_fields", "id": 7}}}));
+        let updates = vec![
+            (
+                "12".to_owned(),
+                fields(json!({"subject": "A", "po": "PO-1"})),
+            ),
+            ("x-3".to_owned(), fields(json!({"subject": "B"}))),
+        ];
+        let bulk = |v: Value| -> BulkUpdate { serde_json::from_value(v).unwrap() };
+        // The defaults: {"updates": [{"id", "fields"}]}, numeric ids as numbers.
+        assert_eq!(
+            bulk_body(&e, &bulk(json!({"path": "/b"})), &updates),
+            json!({"updates": [
+                {"id": 12, "fields": {"subject": "A", "custom_fields": [{"id": 7, "value": "PO-1"}]}},
+                {"id": "x-3", "fields": {"subject": "B"}}
+            ]})
+        );
+        // HubSpot: inputs, string ids, properties.
+        assert_eq!(
+            bulk_body(
+                &e,
+                &bulk(
+                    json!({"path": "/b", "list_key": "inputs", "fields_key": "properties", "string_ids": true})
+                ),
+                &updates[..1]
+            ),
+            json!({"inputs": [{"id": "12", "properties": {"subject": "A", "custom_fields": [{"id": 7, "value": "PO-1"}]}}]})
+        );
+        // Flat items in a list deeper in the body.
+        assert_eq!(
+            bulk_body(
+                &e,
+                &bulk(
+                    json!({"path": "/b", "list_key": "/data/items", "fields_key": "", "id_key": "ticket_id"})
+                ),
+                &updates[1..]
+            ),
+            json!({"data": {"items": [{"ticket_id": "x-3", "subject": "B"}]}})
         );
     }
 

@@ -335,7 +335,8 @@ pub struct BulkUpdate {
     /// The most updates in one call (default 100).
     #[serde(default = "hundred")]
     pub max: usize,
-    /// The key of the list (default `updates`).
+    /// The key of the list (default `updates`), or a JSON pointer for an API that
+    /// wants it deeper in the body (`/data/items` sends `{"data": {"items": [...]}}`).
     #[serde(default = "updates_key")]
     pub list_key: String,
     /// The key of each id (default `id`).
