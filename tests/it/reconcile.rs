@@ -63,6 +63,14 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
         "{dry:#?}"
     );
     assert_eq!(dry.differences.get("update_target"), Some(&1), "{dry:#?}");
+    // Three linked records make one bucket; it is apart, so its two are compared row
+    // by row.
+    assert_eq!(
+        (dry.buckets, dry.buckets_apart, dry.rows_compared),
+        (1, 1, 2),
+        "{dry:#?}"
+    );
+    assert_ne!(dry.source_hash, dry.target_hash);
     assert_eq!(dry.repairs_queued, 0);
     // Both systems can list: one page each, and the empty page that ends the listing.
     assert_eq!(dry.requests, 4, "{dry:#?}");
@@ -130,6 +138,13 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
         .run(&processor, None, true, Duration::ZERO)
         .await?;
     assert_eq!((after.compared, after.records_apart), (3, 0), "{after:#?}");
+    // The buckets agree: no record is compared row by row.
+    assert_eq!(
+        (after.buckets_apart, after.rows_compared),
+        (0, 0),
+        "{after:#?}"
+    );
+    assert_eq!(after.source_hash, after.target_hash);
     env.finish().await
 }
 

@@ -514,11 +514,14 @@ async fn main() -> anyhow::Result<()> {
                     .await?
             };
             println!(
-                "reconcile run {} of {}: {} linked, {} compared, {} left out as in flight, {} missing in the source, {} in the target; {} apart ({}); {} repair(s) queued{}",
+                "reconcile run {} of {}: {} linked, {} compared ({} of {} bucket(s) apart, {} record(s) field by field), {} left out as in flight, {} missing in the source, {} in the target; {} apart ({}); {} repair(s) queued{}",
                 report.run,
                 report.rule,
                 report.linked,
                 report.compared,
+                report.buckets_apart,
+                report.buckets,
+                report.rows_compared,
                 report.skipped_in_flight,
                 report.source_missing,
                 report.target_missing,

@@ -10,6 +10,8 @@
 //!   lease, parked work), before or while the systems are listed, are left out, so
 //!   that nothing merely late is "repaired". An event still waiting in the queue is not
 //!   known yet; its step, after the repair, decides from the record as it is then.
+//! - Counts and bucketed hashes are compared first (`domain::reconcile::digest`, about
+//!   64 records a bucket), and records field by field only in the buckets that differ.
 //! - Each difference is classified by `domain::reconcile::compare` under the rule's
 //!   ownership. Repairs go through the step (`Command::Repair`): limits, windows,
 //!   history. `dry_run` only reports.
@@ -60,8 +62,18 @@ pub struct ReconcileReport {
     pub dry_run: bool,
     /// Linked records of the rule.
     pub linked: usize,
-    /// Linked records compared.
+    /// Linked records compared (by digest, in buckets).
     pub compared: usize,
+    /// Buckets the compared records were spread over (about 64 each).
+    pub buckets: usize,
+    /// Buckets whose hash or count differed between the two sides.
+    pub buckets_apart: usize,
+    /// Records compared field by field: those in the buckets apart.
+    pub rows_compared: usize,
+    /// The sum of the source side's bucket hashes (hex), for comparing runs.
+    pub source_hash: String,
+    /// The sum of the target side's bucket hashes.
+    pub target_hash: String,
     /// Left out because they were moving.
     pub skipped_in_flight: usize,
     /// Linked records the source no longer has (resync's full scan applies
@@ -203,6 +215,10 @@ async fn run(
         .collect();
     report.skipped_in_flight += before - wanted.len();
     let correlation = format!("reconcile-{rule}-{}", started_at.timestamp_millis());
+    // Each side's values as the rule compares them, and their digests.
+    let fields = domain::reconcile::compared_fields(spec);
+    let write_only = processor.rules.write_only(spec);
+    let mut rows = Vec::with_capacity(wanted.len());
     for (record_id, target_id) in &wanted {
         let Some(s) = source.get(record_id) else {
             report.source_missing += 1;
@@ -217,11 +233,40 @@ async fn run(
             continue;
         };
         // What the target never shows cannot be compared.
-        for name in processor.rules.write_only(spec) {
+        for name in write_only {
             mapped.remove(name);
         }
-        report.compared += 1;
-        let diffs = compare(spec, &mapped, &domain::plan::target_values(spec, t));
+        let theirs = domain::plan::target_values(spec, t);
+        let digests = (
+            domain::reconcile::digest(&fields, &mapped),
+            domain::reconcile::digest(&fields, &theirs),
+        );
+        rows.push((record_id, target_id, mapped, theirs, digests));
+    }
+    report.compared = rows.len();
+    // Counts and bucketed hashes first; rows only in the buckets that differ.
+    let n = domain::reconcile::bucket_count(rows.len());
+    let ours = domain::reconcile::bucket_hashes(n, rows.iter().map(|r| (r.0.as_str(), r.4.0)));
+    let theirs = domain::reconcile::bucket_hashes(n, rows.iter().map(|r| (r.0.as_str(), r.4.1)));
+    let apart: std::collections::BTreeSet<usize> = domain::reconcile::buckets_apart(&ours, &theirs)
+        .into_iter()
+        .collect();
+    let total = |b: &[(u64, u64)]| {
+        format!(
+            "{:016x}",
+            b.iter().fold(0u64, |acc, (h, _)| acc.wrapping_add(*h))
+        )
+    };
+    report.buckets = n;
+    report.buckets_apart = apart.len();
+    report.source_hash = total(&ours);
+    report.target_hash = total(&theirs);
+    for (record_id, target_id, mapped, theirs, _) in rows
+        .iter()
+        .filter(|r| apart.contains(&domain::reconcile::bucket_of(r.0, n)))
+    {
+        report.rows_compared += 1;
+        let diffs = compare(spec, mapped, theirs);
         if diffs.is_empty() {
             continue;
         }
@@ -255,7 +300,7 @@ async fn run(
             );
             let command = Command::Repair {
                 rule: rule.to_owned(),
-                record_id: record_id.clone(),
+                record_id: String::clone(record_id),
                 reason,
             };
             crate::ops::publish_command(publisher, names, &id, &correlation, command).await?;
@@ -264,8 +309,8 @@ async fn run(
         for d in diffs {
             if report.found.len() < SAMPLE {
                 report.found.push(Found {
-                    record_id: record_id.clone(),
-                    target_id: target_id.clone(),
+                    record_id: String::clone(record_id),
+                    target_id: String::clone(target_id),
                     difference: d,
                 });
             }

@@ -82,6 +82,125 @@ pub fn compare(rule: &RuleSpec, source: &Fields, target: &Fields) -> Vec<Differe
     out
 }
 
+/// The fields a rule compares (its targets), in its order: what a digest covers.
+pub fn compared_fields(rule: &RuleSpec) -> Vec<String> {
+    rule.policies().into_iter().map(|p| p.field).collect()
+}
+
+/// A fingerprint of the values at `fields`: two sides' digests are equal exactly when
+/// [`compare`] finds no difference between them (short of a 64-bit collision), so
+/// equal buckets of digests need no row-by-row comparison.
+pub fn digest(fields: &[String], values: &Fields) -> u64 {
+    let mut h = Fnv::new();
+    for f in fields {
+        h.write(f.as_bytes());
+        h.write(&[0]);
+        canonical(values.get(f).unwrap_or(&Value::Null), true, &mut h);
+        h.write(&[1]);
+    }
+    h.0
+}
+
+/// Writes `v` so that values [`same`] holds equal write the same bytes: at the top
+/// level every absence is null and numbers are their value; inside lists and objects,
+/// values are as `==` sees them (object keys in sorted order).
+fn canonical(v: &Value, top: bool, h: &mut Fnv) {
+    match v {
+        Value::String(s) if top && s.is_empty() => h.write(b"n"),
+        Value::Array(a) if top && a.is_empty() => h.write(b"n"),
+        Value::Null => h.write(b"n"),
+        Value::Number(n) if top => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            // 0.0 and -0.0 are one value.
+            let x = if x == 0.0 { 0.0 } else { x };
+            h.write(b"f");
+            h.write(&x.to_bits().to_le_bytes());
+        }
+        Value::Array(a) => {
+            h.write(b"[");
+            for e in a {
+                canonical(e, false, h);
+                h.write(b",");
+            }
+            h.write(b"]");
+        }
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            h.write(b"{");
+            for k in keys {
+                h.write(k.as_bytes());
+                h.write(b":");
+                canonical(&o[k], false, h);
+                h.write(b",");
+            }
+            h.write(b"}");
+        }
+        other => {
+            h.write(b"v");
+            h.write(other.to_string().as_bytes());
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: stable across runs and releases, so stored hashes compare.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h = Fnv::new();
+    for p in parts {
+        h.write(p);
+        h.write(&[0xff]);
+    }
+    h.0
+}
+
+/// How many buckets `records` linked records are spread over: about 64 a bucket, a
+/// power of two, at least 1.
+pub fn bucket_count(records: usize) -> usize {
+    records.div_ceil(64).next_power_of_two().max(1)
+}
+
+/// The bucket of a source record id among `n`.
+pub fn bucket_of(record_id: &str, n: usize) -> usize {
+    (fnv(&[record_id.as_bytes()]) % n as u64) as usize
+}
+
+/// Each bucket's hash over its `(record id, digest)` pairs, whatever their order, and
+/// how many records it holds.
+pub fn bucket_hashes<'a>(
+    n: usize,
+    rows: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<(u64, u64)> {
+    let mut out = vec![(0u64, 0u64); n];
+    for (id, d) in rows {
+        let b = &mut out[bucket_of(id, n)];
+        b.0 = b.0.wrapping_add(fnv(&[id.as_bytes(), &d.to_le_bytes()]));
+        b.1 += 1;
+    }
+    out
+}
+
+/// The buckets whose hash or count differs: only their records are compared row by
+/// row.
+pub fn buckets_apart(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<usize> {
+    (0..a.len().max(b.len()))
+        .filter(|i| a.get(*i) != b.get(*i))
+        .collect()
+}
+
 /// Equal for sync purposes: an empty string, an empty list and no value are the same
 /// absence; numbers compare by value.
 fn same(a: &Value, b: &Value) -> bool {
@@ -100,6 +219,8 @@ fn same(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{Just, any, prop_assert_eq, prop_oneof, proptest};
+    use proptest::strategy::Strategy as _;
     use serde_json::json;
 
     fn rule(direction: &str) -> RuleSpec {
@@ -167,6 +288,89 @@ mod tests {
         let one = compare(&rule("one_way"), &source, &target);
         assert_eq!(one[1].action, Action::Ignore);
         assert!(one[0].action.repairs() && !one[1].action.repairs());
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(json!("")),
+            Just(json!([])),
+            Just(json!("a")),
+            Just(json!("1")),
+            Just(json!(1)),
+            Just(json!(1.0)),
+            Just(json!(-0.0)),
+            Just(json!(0)),
+            Just(json!(["x", 1])),
+            Just(json!(["x", 1.0])),
+            Just(json!({"a": 1, "b": [2]})),
+            Just(json!({"b": [2], "a": 1})),
+            Just(json!({"a": 1})),
+            Just(json!(true)),
+        ]
+    }
+
+    fn values() -> impl proptest::strategy::Strategy<Value = Fields> {
+        proptest::collection::vec(
+            (
+                prop_oneof![
+                    Just("subject"),
+                    Just("status"),
+                    Just("notes"),
+                    Just("hours")
+                ],
+                value(),
+            ),
+            0..4,
+        )
+        .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    proptest! {
+        /// Digests agree exactly when `compare` does, so a bucket whose hashes match
+        /// holds no difference `compare` would have found.
+        #[test]
+        fn digests_agree_exactly_when_compare_finds_nothing(s in values(), t in values()) {
+            let r = rule("both");
+            let fields = compared_fields(&r);
+            let equal = digest(&fields, &s) == digest(&fields, &t);
+            prop_assert_eq!(equal, compare(&r, &s, &t).is_empty(), "{:?} {:?}", s, t);
+        }
+
+        /// A bucket's hash does not depend on the order records were listed in.
+        #[test]
+        fn bucket_hashes_ignore_order(rows in proptest::collection::vec(("[a-z0-9]{1,6}", any::<u64>()), 0..40)) {
+            let n = bucket_count(rows.len());
+            let forward = bucket_hashes(n, rows.iter().map(|(id, d)| (id.as_str(), *d)));
+            let backward = bucket_hashes(n, rows.iter().rev().map(|(id, d)| (id.as_str(), *d)));
+            prop_assert_eq!(&forward, &backward);
+            prop_assert_eq!(forward.iter().map(|b| b.1).sum::<u64>(), rows.len() as u64);
+        }
+    }
+
+    #[test]
+    fn one_drifted_record_puts_its_bucket_apart_and_no_other() {
+        let r = rule("one_way");
+        let fields = compared_fields(&r);
+        let ids: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let v = f(json!({"subject": "A", "hours": 2}));
+        let n = bucket_count(ids.len());
+        assert_eq!(n, 16);
+        let d = digest(&fields, &v);
+        let source = bucket_hashes(n, ids.iter().map(|id| (id.as_str(), d)));
+        let drifted = digest(&fields, &f(json!({"subject": "B", "hours": 2})));
+        let target = bucket_hashes(
+            n,
+            ids.iter()
+                .map(|id| (id.as_str(), if id == "417" { drifted } else { d })),
+        );
+        assert_eq!(buckets_apart(&source, &target), vec![bucket_of("417", n)]);
+        // A record missing on one side changes the count.
+        let fewer = bucket_hashes(n, ids.iter().skip(1).map(|id| (id.as_str(), d)));
+        assert_eq!(buckets_apart(&source, &fewer), vec![bucket_of("0", n)]);
+        assert_eq!(bucket_count(0), 1);
+        assert_eq!(bucket_count(64), 1);
+        assert_eq!(bucket_count(65), 2);
     }
 
     #[test]
