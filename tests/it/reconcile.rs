@@ -72,8 +72,19 @@ async fn drift_in_the_target_is_found_by_its_owner_and_repaired_through_the_step
     );
     assert_ne!(dry.source_hash, dry.target_hash);
     assert_eq!(dry.repairs_queued, 0);
-    // Both systems can list: one page each, and the empty page that ends the listing.
-    assert_eq!(dry.requests, 4, "{dry:#?}");
+    // kintone reads the linked ids in one `$id in (…)` request; the helpdesk lists one
+    // page and the empty page that ends the listing.
+    assert_eq!(dry.requests, 3, "{dry:#?}");
+    let reads: Vec<Value> = env
+        .request_log("kintone")
+        .await?
+        .into_iter()
+        .filter(|e| e["path"] == "/k/v1/records.json")
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    let query = reads[0]["query"].as_str().unwrap_or_default();
+    let wanted = format!("query=%24id+in+%28{}%2C+{}%29", records[0].0, records[1].0);
+    assert!(query.contains(&wanted), "a read by ids: {query}");
     let f = &dry.found[0];
     assert_eq!(
         (

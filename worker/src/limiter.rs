@@ -468,6 +468,16 @@ impl Limited<'_> {
         self.call(|| self.endpoint.fetch(id)).await
     }
 
+    /// See [`Endpoint::read_many`].
+    pub async fn read_many(&self, ids: &[&str]) -> Result<Vec<SourceRecord>, Failure> {
+        self.call(|| self.endpoint.read_many(ids)).await
+    }
+
+    /// Whether the system reads several ids in one request, and how many.
+    pub fn read_many_max(&self) -> Option<usize> {
+        self.endpoint.read_many_max()
+    }
+
     /// See [`Endpoint::search`].
     pub async fn search(&self, field: &str, value: &str) -> Result<Vec<TargetRecord>, Failure> {
         self.call(|| self.endpoint.search(field, value)).await

@@ -120,6 +120,31 @@ impl Kintone {
         }
     }
 
+    /// GET `records.json` with `$id in (…)`: the records of up to 100 ids in one
+    /// request (those that exist).
+    pub async fn records_by_ids(
+        &self,
+        app: &str,
+        ids: &[&str],
+    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+        let ids: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let query = format!("$id in ({}) limit {}", list.join(", "), ids.len().min(500));
+        let req = self
+            .request(Method::GET, "/k/v1/records.json")
+            .query(&[("app", app), ("query", query.as_str())]);
+        let body = self.send(req).await?;
+        body["records"]
+            .as_array()
+            .ok_or_else(|| self.bad("records.json without records"))?
+            .iter()
+            .map(|r| from_kintone(r).ok_or_else(|| self.bad("a record without $id")))
+            .collect()
+    }
+
     /// GET `records.json` with `field = "value"`.
     pub async fn search(
         &self,

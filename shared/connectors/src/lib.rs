@@ -226,6 +226,28 @@ impl Endpoint {
         }
     }
 
+    /// How many records one bulk read takes, where the system reads several ids in one
+    /// request (kintone: `records.json` with `$id in (…)`, 100 at a time).
+    pub fn read_many_max(&self) -> Option<usize> {
+        match self {
+            Endpoint::Kintone(..) => Some(100),
+            Endpoint::Rest(_) | Endpoint::File(_) => None,
+        }
+    }
+
+    /// Reads the records of these ids (at most [`Endpoint::read_many_max`]) in one
+    /// request: those that exist.
+    pub async fn read_many(&self, ids: &[&str]) -> Result<Vec<SourceRecord>, ConnectorError> {
+        match self {
+            Endpoint::Kintone(k, app) => k.records_by_ids(app, ids).await,
+            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
+                "{}: a rest entity has no bulk read",
+                r.system()
+            ))),
+            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
+        }
+    }
+
     /// The records whose `field` equals `value`.
     pub async fn search(
         &self,
