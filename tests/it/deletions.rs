@@ -192,3 +192,120 @@ async fn a_two_way_rule_that_reviews_a_deleted_ticket_asks_a_person() -> anyhow:
     assert!(env.tickets_for("WO-94").await?.is_empty());
     env.finish().await
 }
+
+fn two_way_delete_source(rules: &mut SyncRules) {
+    tests::two_way(rules);
+    rules.rules[0].on_target_delete = OnTargetDelete::DeleteSource;
+}
+
+fn two_way_flag(rules: &mut SyncRules) {
+    tests::two_way(rules);
+    rules.rules[0].on_target_delete = OnTargetDelete::Flag;
+    rules.rules[0].target_deleted_flag = Some(DeletedFlag {
+        field: "状態".into(),
+        value: json!("完了"),
+    });
+}
+
+/// The kintone writes the service made: PUT `record.json`, DELETE `records.json`.
+async fn kintone_writes(env: &Env, method: &str) -> anyhow::Result<usize> {
+    Ok(env
+        .request_log("kintone")
+        .await?
+        .iter()
+        .filter(|e| {
+            e["method"] == method
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/k/v1/record"))
+        })
+        .count())
+}
+
+#[tokio::test]
+async fn a_two_way_rule_that_deletes_the_source_follows_a_deleted_ticket() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(two_way_delete_source),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, _) = ticket_deleted(&env, "WO-95").await?;
+    env.kintone_edit_silently(&id, json!({"件名": "Changed"}))
+        .await?;
+    let step = env.processor()?;
+    assert_eq!(
+        step.step(&change("ev-95-a", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Deleted)]
+    );
+    assert!(
+        env.kintone_record(&id).await.is_err(),
+        "the work order is deleted"
+    );
+    assert_eq!(kintone_writes(&env, "DELETE").await?, 1);
+    assert!(env.store.links(RULE).await?.is_empty());
+    let history = env.store.history(RULE, &id).await?;
+    assert!(
+        history.iter().any(|h| h.summary
+            == format!("the record no longer exists in helpdesk; kintone record {id} was deleted too, and the link was removed")),
+        "{history:#?}"
+    );
+    // Its deletion's own event finds nothing to do, and nothing is created.
+    let done = step.step(&change("ev-95-b", &id), 1).await?;
+    assert_eq!(done, vec![(RULE.to_owned(), Done::Deleted)]);
+    assert!(env.tickets_for("WO-95").await?.is_empty());
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_two_way_rule_that_flags_the_source_writes_the_flag_once() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        edit_rules: Some(two_way_flag),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let (id, old) = ticket_deleted(&env, "WO-96").await?;
+    env.kintone_edit_silently(&id, json!({"件名": "Changed"}))
+        .await?;
+    let step = env.processor()?;
+    let before = kintone_writes(&env, "PUT").await?;
+    assert_eq!(
+        step.step(&change("ev-96-a", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Deleted)]
+    );
+    assert_eq!(env.kintone_record(&id).await?["状態"]["value"], "完了");
+    assert_eq!(kintone_writes(&env, "PUT").await?, before + 1);
+    // The link is kept, so nothing is created for it either.
+    assert_eq!(
+        env.store.links(RULE).await?[0].target_id.as_deref(),
+        Some(old.as_str())
+    );
+    // The flag's own change comes back: the record holds the flag, nothing is written.
+    assert_eq!(
+        step.step(&change("ev-96-b", &id), 1).await?,
+        vec![(RULE.to_owned(), Done::Deleted)]
+    );
+    assert_eq!(
+        kintone_writes(&env, "PUT").await?,
+        before + 1,
+        "the flag, once"
+    );
+    assert!(env.tickets_for("WO-96").await?.is_empty());
+    let history: Vec<String> = env
+        .store
+        .history(RULE, &id)
+        .await?
+        .into_iter()
+        .map(|h| h.summary)
+        .collect();
+    assert!(
+        history.contains(&format!("the record no longer exists in helpdesk; kintone record {id} was kept, with 状態 set to \"完了\"")),
+        "{history:#?}"
+    );
+    assert!(
+        history.contains(&format!("helpdesk record {old} no longer exists; the kintone record is flagged already, so nothing was written")),
+        "{history:#?}"
+    );
+    env.finish().await
+}

@@ -791,6 +791,36 @@ pub fn validate(rules: &SyncRules) -> Vec<Problem> {
                 "deleted_flag is only written with on_delete: flag".into(),
             ),
         }
+        use domain::rules::OnTargetDelete;
+        match (&rule.on_target_delete, &rule.target_deleted_flag) {
+            (OnTargetDelete::Flag, None) => bad(
+                format!("{at}.target_deleted_flag"),
+                "on_target_delete: flag needs target_deleted_flag: {\"field\": ..., \"value\": ...} (a source field)".into(),
+            ),
+            (OnTargetDelete::Flag, Some(f)) if f.field.trim().is_empty() => bad(
+                format!("{at}.target_deleted_flag.field"),
+                "name the source field to write".into(),
+            ),
+            (OnTargetDelete::Flag, Some(_)) | (_, None) => {}
+            (_, Some(_)) => bad(
+                format!("{at}.target_deleted_flag"),
+                "target_deleted_flag is only written with on_target_delete: flag".into(),
+            ),
+        }
+        if rule.on_target_delete == OnTargetDelete::DeleteSource
+            && let Some(s) = source.filter(|s| s.kind == SystemKind::Rest)
+            && s.entities
+                .get(&rule.source.app)
+                .is_some_and(|e| e.delete.is_none())
+        {
+            bad(
+                format!("{at}.on_target_delete"),
+                format!(
+                    "delete_source deletes through the entity's `delete` template: declare it on entity \"{}\" of system \"{}\"",
+                    rule.source.app, rule.source.system
+                ),
+            );
+        }
         if rule.on_target_delete != domain::rules::OnTargetDelete::Ignore && !rule.both_ways() {
             bad(
                 format!("{at}.on_target_delete"),

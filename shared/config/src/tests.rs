@@ -483,6 +483,58 @@ fn only_a_two_way_rule_acts_on_a_deleted_target() {
 }
 
 #[test]
+fn a_target_deleted_flag_goes_with_on_target_delete_flag() {
+    let two_way = |v: &mut serde_json::Value| {
+        v["rules"][0]["direction"] = serde_json::json!("both");
+    };
+    let missing = edit(|v| {
+        two_way(v);
+        v["rules"][0]["on_target_delete"] = serde_json::json!("flag");
+    });
+    assert!(
+        problems(&missing).iter().any(|s| s.starts_with(
+            "rules[0].target_deleted_flag: on_target_delete: flag needs target_deleted_flag"
+        )),
+        "{:#?}",
+        problems(&missing)
+    );
+    let stray = edit(|v| {
+        two_way(v);
+        v["rules"][0]["target_deleted_flag"] =
+            serde_json::json!({"field": "状態", "value": "取消"});
+    });
+    assert!(
+        problems(&stray)
+            .iter()
+            .any(|s| s.starts_with("rules[0].target_deleted_flag: target_deleted_flag is only written with on_target_delete: flag")),
+        "{:#?}",
+        problems(&stray)
+    );
+    let ok = edit(|v| {
+        two_way(v);
+        v["rules"][0]["on_target_delete"] = serde_json::json!("flag");
+        v["rules"][0]["target_deleted_flag"] =
+            serde_json::json!({"field": "状態", "value": "取消"});
+    });
+    assert!(
+        !problems(&ok).iter().any(|s| s.contains("target_delete")),
+        "{:#?}",
+        problems(&ok)
+    );
+    let delete_source = edit(|v| {
+        two_way(v);
+        v["rules"][0]["on_target_delete"] = serde_json::json!("delete_source");
+    });
+    assert!(
+        !problems(&delete_source)
+            .iter()
+            .any(|s| s.contains("target_delete")),
+        "kintone deletes records: {:#?}",
+        problems(&delete_source)
+    );
+}
+
+#[test]
 fn request_shapes_are_checked_and_every_bad_one_named() {
     let good = edit(|v| {
         let t = &mut v["systems"]["helpdesk"]["entities"]["ticket"];

@@ -684,6 +684,18 @@ impl Entry {
         )
     }
 
+    /// A linked target record is gone and the source record already holds the rule's
+    /// flag (`on_target_delete: flag`): nothing is written again.
+    pub fn target_deleted_already_flagged(system: &str, id: &str, source: &str) -> Entry {
+        entry(
+            Kind::SourceDeleted,
+            format!(
+                "{system} record {id} no longer exists; the {source} record is flagged already, so nothing was written"
+            ),
+            json!({"system": system, "id": id, "unlinked": false, "flagged": "before"}),
+        )
+    }
+
     /// A linked target record is gone; the link is kept (`on_target_delete: ignore`).
     pub fn target_deleted(system: &str, id: &str) -> Entry {
         entry(

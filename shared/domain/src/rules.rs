@@ -444,6 +444,10 @@ pub struct RuleSpec {
     /// `ignore`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_target_delete: OnTargetDelete,
+    /// With `on_target_delete: flag`: the source field and value written into the
+    /// source record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_deleted_flag: Option<DeletedFlag>,
     /// Which way changes flow (default `one_way`).
     #[serde(default)]
     pub direction: Direction,
@@ -712,6 +716,13 @@ pub enum OnTargetDelete {
     Unlink,
     /// Keep the link and open a `target_deleted` conflict: a person decides.
     Review,
+    /// Delete the source record too (kintone; a rest source entity with `delete`),
+    /// and forget the link.
+    DeleteSource,
+    /// Keep the source record and the link, and write `target_deleted_flag` into the
+    /// source record (e.g. `状態: 取消`), once: a record that already holds it is left
+    /// alone.
+    Flag,
 }
 
 /// What `on_delete: flag` writes into the target record.

@@ -210,45 +210,66 @@ impl Processor {
         Ok((planned, ops))
     }
 
-    /// The source record is gone and the rule acts on its target record: deletes it
-    /// (`delete_target`, the link forgotten; a target record already gone is fine), or
-    /// writes the rule's `deleted_flag` into it (`flag`, the link kept). Committed as
-    /// an intent first, like every outbound write.
-    pub(super) async fn source_gone(
+    /// One side's record is gone (`gone`); the rule acts on the other side's: deletes
+    /// it (and the link is forgotten) or writes the rule's flag into it (the link is
+    /// kept). The intent is committed before anything is sent.
+    pub(super) async fn gone(
         &self,
         rule: &RuleSpec,
         tx: &mut RecordTx,
+        gone: Side,
         record_id: &str,
         target_id: &str,
         entries: &mut Vec<Entry>,
     ) -> Result<Flow, Failure> {
-        let target_ep = self
-            .connectors
-            .endpoint(&rule.target.system, &rule.target.entity)?;
-        let target = self.limiter.limit(&target_ep);
-        let flag = rule
-            .deleted_flag
-            .as_ref()
-            .filter(|_| rule.on_delete == OnDelete::Flag);
+        // The other side: its system, endpoint, the record acted on, the flag if the
+        // rule flags, and the key prefix of the intent.
+        let (gone_system, system, app, id, flag, what) = match gone {
+            Side::Source => (
+                &rule.source.system,
+                &rule.target.system,
+                &rule.target.entity,
+                target_id,
+                rule.deleted_flag
+                    .as_ref()
+                    .filter(|_| rule.on_delete == OnDelete::Flag),
+                "",
+            ),
+            Side::Target => (
+                &rule.target.system,
+                &rule.source.system,
+                &rule.source.app,
+                record_id,
+                rule.target_deleted_flag
+                    .as_ref()
+                    .filter(|_| rule.on_target_delete == OnTargetDelete::Flag),
+                "target-",
+            ),
+        };
+        let endpoint = self.connectors.endpoint(system, app)?;
+        let other = self.limiter.limit(&endpoint);
         let (kind, key, fields) = match flag {
             Some(f) => {
                 let mut fields = Fields::new();
                 fields.insert(f.field.clone(), f.value.clone());
                 (
                     "update",
-                    format!("{}:{record_id}:deleted-flag", rule.name),
+                    format!("{}:{record_id}:{what}deleted-flag", rule.name),
                     fields,
                 )
             }
             None => (
                 "delete",
-                format!("{}:{record_id}:delete", rule.name),
+                match gone {
+                    Side::Source => format!("{}:{record_id}:delete", rule.name),
+                    Side::Target => format!("{}:{record_id}:delete-source", rule.name),
+                },
                 Fields::new(),
             ),
         };
         let ids = tx
             .commit_intents(&[Intent {
-                system: rule.target.system.clone(),
+                system: system.clone(),
                 kind,
                 key: key.clone(),
                 fields: fields.clone(),
@@ -257,23 +278,12 @@ impl Processor {
             .await?;
         let entry = match flag {
             Some(f) => {
-                target.update(target_id, &fields, &key).await?;
-                Entry::source_deleted_flagged(
-                    &rule.source.system,
-                    target.system(),
-                    target_id,
-                    &f.field,
-                    &f.value,
-                )
+                other.update(id, &fields, &key).await?;
+                Entry::source_deleted_flagged(gone_system, system, id, &f.field, &f.value)
             }
             None => {
-                let existed = target.delete(target_id).await?;
-                Entry::source_deleted_target_deleted(
-                    &rule.source.system,
-                    target.system(),
-                    target_id,
-                    existed,
-                )
+                let existed = other.delete(id).await?;
+                Entry::source_deleted_target_deleted(gone_system, system, id, existed)
             }
         };
         tx.ops_sent(&ids, None, None);

@@ -171,12 +171,13 @@ impl Processor {
             tx.switch_to(&record_id);
             let flow = match decision.expect("every item has a decision") {
                 Decision::Flow(flow) => flow,
-                Decision::SourceGone {
+                Decision::Gone {
+                    gone,
                     record_id,
                     target_id,
                 } => {
                     let result = self
-                        .source_gone(rule, &mut tx, &record_id, &target_id, &mut entries)
+                        .gone(rule, &mut tx, gone, &record_id, &target_id, &mut entries)
                         .await;
                     settle(rule, result, &mut entries)?
                 }

@@ -164,9 +164,12 @@ enum InDoubt {
 enum Decision {
     Flow(Flow),
     Planned(Box<Planned>),
-    /// The source record is gone and the rule acts on its target record
-    /// (`on_delete: delete_target` or `flag`).
-    SourceGone {
+    /// One side's record is gone and the rule acts on the other side's: the target
+    /// record when the source is gone (`on_delete: delete_target` or `flag`), the
+    /// source record when a two-way rule's target is gone (`on_target_delete:
+    /// delete_source` or `flag`).
+    Gone {
+        gone: Side,
         record_id: String,
         target_id: String,
     },
@@ -563,11 +566,12 @@ impl Processor {
                 let planned = self.perform(rule, ev, tx, *planned, entries).await?;
                 self.finish_write(rule, planned, entries).await
             }
-            Decision::SourceGone {
+            Decision::Gone {
+                gone,
                 record_id,
                 target_id,
             } => {
-                self.source_gone(rule, tx, &record_id, &target_id, entries)
+                self.gone(rule, tx, gone, &record_id, &target_id, entries)
                     .await
             }
         }

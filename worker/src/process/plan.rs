@@ -62,7 +62,8 @@ impl Processor {
             if let (OnDelete::DeleteTarget | OnDelete::Flag, Some(target_id)) =
                 (rule.on_delete, known.prior.target_id.clone())
             {
-                return Ok(Decision::SourceGone {
+                return Ok(Decision::Gone {
+                    gone: Side::Source,
                     record_id: record_id.to_owned(),
                     target_id,
                 });
@@ -117,6 +118,28 @@ impl Processor {
                             Flow::Conflict {
                                 kind: "target_deleted",
                             }
+                        }
+                        OnTargetDelete::Flag
+                            if rule
+                                .target_deleted_flag
+                                .as_ref()
+                                .is_some_and(|f| record.fields.get(&f.field) == Some(&f.value)) =>
+                        {
+                            // Flagged before: writing it again would only make the
+                            // source change, and come back here.
+                            entries.push(Entry::target_deleted_already_flagged(
+                                system,
+                                id,
+                                source.system(),
+                            ));
+                            Flow::Finish(Done::Deleted)
+                        }
+                        OnTargetDelete::Flag | OnTargetDelete::DeleteSource => {
+                            return Ok(Decision::Gone {
+                                gone: Side::Target,
+                                record_id: record.id.clone(),
+                                target_id: target_id.clone(),
+                            });
                         }
                     }));
                 };
