@@ -115,6 +115,7 @@ mod tests {
             on_delete: OnDelete::Ignore,
             deleted_flag: None,
             on_target_delete: Default::default(),
+            target_deleted_flag: None,
             direction: Default::default(),
             resync: None,
             reconcile: None,
