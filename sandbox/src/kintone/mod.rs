@@ -387,10 +387,21 @@ fn read_records(
         ));
     }
     // Records start in kintone's default order, `$id desc`; the stable sort keeps it for ties.
-    let mut records: Vec<Map<String, Value>> = app
-        .records
-        .values()
-        .rev()
+    // Only the ids a `$id` condition allows are rendered: a large app answers a query
+    // by ids without rendering every record.
+    let candidates: Box<dyn Iterator<Item = &StoredRecord>> = match parsed.id_filter() {
+        Some(query::IdFilter::Among(ids)) => {
+            Box::new(ids.into_iter().rev().filter_map(|id| app.records.get(&id)))
+        }
+        Some(query::IdFilter::Above(n)) => Box::new(
+            app.records
+                .range(n.saturating_add(1)..)
+                .map(|(_, r)| r)
+                .rev(),
+        ),
+        None => Box::new(app.records.values().rev()),
+    };
+    let mut records: Vec<Map<String, Value>> = candidates
         .map(|record| app.render(record))
         .filter(|record| {
             parsed

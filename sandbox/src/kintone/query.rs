@@ -22,6 +22,7 @@
 //! at most once.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -542,7 +543,53 @@ impl Parser {
     }
 }
 
+/// Which record ids can match a query at all, read from its `$id` conditions: a
+/// superset of the matches, so that a query over a large app renders only these (the
+/// whole condition still decides).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum IdFilter {
+    /// Only these ids (`$id in (…)`, `$id = n`).
+    Among(BTreeSet<u64>),
+    /// Only ids above this (`$id > n`, `$id >= n + 1`).
+    Above(u64),
+}
+
 impl Query {
+    /// The ids the query can match, when a top-level `$id` condition (or one of a
+    /// top-level `and`) says; `None` when any record may match.
+    pub(crate) fn id_filter(&self) -> Option<IdFilter> {
+        fn of(c: &Condition) -> Option<IdFilter> {
+            if c.field != "$id" {
+                return None;
+            }
+            let ids = || {
+                c.values
+                    .iter()
+                    .map(|v| v.parse::<u64>().ok())
+                    .collect::<Option<BTreeSet<u64>>>()
+            };
+            match c.op {
+                Op::In | Op::Eq => ids().map(IdFilter::Among),
+                Op::Gt => c.values.first()?.parse().ok().map(IdFilter::Above),
+                Op::Ge => c
+                    .values
+                    .first()?
+                    .parse::<u64>()
+                    .ok()
+                    .map(|n| IdFilter::Above(n.saturating_sub(1))),
+                _ => None,
+            }
+        }
+        match self.condition.as_ref()? {
+            Expr::Cond(c) => of(c),
+            Expr::And(all) => all.iter().find_map(|e| match e {
+                Expr::Cond(c) => of(c),
+                _ => None,
+            }),
+            Expr::Or(_) => None,
+        }
+    }
+
     /// Every field code that the query refers to, in order of appearance, without repeats.
     pub(crate) fn referenced_fields(&self) -> Vec<&str> {
         let mut fields = Vec::new();
@@ -725,6 +772,29 @@ mod tests {
             .into_iter()
             .map(|(code, value)| (code, json!({"type": "X", "value": value})))
             .collect()
+    }
+
+    #[test]
+    fn id_conditions_narrow_the_candidates() {
+        let ids = |q: &str| parse_ok(q).id_filter();
+        let among = |v: &[u64]| Some(IdFilter::Among(v.iter().copied().collect()));
+        assert_eq!(ids("$id in (3, 1, 2)"), among(&[1, 2, 3]));
+        assert_eq!(ids("$id = 7"), among(&[7]));
+        assert_eq!(
+            ids("$id > 40 order by $id asc limit 500"),
+            Some(IdFilter::Above(40))
+        );
+        assert_eq!(ids("$id >= 40"), Some(IdFilter::Above(39)));
+        assert_eq!(
+            ids(r#"更新日時 >= "2026-01-01T00:00:00Z" and $id > 9"#),
+            Some(IdFilter::Above(9))
+        );
+        // Anything that could let another id match gives no filter.
+        assert_eq!(ids("$id > 9 or 件名 = \"x\""), None);
+        assert_eq!(ids("$id not in (1)"), None);
+        assert_eq!(ids("$id < 5"), None);
+        assert_eq!(ids("件名 = \"x\""), None);
+        assert_eq!(ids(""), None);
     }
 
     #[test]
