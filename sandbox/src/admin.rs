@@ -428,6 +428,17 @@ async fn seed_record(
     let body: Map<String, Value> = parse_body(&body)?;
     let fire = webhook_flag(&body, false)?;
     let mut state = shared.lock();
+    // Many at once for a large app (the bench): `{"records": [...]}`, no limit of 100.
+    if let Some(records) = body.get("records") {
+        let records = records
+            .as_array()
+            .ok_or_else(|| bad_request("records must be an array of records"))?;
+        let inputs: Vec<Option<&Value>> = records.iter().map(Some).collect();
+        let created =
+            kintone::create_records(&shared.hooks, &mut state, app_id, &inputs, true, fire)?;
+        let ids: Vec<String> = created.iter().map(|(id, _)| id.to_string()).collect();
+        return Ok(Json(json!({ "ids": ids })));
+    }
     let created = kintone::create_records(
         &shared.hooks,
         &mut state,
@@ -662,6 +673,19 @@ async fn list_tickets(State(shared): State<Arc<Shared>>) -> Json<Value> {
 
 async fn seed_ticket(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult {
     let mut body: Map<String, Value> = parse_body(&body)?;
+    // Many at once for a large helpdesk (the bench): `{"tickets": [...]}`.
+    if let Some(Value::Array(tickets)) = body.get("tickets") {
+        let mut state = shared.lock();
+        let mut ids = Vec::with_capacity(tickets.len());
+        for (i, t) in tickets.iter().enumerate() {
+            let t = t
+                .as_object()
+                .ok_or_else(|| bad_request(format!("tickets[{i}] must be an object")))?;
+            let ticket = helpdesk::seed_ticket(&mut state, t)?;
+            ids.push(ticket.get("id").cloned().unwrap_or(Value::Null));
+        }
+        return Ok(Json(json!({ "ids": ids })));
+    }
     // The ticket may be sent bare or wrapped as {"ticket": {...}}.
     if !body.contains_key("subject")
         && let Some(Value::Object(inner)) = body.remove("ticket")

@@ -129,7 +129,8 @@ pub fn secrets(sandbox: &sandbox::SandboxConfig) -> HashMap<String, String> {
     .collect()
 }
 
-fn lookup(
+/// Looks secrets up in `secrets`, for building connectors in-process.
+pub fn lookup(
     secrets: &HashMap<String, String>,
 ) -> impl Fn(&str, &str) -> Result<String, ConfigError> + '_ {
     move |path, var| {

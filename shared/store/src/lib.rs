@@ -481,6 +481,34 @@ impl Store {
             .collect()
     }
 
+    /// Links made outside the step, in one statement: `(source record, target record,
+    /// source revision)` under `rule`, as a sync would have left them without their
+    /// authority state (the next step observes both sides as a first link does). For
+    /// seeding a large rule (the reconcile bench) and for importing links.
+    pub async fn insert_links(
+        &self,
+        rule: &str,
+        links: &[(String, String, Option<i64>)],
+    ) -> Result<u64, StoreError> {
+        let sources: Vec<&str> = links.iter().map(|l| l.0.as_str()).collect();
+        let targets: Vec<&str> = links.iter().map(|l| l.1.as_str()).collect();
+        let revisions: Vec<Option<i64>> = links.iter().map(|l| l.2).collect();
+        let done = sqlx::query(
+            "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, linked_at)
+             SELECT $1, s, t, '{\"step\": \"imported\"}'::jsonb, r, now()
+             FROM unnest($2::text[], $3::text[], $4::bigint[]) AS l(s, t, r)
+             ON CONFLICT (rule, source_record_id) DO NOTHING",
+        )
+        .bind(rule)
+        .bind(&sources)
+        .bind(&targets)
+        .bind(&revisions)
+        .execute(&self.pool)
+        .await
+        .map_err(q("insert links"))?;
+        Ok(done.rows_affected())
+    }
+
     /// One conflict.
     pub async fn conflict(&self, id: i64) -> Result<Option<ConflictRow>, StoreError> {
         let rows = self.conflicts_where("id = $1", id).await?;
