@@ -156,6 +156,12 @@ impl Tickets {
         self.by_id.values()
     }
 
+    /// The tickets with an id above `after`, in id order: a listing's next page starts
+    /// there without walking the tickets before it.
+    fn after(&self, after: u64) -> impl Iterator<Item = &StoredTicket> {
+        self.by_id.range(after.saturating_add(1)..).map(|(_, t)| t)
+    }
+
     /// The tickets whose external id is `wanted`, in id order (the order of [`Tickets::all`]).
     fn with_external_id<'a>(&'a self, wanted: &str) -> impl Iterator<Item = &'a StoredTicket> {
         self.by_external_id
@@ -289,11 +295,21 @@ impl HelpdeskState {
     /// whose external id is `external_id` (read from the index), less those created within
     /// the search lag.
     pub(crate) fn visible(&self, external_id: Option<&str>) -> Vec<&Map<String, Value>> {
+        self.visible_after(external_id, None)
+    }
+
+    /// [`HelpdeskState::visible`], with an id above `after` only.
+    pub(crate) fn visible_after(
+        &self,
+        external_id: Option<&str>,
+        after: Option<u64>,
+    ) -> Vec<&Map<String, Value>> {
         let lag = Duration::from_millis(self.search_lag_ms);
         let now = Instant::now();
-        let candidates: Box<dyn Iterator<Item = &StoredTicket>> = match external_id {
-            Some(wanted) => Box::new(self.tickets.with_external_id(wanted)),
-            None => Box::new(self.tickets.all()),
+        let candidates: Box<dyn Iterator<Item = &StoredTicket>> = match (external_id, after) {
+            (Some(wanted), _) => Box::new(self.tickets.with_external_id(wanted)),
+            (None, Some(after)) => Box::new(self.tickets.after(after)),
+            (None, None) => Box::new(self.tickets.all()),
         };
         candidates
             .filter(|stored| {
@@ -642,7 +658,7 @@ async fn list_tickets(
     // order as a scan of every ticket would find them.
     let tickets: Vec<&Map<String, Value>> = state
         .helpdesk
-        .visible(external_id.as_deref())
+        .visible_after(external_id.as_deref(), after)
         .into_iter()
         .filter(|ticket| {
             status

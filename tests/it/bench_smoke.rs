@@ -228,6 +228,35 @@ async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()>
     assert_cleaned(&ran.stderr, true).await
 }
 
+#[tokio::test]
+async fn the_reconcile_bench_finds_every_drifted_record_and_cleans_up() -> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(120),
+        bench(&["reconcile", "--count", "3000"]),
+    )
+    .await?;
+    let scenario = "reconcile, 3,000 records";
+    for measure in ["run time", "comparison (CPU-bound part)", "requests"] {
+        assert_figure(&ran.stdout, scenario, measure);
+    }
+    // One record in a thousand drifted, and the run found exactly those.
+    let found = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(scenario) && l.contains("drifted records found"))
+        .unwrap_or_default();
+    assert!(
+        found.contains("= 3 drifted") && found.trim_end().ends_with("pass"),
+        "{}",
+        ran.stdout
+    );
+    // 3,000 ids read 100 a request from kintone, and 30 pages of tickets plus the
+    // empty one that ends the listing.
+    assert!(ran.stdout.contains("60 fewest possible"), "{}", ran.stdout);
+    assert_eq!(figure_of(&ran.stdout, scenario, "requests"), 61.0);
+    assert_cleaned(&ran.stderr, true).await
+}
+
 /// The fleet scales with in-flight work, not PostgreSQL connections: 8 worker
 /// processes at prefetch 256 (2,048 events in flight) against a helpdesk that answers
 /// after 200 ms, with PostgreSQL at its default 100 connections.
