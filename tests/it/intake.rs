@@ -326,6 +326,70 @@ async fn broker_down_answers_503_with_retry_after_and_acknowledges_nothing() -> 
     env.finish().await
 }
 
+/// A publish the broker takes but does not confirm within the publish timeout is an
+/// "unconfirmed" publish: ingest answers 503 with Retry-After, once the timeout has
+/// passed, so the sender tries again. The held publish may still reach the queue (here
+/// it does, once the broker answers again), and the retry is accepted too: the step
+/// makes one ticket of the two copies, since both carry the webhook's event id.
+#[tokio::test]
+async fn a_publish_left_unconfirmed_past_the_timeout_is_refused_with_503() -> anyhow::Result<()> {
+    let proxy = Proxy::start("127.0.0.1:5672".parse()?).await?;
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        ingest_amqp_url: Some(format!("amqp://guest:guest@{}/%2f", proxy.addr)),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let id = env
+        .kintone_create_silently(json!({"work_order_no": "WO-3301", "件名": "Held"}))
+        .await?;
+    let mut hook = kintone_hook("held-1", APP);
+    hook["record"]["$id"]["value"] = json!(id);
+    let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
+
+    proxy.stall();
+    let sent = std::time::Instant::now();
+    let resp = env
+        .http
+        .post(format!("{}{path}", env.ingest_url))
+        .body(hook.to_string())
+        .send()
+        .await?;
+    let waited = sent.elapsed();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await?;
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // Refused because the confirm did not come, not because the broker was gone.
+    let timeout = Duration::from_millis(env.settings.publish_timeout_ms);
+    assert!(
+        waited >= timeout,
+        "answered after {waited:?}, before the {timeout:?} timeout"
+    );
+
+    proxy.resume();
+    let (status, _) = env.post_webhook(&path, &[], hook.to_string()).await?;
+    assert_eq!(status, 202, "the sender's retry is accepted");
+    tests::wait_for("both copies queued", Duration::from_secs(10), || async {
+        Ok(work_depth(&env).await? == 2)
+    })
+    .await?;
+    env.start_worker().await?;
+    env.settle("the write-back", || env.written_back(&id))
+        .await?;
+    // The second copy is recognised by its event id.
+    tests::wait_for("the second copy skipped", Duration::from_secs(10), || async {
+        Ok(env
+            .history(&id)
+            .await?
+            .iter()
+            .any(|h| h.starts_with("duplicate_skipped:")))
+    })
+    .await?;
+    assert_eq!(env.ticket_posts().await?, 1, "one ticket of the two copies");
+    env.finish().await
+}
+
 /// An ingest of its own, with these limits, whose broker never connects (nothing here
 /// is published): its address and how to stop it.
 async fn bounded_ingest(
