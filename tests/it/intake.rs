@@ -326,6 +326,45 @@ async fn broker_down_answers_503_with_retry_after_and_acknowledges_nothing() -> 
     env.finish().await
 }
 
+/// Ingest takes several broker addresses (a cluster's nodes) and fails over: when the
+/// node it uses goes, it connects to the next one and accepts again while the first is
+/// still down.
+#[tokio::test]
+async fn ingest_fails_over_to_the_next_broker_address() -> anyhow::Result<()> {
+    let first = Proxy::start("127.0.0.1:5672".parse()?).await?;
+    let both = format!(
+        "amqp://guest:guest@{}/%2f, {}",
+        first.addr,
+        tests::amqp_url()
+    );
+    let env = Env::start_with(EnvOptions {
+        workers: 0,
+        ingest_amqp_url: Some(both),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let path = kintone_path(KINTONE_WEBHOOK_TOKEN);
+    let (s, _) = env
+        .post_webhook(&path, &[], kintone_hook("via-first", APP).to_string())
+        .await?;
+    assert_eq!(s, 202);
+    first.down();
+    let ready = env.http.get(format!("{}/readyz", env.ingest_url));
+    // It notices the loss, then connects to the second address, the first still down.
+    tests::wait_for("ingest to fail over", Duration::from_secs(20), || async {
+        let (s, _) = env
+            .post_webhook(&path, &[], kintone_hook("via-second", APP).to_string())
+            .await?;
+        Ok(s == 202 && ready.try_clone().unwrap().send().await?.status().as_u16() == 200)
+    })
+    .await?;
+    tests::wait_for("both queued", Duration::from_secs(5), || async {
+        Ok(work_depth(&env).await? >= 2)
+    })
+    .await?;
+    env.finish().await
+}
+
 /// A publish the broker takes but does not confirm within the publish timeout is an
 /// "unconfirmed" publish: ingest answers 503 with Retry-After, once the timeout has
 /// passed, so the sender tries again. The held publish may still reach the queue (here
@@ -378,13 +417,17 @@ async fn a_publish_left_unconfirmed_past_the_timeout_is_refused_with_503() -> an
     env.settle("the write-back", || env.written_back(&id))
         .await?;
     // The second copy is recognised by its event id.
-    tests::wait_for("the second copy skipped", Duration::from_secs(10), || async {
-        Ok(env
-            .history(&id)
-            .await?
-            .iter()
-            .any(|h| h.starts_with("duplicate_skipped:")))
-    })
+    tests::wait_for(
+        "the second copy skipped",
+        Duration::from_secs(10),
+        || async {
+            Ok(env
+                .history(&id)
+                .await?
+                .iter()
+                .any(|h| h.starts_with("duplicate_skipped:")))
+        },
+    )
     .await?;
     assert_eq!(env.ticket_posts().await?, 1, "one ticket of the two copies");
     env.finish().await

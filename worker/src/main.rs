@@ -795,7 +795,7 @@ async fn conflicts(command: ConflictCommand) -> anyhow::Result<()> {
 async fn broker(
     settings: &config::Settings,
 ) -> anyhow::Result<(queue::Connection, queue::Publisher, queue::Names)> {
-    let conn = queue::connect(&settings.amqp_url, "recordsync-cli")
+    let (conn, _) = queue::connect_any(&settings.amqp_url, 0, "recordsync-cli")
         .await
         .context("Failed to connect to RabbitMQ")?;
     let publisher = queue::Publisher::open(

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// The settings shared by ingest and worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `RECORDSYNC_AMQP_URL`.
+    /// `RECORDSYNC_AMQP_URL`: one broker URL, or a cluster's nodes comma-separated;
+    /// ingest and the workers connect to the first that answers and fail over to the
+    /// next when it goes.
     pub amqp_url: String,
     /// `RECORDSYNC_DATABASE_URL`.
     pub database_url: String,
@@ -98,7 +100,23 @@ impl Settings {
                 message: "not a valid number".into(),
             })
         }
-        if let Some((_, v)) = get("AMQP_URL") {
+        if let Some((var, v)) = get("AMQP_URL") {
+            let addresses: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if addresses.is_empty()
+                || !addresses
+                    .iter()
+                    .all(|a| a.starts_with("amqp://") || a.starts_with("amqps://"))
+            {
+                return Err(SettingsError {
+                    var,
+                    value: "(hidden: it may hold a password)".into(),
+                    message: "one or more amqp:// or amqps:// URLs, comma-separated (a cluster's nodes, tried in order)".into(),
+                });
+            }
             s.amqp_url = v;
         }
         if let Some((_, v)) = get("DATABASE_URL") {

@@ -182,6 +182,19 @@ fn settings_defaults_and_overrides() {
     let e = Settings::from_lookup(|k| (k == "RECORDSYNC_QUEUE_PREFIX").then(|| "a b".to_string()))
         .unwrap_err();
     assert!(e.to_string().starts_with("RECORDSYNC_QUEUE_PREFIX=\"a b\""));
+    let two = "amqp://a:b@node1:5672/%2f, amqp://a:b@node2:5672/%2f";
+    let s =
+        Settings::from_lookup(|k| (k == "RECORDSYNC_AMQP_URL").then(|| two.to_string())).unwrap();
+    assert_eq!(s.amqp_url, two);
+    let e = Settings::from_lookup(|k| {
+        (k == "RECORDSYNC_AMQP_URL").then(|| "http://x:secret@h".to_string())
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("RECORDSYNC_AMQP_URL=\"(hidden"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("secret"));
     let e = Settings::from_lookup(|k| (k == "RECORDSYNC_TIME_ZONE").then(|| "JST".to_string()))
         .unwrap_err();
     assert_eq!(

@@ -86,6 +86,43 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
         .map_err(amqp("connect"))
 }
 
+/// The broker addresses of a setting: one AMQP URL, or several separated by commas
+/// (the nodes of a cluster), in the order given.
+pub fn addresses(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Connects to the first address of `urls` (comma-separated) that answers, trying them
+/// in order from `start`; returns the connection and the index of the address used.
+/// Addresses are named by their position only: a URL holds a password.
+pub async fn connect_any(
+    urls: &str,
+    start: usize,
+    name: &str,
+) -> Result<(Connection, usize), QueueError> {
+    let all = addresses(urls);
+    if all.is_empty() {
+        return Err(QueueError::NotConnected);
+    }
+    let mut last = None;
+    for k in 0..all.len() {
+        let i = (start + k) % all.len();
+        match connect(all[i], name).await {
+            Ok(conn) => return Ok((conn, i)),
+            Err(e) => {
+                if all.len() > 1 {
+                    tracing::warn!(address = i + 1, of = all.len(), error = %e, "broker address unreachable; trying the next");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("at least one address was tried"))
+}
+
 /// A channel in confirm mode that publishes persistent, mandatory messages and waits
 /// for the broker's confirm.
 #[derive(Clone)]
@@ -195,7 +232,10 @@ impl Publisher {
 /// when the connection drops, the keeper reconnects with exponential backoff and
 /// re-declares the topology. Callers see [`QueueError::NotConnected`] meanwhile.
 pub struct Broker {
+    /// One address, or several (a cluster's nodes), comma-separated.
     url: String,
+    /// The address to try first: the one that answered last.
+    next: std::sync::atomic::AtomicUsize,
     name: String,
     topology: Topology,
     confirm_timeout: Duration,
@@ -213,6 +253,7 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new(Broker {
             url: url.to_owned(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             name: name.to_owned(),
             topology,
             confirm_timeout,
@@ -224,7 +265,12 @@ impl Broker {
     /// Connects once, declaring the topology; for start-up checks that should fail
     /// fast with a clear message.
     pub async fn connect_once(&self) -> Result<(), QueueError> {
-        let conn = connect(&self.url, &self.name).await?;
+        let start = self.next.load(std::sync::atomic::Ordering::Relaxed);
+        let (conn, used) = connect_any(&self.url, start, &self.name).await?;
+        if used != start {
+            tracing::info!(broker = %self.name, address = used + 1, "failed over to another broker address");
+        }
+        self.next.store(used, std::sync::atomic::Ordering::Relaxed);
         let publisher = Publisher::open(&conn, self.confirm_timeout).await?;
         self.topology.declare(publisher.channel()).await?;
         *self.current.write().await = Some((conn, publisher));
