@@ -1,8 +1,6 @@
 //! Two-way sync under field authority: the helpdesk owns the status, kintone owns the
 //! rest; echoes are recognised, conflicts decided by the declared strategy.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE, two_way};
 
@@ -31,48 +29,9 @@ async fn synced(env: &Env, no: &str, email: &str) -> anyhow::Result<(String, Str
     Ok((id, ticket))
 }
 
-/// The newest sequence number in the sandbox's request logs (both systems).
-async fn last_request(env: &Env) -> anyhow::Result<u64> {
-    let mut last = 0;
-    for system in ["kintone", "helpdesk"] {
-        for e in env.request_log(system).await? {
-            last = last.max(e["seq"].as_u64().unwrap_or(0));
-        }
-    }
-    Ok(last)
-}
-
-/// Waits until nothing is left to happen, by conditions rather than a quiet spell:
-/// every webhook delivered (so every echo is queued), the work and delay queues empty,
-/// every delivery a worker took has its outcome in the ledger, and no request reached
-/// either system while that was checked (a step still running would have made one).
+/// Waits until nothing is left to happen under the example rule ([`Env::quiet`]).
 async fn quiet(env: &Env) -> anyhow::Result<()> {
-    let conn = queue::connect(&tests::amqp_url(), "it-quiet").await?;
-    let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
-    // The work queue and every delay queue: a retry waiting out its delay is not done.
-    let names = queue::Names::new(&env.settings.queue_prefix);
-    let mut queues = vec![names.work_queue()];
-    queues.extend((0..env.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
-    for _ in 0..600 {
-        let before = last_request(env).await?;
-        env.flush_webhooks().await?;
-        let mut depth = 0;
-        for q in &queues {
-            depth += p.queue_depth(q).await?;
-        }
-        let open: i64 = env
-            .store
-            .ledger(Some(RULE), Duration::ZERO)
-            .await?
-            .iter()
-            .map(|l| l.in_flight + l.unaccounted)
-            .sum();
-        if depth == 0 && open == 0 && last_request(env).await? == before {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("never quiet")
+    env.quiet(RULE).await
 }
 
 async fn ticket(env: &Env, id: &str) -> anyhow::Result<Value> {

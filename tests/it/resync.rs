@@ -83,7 +83,7 @@ async fn records_no_webhook_announced_are_found_and_synced_by_the_next_resync() 
         );
     }
     // No webhook: nothing happens until the service asks.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.quiet(RULE).await?;
     assert!(env.tickets().await?.is_empty());
 
     let first = resync_through_the_api(&env).await?;

@@ -782,6 +782,52 @@ impl Env {
         Ok((id, ticket))
     }
 
+    /// The newest sequence number in the sandbox's request logs (both systems).
+    async fn last_request(&self) -> anyhow::Result<u64> {
+        let mut last = 0;
+        for system in ["kintone", "helpdesk"] {
+            for e in self.request_log(system).await? {
+                last = last.max(e["seq"].as_u64().unwrap_or(0));
+            }
+        }
+        Ok(last)
+    }
+
+    /// Waits until nothing is left to happen under `rule`, by conditions rather than a
+    /// quiet spell: every webhook delivered (so every echo is queued), the work and
+    /// delay queues empty, every delivery a worker took has its outcome in the ledger,
+    /// and no request reached either system while that was checked (a step still
+    /// running would have made one). Fails after 60 s.
+    pub async fn quiet(&self, rule: &str) -> anyhow::Result<()> {
+        let conn = queue::connect(&amqp_url(), "it-quiet").await?;
+        let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
+        // The work queue and every delay queue: a retry waiting out its delay is not done.
+        let names = queue::Names::new(&self.settings.queue_prefix);
+        let mut queues = vec![names.work_queue()];
+        queues.extend((0..self.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
+        for _ in 0..600 {
+            let before = self.last_request().await?;
+            self.flush_webhooks().await?;
+            let mut depth = 0;
+            for q in &queues {
+                depth += p.queue_depth(q).await?;
+            }
+            let open: i64 = self
+                .store
+                .ledger(Some(rule), Duration::ZERO)
+                .await?
+                .iter()
+                .map(|l| l.in_flight + l.unaccounted)
+                .sum();
+            if depth == 0 && open == 0 && self.last_request().await? == before {
+                let _ = conn.close(200, "quiet".into()).await;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("never quiet")
+    }
+
     /// Makes the helpdesk send its (signed) webhooks to ingest.
     pub async fn enable_helpdesk_webhooks(&self) -> anyhow::Result<()> {
         let url = format!("{}/webhooks/helpdesk", self.ingest_url);
