@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .with_env_filter(env_filter())
         .init();
+    let traces = config::telemetry::init_traces("recordsync-ingest").map_err(anyhow::Error::msg)?;
     let settings = config::Settings::from_env()?;
     let rules = config::load_rules(&settings.rules_path)?;
     let limits = ingest::IntakeLimits::from_env(settings.max_body_bytes)?;
@@ -19,10 +20,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %settings.ingest_listen, limits = ?ingest.limits(), "ingest listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    ingest
-        .run(listener, shutdown)
-        .await
-        .context("Failed to serve")?;
+    let served = ingest.run(listener, shutdown).await;
+    // What is still batched goes out before the process ends.
+    let _ = traces.shutdown();
+    served.context("Failed to serve")?;
     Ok(())
 }
 

@@ -28,3 +28,4 @@ mod security;
 mod shapes;
 mod step;
 mod sync;
+mod traces;

@@ -284,13 +284,28 @@ impl Worker {
                 .await;
         };
         let ev = &cmd;
-        let span = tracing::info_span!("event", event_id = %cmd.id, command = cmd.command.kind(), record = %cmd.command.record_id(), correlation_id = %cmd.correlation_id, attempt);
-        async {
+        // The step continues the trace the webhook started (its `traceparent`), and its
+        // requests are spans of it; the log lines carry its trace id.
+        let cx = step_span(delivery.traceparent().as_deref(), &cmd, attempt);
+        let trace_id = {
+            use opentelemetry::trace::TraceContextExt as _;
+            let span = cx.span();
+            let sc = span.span_context();
+            if sc.is_valid() {
+                format!("{:032x}", sc.trace_id())
+            } else {
+                String::new()
+            }
+        };
+        let span = tracing::info_span!("event", event_id = %cmd.id, command = cmd.command.kind(), record = %cmd.command.record_id(), correlation_id = %cmd.correlation_id, trace_id = %trace_id, attempt);
+        let stepped = async {
             let started = std::time::Instant::now();
             let failure = match self.processor.step(ev, attempt).await {
                 Ok(outcomes) => {
                     let took = started.elapsed();
-                    let lag = (chrono::Utc::now() - cmd.issued_at).to_std().unwrap_or_default();
+                    let lag = (chrono::Utc::now() - cmd.issued_at)
+                        .to_std()
+                        .unwrap_or_default();
                     for (rule, done) in &outcomes {
                         self.metrics.processed(rule, done.as_str(), took, lag);
                         tracing::info!(rule, outcome = done.as_str(), "event processed");
@@ -326,13 +341,26 @@ impl Worker {
                     // what does is out of attempts or cannot be helped by retrying.
                     let class = failure.class();
                     tracing::error!(error = %failure, attempts = attempt, "giving up: the event is dead-lettered; fix the cause, then `worker dlq replay`");
-                    self.note(ev, Entry::dead_lettered(&failure.to_string(), attempt)).await;
-                    self.dead_letter(&delivery, Some(ev), class, &failure.to_string(), attempt).await
+                    self.note(ev, Entry::dead_lettered(&failure.to_string(), attempt))
+                        .await;
+                    self.dead_letter(&delivery, Some(ev), class, &failure.to_string(), attempt)
+                        .await
                 }
             }
+        };
+        let disposition =
+            opentelemetry::context::FutureExt::with_context(stepped.instrument(span), cx.clone())
+                .await;
+        {
+            use opentelemetry::trace::TraceContextExt as _;
+            let span = cx.span();
+            span.set_attribute(opentelemetry::KeyValue::new(
+                "recordsync.disposition",
+                format!("{disposition:?}"),
+            ));
+            span.end();
         }
-        .instrument(span)
-        .await
+        disposition
     }
 
     /// The rules a command concerns: those of a change's app, or the one it names.
@@ -840,4 +868,24 @@ impl From<schema::SchemaError> for Stopped {
             e => Stopped::Failed(e.to_string()),
         }
     }
+}
+
+/// The span of one step: a child of the webhook's span when the message carries its
+/// `traceparent`, else a new trace (a no-op when no trace provider is set up).
+fn step_span(traceparent: Option<&str>, cmd: &CommandV2, attempt: u32) -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+    let parent = queue::trace::remote_parent(traceparent);
+    let tracer = opentelemetry::global::tracer("recordsync-worker");
+    let span = tracer
+        .span_builder("step")
+        .with_kind(SpanKind::Consumer)
+        .with_attributes([
+            opentelemetry::KeyValue::new("recordsync.event_id", cmd.id.clone()),
+            opentelemetry::KeyValue::new("recordsync.command", cmd.command.kind()),
+            opentelemetry::KeyValue::new("recordsync.record", cmd.command.record_id().to_owned()),
+            opentelemetry::KeyValue::new("recordsync.correlation_id", cmd.correlation_id.clone()),
+            opentelemetry::KeyValue::new("recordsync.attempt", i64::from(attempt)),
+        ])
+        .start_with_context(&tracer, &parent);
+    parent.with_span(span)
 }

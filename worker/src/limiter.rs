@@ -430,11 +430,14 @@ impl Limited<'_> {
             let asked = std::time::Instant::now();
             let permit = self.limiter.acquire(system).await?;
             let sent = std::time::Instant::now();
+            // Each request is a span of the step's trace (the current context).
+            let span = request_span(system, tries, sent - asked);
             // The timeout is the connector's own, per request.
             let result = f().await;
             self.limiter.count(system).await;
+            let outcome = result.as_ref().map_or_else(|e| e.class(), |_| "ok");
+            end_request_span(span, outcome);
             if let Some(m) = &self.limiter.metrics {
-                let outcome = result.as_ref().map_or_else(|e| e.class(), |_| "ok");
                 m.request(system, sent - asked, sent.elapsed(), outcome);
             }
             self.limiter.release(system, permit).await;
@@ -589,6 +592,41 @@ impl Limited<'_> {
         self.call(|| self.endpoint.write_field(id, field, value, revision))
             .await
     }
+}
+
+/// A request's span, a child of the current context's (the step's): which system, the
+/// attempt, and how long the limiter held it.
+fn request_span(
+    system: &str,
+    attempt: u32,
+    waited: std::time::Duration,
+) -> opentelemetry::global::BoxedSpan {
+    use opentelemetry::trace::{SpanKind, Tracer as _};
+    let tracer = opentelemetry::global::tracer("recordsync-worker");
+    tracer
+        .span_builder(format!("{system} request"))
+        .with_kind(SpanKind::Client)
+        .with_attributes([
+            opentelemetry::KeyValue::new("recordsync.system", system.to_owned()),
+            opentelemetry::KeyValue::new("recordsync.attempt", i64::from(attempt)),
+            opentelemetry::KeyValue::new(
+                "recordsync.limiter_wait_ms",
+                i64::try_from(waited.as_millis()).unwrap_or(i64::MAX),
+            ),
+        ])
+        .start(&tracer)
+}
+
+fn end_request_span(mut span: opentelemetry::global::BoxedSpan, outcome: &str) {
+    use opentelemetry::trace::Span as _;
+    span.set_attribute(opentelemetry::KeyValue::new(
+        "recordsync.outcome",
+        outcome.to_owned(),
+    ));
+    if outcome != "ok" {
+        span.set_status(opentelemetry::trace::Status::error(outcome.to_owned()));
+    }
+    span.end();
 }
 
 #[cfg(test)]

@@ -908,6 +908,7 @@ async fn run() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let traces = config::telemetry::init_traces("recordsync-worker").map_err(anyhow::Error::msg)?;
     let settings = config::Settings::from_env()?;
     let rules = worker::check_config(&settings.rules_path)?;
     // An admin API without tokens is served on loopback only: refuse before listening.
@@ -939,5 +940,8 @@ async fn run() -> anyhow::Result<()> {
         tracing::info!("stopping: finishing events in flight");
         stop.cancel();
     });
-    worker.run(Some(admin), shutdown).await
+    let ran = worker.run(Some(admin), shutdown).await;
+    // What is still batched goes out before the process ends.
+    let _ = traces.shutdown();
+    ran
 }

@@ -1,5 +1,5 @@
-//! What the services' metrics share: label values escaped for the text format, the
-//! content type, and the encoding of a registry.
+//! What the services' telemetry shares: label values escaped for the text format, the
+//! content type, the encoding of a registry, and the trace provider ([`init_traces`]).
 //!
 //! `prometheus-client` writes label values as they are (prometheus/client_rust#151), and
 //! a rule or system name is free text in `sync-rules.json`: one double quote in it
@@ -70,6 +70,40 @@ pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
+
+/// Sets up tracing for a service (`recordsync-ingest`, `recordsync-worker`): spans get
+/// real trace and span ids, so that a command's `traceparent` and the JSON logs carry
+/// them, and they are exported over OTLP/HTTP (protobuf, batched) when the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+/// Returns the provider, for [`opentelemetry_sdk::trace::SdkTracerProvider::shutdown`]
+/// at exit (it flushes what is still batched).
+pub fn init_traces(
+    service: &'static str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    let mut builder =
+        opentelemetry_sdk::trace::SdkTracerProvider::builder().with_resource(resource);
+    let exporting = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|e| !e.trim().is_empty()));
+    if exporting {
+        use opentelemetry_otlp::WithExportConfig as _;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .map_err(|e| format!("the OTLP trace exporter cannot be built: {e}"))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(provider)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod message;
 pub mod topology;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -487,6 +488,15 @@ impl Delivery {
             .as_ref()?
             .inner()
             .get(&ShortString::from(key))
+    }
+
+    /// The W3C `traceparent` the message carries, if any.
+    pub fn traceparent(&self) -> Option<String> {
+        match self.header(trace::TRACEPARENT)? {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        }
     }
 
     /// The headers, to carry on to a retry or a dead letter.
