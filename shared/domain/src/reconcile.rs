@@ -307,6 +307,12 @@ mod tests {
             Just(json!({"b": [2], "a": 1})),
             Just(json!({"a": 1})),
             Just(json!(true)),
+            // Inside a list or an object, an empty value is not an absence: `==` tells
+            // "" from null there, and so must the digest.
+            Just(json!([""])),
+            Just(json!([null])),
+            Just(json!({"a": ""})),
+            Just(json!({"a": null})),
         ]
     }
 
@@ -349,6 +355,19 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_is_fnv_1a() {
+        // The published FNV-1a 64-bit test vectors: stored hashes stay comparable.
+        let of = |bytes: &[u8]| {
+            let mut h = Fnv::new();
+            h.write(bytes);
+            h.0
+        };
+        assert_eq!(of(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(of(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(of(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
     fn one_drifted_record_puts_its_bucket_apart_and_no_other() {
         let r = rule("one_way");
         let fields = compared_fields(&r);
@@ -356,6 +375,12 @@ mod tests {
         let v = f(json!({"subject": "A", "hours": 2}));
         let n = bucket_count(ids.len());
         assert_eq!(n, 16);
+        // The ids spread over every bucket.
+        let mut per_bucket = vec![0; n];
+        for id in &ids {
+            per_bucket[bucket_of(id, n)] += 1;
+        }
+        assert!(per_bucket.iter().all(|c| *c > 20), "{per_bucket:?}");
         let d = digest(&fields, &v);
         let source = bucket_hashes(n, ids.iter().map(|id| (id.as_str(), d)));
         let drifted = digest(&fields, &f(json!({"subject": "B", "hours": 2})));
