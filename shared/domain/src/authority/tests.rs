@@ -442,3 +442,76 @@ fn the_timeline_line_reads_as_the_seed() {
         "helpdesk carried \"agent@example.com\" for contact_email — concurrent with kintone's change {helpdesk: 5, kintone: 12} — refused, kept \"new@example.com\" (contact_email is owned by kintone, local_wins) — correction queued"
     );
 }
+
+#[test]
+fn a_pattern_that_is_no_regular_expression_is_named_both_when_declared_and_when_checked() {
+    let bad = Validation {
+        pattern: Some("(".into()),
+        ..Validation::default()
+    };
+    let problem = bad.problem().expect("a problem with the declaration");
+    assert!(
+        problem.starts_with("the pattern is not a regular expression: "),
+        "{problem}"
+    );
+    let checked = bad
+        .check(&json!("x"))
+        .expect("a value cannot pass a broken pattern");
+    assert!(
+        checked.starts_with("the pattern ( is not a regular expression: "),
+        "{checked}"
+    );
+    let good = Validation {
+        pattern: Some("[A-Z]+".into()),
+        ..Validation::default()
+    };
+    assert_eq!(good.problem(), None);
+    assert_eq!(Validation::default().problem(), None);
+}
+
+#[test]
+fn classifications_are_stored_by_these_names() {
+    let names: Vec<&str> = [
+        Classification::Duplicate,
+        Classification::Stale,
+        Classification::Confirmation,
+        Classification::NewChange,
+        Classification::Concurrent,
+        Classification::NoChange,
+    ]
+    .into_iter()
+    .map(Classification::as_str)
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "duplicate",
+            "stale",
+            "confirmation",
+            "new_change",
+            "concurrent",
+            "no_change"
+        ]
+    );
+}
+
+#[test]
+fn an_empty_text_is_an_empty_list_and_any_other_text_one_item() {
+    assert_eq!(union(&json!(""), &json!(["a"])), json!(["a"]));
+    assert_eq!(union(&json!("x"), &json!([])), json!(["x"]));
+    assert_eq!(union(&json!(null), &json!(7)), json!(["7"]));
+}
+
+#[test]
+fn deltas_add_up_numbers_given_as_text_and_keep_fractions() {
+    // kintone sends numbers as text.
+    assert_eq!(
+        merge_delta(&json!("10"), &json!("12"), &json!(" 15 ")),
+        json!(17)
+    );
+    assert_eq!(merge_delta(&json!(1), &json!(2), &json!(1.5)), json!(2.5));
+    assert_eq!(
+        merge_delta(&json!(0), &json!(0.25), &json!(0.25)),
+        json!(0.5)
+    );
+}
