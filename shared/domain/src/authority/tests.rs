@@ -515,3 +515,34 @@ fn deltas_add_up_numbers_given_as_text_and_keep_fractions() {
         json!(0.5)
     );
 }
+
+#[test]
+fn a_concurrent_change_with_a_time_wins_over_one_without() {
+    let mut st = synced(json!({"phone": "111"}));
+    // kintone's change carries no time (a system that does not say).
+    st = run(&st, &obs(K, Some(12), json!({"phone": "222"}))).state;
+    let mut h = obs(H, Some(6), json!({"phone": "333"}));
+    h.changed_at = Some(
+        DateTime::parse_from_rfc3339("2026-11-22T10:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    let d = run(&st, &h);
+    assert_eq!(d.fields[0].verdict, Verdict::ConcurrentWon);
+    assert_eq!(d.writes[K], f(json!({"phone": "333"})));
+}
+
+#[test]
+fn only_the_rule_s_fields_are_held_for_a_system() {
+    let st = synced(json!({"subject": "A"}));
+    let d = run(
+        &st,
+        &obs(K, Some(12), json!({"subject": "B", "not_mapped": "x"})),
+    );
+    assert_eq!(d.state.held[K].get("subject"), Some(&json!("B")));
+    assert!(
+        !d.state.held[K].contains_key("not_mapped"),
+        "{:?}",
+        d.state.held
+    );
+}
