@@ -355,6 +355,28 @@ mod tests {
     }
 
     #[test]
+    fn digests_follow_compare_on_the_cases_that_matter() {
+        let fields = vec!["subject".to_owned()];
+        let d = |v: Value| digest(&fields, &f(json!({ "subject": v })));
+        let absent = digest(&fields, &Fields::new());
+        // At the top level every absence is one: missing, null, "" and [].
+        assert_eq!(d(json!(null)), absent);
+        assert_eq!(d(json!("")), absent);
+        assert_eq!(d(json!([])), absent);
+        // Numbers by value: 2 and 2.0, 0 and -0.0; 1 and 2 differ.
+        assert_eq!(d(json!(2)), d(json!(2.0)));
+        assert_eq!(d(json!(0)), d(json!(-0.0)));
+        assert_ne!(d(json!(1)), d(json!(2)));
+        assert_ne!(d(json!(1)), absent);
+        assert_ne!(d(json!("1")), d(json!(1)));
+        // Inside a list or an object, "" is not null, and order counts only in lists.
+        assert_ne!(d(json!([""])), d(json!([null])));
+        assert_ne!(d(json!({"a": ""})), d(json!({"a": null})));
+        assert_ne!(d(json!(["a", "b"])), d(json!(["b", "a"])));
+        assert_eq!(d(json!({"a": 1, "b": 2})), d(json!({"b": 2, "a": 1})));
+    }
+
+    #[test]
     fn the_hash_is_fnv_1a() {
         // The published FNV-1a 64-bit test vectors: stored hashes stay comparable.
         let of = |bytes: &[u8]| {
