@@ -546,3 +546,35 @@ fn only_the_rule_s_fields_are_held_for_a_system() {
         d.state.held
     );
 }
+
+#[test]
+fn a_tie_in_time_keeps_the_change_already_taken() {
+    let t = Some(
+        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    let mut st = synced(json!({"phone": "111"}));
+    let mut k = obs(K, Some(12), json!({"phone": "222"}));
+    k.changed_at = t;
+    st = run(&st, &k).state;
+    let mut h = obs(H, Some(6), json!({"phone": "333"}));
+    h.changed_at = t;
+    let d = run(&st, &h);
+    assert_eq!(d.fields[0].verdict, Verdict::ConcurrentLost);
+    assert_eq!(d.writes[H], f(json!({"phone": "222"})));
+}
+
+#[test]
+fn sums_stay_whole_numbers_only_where_a_float_holds_them_exactly() {
+    assert_eq!(
+        merge_delta(&json!(0), &json!(8.0e15), &json!(0)),
+        json!(8_000_000_000_000_000_i64)
+    );
+    // From 9e15 on (f64 holds integers exactly only up to 2^53 ≈ 9.007e15), the sum
+    // stays a float.
+    assert_eq!(
+        merge_delta(&json!(0), &json!(9.0e15), &json!(0)),
+        json!(9.0e15)
+    );
+}
