@@ -373,6 +373,8 @@ mod tests {
         assert_ne!(d(json!([""])), d(json!([null])));
         assert_ne!(d(json!({"a": ""})), d(json!({"a": null})));
         assert_ne!(d(json!(["a", "b"])), d(json!(["b", "a"])));
+        // Nested numbers are as `==` sees them: 2 is not 2.0 inside a list.
+        assert_ne!(d(json!([2])), d(json!([2.0])));
         assert_eq!(d(json!({"a": 1, "b": 2})), d(json!({"b": 2, "a": 1})));
     }
 
