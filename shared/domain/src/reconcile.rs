@@ -356,26 +356,43 @@ mod tests {
 
     #[test]
     fn digests_follow_compare_on_the_cases_that_matter() {
-        let fields = vec!["subject".to_owned()];
-        let d = |v: Value| digest(&fields, &f(json!({ "subject": v })));
-        let absent = digest(&fields, &Fields::new());
+        // `compare` and the digest both say whether two values are the same, and agree.
+        let r = rule("one_way");
+        let fields = compared_fields(&r);
+        let side = |v: Option<Value>| -> Fields {
+            v.map(|v| f(json!({ "subject": v }))).unwrap_or_default()
+        };
+        let agree = |a: Option<Value>, b: Option<Value>, same: bool| {
+            let (a, b) = (side(a), side(b));
+            assert_eq!(compare(&r, &a, &b).is_empty(), same, "compare {a:?} {b:?}");
+            assert_eq!(
+                digest(&fields, &a) == digest(&fields, &b),
+                same,
+                "digest {a:?} {b:?}"
+            );
+        };
         // At the top level every absence is one: missing, null, "" and [].
-        assert_eq!(d(json!(null)), absent);
-        assert_eq!(d(json!("")), absent);
-        assert_eq!(d(json!([])), absent);
-        // Numbers by value: 2 and 2.0, 0 and -0.0; 1 and 2 differ.
-        assert_eq!(d(json!(2)), d(json!(2.0)));
-        assert_eq!(d(json!(0)), d(json!(-0.0)));
-        assert_ne!(d(json!(1)), d(json!(2)));
-        assert_ne!(d(json!(1)), absent);
-        assert_ne!(d(json!("1")), d(json!(1)));
-        // Inside a list or an object, "" is not null, and order counts only in lists.
-        assert_ne!(d(json!([""])), d(json!([null])));
-        assert_ne!(d(json!({"a": ""})), d(json!({"a": null})));
-        assert_ne!(d(json!(["a", "b"])), d(json!(["b", "a"])));
-        // Nested numbers are as `==` sees them: 2 is not 2.0 inside a list.
-        assert_ne!(d(json!([2])), d(json!([2.0])));
-        assert_eq!(d(json!({"a": 1, "b": 2})), d(json!({"b": 2, "a": 1})));
+        for empty in [json!(null), json!(""), json!([])] {
+            agree(None, Some(empty.clone()), true);
+            agree(Some(json!(null)), Some(empty), true);
+        }
+        // Numbers by value: 2 and 2.0, 0 and -0.0; 1 and 2 differ, and "1" is text.
+        agree(Some(json!(2)), Some(json!(2.0)), true);
+        agree(Some(json!(0)), Some(json!(-0.0)), true);
+        agree(Some(json!(1)), Some(json!(2)), false);
+        agree(Some(json!(1)), None, false);
+        agree(Some(json!("1")), Some(json!(1)), false);
+        // Inside a list or an object, values are as `==` sees them: "" is not null, 2 is
+        // not 2.0, order counts in lists and not in objects.
+        agree(Some(json!([""])), Some(json!([null])), false);
+        agree(Some(json!({"a": ""})), Some(json!({"a": null})), false);
+        agree(Some(json!([2])), Some(json!([2.0])), false);
+        agree(Some(json!(["a", "b"])), Some(json!(["b", "a"])), false);
+        agree(
+            Some(json!({"a": 1, "b": 2})),
+            Some(json!({"b": 2, "a": 1})),
+            true,
+        );
     }
 
     #[test]
