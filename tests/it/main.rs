@@ -6,6 +6,7 @@ mod authority;
 mod bench_smoke;
 mod budget;
 mod commands;
+mod console;
 mod deletions;
 mod deploy;
 mod failures;

@@ -19,29 +19,29 @@ use tokio_util::sync::CancellationToken;
 use worker::admin::{AdminState, router};
 use worker::auth::{Access, Auth, Role};
 
-const VIEWER: &str = "viewer-token-0123456789";
-const OPERATOR: &str = "operator-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
-const WRONG: &str = "not-a-token-of-ours-0123456789";
+pub(crate) const VIEWER: &str = "viewer-token-0123456789";
+pub(crate) const OPERATOR: &str = "operator-token-0123456789";
+pub(crate) const ADMIN: &str = "admin-token-0123456789";
+pub(crate) const WRONG: &str = "not-a-token-of-ours-0123456789";
 
 /// A viewer `vera`, an operator `olga` and an admin `ada`.
-fn roles() -> anyhow::Result<Auth> {
+pub(crate) fn roles() -> anyhow::Result<Auth> {
     Ok(Auth::from_spec(&format!(
         "vera:viewer:{VIEWER},olga:operator:{OPERATOR},ada:admin:{ADMIN}"
     ))?)
 }
 
 /// An admin API served with explicit credentials on its own loopback listener.
-struct Admin {
-    url: String,
-    http: reqwest::Client,
+pub(crate) struct Admin {
+    pub(crate) url: String,
+    pub(crate) http: reqwest::Client,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Admin {
     /// Serves the admin router over `env`'s database and queues, behind `auth`.
-    async fn serve(env: &Env, auth: Auth) -> anyhow::Result<Admin> {
+    pub(crate) async fn serve(env: &Env, auth: Auth) -> anyhow::Result<Admin> {
         let worker = worker_for(env)?;
         let stop = CancellationToken::new();
         let broker = worker.broker();
@@ -67,7 +67,7 @@ impl Admin {
     }
 
     /// A request with an optional bearer token and an optional JSON body.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -85,7 +85,7 @@ impl Admin {
     }
 
     /// Stops serving.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await??;
         Ok(())
@@ -723,91 +723,5 @@ async fn a_worker_refuses_an_open_admin_api_on_a_network_address() -> anyhow::Re
         .to_string();
     assert!(e.contains("RECORDSYNC_ADMIN_TOKENS"), "{e}");
     assert!(e.contains("0.0.0.0:"), "{e}");
-    env.finish().await
-}
-
-/// The `(method, path)` of every call the console's script makes with a literal path.
-fn console_calls() -> Vec<(String, String)> {
-    let script = include_str!("../../worker/console/console.js");
-    script
-        .split("api(\"")
-        .skip(1)
-        .filter_map(|rest| {
-            let (method, rest) = rest.split_once("\", \"")?;
-            let (literal, after) = rest.split_once('"')?;
-            // A path built from a value (`"/conflicts/" + id + ...`) is checked apart.
-            if after.trim_start().starts_with('+') {
-                return None;
-            }
-            let path = literal.split('?').next()?;
-            Some((method.to_owned(), path.to_owned()))
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn the_console_is_a_static_page_whose_every_call_a_viewer_may_read() -> anyhow::Result<()> {
-    let env = Env::start_with(EnvOptions {
-        workers: 0,
-        ..EnvOptions::default()
-    })
-    .await?;
-    let admin = Admin::serve(&env, roles()?).await?;
-    // The page and its files hold no data: no token needed, and a policy that lets the
-    // page load only itself.
-    for (path, kind) in [
-        ("/console", "text/html"),
-        ("/console/console.js", "text/javascript"),
-        ("/console/console.css", "text/css"),
-    ] {
-        let resp = admin.send(Method::GET, path, None, None).await?;
-        assert_eq!(resp.status(), StatusCode::OK, "{path}");
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        assert!(header("content-type").starts_with(kind), "{path}");
-        assert!(
-            header("content-security-policy").starts_with("default-src 'none'; script-src 'self'"),
-            "{path}"
-        );
-        assert_eq!(header("x-content-type-options"), "nosniff");
-    }
-    let missing = admin
-        .send(Method::GET, "/console/secrets.txt", None, None)
-        .await?;
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    // The data still needs a token.
-    let ledger = admin.send(Method::GET, "/ledger", None, None).await?;
-    assert_eq!(ledger.status(), StatusCode::UNAUTHORIZED);
-
-    // Every route the script reads is documented and answers a viewer; every route it
-    // posts to is documented and needs at least an operator.
-    let calls = console_calls();
-    assert!(calls.len() >= 10, "{calls:?}");
-    let doc: Value = serde_json::from_str(include_str!("../../worker/openapi.json"))?;
-    for (method, path) in &calls {
-        let op = &doc["paths"][path.as_str()][method.to_lowercase()];
-        assert!(
-            op.is_object(),
-            "the console calls {method} {path}, which is not documented"
-        );
-        if method == "GET" {
-            let resp = admin.send(Method::GET, path, Some(VIEWER), None).await?;
-            assert_eq!(resp.status(), StatusCode::OK, "a viewer reading {path}");
-        } else {
-            assert_ne!(op["x-role"], "viewer", "{method} {path}");
-        }
-    }
-    // The one call built from a conflict's id.
-    assert!(
-        include_str!("../../worker/console/console.js")
-            .contains("\"/conflicts/\" + encodeURIComponent(r.id) + \"/dismiss\"")
-    );
-    assert!(doc["paths"]["/conflicts/{id}/dismiss"]["post"].is_object());
-    admin.stop().await?;
     env.finish().await
 }

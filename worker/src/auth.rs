@@ -146,9 +146,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
 /// with `method` needs. `HEAD` needs what `GET` needs.
 pub fn requirement(method: &Method, route: &str) -> Requirement {
     match route {
-        // The console's static page and files hold no data: every figure it shows is
-        // fetched with the operator's token.
-        "/healthz" | "/readyz" | "/console" | "/console/{file}" => return Requirement::Open,
+        "/healthz" | "/readyz" => return Requirement::Open,
         "/metrics" => return Requirement::Metrics,
         _ => {}
     }
@@ -474,6 +472,36 @@ impl Access {
     pub fn auth(&self) -> &Auth {
         &self.auth
     }
+
+    /// Whether the listener answers to the request's `Host` (against DNS rebinding):
+    /// the refusal, a 421, when it does not; `None` when it does.
+    pub fn refused_host(&self, req: &Request, route: &str) -> Option<Response> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        match host {
+            Some(host) if self.auth.host_allowed(&host, self.local) => None,
+            Some(host) => {
+                let shown: String = host.chars().take(100).collect();
+                tracing::warn!(host = %shown, route, "admin request refused: unknown Host");
+                Some(refusal(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "unknown_host",
+                    format!(
+                        "this admin API does not answer to Host \"{shown}\": use a loopback name or address, the listener's own address, or a name listed in {HOSTS_VAR}"
+                    ),
+                ))
+            }
+            None => Some(refusal(
+                StatusCode::MISDIRECTED_REQUEST,
+                "unknown_host",
+                "the request has no Host header".into(),
+            )),
+        }
+    }
 }
 
 /// An error answer in the admin API's shape, `{"error": {"code", "message"}}`.
@@ -526,32 +554,8 @@ pub async fn guard(State(access): State<Access>, mut req: Request, next: Next) -
     if needs == Requirement::Open {
         return next.run(req).await;
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    match host {
-        Some(host) if access.auth.host_allowed(&host, access.local) => {}
-        Some(host) => {
-            let shown: String = host.chars().take(100).collect();
-            tracing::warn!(host = %shown, route, "admin request refused: unknown Host");
-            return refusal(
-                StatusCode::MISDIRECTED_REQUEST,
-                "unknown_host",
-                format!(
-                    "this admin API does not answer to Host \"{shown}\": use a loopback name or address, the listener's own address, or a name listed in {HOSTS_VAR}"
-                ),
-            );
-        }
-        None => {
-            return refusal(
-                StatusCode::MISDIRECTED_REQUEST,
-                "unknown_host",
-                "the request has no Host header".into(),
-            );
-        }
+    if let Some(refused) = access.refused_host(&req, &route) {
+        return refused;
     }
     let presented = bearer(req.headers());
     match needs {

@@ -300,6 +300,18 @@ pub struct LinkRow {
     pub state: Option<Value>,
 }
 
+fn link_row(r: &sqlx::postgres::PgRow) -> Result<LinkRow, StoreError> {
+    Ok(LinkRow {
+        rule: r.try_get("rule").map_err(q("read"))?,
+        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
+        target_id: r.try_get("target_id").map_err(q("read"))?,
+        matched_by: r.try_get("matched_by").map_err(q("read"))?,
+        source_revision: r.try_get("source_revision").map_err(q("read"))?,
+        sent: r.try_get("sent").map_err(q("read"))?,
+        state: r.try_get("state").map_err(q("read"))?,
+    })
+}
+
 impl Store {
     /// Connects. `acquire_timeout` bounds how long a caller waits for a connection
     /// when PostgreSQL is down.
@@ -466,17 +478,58 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("read links"))?;
+        rows.iter().map(link_row).collect()
+    }
+
+    /// One source record's link under a rule, if it has one.
+    pub async fn link(&self, rule: &str, record_id: &str) -> Result<Option<LinkRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT rule, source_record_id, target_id, matched_by, source_revision, sent, state FROM sync_records
+             WHERE rule = $1 AND source_record_id = $2",
+        )
+        .bind(rule)
+        .bind(record_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read a link"))?;
+        row.as_ref().map(link_row).transpose()
+    }
+
+    /// The records an operator may mean by `id` under `rules`: a source record of
+    /// that id (linked, or with a history only) or the source record linked to a
+    /// target record of that id, as `(rule, source record, target record)`, at most
+    /// `limit`.
+    pub async fn find_records(
+        &self,
+        rules: &[String],
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.rule, s.source_record_id, s.target_id
+               FROM unnest($1::text[]) AS r(rule)
+               JOIN sync_records s ON s.rule = r.rule AND (s.source_record_id = $2 OR s.target_id = $2)
+             UNION
+             SELECT DISTINCT h.rule, h.source_record_id, NULL
+               FROM unnest($1::text[]) AS r(rule)
+               JOIN history h ON h.rule = r.rule AND h.source_record_id = $2
+              WHERE NOT EXISTS (SELECT 1 FROM sync_records s
+                                 WHERE s.rule = h.rule AND s.source_record_id = h.source_record_id)
+             ORDER BY 1, 2 LIMIT $3",
+        )
+        .bind(rules)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("find records"))?;
         rows.iter()
             .map(|r| {
-                Ok(LinkRow {
-                    rule: r.try_get("rule").map_err(q("read"))?,
-                    source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-                    target_id: r.try_get("target_id").map_err(q("read"))?,
-                    matched_by: r.try_get("matched_by").map_err(q("read"))?,
-                    source_revision: r.try_get("source_revision").map_err(q("read"))?,
-                    sent: r.try_get("sent").map_err(q("read"))?,
-                    state: r.try_get("state").map_err(q("read"))?,
-                })
+                Ok((
+                    r.try_get(0).map_err(q("read"))?,
+                    r.try_get(1).map_err(q("read"))?,
+                    r.try_get(2).map_err(q("read"))?,
+                ))
             })
             .collect()
     }
