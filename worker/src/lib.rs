@@ -26,6 +26,7 @@ pub mod schema;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::Event;
 use config::{ConfigError, Settings};
 use connectors::Connectors;
 use domain::history::Entry;
@@ -307,8 +308,12 @@ impl Worker {
                         .to_std()
                         .unwrap_or_default();
                     for (rule, done) in &outcomes {
-                        self.metrics.processed(rule, done.as_str(), took, lag);
-                        tracing::info!(rule, outcome = done.as_str(), "event processed");
+                        self.metrics.emit(Event::Processed {
+                            rule,
+                            outcome: done.as_str(),
+                            took,
+                            lag,
+                        });
                     }
                     return self.ack(&delivery).await;
                 }
@@ -316,14 +321,18 @@ impl Worker {
             };
             match classify::failure(&failure) {
                 Action::Requeue => {
-                    self.metrics.requeued();
-                    tracing::error!(error = %failure, "PostgreSQL failed; the event goes back to the queue without counting an attempt — check PostgreSQL");
+                    self.metrics.emit(Event::GivenBack {
+                        database: true,
+                        error: &failure,
+                    });
                     self.db_down.send_replace(true);
                     self.requeue(&delivery).await
                 }
                 Action::GiveBack => {
-                    self.metrics.requeued();
-                    tracing::warn!(error = %failure, "the event goes back to the queue without counting an attempt; nothing is down");
+                    self.metrics.emit(Event::GivenBack {
+                        database: false,
+                        error: &failure,
+                    });
                     // A short pause, so that a busy pool is not hammered by redeliveries.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     self.requeue(&delivery).await
@@ -340,7 +349,6 @@ impl Worker {
                     // Conflicts are stored by the processing step and never reach here;
                     // what does is out of attempts or cannot be helped by retrying.
                     let class = failure.class();
-                    tracing::error!(error = %failure, attempts = attempt, "giving up: the event is dead-lettered; fix the cause, then `worker dlq replay`");
                     self.note(ev, Entry::dead_lettered(&failure.to_string(), attempt))
                         .await;
                     self.dead_letter(&delivery, Some(ev), class, &failure.to_string(), attempt)
@@ -433,8 +441,12 @@ impl Worker {
             .await
         {
             Ok(()) => {
-                self.metrics.retried(class);
-                tracing::warn!(error = %failure, next_attempt, delay_ms = delay, "retryable failure; retrying later");
+                self.metrics.emit(Event::Retried {
+                    class,
+                    next_attempt,
+                    delay_ms: delay,
+                    error: failure,
+                });
                 self.note(
                     ev,
                     Entry::retry_scheduled(&failure.to_string(), attempt, delay),
@@ -515,7 +527,11 @@ impl Worker {
             .await
         {
             Ok(()) => {
-                self.metrics.dead_lettered(class);
+                self.metrics.emit(Event::DeadLettered {
+                    class,
+                    attempts,
+                    reason,
+                });
                 match self.ack(delivery).await {
                     Disposition::Acked => Disposition::DeadLettered,
                     other => other,
@@ -595,8 +611,10 @@ impl Worker {
                     match self.processor.flush(&rule).await {
                         Ok(0) => break,
                         Ok(n) => {
-                            self.metrics.flushed(&rule, n);
-                            tracing::info!(rule, records = n, "flushed parked work");
+                            self.metrics.emit(Event::Flushed {
+                                rule: &rule,
+                                records: n,
+                            });
                         }
                         Err(e) => {
                             tracing::warn!(rule, error = %e, "flushing parked work failed; it stays parked and is tried again shortly");

@@ -247,10 +247,128 @@ impl Default for Metrics {
     }
 }
 
+/// An operational event of the worker: one value writes its log line and moves its
+/// counter together, so that what the logs say and what `/metrics` counts never
+/// disagree. `docs/instrumentation.md` lists each event with its line and its metric.
+pub enum Event<'a> {
+    /// A command's step ended with an outcome under a rule:
+    /// `recordsync_worker_events_total`, the step-time and lag histograms, and an
+    /// `info` line "event processed".
+    Processed {
+        /// The rule.
+        rule: &'a str,
+        /// The outcome (`synced`, `skipped`, `conflict`, ...).
+        outcome: &'static str,
+        /// How long the step took.
+        took: Duration,
+        /// How long after the command was issued the step ended.
+        lag: Duration,
+    },
+    /// An event given back to the queue without counting an attempt:
+    /// `recordsync_worker_requeued_total`, and an `error` line when PostgreSQL failed,
+    /// a `warn` line otherwise.
+    GivenBack {
+        /// Whether PostgreSQL failed (the worker stops taking messages until it is back).
+        database: bool,
+        /// Why.
+        error: &'a dyn std::fmt::Display,
+    },
+    /// A retryable failure put on a delay queue: `recordsync_worker_retries_total` by
+    /// class, and a `warn` line "retryable failure; retrying later".
+    Retried {
+        /// The failure's class.
+        class: &'a str,
+        /// The attempt the delayed copy will be.
+        next_attempt: u32,
+        /// The delay.
+        delay_ms: u64,
+        /// Why.
+        error: &'a dyn std::fmt::Display,
+    },
+    /// An event out of attempts, or beyond retrying, confirmed on the dead-letter queue:
+    /// `recordsync_worker_dead_letters_total` by class, and an `error` line.
+    DeadLettered {
+        /// The failure's class.
+        class: &'a str,
+        /// The attempts made.
+        attempts: u32,
+        /// Why.
+        reason: &'a str,
+    },
+    /// Parked records written after a resume: `recordsync_worker_flushed_total`
+    /// by rule, and an `info` line "flushed parked work".
+    Flushed {
+        /// The rule.
+        rule: &'a str,
+        /// How many records.
+        records: usize,
+    },
+}
+
 impl Metrics {
+    /// Writes the event's log line and moves its counter (see [`Event`]).
+    pub fn emit(&self, event: Event<'_>) {
+        match event {
+            Event::Processed {
+                rule,
+                outcome,
+                took,
+                lag,
+            } => {
+                self.processed(rule, outcome, took, lag);
+                tracing::info!(
+                    rule,
+                    outcome,
+                    took_ms = took.as_millis() as u64,
+                    "event processed"
+                );
+            }
+            Event::GivenBack {
+                database: true,
+                error,
+            } => {
+                self.requeued();
+                tracing::error!(error = %error, "PostgreSQL failed; the event goes back to the queue without counting an attempt — check PostgreSQL");
+            }
+            Event::GivenBack {
+                database: false,
+                error,
+            } => {
+                self.requeued();
+                tracing::warn!(error = %error, "the event goes back to the queue without counting an attempt; nothing is down");
+            }
+            Event::Retried {
+                class,
+                next_attempt,
+                delay_ms,
+                error,
+            } => {
+                self.retried(class);
+                tracing::warn!(error = %error, class, next_attempt, delay_ms, "retryable failure; retrying later");
+            }
+            Event::DeadLettered {
+                class,
+                attempts,
+                reason,
+            } => {
+                self.dead_lettered(class);
+                tracing::error!(
+                    class,
+                    attempts,
+                    error = reason,
+                    "gave up: the event is dead-lettered; fix the cause, then `worker dlq replay`"
+                );
+            }
+            Event::Flushed { rule, records } => {
+                self.flushed(rule, records);
+                tracing::info!(rule, records, "flushed parked work");
+            }
+        }
+    }
+
     /// One command processed under a rule, with its outcome, how long the step took
     /// and how long after its arrival it ended.
-    pub fn processed(&self, rule: &str, outcome: &'static str, took: Duration, lag: Duration) {
+    fn processed(&self, rule: &str, outcome: &'static str, took: Duration, lag: Duration) {
         self.events
             .get_or_create(&Outcome {
                 rule: rule.into(),
@@ -293,7 +411,7 @@ impl Metrics {
     }
 
     /// One retry scheduled, by error class.
-    pub fn retried(&self, class: &str) {
+    fn retried(&self, class: &str) {
         self.retries
             .get_or_create(&Class {
                 class: class.into(),
@@ -302,7 +420,7 @@ impl Metrics {
     }
 
     /// One event dead-lettered, by reason class.
-    pub fn dead_lettered(&self, class: &str) {
+    fn dead_lettered(&self, class: &str) {
         self.dead_letters
             .get_or_create(&Class {
                 class: class.into(),
@@ -311,14 +429,14 @@ impl Metrics {
     }
 
     /// Parked records flushed, by rule.
-    pub fn flushed(&self, rule: &str, n: usize) {
+    fn flushed(&self, rule: &str, n: usize) {
         self.flushed
             .get_or_create(&Rule { rule: rule.into() })
             .inc_by(n as u64);
     }
 
     /// One event given back without counting an attempt.
-    pub fn requeued(&self) {
+    fn requeued(&self) {
         self.requeued.inc();
     }
 
@@ -428,6 +546,7 @@ impl Metrics {
         m.schema_drift(&[("s".to_owned(), "a".to_owned(), 0, 0)]);
         m.api_budgets(&[("s".to_owned(), 1, 0, 0)]);
         m.request("s", Duration::ZERO, Duration::ZERO, "ok");
+        m.source_fields_absent("r", "s", &["f"]);
         config::telemetry::sample_names(&m.render())
     }
 
@@ -440,6 +559,102 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a test's subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("the buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `docs/instrumentation.md` lists every family the worker exposes, and no other.
+    #[test]
+    fn the_instrumentation_document_lists_every_family() {
+        let doc = include_str!("../../docs/instrumentation.md");
+        assert_eq!(
+            Metrics::every_name(),
+            config::telemetry::documented_sample_names(doc, "The worker")
+        );
+    }
+
+    #[test]
+    fn every_event_writes_its_line_and_moves_its_counter() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let m = Metrics::default();
+        let error = "helpdesk answered 500";
+        tracing::subscriber::with_default(subscriber, || {
+            m.emit(Event::Processed {
+                rule: "wo",
+                outcome: "synced",
+                took: Duration::from_millis(20),
+                lag: Duration::from_secs(1),
+            });
+            m.emit(Event::GivenBack {
+                database: true,
+                error: &"pool timed out",
+            });
+            m.emit(Event::GivenBack {
+                database: false,
+                error: &"lease held elsewhere",
+            });
+            m.emit(Event::Retried {
+                class: "server",
+                next_attempt: 2,
+                delay_ms: 1000,
+                error: &error,
+            });
+            m.emit(Event::DeadLettered {
+                class: "server",
+                attempts: 3,
+                reason: error,
+            });
+            m.emit(Event::Flushed {
+                rule: "wo",
+                records: 4,
+            });
+        });
+        let logged = String::from_utf8(lines.0.lock().expect("the buffer").clone()).expect("utf-8");
+        let logged: Vec<&str> = logged.lines().collect();
+        assert_eq!(logged.len(), 6, "{logged:#?}");
+        for (line, level, says) in [
+            (0, "INFO", "event processed"),
+            (1, "ERROR", "PostgreSQL failed"),
+            (2, "WARN", "nothing is down"),
+            (3, "WARN", "retrying later"),
+            (4, "ERROR", "dead-lettered"),
+            (5, "INFO", "flushed parked work"),
+        ] {
+            assert!(
+                logged[line].contains(level) && logged[line].contains(says),
+                "{}",
+                logged[line]
+            );
+        }
+        assert!(logged[3].contains("next_attempt=2") && logged[3].contains("class=\"server\""));
+        assert!(logged[4].contains("attempts=3") && logged[4].contains(error));
+        let text = m.render();
+        for counted in [
+            "recordsync_worker_events_total{rule=\"wo\",outcome=\"synced\"} 1\n",
+            "recordsync_worker_requeued_total 2\n",
+            "recordsync_worker_retries_total{class=\"server\"} 1\n",
+            "recordsync_worker_dead_letters_total{class=\"server\"} 1\n",
+            "recordsync_worker_flushed_total{rule=\"wo\"} 4\n",
+        ] {
+            assert!(text.contains(counted), "{counted} in {text}");
+        }
+    }
 
     #[test]
     fn renders_counters_histograms_and_escaped_labels() {

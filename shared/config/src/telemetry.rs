@@ -54,22 +54,51 @@ pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
         if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
             (words.next(), words.next(), words.next(), words.next())
         {
-            match kind {
-                "counter" => {
-                    names.insert(format!("{name}_total"));
-                }
-                "histogram" => {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        names.insert(format!("{name}{suffix}"));
-                    }
-                }
-                _ => {
-                    names.insert(name.to_owned());
-                }
-            }
+            add_samples(&mut names, name, kind);
         }
     }
     names
+}
+
+/// The sample names an instrumentation document (`docs/instrumentation.md`) lists
+/// under the `## ` heading that starts with `section`: each table row whose first
+/// cell is a family name in backticks and whose second is its type.
+pub fn documented_sample_names(doc: &str, section: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            inside = heading.starts_with(section);
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let [_, name, kind, ..] = cells.as_slice()
+            && let Some(name) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`'))
+            && ["counter", "gauge", "histogram"].contains(kind)
+        {
+            add_samples(&mut names, name, kind);
+        }
+    }
+    names
+}
+
+fn add_samples(names: &mut std::collections::BTreeSet<String>, name: &str, kind: &str) {
+    match kind {
+        "counter" => {
+            names.insert(format!("{name}_total"));
+        }
+        "histogram" => {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+        _ => {
+            names.insert(name.to_owned());
+        }
+    }
 }
 
 /// Sets up tracing for a service (`recordsync-ingest`, `recordsync-worker`): spans get
@@ -108,6 +137,32 @@ pub fn init_traces(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_documented_family_is_read_from_its_section_only() {
+        let doc = "# T\n\n## The worker (x)\n\n| family | type |\n|---|---|\n| `a_events` | counter | rule |\n| `a_time_seconds` | histogram |\n| `a_depth` | gauge |\n| not a name | counter |\n\n## Ingest\n\n| `b_webhooks` | counter |\n";
+        let worker = super::documented_sample_names(doc, "The worker");
+        let expected: std::collections::BTreeSet<String> = [
+            "a_events_total",
+            "a_time_seconds_bucket",
+            "a_time_seconds_sum",
+            "a_time_seconds_count",
+            "a_depth",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(worker, expected);
+        let ingest = super::documented_sample_names(doc, "Ingest");
+        assert_eq!(ingest.into_iter().collect::<Vec<_>>(), ["b_webhooks_total"]);
+        assert_eq!(
+            super::sample_names("# TYPE a_events counter\n# TYPE a_depth gauge\n"),
+            ["a_depth", "a_events_total"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        );
+    }
+
     use super::*;
     use prometheus_client::encoding::EncodeLabelSet;
     use prometheus_client::metrics::counter::Counter;
