@@ -407,35 +407,11 @@ async fn the_console_signs_in_with_a_token_escapes_every_value_and_refuses_forge
     env.finish().await
 }
 
-/// Runs `tests/console/setup.sh` when Chromium or playwright-core is missing (it
-/// installs both; `.ci/run` runs it before the tests).
-fn browser_ready(dir: &std::path::Path) -> anyhow::Result<()> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if std::path::Path::new(&chromium).exists()
-        && dir
-            .join("node_modules/playwright-core/package.json")
-            .exists()
-    {
-        return Ok(());
-    }
-    let out = std::process::Command::new("bash")
-        .arg(dir.join("setup.sh"))
-        .output()
-        .context("run tests/console/setup.sh")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "tests/console/setup.sh failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 #[tokio::test]
 async fn a_person_walks_every_console_page_in_chromium_and_resolves_a_conflict()
 -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("console");
-    browser_ready(&dir)?;
+    tests::tools()?;
     let env = Env::start_with(EnvOptions {
         max_attempts: 3,
         ..EnvOptions::default()

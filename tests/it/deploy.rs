@@ -87,3 +87,33 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exposed() -> anyhow::
     );
     env.finish().await
 }
+
+/// The alert rules load in Prometheus's own checker, and each alert fires on the series
+/// that should wake someone, not before its `for` and not on the series that should not
+/// (`deploy/prometheus/alerts.test.yml`, run by `promtool test rules`).
+#[test]
+fn the_alert_rules_load_and_fire_when_they_should() -> anyhow::Result<()> {
+    tests::tools()?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {}: {said}", args.join(" "));
+        assert!(
+            said.contains("SUCCESS"),
+            "promtool {}: {said}",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}

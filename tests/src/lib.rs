@@ -43,6 +43,31 @@ pub fn change(id: &str, record_id: &str) -> queue::CommandV2 {
     )
 }
 
+/// Makes sure the tools some tests drive are here (Chromium with playwright-core,
+/// promtool): runs `tests/setup.sh`, which installs what is missing, once per test
+/// binary. `.ci/run` runs it first, so in CI this finds everything in place.
+pub fn tools() -> anyhow::Result<()> {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return Ok(());
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("setup.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .with_context(|| format!("run {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *done = true;
+    Ok(())
+}
+
 /// An HTTP client for a test. reqwest is built without a TLS crypto provider of its
 /// own (the workspace picks ring), so one is installed first: a test that makes a
 /// client before anything else did would otherwise panic.
