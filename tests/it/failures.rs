@@ -280,7 +280,17 @@ async fn postgresql_stopped_for_ten_seconds_loses_nothing() -> anyhow::Result<()
         .await?;
     assert_eq!(status, 202, "accepted while PostgreSQL is down: {body}");
     ids.push(late);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The outage lasts ten seconds (the scenario), and the worker must have noticed it:
+    // its readiness says PostgreSQL is gone.
+    let started = std::time::Instant::now();
+    let ready = format!("{}/readyz", env.admin_urls[0]);
+    tests::wait_for(
+        "the worker to see PostgreSQL gone",
+        Duration::from_secs(10),
+        || async { Ok(env.http.get(&ready).send().await?.status() == 503) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(started.elapsed())).await;
     let during = env.tickets().await?.len();
     proxy.up();
     env.settle("every work order", || env.all_written_back(&ids))
@@ -395,11 +405,22 @@ async fn a_thirty_second_target_outage_is_ridden_out_by_retries() -> anyhow::Res
         );
     }
     env.flush_webhooks().await?;
+    // The outage lasts thirty seconds (the scenario); within it, every record was
+    // refused and its retry scheduled, so the retries are what ride it out.
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(started.elapsed())).await;
     assert!(
         env.tickets().await?.is_empty(),
         "nothing got through during the outage"
     );
+    for id in &ids {
+        let history = env.history(id).await?;
+        assert!(
+            history
+                .iter()
+                .any(|h| h.starts_with("retry_scheduled") && h.contains("answered 503")),
+            "{id} was not retried during the outage: {history:#?}"
+        );
+    }
     env.sandbox_admin()
         .delete(&format!(
             "/_admin/faults/{}",

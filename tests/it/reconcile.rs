@@ -271,7 +271,20 @@ async fn a_scheduled_reconcile_runs_once_per_period_for_the_fleet() -> anyhow::R
         Ok(subject(&env, "WO-830").await? == "Scheduled")
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both workers have had their turn: one ran it, the other found it taken (or
+    // running).
+    tests::wait_for("both workers' turn", Duration::from_secs(20), || async {
+        Ok(env
+            .scheduled_turns("reconcile")
+            .await?
+            .values()
+            .sum::<u64>()
+            >= 2)
+    })
+    .await?;
+    let turns = env.scheduled_turns("reconcile").await?;
+    assert_eq!(turns.get("ran"), Some(&1), "{turns:?}");
+    assert_eq!(turns.values().sum::<u64>(), 2, "{turns:?}");
     let stored = env.store.reconcile_runs(Some(RULE), 10).await?;
     assert_eq!(stored.len(), 1, "one run for the period: {stored:#?}");
     assert_eq!(stored[0].summary["repairs_queued"], 1, "{stored:#?}");

@@ -330,7 +330,15 @@ async fn a_scheduled_resync_runs_when_a_worker_starts() -> anyhow::Result<()> {
         || async { Ok(scans().await? >= 1) },
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both workers have had their turn: one scanned, the other found it taken (or
+    // running).
+    tests::wait_for("both workers' turn", Duration::from_secs(20), || async {
+        Ok(env.scheduled_turns("resync").await?.values().sum::<u64>() >= 2)
+    })
+    .await?;
+    let turns = env.scheduled_turns("resync").await?;
+    assert_eq!(turns.get("ran"), Some(&1), "{turns:?}");
+    assert_eq!(turns.values().sum::<u64>(), 2, "{turns:?}");
     assert_eq!(scans().await?, 1, "one scan for the fleet this period");
     env.finish().await
 }
@@ -386,7 +394,8 @@ async fn a_completed_full_resync_finds_a_record_deleted_without_a_webhook() -> a
         matches!(stopped, Err(ResyncError::Source(_))),
         "{stopped:?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the first page queued has run its course before the links are read.
+    env.quiet(RULE).await?;
     let linked = |links: &[store::LinkRow], id: &str| {
         links
             .iter()

@@ -663,6 +663,29 @@ impl Env {
         Ok(resp.error_for_status()?.text().await?)
     }
 
+    /// What became of the scheduled runs' turns of one kind (`resync`, `reconcile`,
+    /// `schema_check`) across every worker started: `ran`, `taken`, `busy`, `held`,
+    /// `failed`, from each worker's `recordsync_worker_scheduled_runs_total`. Waiting
+    /// until every worker has had its turn replaces waiting a while and hoping.
+    pub async fn scheduled_turns(
+        &self,
+        kind: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let mut turns = std::collections::BTreeMap::new();
+        let prefix = format!("recordsync_worker_scheduled_runs_total{{kind=\"{kind}\",result=\"");
+        for admin in &self.admin_urls {
+            let resp = self.http.get(format!("{admin}/metrics")).send().await?;
+            for line in resp.error_for_status()?.text().await?.lines() {
+                let Some(rest) = line.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let (result, count) = rest.split_once("\"} ").context("a sample line")?;
+                *turns.entry(result.to_owned()).or_default() += count.trim().parse::<u64>()?;
+            }
+        }
+        Ok(turns)
+    }
+
     /// POSTs to a sandbox admin endpoint and returns the JSON answer.
     pub async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.sandbox_admin().post(path, &body).await

@@ -26,7 +26,7 @@ pub mod schema;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::Event;
+use crate::metrics::{Event, ScheduledResult};
 use config::{ConfigError, Settings};
 use connectors::Connectors;
 use domain::history::Entry;
@@ -696,19 +696,24 @@ impl Worker {
                         }
                     };
                     tokio::select! {
-                        result = run => match result {
-                            Ok(None) => tracing::debug!(name, ?kind, "another worker ran this period's run"),
-                            Ok(Some(done)) => tracing::info!(name, ?kind, done, "scheduled run done"),
-                            Err(Stopped::Busy) => tracing::debug!(name, ?kind, "another worker runs it"),
-                            Err(Stopped::Held(reason)) => {
-                                tracing::info!(name, ?kind, reason, "scheduled run waits for the API budget");
+                        result = run => {
+                            let (result, detail) = match &result {
+                                Ok(None) => (ScheduledResult::Taken, ""),
+                                Ok(Some(done)) => (ScheduledResult::Ran, done.as_str()),
+                                Err(Stopped::Busy) => (ScheduledResult::Busy, ""),
+                                Err(Stopped::Held(reason)) => (ScheduledResult::Held, reason.as_str()),
+                                Err(Stopped::Failed(error)) => (ScheduledResult::Failed, error.as_str()),
+                            };
+                            if matches!(result, ScheduledResult::Held | ScheduledResult::Failed) {
                                 wait = retry;
                             }
-                            Err(Stopped::Failed(error)) => {
-                                tracing::warn!(name, ?kind, error, retry_s = retry.as_secs(), "scheduled run stopped; it is tried again");
-                                wait = retry;
-                            }
-                        },
+                            worker.metrics.emit(Event::Scheduled {
+                                name: &name,
+                                kind: kind.as_str(),
+                                result,
+                                detail,
+                            });
+                        }
                         _ = shutdown.cancelled() => return,
                     }
                 }
@@ -859,6 +864,16 @@ enum Scheduled {
     Resync,
     Reconcile,
     SchemaCheck,
+}
+
+impl Scheduled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheduled::Resync => "resync",
+            Scheduled::Reconcile => "reconcile",
+            Scheduled::SchemaCheck => "schema_check",
+        }
+    }
 }
 
 /// Why a scheduled run stopped: another worker has it, an API budget holds it back,

@@ -31,6 +31,12 @@ struct Class {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduledRun {
+    kind: Label,
+    result: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Queue {
     queue: Label,
 }
@@ -70,6 +76,7 @@ fn seconds() -> Histogram {
 /// The worker's metrics.
 pub struct Metrics {
     registry: Registry,
+    scheduled: Family<ScheduledRun, Counter>,
     events: Family<Outcome, Counter>,
     processing: Histograms,
     lag: Histograms,
@@ -221,8 +228,15 @@ impl Default for Metrics {
             "Source records read without a field a rule maps (a misspelt field code?), by rule and field",
             absent_fields.clone(),
         );
+        let scheduled = Family::<ScheduledRun, Counter>::default();
+        registry.register(
+            "recordsync_worker_scheduled_runs",
+            "Scheduled runs' turns (resync, reconcile, schema check), by kind and what became of them: ran here, taken (another worker ran this period's), busy (another runs it now), held (an API budget), failed",
+            scheduled.clone(),
+        );
         Metrics {
             registry,
+            scheduled,
             absent_fields,
             absent_logged: std::sync::Mutex::default(),
             requests,
@@ -303,6 +317,47 @@ pub enum Event<'a> {
         /// How many records.
         records: usize,
     },
+    /// A scheduled run's turn came (resync, reconcile, schema check):
+    /// `recordsync_worker_scheduled_runs_total` by kind and result, and a line whose
+    /// level follows the result.
+    Scheduled {
+        /// The rule or system it runs for.
+        name: &'a str,
+        /// `resync`, `reconcile` or `schema_check`.
+        kind: &'static str,
+        /// What became of it.
+        result: ScheduledResult,
+        /// What it did, or why it waits or stopped.
+        detail: &'a str,
+    },
+}
+
+/// What became of a scheduled run's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledResult {
+    /// This worker ran it.
+    Ran,
+    /// Another worker already ran this period's run.
+    Taken,
+    /// Another worker is running it now.
+    Busy,
+    /// An API budget holds it back; it is tried again sooner than the schedule.
+    Held,
+    /// It failed; it is tried again sooner than the schedule, from its cursor.
+    Failed,
+}
+
+impl ScheduledResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduledResult::Ran => "ran",
+            ScheduledResult::Taken => "taken",
+            ScheduledResult::Busy => "busy",
+            ScheduledResult::Held => "held",
+            ScheduledResult::Failed => "failed",
+        }
+    }
 }
 
 impl Metrics {
@@ -362,6 +417,46 @@ impl Metrics {
             Event::Flushed { rule, records } => {
                 self.flushed(rule, records);
                 tracing::info!(rule, records, "flushed parked work");
+            }
+            Event::Scheduled {
+                name,
+                kind,
+                result,
+                detail,
+            } => {
+                self.scheduled
+                    .get_or_create(&ScheduledRun {
+                        kind: kind.into(),
+                        result: result.as_str().into(),
+                    })
+                    .inc();
+                match result {
+                    ScheduledResult::Ran => {
+                        tracing::info!(name, kind, done = detail, "scheduled run done");
+                    }
+                    ScheduledResult::Taken => {
+                        tracing::debug!(name, kind, "another worker ran this period's run");
+                    }
+                    ScheduledResult::Busy => {
+                        tracing::debug!(name, kind, "another worker runs it");
+                    }
+                    ScheduledResult::Held => {
+                        tracing::info!(
+                            name,
+                            kind,
+                            reason = detail,
+                            "scheduled run waits for the API budget"
+                        );
+                    }
+                    ScheduledResult::Failed => {
+                        tracing::warn!(
+                            name,
+                            kind,
+                            error = detail,
+                            "scheduled run stopped; it is tried again"
+                        );
+                    }
+                }
             }
         }
     }
@@ -547,6 +642,12 @@ impl Metrics {
         m.api_budgets(&[("s".to_owned(), 1, 0, 0)]);
         m.request("s", Duration::ZERO, Duration::ZERO, "ok");
         m.source_fields_absent("r", "s", &["f"]);
+        m.emit(Event::Scheduled {
+            name: "r",
+            kind: "resync",
+            result: ScheduledResult::Taken,
+            detail: "",
+        });
         config::telemetry::sample_names(&m.render())
     }
 
