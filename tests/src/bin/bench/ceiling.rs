@@ -61,10 +61,12 @@ pub async fn raw_publish(
     Ok(run)
 }
 
-/// Publishes `count` copies of `envelope` to a fresh quorum work queue, then consumes
-/// them with `consumers` consumers (one connection each, as workers have) of
-/// `prefetch` unacknowledged messages, acknowledging each. Returns acknowledged
-/// messages per second, timed from the first consume to the last ack. The topology is
+/// Consumes `count` copies of `envelope` from a fresh quorum work queue with
+/// `consumers` consumers (one connection each, as workers have) of `prefetch`
+/// unacknowledged messages, acknowledging each, while they are published as ingest
+/// publishes them (confirmed, persistent, concurrency 64, on a connection of its own):
+/// the broker does both at once, as it does under the service. Returns acknowledged
+/// messages per second, from the first publish to the last ack. The topology is
 /// deleted before returning.
 pub async fn consume_ack(
     janitor: &Janitor,
@@ -74,11 +76,7 @@ pub async fn consume_ack(
     prefetch: u16,
 ) -> anyhow::Result<f64> {
     let prefix = janitor.prefix();
-    let fill = raw_publish_into(&prefix, envelope, count).await;
-    let measured = match fill {
-        Ok(()) => drain(&prefix, count, consumers, prefetch).await,
-        Err(e) => Err(e),
-    };
+    let measured = drain(&prefix, envelope, count, consumers, prefetch).await;
     janitor.delete_prefix(&prefix).await?;
     measured
 }
@@ -111,7 +109,13 @@ async fn raw_publish_into(prefix: &str, envelope: &[u8], count: usize) -> anyhow
     Ok(())
 }
 
-async fn drain(prefix: &str, count: usize, consumers: usize, prefetch: u16) -> anyhow::Result<f64> {
+async fn drain(
+    prefix: &str,
+    envelope: &[u8],
+    count: usize,
+    consumers: usize,
+    prefetch: u16,
+) -> anyhow::Result<f64> {
     let stop = CancellationToken::new();
     let mut brokers = Vec::new();
     let mut keepers = Vec::new();
@@ -130,7 +134,6 @@ async fn drain(prefix: &str, count: usize, consumers: usize, prefetch: u16) -> a
     }
     let acked = Arc::new(AtomicUsize::new(0));
     let done = CancellationToken::new();
-    let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (n, broker) in brokers.iter().enumerate() {
         let mut consumer = broker
@@ -157,9 +160,15 @@ async fn drain(prefix: &str, count: usize, consumers: usize, prefetch: u16) -> a
             anyhow::Ok(())
         });
     }
+    let started = Instant::now();
+    let publishing = {
+        let (prefix, envelope) = (prefix.to_owned(), envelope.to_vec());
+        tokio::spawn(async move { raw_publish_into(&prefix, &envelope, count).await })
+    };
     let finished = tokio::time::timeout(Duration::from_secs(300), done.cancelled()).await;
     let elapsed = started.elapsed();
     done.cancel();
+    publishing.await??;
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }
@@ -172,30 +181,69 @@ async fn drain(prefix: &str, count: usize, consumers: usize, prefetch: u16) -> a
 }
 
 /// Opens `connections` connections to the database at `url`, then has each do its
-/// share of `commits` single-row INSERTs in autocommit mode into a plain (logged)
-/// table, as the worker's commits are: each commit waits for its WAL flush. Returns
-/// commits per second.
-pub async fn pg_commits(url: &str, connections: usize, commits: usize) -> anyhow::Result<f64> {
+/// share of `steps` steps shaped as the worker's create is (`store::record`): three
+/// statements on their own — the lease (an upsert), the memory read (a SELECT of the
+/// record's row), the intent (an INSERT) — then one transaction: the lease released,
+/// the state upserted, the intent marked sent, the history appended, `COMMIT`. The
+/// tables are plain (logged), so every commit waits for its WAL flush as the worker's
+/// do. Returns steps per second.
+pub async fn pg_steps(url: &str, connections: usize, steps: usize) -> anyhow::Result<f64> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
         conns.push(connect_patiently(url).await?);
     }
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS bench_commits (id bigserial PRIMARY KEY, conn int NOT NULL, body text NOT NULL)",
-    )
-    .execute(&mut conns[0])
-    .await?;
+    for ddl in [
+        "CREATE TABLE IF NOT EXISTS bench_leases (record text PRIMARY KEY, owner text NOT NULL, token bigint NOT NULL, expires_at timestamptz NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bench_state (record text PRIMARY KEY, target_id text, state jsonb NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bench_ops (id bigserial PRIMARY KEY, record text NOT NULL, status text NOT NULL, fields jsonb NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bench_history (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), record text NOT NULL, summary text NOT NULL)",
+    ] {
+        sqlx::query(ddl).execute(&mut conns[0]).await?;
+    }
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (n, mut conn) in conns.into_iter().enumerate() {
-        let share = commits / connections + usize::from(n < commits % connections);
+        let share = steps / connections + usize::from(n < steps % connections);
         tasks.spawn(async move {
-            for _ in 0..share {
-                sqlx::query("INSERT INTO bench_commits (conn, body) VALUES ($1, $2)")
-                    .bind(n as i32)
-                    .bind("a row of about the size of a processed-event mark")
+            let fields = serde_json::json!({"subject": "a subject", "priority": "normal", "external_id": "WO-100000"});
+            for i in 0..share {
+                let record = format!("{n}-{i}");
+                sqlx::query("INSERT INTO bench_leases VALUES ($1, 'bench', $2, now() + interval '30 s') ON CONFLICT (record) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at")
+                    .bind(&record)
+                    .bind(i as i64)
                     .execute(&mut conn)
                     .await?;
+                sqlx::query("SELECT target_id, state FROM bench_state WHERE record = $1")
+                    .bind(&record)
+                    .fetch_optional(&mut conn)
+                    .await?;
+                let op: i64 = sqlx::query_scalar("INSERT INTO bench_ops (record, status, fields) VALUES ($1, 'pending', $2) RETURNING id")
+                    .bind(&record)
+                    .bind(&fields)
+                    .fetch_one(&mut conn)
+                    .await?;
+                let mut tx = sqlx::Connection::begin(&mut conn).await?;
+                sqlx::query("DELETE FROM bench_leases WHERE record = $1 AND token = $2")
+                    .bind(&record)
+                    .bind(i as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO bench_state VALUES ($1, $2, $3) ON CONFLICT (record) DO UPDATE SET target_id = excluded.target_id, state = excluded.state")
+                    .bind(&record)
+                    .bind("12345")
+                    .bind(&fields)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE bench_ops SET status = 'sent' WHERE id = $1")
+                    .bind(op)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO bench_history (record, summary) SELECT $1, s FROM unnest($2::text[]) AS s")
+                    .bind(&record)
+                    .bind(["fetched the record from kintone at revision 1", "created helpdesk record 12345 with 6 fields", "wrote 12345 back into kintone field helpdesk_ticket_id"])
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
             }
             anyhow::Ok(conn)
         });
@@ -206,22 +254,31 @@ pub async fn pg_commits(url: &str, connections: usize, commits: usize) -> anyhow
     }
     let elapsed = started.elapsed();
     if let Some(conn) = conns.first_mut() {
-        sqlx::query("DROP TABLE bench_commits")
+        sqlx::query("DROP TABLE bench_leases, bench_state, bench_ops, bench_history")
             .execute(&mut *conn)
             .await?;
     }
     for conn in conns {
         let _ = conn.close().await;
     }
-    Ok(commits as f64 / elapsed.as_secs_f64().max(1e-9))
+    Ok(steps as f64 / elapsed.as_secs_f64().max(1e-9))
 }
 
 /// Connects, waiting up to 30 s while the server has no connection slot left (other
 /// test runs on a shared server come and go).
 async fn connect_patiently(url: &str) -> anyhow::Result<sqlx::PgConnection> {
+    connect_as(url, "recordsync-bench").await
+}
+
+/// [`connect_patiently`], naming the connection (`application_name`), so that a count
+/// of the fleet's connections can leave it out.
+pub(crate) async fn connect_as(url: &str, name: &str) -> anyhow::Result<sqlx::PgConnection> {
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .application_name(name);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match sqlx::PgConnection::connect(url).await {
+        match sqlx::PgConnection::connect_with(&options).await {
             Ok(conn) => return Ok(conn),
             Err(e) if e.to_string().contains("too many clients") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,7 +1,9 @@
 //! The `e2e` scenario: a sandbox, ingest and 1, 2 or 4 workers, each a process of its
 //! own. The bench sends kintone webhooks to ingest itself (so it knows when each was
-//! accepted) and reads when each ticket was written from the sandbox's request log.
-//! Each event is one create: a kintone GET, helpdesk searches, a POST and a kintone PUT.
+//! accepted) and reads when each event's decision was committed from PostgreSQL: the
+//! history rows the step's commit appends, stamped by `clock_timestamp()` inside the
+//! commit's transaction, after the ticket, the write-back and before the ack. Each
+//! event is one create: a kintone GET, helpdesk searches, a POST and a kintone PUT.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,10 @@ use tests::SandboxAdmin;
 pub(crate) const CONCURRENCY: usize = 64;
 /// The first work order number; the sandbox helpdesk holds no ticket that matches.
 const FIRST_ORDER: usize = 100_000;
-/// How long the ticket count may stand still before the run fails.
+/// The `application_name` of the bench's own connection that reads the commits, which
+/// the connection counts leave out.
+pub(crate) const WATCHER: &str = "recordsync-bench-commits";
+/// How long the committed count may stand still before the run fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Target: events per second with one worker.
 const MIN_RATE_ONE_WORKER: f64 = 1_000.0;
@@ -42,21 +47,22 @@ const MAX_WORKER_RSS_MB: f64 = 100.0;
 pub struct Figures {
     /// Worker processes.
     pub workers: usize,
-    /// Events per second from the first accepted webhook to the last ticket written.
+    /// Events per second from the first webhook sent to the last commit.
     pub max_rate: f64,
-    /// Accepted → written, while pushing as fast as ingest takes webhooks.
+    /// Sent → committed, while pushing as fast as ingest takes webhooks.
     pub max_latency: Summary,
     /// The rate of the paced phase (half of `max_rate`).
     pub half_rate: f64,
-    /// Accepted → written, at half the maximum rate.
+    /// Sent → committed, at half the maximum rate.
     pub half_latency: Summary,
     /// The largest worker peak RSS, in KiB.
     pub worker_rss_kib: u64,
-    /// The PostgreSQL ceiling, commits per second.
-    pub pg_commits_per_s: f64,
+    /// The PostgreSQL ceiling: steps of the worker's statement shape per second.
+    pub pg_steps_per_s: f64,
     /// Connections the PostgreSQL ceiling used.
     pub pg_connections: usize,
-    /// The broker ceiling, consumed and acknowledged messages per second.
+    /// The broker ceiling: messages consumed and acknowledged per second while they
+    /// are published with confirms.
     pub broker_acks_per_s: f64,
     /// Where the CPU went in each phase.
     pub cpu: Vec<String>,
@@ -73,11 +79,11 @@ impl Figures {
             self.workers,
             if self.workers == 1 { "" } else { "s" }
         );
-        let ceiling = self.pg_commits_per_s.min(self.broker_acks_per_s);
+        let ceiling = self.pg_steps_per_s.min(self.broker_acks_per_s);
         let mut max = Row::plain(&scenario, "events/s", rate(self.max_rate)).ceiling(
             format!(
-                "PG {} commits/s ({} conn); broker {} consume+ack/s",
-                rate(self.pg_commits_per_s),
+                "PG {} create-shaped steps/s ({} conn); broker {} publish+consume+ack/s",
+                rate(self.pg_steps_per_s),
                 self.pg_connections,
                 rate(self.broker_acks_per_s)
             ),
@@ -151,13 +157,15 @@ pub async fn run(
     let seeded = Seeded::new(http, &label, warm + count).await?;
     let database_url = janitor.database().await?;
     let pg_connections = workers * usize::from(prefetch);
-    let commits = (5 * count).max(200 * pg_connections);
-    eprintln!("{label}: ceiling: {commits} PostgreSQL commits over {pg_connections} connections");
-    let pg_commits_per_s = ceiling::pg_commits(&database_url, pg_connections, commits).await?;
+    let steps = (2 * count).max(50 * pg_connections);
+    eprintln!(
+        "{label}: ceiling: {steps} create-shaped PostgreSQL steps over {pg_connections} connections"
+    );
+    let pg_steps_per_s = ceiling::pg_steps(&database_url, pg_connections, steps).await?;
     let envelope = envelope(&seeded.bodies[0])?;
     let messages = 5 * count;
     eprintln!(
-        "{label}: ceiling: {messages} messages of {} bytes consumed and acknowledged by {workers} consumer(s), prefetch {prefetch}",
+        "{label}: ceiling: {messages} messages of {} bytes published with confirms while {workers} consumer(s) consume and acknowledge them, prefetch {prefetch}",
         envelope.len()
     );
     let broker_acks_per_s =
@@ -171,7 +179,7 @@ pub async fn run(
     let before = stack.cpu.snapshot();
     let sender = stack.sender.clone();
     let pushed = load::closed_loop(count, CONCURRENCY, move |i| sender.send(warm + i)).await?;
-    let written = stack.log.wait_for(warm..warm + count, &label).await?;
+    let committed = stack.wait_committed(warm..warm + count).await?;
     let after = stack.cpu.snapshot();
     let max_cpu = stack.cpu.describe(
         "event",
@@ -180,19 +188,19 @@ pub async fn run(
         &before,
         &after,
     );
-    let first_accepted = pushed
+    let first_sent = pushed
         .samples
         .iter()
-        .map(|s| s.done_at)
+        .map(sent_at)
         .min()
         .context("no webhook was sent")?;
-    let last_written = written.iter().max().copied().unwrap_or(first_accepted);
-    let span = (last_written - first_accepted)
+    let last_committed = committed.iter().max().copied().unwrap_or(first_sent);
+    let span = (last_committed - first_sent)
         .to_std()
-        .unwrap_or_default()
+        .context("the last commit came before the first webhook was sent")?
         .max(Duration::from_millis(1));
     let max_rate = count as f64 / span.as_secs_f64();
-    let max_latency = latencies(&pushed, &written);
+    let max_latency = latencies(&pushed, &committed)?;
     let statements_per_event =
         (stack.statements().await? - statements_before) as f64 / count as f64;
     let mut worker_rss_kib = stack.finish().await?;
@@ -214,7 +222,7 @@ pub async fn run(
         sender.send(warm + i)
     })
     .await?;
-    let written = stack.log.wait_for(warm..warm + count, &label).await?;
+    let committed = stack.wait_committed(warm..warm + count).await?;
     let after = stack.cpu.snapshot();
     let half_cpu = stack.cpu.describe(
         "event",
@@ -223,7 +231,7 @@ pub async fn run(
         &before,
         &after,
     );
-    let half_latency = latencies(&paced, &written);
+    let half_latency = latencies(&paced, &committed)?;
     worker_rss_kib = worker_rss_kib.max(stack.finish().await?);
     janitor.clean().await?;
 
@@ -234,7 +242,7 @@ pub async fn run(
         half_rate,
         half_latency,
         worker_rss_kib,
-        pg_commits_per_s,
+        pg_steps_per_s,
         pg_connections,
         broker_acks_per_s,
         cpu: vec![max_cpu, half_cpu],
@@ -275,7 +283,10 @@ pub(crate) struct Stack {
     ingest: Proc,
     fleet: Vec<Proc>,
     pub(crate) sender: Sender,
-    pub(crate) log: TicketLog,
+    /// Each webhook's event id, in send order.
+    event_ids: Vec<String>,
+    /// The workers' database, where the commits are read.
+    database_url: String,
     cpu: cpu::Watch,
     label: String,
     /// Where each worker writes how many SQL statements it has sent.
@@ -298,10 +309,20 @@ impl Stack {
         } = seeded;
         let database = database_name(&database_url);
         let prefix = janitor.prefix();
+        let event_ids = bodies
+            .iter()
+            .map(|b| {
+                let v: Value = serde_json::from_str(b)?;
+                v["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("a webhook without an id")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let env = ChildEnv {
             prefix: prefix.clone(),
             rules: janitor.rules_file(&tests::example_rules(&sandbox.url()))?,
-            database_url: Some(database_url),
+            database_url: Some(database_url.clone()),
             prefetch,
         }
         .vars();
@@ -322,13 +343,13 @@ impl Stack {
         wait_consumers(&tests::amqp_url(), &prefix, workers).await?;
         let cpu = cpu_watch(&sandbox, &ingest, &fleet, database);
         let sender = Sender::kintone(http, &ingest, bodies);
-        let log = TicketLog::new(http.clone(), sandbox.url());
         Ok(Stack {
             sandbox,
             ingest,
             fleet,
             sender,
-            log,
+            event_ids,
+            database_url,
             cpu,
             label,
             statement_files,
@@ -358,12 +379,53 @@ impl Stack {
         }
     }
 
-    /// Sends the first `n` webhooks and waits for their tickets.
+    /// Sends the first `n` webhooks and waits for their commits.
     pub(crate) async fn warm_up(&mut self, n: usize) -> anyhow::Result<()> {
         let sender = self.sender.clone();
         load::closed_loop(n, CONCURRENCY, move |i| sender.send(i)).await?;
-        self.log.wait_for(0..n, &self.label).await?;
+        self.wait_committed(0..n).await?;
         Ok(())
+    }
+
+    /// Waits until the events `range` (webhooks by send order) each have their decision
+    /// committed, and returns when each was, in order: the latest `history.at` of the
+    /// event, which the step's commit appends (`clock_timestamp()`, the same clock the
+    /// bench stamps acceptance with). One query every 250 ms, on one connection. Fails
+    /// when no new commit shows for [`STALL_TIMEOUT`].
+    pub(crate) async fn wait_committed(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> anyhow::Result<Vec<DateTime<Utc>>> {
+        let ids = &self.event_ids[range];
+        let mut conn = ceiling::connect_as(&self.database_url, WATCHER).await?;
+        let mut seen = 0;
+        let mut progressed = Instant::now();
+        let found = loop {
+            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT event_id, max(at) FROM history WHERE event_id = ANY($1) GROUP BY event_id",
+            )
+            .bind(ids)
+            .fetch_all(&mut conn)
+            .await?;
+            if rows.len() == ids.len() {
+                break rows;
+            }
+            if rows.len() > seen {
+                seen = rows.len();
+                progressed = Instant::now();
+            } else if progressed.elapsed() > STALL_TIMEOUT {
+                bail!(
+                    "{}: {} of {} events committed and no new one for {STALL_TIMEOUT:?}; the workers' stderr above may say why",
+                    self.label,
+                    rows.len(),
+                    ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let _ = sqlx::Connection::close(conn).await;
+        let at: HashMap<String, DateTime<Utc>> = found.into_iter().collect();
+        Ok(ids.iter().map(|id| at[id]).collect())
     }
 
     /// Stops every process; returns the largest worker peak RSS in KiB.
@@ -464,16 +526,28 @@ impl Sender {
     }
 }
 
-/// Accepted → written for each sample; `written[k]` belongs to the sample with index
-/// `k`. The sandbox logs whole milliseconds, so a sub-millisecond negative difference
-/// counts as zero.
-fn latencies(run: &Run, written: &[DateTime<Utc>]) -> Summary {
-    Summary::of(
-        run.samples
-            .iter()
-            .map(|s| (written[s.index] - s.done_at).to_std().unwrap_or_default())
-            .collect(),
-    )
+/// When a webhook was sent: its answer's time less the time it took. (Ingest's 202
+/// can reach the bench after the worker committed: the latency starts at the send.)
+fn sent_at(s: &load::Sample) -> DateTime<Utc> {
+    s.done_at - chrono::Duration::from_std(s.latency).unwrap_or_default()
+}
+
+/// Sent → committed for each sample; `committed[k]` belongs to the sample with index
+/// `k`. Both are read off this machine's clock in microseconds: a commit before its
+/// webhook was sent is an error, not a zero.
+fn latencies(run: &Run, committed: &[DateTime<Utc>]) -> anyhow::Result<Summary> {
+    let mut each = Vec::with_capacity(run.samples.len());
+    for s in &run.samples {
+        let sent = sent_at(s);
+        let took = (committed[s.index] - sent).to_std().with_context(|| {
+            format!(
+                "event {} was committed at {} before its webhook was sent at {sent}",
+                s.index, committed[s.index]
+            )
+        })?;
+        each.push(took);
+    }
+    Ok(Summary::of(each))
 }
 
 /// Sets the work-order app up as the test harness does, but without a webhook URL:
@@ -608,91 +682,4 @@ pub async fn wait_consumers(amqp_url: &str, prefix: &str, want: usize) -> anyhow
     .await;
     let _ = conn.close(200, "done".into()).await;
     waited.context("the workers did not start consuming; their stderr above may say why")
-}
-
-/// The tickets the workers created, read from the sandbox's request log.
-pub(crate) struct TicketLog {
-    http: reqwest::Client,
-    base: String,
-    since_seq: u64,
-    written: HashMap<String, DateTime<Utc>>,
-}
-
-impl TicketLog {
-    fn new(http: reqwest::Client, base: String) -> TicketLog {
-        TicketLog {
-            http,
-            base,
-            since_seq: 0,
-            written: HashMap::new(),
-        }
-    }
-
-    /// Reads the helpdesk entries logged since the last read.
-    async fn poll(&mut self) -> anyhow::Result<()> {
-        let v: Value = self
-            .http
-            .get(format!(
-                "{}/_admin/log?system=helpdesk&since_seq={}",
-                self.base, self.since_seq
-            ))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        for entry in v["entries"].as_array().into_iter().flatten() {
-            self.since_seq = self.since_seq.max(entry["seq"].as_u64().unwrap_or(0));
-            let created = entry["method"] == "POST"
-                && entry["path"] == "/api/tickets"
-                && entry["status"]
-                    .as_u64()
-                    .is_some_and(|s| (200..300).contains(&s));
-            let Some(external_id) = entry["body"]["external_id"].as_str() else {
-                continue;
-            };
-            if created {
-                let at = entry["at"].as_str().context("a log entry without `at`")?;
-                let at = DateTime::parse_from_rfc3339(at)
-                    .with_context(|| format!("a log entry with `at` {at:?}"))?
-                    .with_timezone(&Utc);
-                self.written.entry(external_id.to_owned()).or_insert(at);
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits until the work orders `range` (as offsets from the first one) each have a
-    /// ticket, and returns when each was written, in order. Fails when no ticket is
-    /// written for [`STALL_TIMEOUT`].
-    pub(crate) async fn wait_for(
-        &mut self,
-        range: std::ops::Range<usize>,
-        label: &str,
-    ) -> anyhow::Result<Vec<DateTime<Utc>>> {
-        let names: Vec<String> = range.map(|i| order_no(FIRST_ORDER + i)).collect();
-        let mut seen = 0;
-        let mut progressed = Instant::now();
-        loop {
-            self.poll().await?;
-            let now = names
-                .iter()
-                .filter(|n| self.written.contains_key(*n))
-                .count();
-            if now == names.len() {
-                break;
-            }
-            if now > seen {
-                seen = now;
-                progressed = Instant::now();
-            } else if progressed.elapsed() > STALL_TIMEOUT {
-                bail!(
-                    "{label}: the sandbox saw {now} of {} ticket creations (POST /api/tickets) and no new one for {STALL_TIMEOUT:?}; the workers' stderr above may say why",
-                    names.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(names.iter().map(|n| self.written[n]).collect())
-    }
 }

@@ -325,7 +325,7 @@ async fn measure(
     if scenario.runs_e2e() {
         let count = args.count.unwrap_or(DEFAULT_E2E_COUNT);
         report.context.push(format!(
-            "e2e: per worker count, {} kintone creates pushed at concurrency 64, then {} paced at half the measured rate, each phase on a fresh stack after a warm-up; latency = ingest's 202 → the ticket POST in the sandbox log; prefetch {} per worker; sandbox without limits or latency; ceilings: single-row INSERT autocommits into a logged table over workers × prefetch connections, and consume + ack of the same envelope from a quorum queue by one consumer per worker (5× the count each)",
+            "e2e: per worker count, {} kintone creates pushed at concurrency 64, then {} paced at half the measured rate, each phase on a fresh stack after a warm-up; latency and events/s = the webhook sent → its decision committed (the commit's history rows, PostgreSQL's clock_timestamp(): after the ticket and the write-back, before the ack); prefetch {} per worker; sandbox without limits or latency; ceilings: steps of the worker's create statement shape (3 statements, then a 4-statement transaction) over workers × prefetch connections, and consume + ack of the same envelope from a quorum queue by one consumer per worker while it is published with confirms (5× the count each)",
             thousands(count as u64),
             thousands(count as u64),
             args.prefetch.unwrap_or(16)

@@ -133,10 +133,12 @@ pub async fn run(
         tokio::spawn(async move {
             let pool = store::Store::connect(&admin_url, 1).await?;
             while watching.load(Ordering::SeqCst) {
+                // The bench's own reader of the commits is not the fleet's.
                 let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> $2",
                 )
                 .bind(&database)
+                .bind(crate::e2e::WATCHER)
                 .fetch_one(pool.pool())
                 .await?;
                 peak.fetch_max(usize::try_from(n).unwrap_or(0), Ordering::SeqCst);
@@ -153,7 +155,7 @@ pub async fn run(
     let started = Instant::now();
     let sender = stack.sender.clone();
     load::closed_loop(count, CONCURRENCY, move |i| sender.send(warm + i)).await?;
-    stack.log.wait_for(warm..warm + count, &label).await?;
+    stack.wait_committed(warm..warm + count).await?;
     let span = started.elapsed().max(Duration::from_millis(1));
     watching.store(false, Ordering::SeqCst);
     watcher.await??;
