@@ -852,8 +852,42 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(human_ms(250), "250 ms");
+        assert_eq!(human_ms(999), "999 ms");
+        assert_eq!(human_ms(1_000), "1 s");
         assert_eq!(human_ms(4_000), "4 s");
+        assert_eq!(human_ms(119_999), "119 s");
+        assert_eq!(human_ms(120_000), "2 min");
         assert_eq!(human_ms(180_000), "3 min");
+    }
+
+    #[test]
+    fn commands_that_are_not_webhooks_say_what_they_are() {
+        assert_eq!(
+            Entry::webhook_received("kintone", "recordsync.rehydrate", "r-1", 1).summary,
+            "rehydration of this kintone record asked"
+        );
+        assert_eq!(
+            Entry::repair_asked("helpdesk", "subject differs", "rep-1", 1).summary,
+            "a reconcile asked to repair this helpdesk record: subject differs"
+        );
+        assert_eq!(Kind::WebhookReceived.to_string(), "webhook_received");
+        assert_eq!(Kind::Parked.to_string(), Kind::Parked.as_str());
+    }
+
+    #[test]
+    fn parked_work_says_when_changes_were_coalesced() {
+        assert_eq!(
+            Entry::parked("rule paused", 1).summary,
+            "parked: rule paused"
+        );
+        assert_eq!(
+            Entry::parked("rule paused", 0).summary,
+            "parked: rule paused"
+        );
+        assert_eq!(
+            Entry::parked("rule paused", 3).summary,
+            "parked: rule paused; 3 changes wait for this record, only the latest state will be written"
+        );
     }
 }
 

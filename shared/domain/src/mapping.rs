@@ -321,6 +321,21 @@ mod tests {
         };
         assert_eq!(map.apply(json!("高")).unwrap(), json!("high"));
         assert_eq!(map.apply(json!(1)).unwrap(), json!("one"));
+        // A checkbox's true or false is looked up as text too.
+        let flags = Transform::Map {
+            table: [("true".to_owned(), json!("yes"))].into(),
+            default: Some(json!("no")),
+        };
+        assert_eq!(flags.apply(json!(true)).unwrap(), json!("yes"));
+        assert_eq!(flags.apply(json!(false)).unwrap(), json!("no"));
+        assert_eq!(
+            MappingProblem {
+                source_field: "件名".into(),
+                problem: "required but empty".into()
+            }
+            .to_string(),
+            "件名: required but empty"
+        );
         assert_eq!(map.apply(json!("低")).unwrap(), json!("低"));
         let map_default = Transform::Map {
             table: BTreeMap::new(),

@@ -358,6 +358,69 @@ mod tests {
     }
 
     #[test]
+    fn a_strategy_is_a_change_of_its_own_only_when_set_and_different() {
+        let old = rule(base());
+        // Set explicitly to what the owner already gives it: not a change.
+        let mut v = base();
+        v["fields"][0]["strategy"] = json!("local_wins");
+        assert!(rule_changes(&old, &rule(v)).is_empty());
+        // Set to something else, beside another field that has one of its own.
+        let mut a = base();
+        a["fields"][1]["strategy"] = json!("external_wins");
+        let mut b = a.clone();
+        b["fields"][0]["strategy"] = json!("latest_valid_change");
+        assert_eq!(
+            rule_changes(&rule(a), &rule(b)),
+            vec![RuleChange {
+                field: "subject".into(),
+                what: "strategy LocalWins → LatestValidChange".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn each_part_of_the_identity_is_a_change_of_it() {
+        let old = rule(base());
+        for (part, value) in [
+            ("source_field", json!("no2")),
+            ("target_field", json!("ref")),
+            ("variants", json!([])),
+        ] {
+            let mut v = base();
+            v["identity"][part] = value;
+            let rc = rule_changes(&old, &rule(v));
+            assert_eq!(rc.len(), 1, "{part}: {rc:?}");
+            assert_eq!(rc[0].field, "identity", "{part}");
+        }
+    }
+
+    #[test]
+    fn a_mapping_added_or_removed_reads_as_such_and_ten_ids_are_shown() {
+        let value = |before: Value, after: Value| Change::Value {
+            field: "priority".into(),
+            before,
+            after,
+        };
+        let ids = |n: usize| (1..=n).map(|i| i.to_string()).collect::<Vec<_>>();
+        let records: Vec<(String, Vec<Change>)> = ids(10)
+            .into_iter()
+            .map(|id| (id, vec![value(Value::Null, json!("high"))]))
+            .chain(
+                ids(11)
+                    .into_iter()
+                    .map(|id| (format!("x{id}"), vec![value(json!("high"), Value::Null)])),
+            )
+            .collect();
+        assert_eq!(
+            summarize(&records, "kintone", "helpdesk"),
+            [
+                "11 records: priority would no longer be mapped from kintone (x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, …)",
+                "10 records: priority would now be mapped from kintone (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)",
+            ]
+        );
+    }
+
+    #[test]
     fn the_same_rule_changes_nothing() {
         let r = rule(base());
         assert!(rule_changes(&r, &r).is_empty());

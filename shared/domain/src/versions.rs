@@ -93,6 +93,18 @@ impl fmt::Display for VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_counter_is_no_entry() {
+        assert_eq!(
+            VersionVector::from_pairs([("kintone", 0), ("helpdesk", 2)]),
+            VersionVector::from_pairs([("helpdesk", 2)])
+        );
+        assert_eq!(
+            VersionVector::from_pairs([("kintone", 0)]),
+            VersionVector::default()
+        );
+    }
     use proptest::prelude::*;
 
     fn vv(pairs: &[(&str, u64)]) -> VersionVector {

@@ -227,6 +227,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn each_day_of_the_week_is_its_own_window() {
+        // 2026-11-23 is a Monday; each one-day window opens on its day at 06:00 UTC.
+        for (i, day) in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .into_iter()
+            .enumerate()
+        {
+            let w = ww("UTC", &[(&[day], "06:00", "07:00")]);
+            assert!(w.problems().is_empty(), "{day}");
+            let opens = at("2026-11-23T06:00:00Z") + Duration::days(i as i64);
+            assert_eq!(
+                w.next_open(at("2026-11-23T00:00:00Z")),
+                Some(opens),
+                "{day}"
+            );
+            assert!(w.is_open(opens + Duration::minutes(30)), "{day}");
+            assert!(
+                !w.is_open(opens + Duration::days(1) + Duration::minutes(30)),
+                "{day}"
+            );
+            // Written in capitals too.
+            let upper = ww("UTC", &[(&[&day.to_uppercase()], "06:00", "07:00")]);
+            assert!(upper.problems().is_empty(), "{day}");
+        }
+        assert_eq!(
+            ww("UTC", &[(&["tues"], "06:00", "07:00")]).problems().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_window_opening_now_opens_next_on_its_next_day() {
+        let w = ww("UTC", &[(&[], "06:00", "07:00")]);
+        assert_eq!(
+            w.next_open(at("2026-11-26T06:00:00Z")),
+            Some(at("2026-11-27T06:00:00Z"))
+        );
+        assert_eq!(
+            w.next_open(at("2026-11-26T05:59:59Z")),
+            Some(at("2026-11-26T06:00:00Z"))
+        );
+    }
+
     fn ww(tz: &str, windows: &[(&[&str], &str, &str)]) -> WriteWindows {
         WriteWindows {
             time_zone: tz.into(),

@@ -344,3 +344,24 @@ fn drift_round_trips_through_json() {
     let back: Drift = serde_json::from_value(v).expect("back");
     assert_eq!(back, d);
 }
+
+#[test]
+fn two_fields_gone_alike_are_two_drifts_and_one_field_relied_on_twice_is_one() {
+    let r = rules(json!({}));
+    let mut now = app();
+    now.remove("件名");
+    now.remove("ticket_id");
+    let got = kintone_drift(&r, None, &now);
+    let fields: Vec<&str> = got.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(fields.len(), 2, "{got:?}");
+    assert!(
+        fields.contains(&"件名") && fields.contains(&"ticket_id"),
+        "{got:?}"
+    );
+    // 状態 is read (mapped) and written (its reverse flows back): gone, it drifts once.
+    let mut now = app();
+    now.remove("状態");
+    let got = kintone_drift(&r, None, &now);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].field, "状態");
+}

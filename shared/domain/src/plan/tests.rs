@@ -439,3 +439,75 @@ fn target_values_keep_only_the_mapped_fields() {
     let got = target_values(&r, &f(json!({"subject": "A", "other": 1, "status": "s"})));
     assert_eq!(got, f(json!({"subject": "A", "status": "s"})));
 }
+
+#[test]
+fn an_unchanged_observation_is_said_once_by_whoever_triggered_the_step() {
+    let r = rule("both");
+    let state = synced(
+        &r,
+        json!({"subject": "A", "status": "x"}),
+        json!({"status": "open"}),
+    );
+    let none = BTreeMap::new();
+    // The helpdesk's webhook, nothing mapped changed on either side: the helpdesk's
+    // observation is classified, kintone's (not the trigger) says nothing.
+    let mut entries = vec![];
+    let w = writes(plan_linked(
+        linked(
+            &r,
+            Side::Target,
+            &state,
+            obs("kintone", 5, json!({"subject": "A", "status": "open"})),
+            Some(obs(
+                "helpdesk",
+                5,
+                json!({"subject": "A", "status": "open"}),
+            )),
+            &none,
+        ),
+        &mut entries,
+    ));
+    assert!(w.target.is_empty() && w.source.is_empty(), "{w:?}");
+    let said: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
+    assert_eq!(
+        said,
+        ["helpdesk revision 5 changed no mapped field; nothing to do"],
+        "{entries:#?}"
+    );
+}
+
+#[test]
+fn an_accepted_change_says_which_other_systems_it_is_written_to() {
+    let r = rule("both");
+    let state = synced(
+        &r,
+        json!({"subject": "A", "status": "x"}),
+        json!({"status": "open"}),
+    );
+    let none = BTreeMap::new();
+    let mut entries = vec![];
+    let w = writes(plan_linked(
+        linked(
+            &r,
+            Side::Source,
+            &state,
+            obs("kintone", 2, json!({"subject": "B", "status": "open"})),
+            None,
+            &none,
+        ),
+        &mut entries,
+    ));
+    assert_eq!(w.target, f(json!({"subject": "B"})));
+    let decided: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::Decided)
+        .map(|e| e.summary.as_str())
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            "kintone carried \"B\" for subject — accepted (subject is owned by kintone, local_wins); written to helpdesk"
+        ],
+        "{entries:#?}"
+    );
+}
