@@ -153,6 +153,27 @@ pub fn jittered(tier_delay_ms: u64, at_least: Option<Duration>, random: u64) -> 
 mod tests {
     use super::*;
 
+    /// The class names metrics, headers and dead letters carry.
+    #[test]
+    fn each_failure_has_its_class_name() {
+        let classes: Vec<&str> = [
+            Failure::Unstorable(vec![("subject".into(), "too long".into())]),
+            Failure::InDoubt {
+                key: "k".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            Failure::Connector(ConnectorError::Server {
+                system: "h".into(),
+                status: 503,
+                message: String::new(),
+            }),
+        ]
+        .iter()
+        .map(Failure::class)
+        .collect();
+        assert_eq!(classes, ["unstorable", "in_doubt", "server"]);
+    }
+
     #[test]
     fn classes() {
         let sys = || "h".to_owned();
