@@ -1,6 +1,9 @@
-//! Invariants PostgreSQL itself holds, checked against the real database.
+//! Invariants checked on their own: what PostgreSQL itself holds, checked against the
+//! real database; which crate may depend on which; a write-back that never replaces
+//! another target's id.
 
-use tests::{RULE, TestDb};
+use serde_json::json;
+use tests::{Env, RULE, TestDb};
 
 /// The history is append-only: an UPDATE or DELETE is refused by a trigger, whoever
 /// runs it (the service, a tool, a person with psql).
@@ -32,4 +35,105 @@ async fn the_history_refuses_updates_and_deletes() -> anyhow::Result<()> {
     assert_eq!(kept[0].summary, "first");
     store.pool().close().await;
     db.drop_db().await
+}
+
+/// The `[dependencies]` table of a workspace crate's manifest, as the names it lists.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(manifest)).expect("the manifest");
+    let mut names = vec![];
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+            continue;
+        }
+        if inside && let Some((name, _)) = line.split_once('=') {
+            names.push(name.trim().trim_end_matches(".workspace").to_owned());
+        }
+    }
+    names
+}
+
+/// ARCHITECTURE's first invariant: `domain` stays pure, and each outside protocol's
+/// crate lives in one place — lapin only in `queue`, sqlx only in `store`, reqwest
+/// only in `connectors` (and the sandbox and the tests, which play and drive the
+/// outside world).
+#[test]
+fn each_crate_depends_only_on_what_the_architecture_lets_it() {
+    let domain = dependencies("shared/domain/Cargo.toml");
+    assert!(!domain.is_empty(), "no dependencies read");
+    for forbidden in [
+        "tokio", "sqlx", "lapin", "reqwest", "axum", "store", "queue",
+    ] {
+        assert!(
+            !domain.iter().any(|d| d == forbidden),
+            "domain depends on {forbidden}"
+        );
+    }
+    for (name, manifest) in [
+        ("config", "shared/config/Cargo.toml"),
+        ("store", "shared/store/Cargo.toml"),
+        ("queue", "shared/queue/Cargo.toml"),
+        ("connectors", "shared/connectors/Cargo.toml"),
+        ("ingest", "ingest/Cargo.toml"),
+        ("worker", "worker/Cargo.toml"),
+    ] {
+        let deps = dependencies(manifest);
+        assert!(!deps.is_empty(), "{name}: no dependencies read");
+        for (protocol, home) in [
+            ("lapin", "queue"),
+            ("sqlx", "store"),
+            ("reqwest", "connectors"),
+        ] {
+            if name != home {
+                assert!(
+                    !deps.iter().any(|d| d == protocol),
+                    "{name} depends on {protocol}, which lives only in {home}"
+                );
+            }
+        }
+    }
+    assert!(
+        dependencies("ingest/Cargo.toml")
+            .iter()
+            .all(|d| d != "store"),
+        "ingest never touches PostgreSQL"
+    );
+}
+
+/// A write-back never silently replaces another id already in the source's write-back
+/// field when this step made the link: a `write_back_clash` conflict, and the field
+/// keeps what it held.
+#[tokio::test]
+async fn a_write_back_never_replaces_another_id_the_source_already_holds() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let ticket = env
+        .helpdesk_seed(json!({"subject": "Existing", "external_id": "WO-880"}))
+        .await?;
+    let id = env
+        .kintone_create(
+            json!({"work_order_no": "WO-880", "件名": "Names another ticket", "helpdesk_ticket_id": "999999"}),
+        )
+        .await?;
+    env.settle("the clash", || async {
+        Ok(env
+            .store
+            .conflicts("open")
+            .await?
+            .iter()
+            .any(|c| c.source_record_id == id && c.kind == "write_back_clash"))
+    })
+    .await?;
+    let record = env.kintone_record(&id).await?;
+    assert_eq!(record["helpdesk_ticket_id"]["value"], "999999", "{record}");
+    let history = env.history(&id).await?;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.contains("999999") && h.contains(&ticket)),
+        "{history:#?}"
+    );
+    env.finish().await
 }
