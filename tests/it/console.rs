@@ -68,23 +68,7 @@ async fn scene(env: &Env) -> anyhow::Result<Scene> {
     let undecided = env
         .kintone_create(json!({"work_order_no": "WO-950", "件名": "Which one?"}))
         .await?;
-    env.settle("the conflict", || async {
-        Ok(env
-            .store
-            .conflicts("open")
-            .await?
-            .iter()
-            .any(|c| c.source_record_id == undecided))
-    })
-    .await?;
-    let conflict = env
-        .store
-        .conflicts("open")
-        .await?
-        .into_iter()
-        .find(|c| c.source_record_id == undecided)
-        .context("the conflict")?
-        .id;
+    let conflict = env.open_conflict(&undecided).await?.id;
 
     // Three refusals in a row: the record's every attempt fails, then the cause clears.
     env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": 500, "count": 3})).await?;

@@ -560,22 +560,7 @@ async fn a_resolution_names_a_candidate_or_an_override_with_a_reason_credited_to
     let id = env
         .kintone_create(json!({"work_order_no": "WO-555", "件名": "Which one?"}))
         .await?;
-    env.settle("the conflict", || async {
-        Ok(env
-            .store
-            .conflicts("open")
-            .await?
-            .iter()
-            .any(|c| c.source_record_id == id))
-    })
-    .await?;
-    let conflict = env
-        .store
-        .conflicts("open")
-        .await?
-        .into_iter()
-        .find(|c| c.source_record_id == id)
-        .context("the conflict")?;
+    let conflict = env.open_conflict(&id).await?;
     assert_eq!(conflict.kind, "several_matches");
     let candidates: Vec<String> = conflict.detail["candidates"]
         .as_array()

@@ -936,6 +936,22 @@ impl Env {
         Ok(())
     }
 
+    /// Waits until the source record `record_id` has an open conflict, and returns it.
+    pub async fn open_conflict(&self, record_id: &str) -> anyhow::Result<store::ConflictRow> {
+        let find = || async {
+            Ok::<_, anyhow::Error>(
+                self.store
+                    .conflicts("open")
+                    .await?
+                    .into_iter()
+                    .find(|c| c.source_record_id == record_id),
+            )
+        };
+        self.settle("the conflict", || async { Ok(find().await?.is_some()) })
+            .await?;
+        find().await?.context("the conflict")
+    }
+
     /// Waits until every webhook was delivered and `done` holds.
     pub async fn settle<F, Fut>(&self, what: &str, done: F) -> anyhow::Result<()>
     where
