@@ -179,6 +179,16 @@ impl Store {
         rows.iter().map(|r| row(r, false)).collect()
     }
 
+    /// How many dead letters match a filter.
+    pub async fn count_dead_letters(&self, filter: &DeadFilter) -> Result<i64, StoreError> {
+        let mut qb = QueryBuilder::new("SELECT count(*) FROM dead_letters");
+        filter.push_where(&mut qb);
+        qb.build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("count dead letters"))
+    }
+
     /// One dead letter with its body.
     pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
         let r = sqlx::query("SELECT * FROM dead_letters WHERE id = $1")

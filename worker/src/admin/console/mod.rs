@@ -4,9 +4,11 @@
 //! HTML forms that post and redirect, so the console needs no script at all.
 //!
 //! Access is the API's own: the same tokens and roles (`crate::auth`). A person signs
-//! in once with a token, which the console keeps in an `HttpOnly`, `SameSite=Strict`
-//! cookie limited to `/console` (a script on the page could not read it, and there is
-//! no script); a client may send `Authorization: Bearer` instead. Reading a page needs
+//! in once with a token; the console's cookie then holds a session sealed under that
+//! token (`Auth::seal_session`: the token's name and an expiry 8 hours on, never the
+//! token itself), `HttpOnly`, `SameSite=Strict` and limited to `/console` (a script on
+//! the page could not read it, and there is no script). The API does not take the
+//! cookie. A client may send `Authorization: Bearer` instead. Reading a page needs
 //! a viewer, every action an operator. A post must come from the console itself: the
 //! browser's `Origin` / `Sec-Fetch-Site` say so, and the form carries a token derived
 //! from the signed-in token, which another site cannot know. Without tokens (an open
@@ -26,14 +28,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AdminState;
-use crate::auth::{Access, Principal, Role};
+use crate::auth::{Access, Principal, Role, SESSION_SECONDS, hex};
 
 mod pages;
 
-/// The cookie that holds the signed-in token (hex-encoded).
+/// The cookie that holds the sealed session.
 const COOKIE: &str = "recordsync_console";
-/// How long a sign-in lasts, in seconds.
-const SIGN_IN_SECONDS: u32 = 8 * 3600;
 /// What the pages may load: their own style sheet, nothing else; forms post only to
 /// the console.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -104,30 +104,37 @@ impl Session {
     }
 }
 
-/// The form token of a signed-in token: derived from it, so that it holds on every
-/// worker behind a load balancer and no other site can compute it.
-fn form_token(token: &str) -> String {
-    let d = Sha256::digest(format!("recordsync console form\n{token}").as_bytes());
+/// The form token of a sign-in (the sealed session, or a bearer token): derived from
+/// it, so that it holds on every worker behind a load balancer and no other site can
+/// compute it.
+fn form_token(secret: &str) -> String {
+    let d = Sha256::digest(format!("recordsync console form\n{secret}").as_bytes());
     hex(&d[..16])
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What a request signs in with.
+#[derive(Debug, PartialEq, Eq)]
+enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// The console's cookie: a sealed session.
+    Session(String),
 }
 
-fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) || s.len() > 1024 {
-        return None;
+impl Credential {
+    /// Who it belongs to, now, and the form token of its forms.
+    fn open(&self, access: &Access) -> Option<(Principal, String)> {
+        let auth = access.auth();
+        let (principal, secret) = match self {
+            Credential::Bearer(t) => (auth.authenticate(t)?, t),
+            Credential::Session(s) => (auth.open_session(s, chrono::Utc::now().timestamp())?, s),
+        };
+        Some((principal.clone(), form_token(secret)))
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
 }
 
-/// The token a request presents: `Authorization: Bearer`, else the console's cookie.
-fn presented(headers: &HeaderMap) -> Option<String> {
+/// What a request presents: `Authorization: Bearer`, else the console's cookie.
+fn presented(headers: &HeaderMap) -> Option<Credential> {
     if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -135,7 +142,7 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_owned())
     {
-        return Some(t);
+        return Some(Credential::Bearer(t));
     }
     headers
         .get_all(header::COOKIE)
@@ -143,7 +150,8 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .find_map(unhex)
+        .find(|v| !v.is_empty())
+        .map(|v| Credential::Session(v.to_owned()))
 }
 
 /// Whether a post comes from the console's own pages: a browser says where a request
@@ -187,7 +195,11 @@ async fn guard(State(access): State<Access>, mut req: Request, next: Next) -> Re
             "This action was sent from another site, not from the console's own page, so it was not carried out.",
         );
     }
-    if route == "/console/login" || route == "/console/console.css" {
+    // Signing in and out needs no sign-in (a viewer, or an ended session, signs out).
+    if matches!(
+        route.as_str(),
+        "/console/login" | "/console/logout" | "/console/console.css"
+    ) {
         return next.run(req).await;
     }
     let auth = access.auth();
@@ -197,15 +209,14 @@ async fn guard(State(access): State<Access>, mut req: Request, next: Next) -> Re
             csrf: form_token(""),
         }
     } else {
-        let token = presented(req.headers());
-        let principal = token.as_deref().and_then(|t| auth.authenticate(t)).cloned();
-        match (principal, token) {
-            (Some(p), Some(t)) => Session {
+        let credential = presented(req.headers());
+        match credential.as_ref().and_then(|c| c.open(&access)) {
+            Some((p, csrf)) => Session {
                 principal: Some(p),
-                csrf: form_token(&t),
+                csrf,
             },
-            (_, token) => {
-                if token.is_some() {
+            None => {
+                if credential.is_some() {
                     tracing::warn!(route, "console request refused: unknown token");
                 }
                 if reading {
@@ -399,13 +410,20 @@ async fn login(
         );
     };
     tracing::info!(token = %p.name, role = %p.role, "console sign-in");
+    let expires_at = chrono::Utc::now().timestamp() + SESSION_SECONDS;
+    let Some(sealed) = s.access.auth().seal_session(token, expires_at) else {
+        return message_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            "That token is not known.",
+        );
+    };
     let secure = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"));
     let cookie = format!(
-        "{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_SECONDS}{}",
-        hex(token.as_bytes()),
+        "{COOKIE}={sealed}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{}",
         if secure { "; Secure" } else { "" }
     );
     let mut resp = Redirect::to("/console").into_response();
@@ -431,25 +449,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cookie_round_trips_any_token_and_ignores_other_cookies() {
-        let token = "a;b,c\"d\\e:f=g-0123456789";
+    fn the_cookie_is_read_among_others_and_a_bearer_token_comes_first() {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!(
-                "other=1; {COOKIE}x=zz; {COOKIE}={}; last=2",
-                hex(token.as_bytes())
-            ))
-            .expect("a header"),
+            HeaderValue::from_static(
+                "other=1; recordsync_consolex=zz; recordsync_console=6f6c6761.99.ab; last=2",
+            ),
         );
-        assert_eq!(presented(&h).as_deref(), Some(token));
+        assert_eq!(
+            presented(&h),
+            Some(Credential::Session("6f6c6761.99.ab".into()))
+        );
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer bearer-wins-0123456789"),
         );
-        assert_eq!(presented(&h).as_deref(), Some("bearer-wins-0123456789"));
-        assert_eq!(unhex("6"), None);
-        assert_eq!(unhex("zz"), None);
+        assert_eq!(
+            presented(&h),
+            Some(Credential::Bearer("bearer-wins-0123456789".into()))
+        );
+        let mut cleared = HeaderMap::new();
+        cleared.insert(
+            header::COOKIE,
+            HeaderValue::from_static("recordsync_console="),
+        );
+        assert_eq!(presented(&cleared), None);
         assert_eq!(presented(&HeaderMap::new()), None);
     }
 

@@ -14,6 +14,9 @@ use store::DeadFilter;
 use super::{ConsoleState, Session, message_page, render};
 use crate::ops::{OpsError, Resolution};
 
+/// How many dead letters the list shows at once (the oldest first).
+const DEAD_LETTERS_SHOWN: i64 = 500;
+
 /// A page's context: the session's part, the page's title and navigation key, and the
 /// page's own values.
 fn page(session: &Session, nav: &str, title: &str, values: Value) -> Value {
@@ -142,9 +145,8 @@ pub(super) async fn overview(
     let open_conflicts = a.store.conflicts("open").await.map(|c| c.len()).ok();
     let dead = a
         .store
-        .dead_letters(&DeadFilter::default(), 1_000)
+        .count_dead_letters(&DeadFilter::default())
         .await
-        .map(|d| d.iter().filter(|x| x.status == "dead").count())
         .ok();
     let paused = a.store.paused().await.map(|p| p.len()).ok();
     render(
@@ -443,18 +445,20 @@ pub(super) async fn dead_letters(
     Extension(session): Extension<Session>,
     Query(q): Query<Done>,
 ) -> Response {
-    let rows = match s
-        .admin
-        .store
-        .dead_letters(&DeadFilter::default(), 500)
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => return unavailable(e),
+    // The oldest first, as many as a page holds; the heading says how many wait.
+    let waiting = DeadFilter::default();
+    let (rows, total) = match (
+        s.admin
+            .store
+            .dead_letters(&waiting, DEAD_LETTERS_SHOWN)
+            .await,
+        s.admin.store.count_dead_letters(&waiting).await,
+    ) {
+        (Ok(d), Ok(n)) => (d, n),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let rows: Vec<Value> = rows
         .iter()
-        .filter(|d| d.status == "dead")
         .map(|d| {
             json!({
                 "id": d.id, "rule": d.rule, "record": d.record_id, "class": d.class.replace('_', " "),
@@ -469,7 +473,7 @@ pub(super) async fn dead_letters(
             &session,
             "dead",
             "Dead letters",
-            json!({"dead_letters": rows, "done": done(q.done.as_deref())}),
+            json!({"dead_letters": rows, "total": total, "done": done(q.done.as_deref())}),
         ),
     )
 }
