@@ -120,6 +120,19 @@ async fn scene(env: &Env) -> anyhow::Result<Scene> {
     })
 }
 
+/// Waits until the conflict's record is linked to the candidate the resolution chose.
+async fn resolution_applied(env: &Env, scene: &Scene) -> anyhow::Result<()> {
+    env.settle("the resolution applied", || async {
+        Ok(env
+            .store
+            .link(RULE, &scene.undecided)
+            .await?
+            .and_then(|l| l.target_id)
+            == Some(scene.candidate.clone()))
+    })
+    .await
+}
+
 /// A client that shows redirects instead of following them, and keeps no cookies.
 fn client() -> anyhow::Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -381,15 +394,7 @@ async fn the_console_signs_in_with_a_token_escapes_every_value_and_refuses_forge
         header(&resp, "location"),
         "/console/conflicts?done=resolved"
     );
-    env.settle("the resolution applied", || async {
-        Ok(env
-            .store
-            .link(RULE, &scene.undecided)
-            .await?
-            .and_then(|l| l.target_id)
-            == Some(scene.candidate.clone()))
-    })
-    .await?;
+    resolution_applied(&env, &scene).await?;
     let history = env.history(&scene.undecided).await?;
     assert!(history.iter().any(|h| h.contains("olga")), "{history:#?}");
 
@@ -466,15 +471,7 @@ async fn a_person_walks_every_console_page_in_chromium_and_resolves_a_conflict()
     );
 
     // What the clicks did, in the store and the systems.
-    env.settle("the resolution applied", || async {
-        Ok(env
-            .store
-            .link(RULE, &scene.undecided)
-            .await?
-            .and_then(|l| l.target_id)
-            == Some(scene.candidate.clone()))
-    })
-    .await?;
+    resolution_applied(&env, &scene).await?;
     let resolved = env.store.conflicts("resolved").await?;
     assert!(resolved.iter().any(|c| c.id == scene.conflict));
     env.settle("the replayed record written back", || {
