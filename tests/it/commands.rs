@@ -4,7 +4,7 @@
 use queue::{Command, Resolution};
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE, change, command as cmd};
-use worker::process::Done;
+use worker::step::Done;
 
 fn id_text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)

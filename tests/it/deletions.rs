@@ -4,7 +4,7 @@
 use domain::rules::{DeletedFlag, OnDelete, OnTargetDelete, SyncRules};
 use serde_json::json;
 use tests::{APP, Env, EnvOptions, RULE, change};
-use worker::process::Done;
+use worker::step::Done;
 
 fn deletable(rules: &mut SyncRules) {
     rules.rules[0].on_delete = OnDelete::DeleteTarget;

@@ -48,7 +48,7 @@ async fn partner_env(workers: usize) -> anyhow::Result<Env> {
 /// Imports as the CLI does: checked, then queued through a confirm-mode publisher to
 /// the environment's queues.
 struct Importer {
-    processor: std::sync::Arc<worker::process::Processor>,
+    processor: std::sync::Arc<worker::step::Processor>,
     publisher: queue::Publisher,
     names: queue::Names,
 }

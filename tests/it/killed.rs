@@ -201,7 +201,7 @@ async fn a_lease_holder_frozen_past_its_expiry_cannot_commit_late() -> anyhow::R
     let outcome = tokio::time::timeout(Duration::from_secs(30), next.step(&change, 1)).await??;
     assert_eq!(
         outcome,
-        vec![(tests::RULE.to_owned(), worker::process::Done::Synced)]
+        vec![(tests::RULE.to_owned(), worker::step::Done::Synced)]
     );
     let linked = env.store.links(tests::RULE).await?[0].target_id.clone();
     assert!(linked.is_some());

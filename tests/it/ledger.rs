@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE, change};
-use worker::process::Done;
+use worker::step::Done;
 
 #[tokio::test]
 async fn every_event_seen_is_accounted_for_once_and_a_lost_one_is_named() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use queue::{Command, CommandV2, Resolution};
 use serde_json::json;
 use store::{Store, StoreErrorKind};
 use tests::{Env, EnvOptions, RULE, TestDb, change, command as cmd};
-use worker::process::Done;
+use worker::step::Done;
 
 fn resolve(id: &str, record_id: &str, conflict_id: i64, target_id: &str) -> CommandV2 {
     cmd(

@@ -257,7 +257,7 @@ async fn a_flush_that_fails_keeps_everything_parked_and_the_next_one_writes_it()
         let done = step
             .step(&tests::change(&format!("ev-7{n}"), &id), 1)
             .await?;
-        assert_eq!(done, vec![(RULE.to_owned(), worker::process::Done::Parked)]);
+        assert_eq!(done, vec![(RULE.to_owned(), worker::step::Done::Parked)]);
         tickets.push(ticket);
     }
     worker::ops::resume(&env.store, &env.rules, "rule", RULE).await?;
@@ -324,7 +324,7 @@ async fn a_paused_system_parks_every_rule_that_touches_it_until_resumed() -> any
         .await?;
     assert_eq!(
         step.step(&tests::change("ev-920", &id), 1).await?,
-        vec![(RULE.to_owned(), worker::process::Done::Parked)]
+        vec![(RULE.to_owned(), worker::step::Done::Parked)]
     );
     assert!(env.request_log("helpdesk").await?.is_empty());
     assert!(
@@ -362,7 +362,7 @@ async fn a_parked_repair_is_not_replaced_by_a_later_change() -> anyhow::Result<(
             reason: "subject differs".into(),
         },
     );
-    let parked = vec![(RULE.to_owned(), worker::process::Done::Parked)];
+    let parked = vec![(RULE.to_owned(), worker::step::Done::Parked)];
     assert_eq!(step.step(&repair, 1).await?, parked);
     // A plain change arrives while the repair waits: the repair keeps its place.
     env.kintone_edit_silently(&id, json!({"詳細": "Added later"}))

@@ -606,7 +606,7 @@ async fn a_rest_source_is_listed_by_its_update_time_and_paged_by_id() -> anyhow:
                 1,
             )
             .await?;
-        assert_eq!(done, vec![(name.clone(), worker::process::Done::Skipped)]);
+        assert_eq!(done, vec![(name.clone(), worker::step::Done::Skipped)]);
     }
     // The next scan asks only for what changed since the previous one began: nothing.
     let second = scan(false).await?;

@@ -250,7 +250,7 @@ async fn a_mapped_source_field_no_record_has_is_counted_by_rule_and_field() -> a
         let done = step
             .step(&tests::change(&format!("ev-{n}"), &id), 1)
             .await?;
-        assert_eq!(done, vec![(RULE.to_owned(), worker::process::Done::Synced)]);
+        assert_eq!(done, vec![(RULE.to_owned(), worker::step::Done::Synced)]);
     }
     let metrics = step.metrics.render();
     assert!(

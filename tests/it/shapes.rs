@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions};
-use worker::process::Done;
+use worker::step::Done;
 
 const ZENDESK: &str = include_str!("../../deploy/examples/zendesk.sync-rules.json");
 const HUBSPOT: &str = include_str!("../../deploy/examples/hubspot.sync-rules.json");

@@ -570,7 +570,7 @@ impl Env {
 
     /// A worker's step, built as the workers are but not consuming: tests drive it
     /// with commands, with no broker in between.
-    pub fn processor(&self) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
+    pub fn processor(&self) -> anyhow::Result<std::sync::Arc<worker::step::Processor>> {
         self.processor_with(&self.rules)
     }
 
@@ -579,7 +579,7 @@ impl Env {
     pub fn processor_with(
         &self,
         rules: &SyncRules,
-    ) -> anyhow::Result<std::sync::Arc<worker::process::Processor>> {
+    ) -> anyhow::Result<std::sync::Arc<worker::step::Processor>> {
         let secrets = secrets(&self.sandbox_config);
         let connectors = Connectors::build(rules, lookup(&secrets))?;
         let worker =

@@ -8,7 +8,7 @@ use domain::budget::{Usage, Verdict, forecast, verdict};
 use serde::Serialize;
 use store::StoreError;
 
-use crate::process::Processor;
+use crate::step::Processor;
 
 /// One system's budget now.
 #[derive(Debug, Clone, Serialize)]

@@ -149,9 +149,48 @@ pub fn jittered(tier_delay_ms: u64, at_least: Option<Duration>, random: u64) -> 
     (tier_delay_ms - cut).max(floor)
 }
 
+/// The delay tier a retry waits in: the attempt's own tier, or a longer one when the
+/// system asked for a wait (a 429's `Retry-After`, an in-doubt create's settle time):
+/// the smallest tier at least as long as asked, else the longest. The wait itself is
+/// the tier's delay, jittered ([`jittered`]) and never shorter than asked.
+pub fn retry_tier(topology: &queue::Topology, next_attempt: u32, after: Option<Duration>) -> usize {
+    let own = topology.tier_for(next_attempt);
+    let Some(after) = after else {
+        return own;
+    };
+    let delays = &topology.retry_delays_ms;
+    delays
+        .iter()
+        .position(|d| u128::from(*d) >= after.as_millis())
+        .unwrap_or(delays.len().saturating_sub(1))
+        .max(own)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 429's wait picks the smallest tier at least as long as `Retry-After`, never
+    /// a shorter tier than the attempt's own, and the longest when none is as long.
+    #[test]
+    fn a_wait_asked_for_picks_the_smallest_tier_that_covers_it() {
+        let t = queue::Topology::new("p", vec![1_000, 5_000, 30_000]);
+        assert_eq!(retry_tier(&t, 2, None), 0);
+        assert_eq!(retry_tier(&t, 3, None), 1);
+        assert_eq!(retry_tier(&t, 2, Some(Duration::from_millis(900))), 0);
+        assert_eq!(retry_tier(&t, 2, Some(Duration::from_millis(1_000))), 0);
+        assert_eq!(retry_tier(&t, 2, Some(Duration::from_millis(1_001))), 1);
+        assert_eq!(retry_tier(&t, 2, Some(Duration::from_secs(6))), 2);
+        assert_eq!(retry_tier(&t, 2, Some(Duration::from_secs(600))), 2);
+        // The attempt's own tier is a floor: a short Retry-After never shortens it.
+        assert_eq!(retry_tier(&t, 4, Some(Duration::from_millis(10))), 2);
+        // The wait asked for is kept whatever the jitter draws.
+        let asked = Duration::from_secs(4);
+        let tier = retry_tier(&t, 2, Some(asked));
+        for r in [0, 1, 999, u64::MAX] {
+            assert!(jittered(t.retry_delays_ms[tier], Some(asked), r) >= 4_000);
+        }
+    }
 
     /// The class names metrics, headers and dead letters carry.
     #[test]

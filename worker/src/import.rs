@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::process::Processor;
+use crate::step::Processor;
 
 /// Commands queued per recorded page.
 pub const PAGE_SIZE: usize = 100;

@@ -97,7 +97,7 @@ pub async fn resume(
 /// Queues a rehydration of one record, or of every record of the rule's source:
 /// each is refetched and resynced in full. Returns the records queued.
 pub async fn rehydrate(
-    processor: &crate::process::Processor,
+    processor: &crate::step::Processor,
     publisher: &Publisher,
     names: &Names,
     rule: &str,

@@ -17,8 +17,8 @@ use domain::preview::{Change, RuleChange, record_changes, rule_changes, summariz
 use domain::rules::SyncRules;
 use serde::Serialize;
 
-use crate::process::Processor;
 use crate::resync::ResyncError;
+use crate::step::Processor;
 
 /// Records per listing request, for the records not linked yet.
 const LIST_PAGE: usize = 100;

@@ -30,8 +30,8 @@ use serde_json::json;
 
 use crate::classify::Failure;
 use crate::limiter::Limited;
-use crate::process::Processor;
 use crate::resync::ResyncError;
+use crate::step::Processor;
 
 /// The lease a run holds, under its rule: no source record has this id.
 pub const LEASE_ID: &str = "#reconcile";

@@ -23,7 +23,7 @@ use queue::{Command, Names, Publisher};
 use store::{RecordTx, ResyncCursor, StoreError};
 
 use crate::classify::Failure;
-use crate::process::Processor;
+use crate::step::Processor;
 
 /// The lease a scan holds, under its rule: no source record has this id.
 pub const LEASE_ID: &str = "#resync";

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::classify::Failure;
-use crate::process::Processor;
+use crate::step::Processor;
 
 /// Why a check could not run.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,12 @@
 //! - [`Broker`]: a connection kept alive by a background task that reconnects with
 //!   backoff, handing out a confirm-mode [`Publisher`] while connected.
 //! - [`Consumer`]/[`Delivery`]: manual-ack consumption with a bounded prefetch.
+//! - [`redeliver`]: a delivery handed on to a delay queue ([`Delivery::retry`]) or the
+//!   dead-letter queue ([`Delivery::dead_letter`]), confirmed before the ack; the
+//!   attempt and history headers.
 
 pub mod message;
+pub mod redeliver;
 pub mod topology;
 pub mod trace;
 
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use lapin::Connection;
 pub use message::{Command, CommandV2, DecodeError, EventV1, QueueMessage, Resolution};
+pub use redeliver::{DeadLetter, HandoffError, Retry};
 pub use topology::{Names, Topology};
 
 /// Headers the service puts on messages.
@@ -500,7 +505,7 @@ impl Delivery {
     }
 
     /// The headers, to carry on to a retry or a dead letter.
-    pub fn headers(&self) -> FieldTable {
+    pub(crate) fn headers(&self) -> FieldTable {
         self.inner.properties.headers().clone().unwrap_or_default()
     }
 

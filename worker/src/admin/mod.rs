@@ -32,7 +32,7 @@ use jobs::{
 #[derive(Clone)]
 pub struct AdminState {
     /// The processor (rules and connectors, for rehydration).
-    pub processor: Arc<crate::process::Processor>,
+    pub processor: Arc<crate::step::Processor>,
     /// The store.
     pub store: Store,
     /// The broker.
@@ -51,12 +51,12 @@ impl AdminState {
     /// counters.
     pub fn of(worker: &crate::Worker) -> AdminState {
         AdminState {
-            processor: Arc::clone(&worker.processor),
-            store: worker.processor.store.clone(),
-            broker: Arc::clone(&worker.broker),
-            metrics: Arc::clone(&worker.metrics),
-            ledger_settle: worker.settings.ledger_settle(),
-            time_zone: worker.settings.time_zone,
+            processor: worker.processor(),
+            store: worker.store().clone(),
+            broker: worker.broker(),
+            metrics: worker.metrics(),
+            ledger_settle: worker.settings().ledger_settle(),
+            time_zone: worker.settings().time_zone,
         }
     }
 }

@@ -1,0 +1,320 @@
+//! What runs beside the consumer: the dead-letter drainer (the dead-letter queue into
+//! PostgreSQL), the flusher of parked work, and the scheduled resyncs, reconciles and
+//! schema checks, each claimed by one worker of the fleet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use crate::metrics::{Event, ScheduledResult};
+use crate::{dlq, reconcile, resync, schema};
+
+impl Worker {
+    /// Moves every message of the dead-letter queue into PostgreSQL, where operators
+    /// list, inspect, replay and purge them. Runs until shutdown.
+    pub(super) async fn drain_dead_letters(self: Arc<Self>, shutdown: CancellationToken) {
+        let dead = self.broker.names().dead_queue();
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = self.broker.wait_connected() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let tag = format!("dead-{}", uuid::Uuid::new_v4().simple());
+            let mut consumer = match self.broker.consume_queue(&dead, &tag, 16).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume the dead-letter queue yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                let delivery = tokio::select! {
+                    next = consumer.next() => match next {
+                        Some(Ok(d)) => d,
+                        _ => break,
+                    },
+                    _ = shutdown.cancelled() => {
+                        let _ = consumer.cancel().await;
+                        break;
+                    }
+                };
+                let record = dlq::from_delivery(&delivery);
+                match self.processor.store.insert_dead_letter(&record).await {
+                    Ok(_) => {
+                        let _ = delivery.ack().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a dead letter; it stays in the dead-letter queue until PostgreSQL is back");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = delivery.requeue().await;
+                    }
+                }
+            }
+            consumer.close().await;
+        }
+    }
+
+    /// Flushes parked work whose rule, systems and write window allow it, in batches.
+    /// Runs until shutdown.
+    pub(super) async fn flush_parked(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut pause = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            pause = Duration::from_millis(500);
+            if *self.db_down.borrow() {
+                continue;
+            }
+            let rules = match self.processor.store.parked_rules().await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            for rule in rules {
+                loop {
+                    match self.processor.flush(&rule).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            self.metrics.emit(Event::Flushed {
+                                rule: &rule,
+                                records: n,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(rule, error = %e, "flushing parked work failed; it stays parked and is tried again shortly");
+                            pause = Duration::from_secs(2);
+                            break;
+                        }
+                    }
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs each scheduled resync, reconcile and schema check every `every_seconds`
+    /// (the first at once, so that a restarted fleet catches up). One another worker
+    /// is running is skipped; a scan that fails resumes from its cursor at the next run.
+    pub(super) async fn resync_schedule(self: Arc<Self>, shutdown: CancellationToken) {
+        let rules = &self.processor.rules;
+        let every = |s: u64| Duration::from_secs(s);
+        let scheduled: Vec<(String, Duration, Scheduled)> = rules
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let spec = r.resync.as_ref()?;
+                Some((r.name.clone(), every(spec.every_seconds), Scheduled::Resync))
+            })
+            .chain(rules.rules.iter().filter_map(|r| {
+                let spec = r.reconcile.as_ref()?;
+                Some((
+                    r.name.clone(),
+                    every(spec.every_seconds),
+                    Scheduled::Reconcile,
+                ))
+            }))
+            .chain(rules.systems.iter().filter_map(|(name, s)| {
+                let spec = s.schema_check.as_ref()?;
+                Some((
+                    name.clone(),
+                    every(spec.every_seconds),
+                    Scheduled::SchemaCheck,
+                ))
+            }))
+            .collect();
+        let runs = scheduled.into_iter().map(|(name, every, kind)| {
+            let worker = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            async move {
+                // A run that fails (the source, the broker or PostgreSQL is down) is
+                // tried again sooner than the schedule, resuming from its cursor.
+                let retry = every.min(Duration::from_secs(30));
+                let mut wait = Duration::ZERO;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    tokio::select! {
+                        _ = worker.broker.wait_connected() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    wait = every;
+                    if *worker.db_down.borrow() {
+                        wait = retry;
+                        continue;
+                    }
+                    let run = async {
+                        match kind {
+                            Scheduled::Resync => worker.resync_scheduled(&name).await.map(|r| {
+                                r.map(|r| format!("{} listed, {} queued", r.listed, r.queued))
+                            }).map_err(Stopped::from),
+                            Scheduled::Reconcile => worker.reconcile_scheduled(&name).await.map(|r| {
+                                r.map(|r| format!("{} compared, {} apart, {} repairs queued", r.compared, r.records_apart, r.repairs_queued))
+                            }).map_err(Stopped::from),
+                            Scheduled::SchemaCheck => schema::scheduled(&worker.processor, &name).await.map(|r| {
+                                r.map(|checks| schema::lines(&checks).join("; "))
+                            }).map_err(Stopped::from),
+                        }
+                    };
+                    tokio::select! {
+                        result = run => {
+                            let (result, detail) = match &result {
+                                Ok(None) => (ScheduledResult::Taken, ""),
+                                Ok(Some(done)) => (ScheduledResult::Ran, done.as_str()),
+                                Err(Stopped::Busy) => (ScheduledResult::Busy, ""),
+                                Err(Stopped::Held(reason)) => (ScheduledResult::Held, reason.as_str()),
+                                Err(Stopped::Failed(error)) => (ScheduledResult::Failed, error.as_str()),
+                            };
+                            if matches!(result, ScheduledResult::Held | ScheduledResult::Failed) {
+                                wait = retry;
+                            }
+                            worker.metrics.emit(Event::Scheduled {
+                                name: &name,
+                                kind: kind.as_str(),
+                                result,
+                                detail,
+                            });
+                        }
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(runs).await;
+    }
+
+    /// Claims `rule`'s resync and runs it if this period's run is due (another worker
+    /// may have run it already): `None` when it was not.
+    async fn resync_scheduled(
+        &self,
+        rule: &str,
+    ) -> Result<Option<resync::ResyncReport>, resync::ResyncError> {
+        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
+        if !job.due(&self.processor).await? {
+            return Ok(None);
+        }
+        let publisher = self.broker.publisher().await?;
+        job.run(
+            &self.processor,
+            &publisher,
+            self.broker.names(),
+            false,
+            resync::PAGE_SIZE,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Claims `rule`'s reconcile and runs it if this period's run is due (its last run
+    /// started at least `every_seconds` ago): `None` when it was not.
+    async fn reconcile_scheduled(
+        &self,
+        rule: &str,
+    ) -> Result<Option<reconcile::ReconcileReport>, resync::ResyncError> {
+        let Some(spec) = self
+            .processor
+            .rules
+            .rule(rule)
+            .and_then(|r| r.reconcile.clone())
+        else {
+            return Ok(None);
+        };
+        let job = reconcile::ReconcileJob::claim(&self.processor, rule).await?;
+        let last = self.processor.store.reconcile_runs(Some(rule), 1).await?;
+        let every = chrono::Duration::seconds(spec.every_seconds as i64);
+        if last
+            .first()
+            .is_some_and(|r| chrono::Utc::now() - r.started_at < every)
+        {
+            job.release().await?;
+            return Ok(None);
+        }
+        let settle = spec
+            .settle_seconds
+            .map(Duration::from_secs)
+            .unwrap_or_else(|| self.settings.ledger_settle());
+        if spec.repair {
+            let publisher = self.broker.publisher().await?;
+            job.run(
+                &self.processor,
+                Some((&publisher, self.broker.names())),
+                false,
+                settle,
+            )
+            .await
+            .map(Some)
+        } else {
+            job.run(&self.processor, None, true, settle).await.map(Some)
+        }
+    }
+
+    /// Claims and runs one resync of `rule` (`full`: a backfill of every record).
+    pub async fn resync_once(
+        &self,
+        rule: &str,
+        full: bool,
+    ) -> Result<resync::ResyncReport, resync::ResyncError> {
+        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
+        let publisher = self.broker.publisher().await?;
+        job.run(
+            &self.processor,
+            &publisher,
+            self.broker.names(),
+            full,
+            resync::PAGE_SIZE,
+        )
+        .await
+    }
+}
+
+/// What a schedule runs.
+#[derive(Debug, Clone, Copy)]
+enum Scheduled {
+    Resync,
+    Reconcile,
+    SchemaCheck,
+}
+
+impl Scheduled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheduled::Resync => "resync",
+            Scheduled::Reconcile => "reconcile",
+            Scheduled::SchemaCheck => "schema_check",
+        }
+    }
+}
+
+/// Why a scheduled run stopped: another worker has it, an API budget holds it back,
+/// or it failed.
+enum Stopped {
+    Busy,
+    Held(String),
+    Failed(String),
+}
+
+impl From<resync::ResyncError> for Stopped {
+    fn from(e: resync::ResyncError) -> Stopped {
+        match e {
+            resync::ResyncError::AlreadyRunning(_) => Stopped::Busy,
+            resync::ResyncError::HeldBack(reason) => Stopped::Held(reason),
+            e => Stopped::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<schema::SchemaError> for Stopped {
+    fn from(e: schema::SchemaError) -> Stopped {
+        match e {
+            schema::SchemaError::AlreadyRunning(_) => Stopped::Busy,
+            e => Stopped::Failed(e.to_string()),
+        }
+    }
+}
