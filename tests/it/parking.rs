@@ -370,7 +370,11 @@ async fn a_parked_repair_is_not_replaced_by_a_later_change() -> anyhow::Result<(
     assert_eq!(step.step(&tests::change("ev-940", &id), 1).await?, parked);
     let rows = env.store.parked(Some(RULE)).await?;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].event["event_type"], "repair", "{:#}", rows[0].event);
+    assert_eq!(
+        rows[0].event["command"]["kind"], "repair",
+        "{:#}",
+        rows[0].event
+    );
     assert_eq!(rows[0].events, 2);
     let ledger = &env.store.ledger(Some(RULE), Duration::ZERO).await?[0];
     assert_eq!(ledger.skipped.get("coalesced"), Some(&1), "{ledger:#?}");

@@ -94,7 +94,7 @@ macro_rules! buckets {
                                 AND (x.rule IS NULL OR x.rule = d.rule)) THEN 'dead_lettered'
                 WHEN EXISTS (SELECT 1 FROM parked k
                               WHERE k.rule = d.rule AND k.source_record_id = d.source_record_id
-                                AND k.event->>'event_id' = d.event_id) THEN 'parked'
+                                AND k.event_id = d.event_id) THEN 'parked'
                 WHEN d.last_seen_at > now() - make_interval(secs => $2)
                   OR EXISTS (SELECT 1 FROM record_leases l
                               WHERE l.rule = d.rule AND l.source_record_id = d.source_record_id

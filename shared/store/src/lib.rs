@@ -174,6 +174,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rule renames",
         include_str!("../migrations/0015_rule_renames.sql"),
     ),
+    (
+        16,
+        "parked commands",
+        include_str!("../migrations/0016_parked_commands.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

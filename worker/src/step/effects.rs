@@ -2,7 +2,17 @@
 //! the creates, updates, source corrections and the write-back, each checked against
 //! what the system answered.
 
-use super::*;
+use connectors::ConnectorError;
+use domain::authority::{SyncState, wrote};
+use domain::history::Entry;
+use domain::plan::Side;
+use domain::record::Fields;
+use domain::rules::{OnDelete, OnTargetDelete, RuleSpec};
+use domain::sync::write_back;
+use serde_json::Value;
+use store::{Intent, RecordTx, StoreErrorKind};
+
+use super::{Done, Failure, Flow, InDoubt, Op, Planned, Processor, SavedState, Trigger};
 
 impl Processor {
     /// Makes the planned writes to the target and the corrections to the source, one
@@ -13,7 +23,7 @@ impl Processor {
     pub(super) async fn perform(
         &self,
         rule: &RuleSpec,
-        ev: &EventV1,
+        ev: &Trigger,
         tx: &mut RecordTx,
         mut planned: Planned,
         entries: &mut Vec<Entry>,
@@ -399,7 +409,7 @@ pub(super) fn write_key(
     what: &str,
     id: &str,
     fields: &Fields,
-    ev: &EventV1,
+    ev: &Trigger,
     state: &SyncState,
 ) -> String {
     use sha2::Digest;

@@ -1,7 +1,16 @@
 //! The bulk flush of parked work: a batch lease, every record decided again from
 //! its canonical state, updates in bulk calls where the target has them, one commit.
 
-use super::*;
+use domain::authority::wrote;
+use domain::history::Entry;
+use domain::plan::Side;
+use domain::record::Fields;
+use store::EventRef;
+
+use super::effects::rejected;
+use super::plan::load;
+use super::{Decision, Failure, Op, Processor, Trigger, finish, settle};
+use crate::classify::{self, Action};
 
 impl Processor {
     /// Flushes one batch of a rule's parked work, if its rule, systems and write window
@@ -36,7 +45,7 @@ impl Processor {
             return Ok(0);
         };
         struct Item {
-            ev: EventV1,
+            ev: Trigger,
             record_id: String,
             entries: Vec<Entry>,
             decision: Option<Decision>,
@@ -44,9 +53,7 @@ impl Processor {
         }
         let mut items = vec![];
         for row in &parked {
-            let Ok(QueueMessage::V1(ev)) =
-                serde_json::from_value::<QueueMessage>(row.event.clone())
-            else {
+            let Some(ev) = Trigger::unparked(&row.event, rule) else {
                 tracing::error!(
                     rule = rule.name,
                     record = row.source_record_id,
@@ -194,7 +201,8 @@ impl Processor {
                     settle(rule, result, &mut entries)?
                 }
             };
-            let received = Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, 1);
+            let received =
+                Entry::webhook_received(&ev.system, ev.work.event_type(), &ev.event_id, 1);
             finish(&mut tx, &evref, received, entries, flow).await?;
             flushed += 1;
         }

@@ -8,34 +8,30 @@
 mod effects;
 mod flush;
 mod plan;
+mod trigger;
+
+pub use trigger::{Trigger, Work};
+
+use std::collections::BTreeMap;
+
+use connectors::Connectors;
+use domain::authority::SyncState;
+use domain::history::Entry;
+pub use domain::plan::Side;
+use domain::plan::Unconfirmed;
+use domain::record::{Fields, SourceRecord};
+use domain::rules::{RuleSpec, SyncRules};
+use domain::sync::PriorState;
+use queue::{CommandV2, Resolution};
+use serde_json::{Value, json};
+use store::{EventRef, PendingCreate, RecordTx, Store, StoreError, StoreErrorKind};
 
 use effects::rejected;
 use plan::load;
 
-use connectors::{ConnectorError, Connectors};
-use domain::authority::{Observation, PendingWrite, SyncState, wrote};
-use domain::history::Entry;
-use domain::identity::{
-    IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
-};
-use domain::mapping::map_fields;
-pub use domain::plan::Side;
-use domain::plan::{
-    InitialInputs, LinkedInputs, LinkedPlan, Unconfirmed, Writes, plan_initial, plan_linked,
-    target_values,
-};
-use domain::record::{Fields, SourceRecord};
-use domain::rules::{OnDelete, OnTargetDelete, RuleSpec, SyncRules, SystemKind};
-use domain::sync::{PriorState, check_fresh, payload_disagreements, write_back};
-use std::collections::BTreeMap;
-
-use queue::{Command, CommandV2, EventV1, QueueMessage, Resolution};
-use serde_json::{Value, json};
-use store::{EventRef, Intent, PendingCreate, RecordTx, Store, StoreError, StoreErrorKind};
-
 pub use crate::classify::Failure;
 use crate::classify::{self, Action};
-use crate::limiter::{Limited, Limiter};
+use crate::limiter::Limiter;
 
 /// How processing ended when it ended well: the message can be acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,16 +171,6 @@ enum Decision {
     },
 }
 
-/// The trigger's event type of a rehydration: refetch everything and resync, as if
-/// nothing had been synced before (the link is kept). Version-1 messages carried it.
-pub const REHYDRATE: &str = queue::message::V1_REHYDRATE;
-
-/// The trigger's event type of a repair command.
-pub const REPAIR: &str = "repair";
-/// The event type of an imported row of a partner file (its payload carries the row,
-/// which is the canonical record of a `file` source).
-pub const IMPORT: &str = "import";
-
 /// What a decision starts from: the store's memory of the record.
 struct Known {
     prior: PriorState,
@@ -206,84 +192,36 @@ impl Processor {
         cmd: &CommandV2,
         attempt: u32,
     ) -> Result<Vec<(String, Done)>, Failure> {
-        let trigger =
-            |system: &str, app: &str, record_id: &str, event_type: &str, payload| EventV1 {
-                event_id: cmd.id.clone(),
-                system: system.to_owned(),
-                app: app.to_owned(),
-                record_id: record_id.to_owned(),
-                event_type: event_type.to_owned(),
-                received_at: cmd.issued_at,
-                correlation_id: cmd.correlation_id.clone(),
-                payload,
-            };
-        let (rule, record_id, event_type, payload) = match &cmd.command {
-            Command::Change {
-                system,
-                app,
-                record_id,
-                event_type,
-                payload,
-            } => {
-                let ev = trigger(system, app, record_id, event_type, payload.clone());
-                return self.change(&ev, attempt).await;
-            }
-            Command::Resolve {
-                rule, record_id, ..
-            } => (rule, record_id, "resolution", Value::Null),
-            Command::Rehydrate { rule, record_id } => (rule, record_id, REHYDRATE, Value::Null),
-            Command::Resync {
-                rule,
-                record_id,
-                revision,
-            } => (rule, record_id, "resync", json!({"revision": revision})),
-            Command::Repair {
-                rule,
-                record_id,
-                reason,
-            } => (rule, record_id, REPAIR, json!({"reason": reason})),
-            Command::Import {
-                rule,
-                record_id,
-                file,
-                line,
-                row,
-            } => (
-                rule,
-                record_id,
-                IMPORT,
-                json!({"file": file, "line": line, "row": row}),
-            ),
-        };
+        if let Some(trigger) = Trigger::change(cmd) {
+            return self.change(&trigger, attempt).await;
+        }
         // The rest concern one rule's source record: decided from the canonical
         // record, as a change would be (a resolution first applies the choice).
-        let Some(spec) = self.rules.rule(rule) else {
+        let Some(spec) = cmd.command.rule().and_then(|r| self.rules.rule(r)) else {
             return Ok(vec![]);
         };
-        let ev = trigger(
-            &spec.source.system,
-            &spec.source.app,
-            record_id,
-            event_type,
-            payload,
-        );
-        let done = match &cmd.command {
-            Command::Resolve {
+        let Some(trigger) = Trigger::of_rule(cmd, spec) else {
+            return Ok(vec![]);
+        };
+        let done = match &trigger.work {
+            Work::Resolve {
                 conflict_id,
                 by,
                 resolution,
-                ..
             } => {
-                self.resolve_conflict(spec, &ev, *conflict_id, by, resolution, attempt)
+                self.resolve_conflict(spec, &trigger, *conflict_id, by, resolution, attempt)
                     .await?
             }
-            _ => self.process_rule(spec, Side::Source, &ev, attempt).await?,
+            _ => {
+                self.process_rule(spec, Side::Source, &trigger, attempt)
+                    .await?
+            }
         };
         Ok(vec![(spec.name.clone(), done)])
     }
 
     /// A change under every rule that reads or writes its system's app.
-    async fn change(&self, ev: &EventV1, attempt: u32) -> Result<Vec<(String, Done)>, Failure> {
+    async fn change(&self, ev: &Trigger, attempt: u32) -> Result<Vec<(String, Done)>, Failure> {
         let mut outcomes = vec![];
         let rules: Vec<&RuleSpec> = self.rules.rules_for(&ev.system, &ev.app).collect();
         for rule in rules {
@@ -302,7 +240,7 @@ impl Processor {
         &self,
         rule: &RuleSpec,
         side: Side,
-        ev: &EventV1,
+        ev: &Trigger,
         attempt: u32,
     ) -> Result<Done, Failure> {
         let evref = EventRef {
@@ -343,24 +281,21 @@ impl Processor {
             tx.commit().await?;
             return Ok(Done::Duplicate);
         }
-        let received = match ev.payload["reason"].as_str() {
-            Some(reason) if ev.event_type == REPAIR => {
+        let received = match &ev.work {
+            Work::Repair { reason } => {
                 Entry::repair_asked(&ev.system, reason, &ev.event_id, attempt)
             }
-            _ if ev.event_type == IMPORT => Entry::imported(
-                &ev.system,
-                ev.payload["file"].as_str().unwrap_or_default(),
-                ev.payload["line"].as_u64().unwrap_or_default(),
-                &ev.event_id,
-                attempt,
-            ),
-            _ => Entry::webhook_received(&ev.system, &ev.event_type, &ev.event_id, attempt),
+            Work::Import { file, line, .. } => {
+                Entry::imported(&ev.system, file, *line, &ev.event_id, attempt)
+            }
+            work => Entry::webhook_received(&ev.system, work.event_type(), &ev.event_id, attempt),
         };
         if let Some(why) = self.blocked(rule, memory.paused) {
             // Nothing is fetched or written: the latest event waits in PostgreSQL.
-            let body =
-                serde_json::to_value(QueueMessage::V1(ev.clone())).expect("an event serializes");
-            let coalesced = tx.park(&body, why.0).await?;
+            let afresh = ev.rehydrating() || ev.repairing();
+            let coalesced = tx
+                .park(&ev.parked(&rule.name), &ev.event_id, afresh, why.0)
+                .await?;
             tx.append(&evref, &[received, Entry::parked(&why.1, coalesced)]);
             tx.commit().await?;
             return Ok(Done::Parked);
@@ -383,7 +318,7 @@ impl Processor {
     async fn resolve_conflict(
         &self,
         rule: &RuleSpec,
-        ev: &EventV1,
+        ev: &Trigger,
         conflict_id: i64,
         by: &str,
         resolution: &Resolution,
@@ -431,7 +366,7 @@ impl Processor {
             let mut known = load(&mut tx, rule).await?;
             known.prior.target_id = Some(target_id.clone());
             let mut again = ev.clone();
-            again.event_type = REHYDRATE.to_owned();
+            again.work = Work::Rehydrate;
             let result = self
                 .sync_one(
                     rule,
@@ -552,7 +487,7 @@ impl Processor {
         rule: &RuleSpec,
         side: Side,
         record_id: &str,
-        ev: &EventV1,
+        ev: &Trigger,
         tx: &mut RecordTx,
         known: &Known,
         entries: &mut Vec<Entry>,

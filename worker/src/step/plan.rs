@@ -2,7 +2,28 @@
 //! (stored link, lookup, variants, an in-doubt create), field authority, and the plan
 //! of writes with their keys. Nothing here writes to another system.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use domain::authority::{Observation, PendingWrite, SyncState};
+use domain::history::Entry;
+use domain::identity::{
+    IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
+};
+use domain::mapping::map_fields;
+use domain::plan::{
+    InitialInputs, LinkedInputs, LinkedPlan, Side, Unconfirmed, Writes, plan_initial, plan_linked,
+    target_values,
+};
+use domain::record::{Fields, SourceRecord};
+use domain::rules::{OnDelete, OnTargetDelete, RuleSpec, SyncRules, SystemKind};
+use domain::sync::{PriorState, check_fresh, payload_disagreements};
+use serde_json::{Value, json};
+use store::{RecordTx, StoreError};
+
+use super::{
+    Decision, Done, Failure, Flow, InDoubt, Known, Planned, Processor, SavedState, Trigger, Work,
+};
+use crate::limiter::Limited;
 
 impl Processor {
     /// The canonical values a source record maps to.
@@ -21,7 +42,7 @@ impl Processor {
         rule: &RuleSpec,
         side: Side,
         record_id: &str,
-        ev: &EventV1,
+        ev: &Trigger,
         known: &Known,
         entries: &mut Vec<Entry>,
     ) -> Result<Decision, Failure> {
@@ -35,11 +56,11 @@ impl Processor {
             self.limiter.limit(&source_ep),
             self.limiter.limit(&target_ep),
         );
-        let rehydrating = ev.event_type == REHYDRATE;
+        let rehydrating = ev.rehydrating();
         // A repair (a reconcile found the systems apart) decides from both systems as
         // they are, as a first link does: each field takes its owner's value, and only
         // what differs is written. The stored state is not trusted: it is what drifted.
-        let repairing = ev.event_type == REPAIR;
+        let repairing = ev.repairing();
 
         // The payload is a hint; the canonical record is the truth. A `file` source has
         // no API: the imported row is the record.
@@ -507,31 +528,33 @@ impl Processor {
 fn imported_row(
     rules: &SyncRules,
     rule: &RuleSpec,
-    ev: &EventV1,
+    ev: &Trigger,
     record_id: &str,
 ) -> Option<SourceRecord> {
     let file_source = rules
         .systems
         .get(&rule.source.system)
         .is_some_and(|s| s.kind == SystemKind::File);
-    if ev.event_type != IMPORT || !file_source {
+    let Work::Import { row, .. } = &ev.work else {
         return None;
-    }
-    Some(SourceRecord {
+    };
+    file_source.then(|| SourceRecord {
         id: record_id.to_owned(),
         revision: None,
         changed_at: None,
-        fields: ev.payload["row"].as_object().cloned().unwrap_or_default(),
+        fields: row.clone(),
     })
 }
 
 /// The record a webhook payload carried, as flat fields (kintone webhooks carry the
 /// whole record).
-pub(super) fn payload_record(rules: &SyncRules, ev: &EventV1) -> Option<Fields> {
+pub(super) fn payload_record(rules: &SyncRules, ev: &Trigger) -> Option<Fields> {
+    let Work::Change { payload, .. } = &ev.work else {
+        return None;
+    };
     let sys = rules.systems.get(&ev.system)?;
     match sys.kind {
-        SystemKind::Kintone => ev
-            .payload
+        SystemKind::Kintone => payload
             .get("record")
             .map(connectors::kintone::payload_fields),
         SystemKind::Rest | SystemKind::File => None,

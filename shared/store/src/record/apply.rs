@@ -60,6 +60,8 @@ pub(super) enum Write {
     Park {
         record: String,
         event: Value,
+        event_id: String,
+        decides_afresh: bool,
         reason: String,
     },
     Unpark {
@@ -353,6 +355,8 @@ async fn apply(
         Write::Park {
             record,
             event,
+            event_id,
+            decides_afresh,
             reason,
         } => {
             // One event waits per record: the flush reads the record once, for it. The
@@ -362,23 +366,23 @@ async fn apply(
             // change would not (and they read the record as it is then anyway).
             sqlx::query(
                 "WITH prev AS (
-                    SELECT p.event FROM parked p WHERE p.rule = $1 AND p.source_record_id = $2
+                    SELECT p.event_id, p.decides_afresh FROM parked p
+                     WHERE p.rule = $1 AND p.source_record_id = $2
                  ), keep AS (
-                    SELECT COALESCE(bool_or(
-                        prev.event->>'event_type' IN ('repair', 'recordsync.rehydrate')
-                        AND $3::jsonb->>'event_type' NOT IN ('repair', 'recordsync.rehydrate')
-                    ), false) AS old FROM prev
+                    SELECT COALESCE(bool_or(prev.decides_afresh AND NOT $6), false) AS old FROM prev
                  ), superseded AS (
                     INSERT INTO processed_events (event_id, rule, outcome)
-                    SELECT CASE WHEN keep.old THEN $3::jsonb->>'event_id' ELSE prev.event->>'event_id' END,
-                           $1, 'coalesced'
+                    SELECT CASE WHEN keep.old THEN $5 ELSE prev.event_id END, $1, 'coalesced'
                       FROM prev, keep
-                     WHERE prev.event->>'event_id' IS DISTINCT FROM $3::jsonb->>'event_id'
-                       AND prev.event->>'event_id' IS NOT NULL
+                     WHERE prev.event_id IS DISTINCT FROM $5
+                       AND prev.event_id IS NOT NULL
                     ON CONFLICT DO NOTHING)
-                 INSERT INTO parked (rule, source_record_id, event, reason) VALUES ($1, $2, $3, $4)
+                 INSERT INTO parked (rule, source_record_id, event, reason, event_id, decides_afresh)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (rule, source_record_id) DO UPDATE SET
                     event = CASE WHEN (SELECT old FROM keep) THEN parked.event ELSE EXCLUDED.event END,
+                    event_id = CASE WHEN (SELECT old FROM keep) THEN parked.event_id ELSE EXCLUDED.event_id END,
+                    decides_afresh = CASE WHEN (SELECT old FROM keep) THEN parked.decides_afresh ELSE EXCLUDED.decides_afresh END,
                     reason = EXCLUDED.reason,
                     events = parked.events + 1, parked_at = now()",
             )
@@ -386,6 +390,8 @@ async fn apply(
             .bind(record)
             .bind(event)
             .bind(reason)
+            .bind(event_id)
+            .bind(decides_afresh)
             .execute(&mut **tx)
             .await
             .map_err(q("park"))?;

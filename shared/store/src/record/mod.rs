@@ -643,9 +643,17 @@ impl RecordTx {
         });
     }
 
-    /// Parks the event for this record: the latest event replaces an earlier one.
-    /// Returns how many events the parked row will stand for.
-    pub async fn park(&mut self, event: &Value, reason: &str) -> Result<i32, StoreError> {
+    /// Parks the work for this record: `event` is what the flush reads back, stored
+    /// under `event_id`. The latest work replaces an earlier one, unless the earlier one
+    /// `decides_afresh` (a repair, a rehydration) and the later one does not. Returns
+    /// how many events the parked row will stand for.
+    pub async fn park(
+        &mut self,
+        event: &Value,
+        event_id: &str,
+        decides_afresh: bool,
+        reason: &str,
+    ) -> Result<i32, StoreError> {
         let before: Option<i32> = sqlx::query_scalar(
             "SELECT events FROM parked WHERE rule = $1 AND source_record_id = $2",
         )
@@ -657,6 +665,8 @@ impl RecordTx {
         self.writes.push(Write::Park {
             record: self.record_id.clone(),
             event: event.clone(),
+            event_id: event_id.to_owned(),
+            decides_afresh,
             reason: reason.to_owned(),
         });
         Ok(before.unwrap_or(0) + 1)
