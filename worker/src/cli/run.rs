@@ -44,7 +44,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("stopping: finishing events in flight");
+        // The binary's target, as before the command line had modules.
+        tracing::info!(target: "worker", "stopping: finishing events in flight");
         stop.cancel();
     });
     let ran = worker.run(Some(admin), shutdown).await;
