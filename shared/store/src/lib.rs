@@ -317,14 +317,36 @@ fn link_row(r: &sqlx::postgres::PgRow) -> Result<LinkRow, StoreError> {
     })
 }
 
+/// How long a pooled connection may sit idle before it is checked with a round trip
+/// when taken again.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
+
+/// The pool's settings. A connection taken from the pool is not pinged first (sqlx's
+/// default, one more round trip per checkout on the hot path) unless it sat idle for
+/// [`IDLE_BEFORE_PING`]: a connection that broke meanwhile fails its first statement
+/// instead, which the worker treats as PostgreSQL being unavailable (the message is
+/// given back, no attempt counted), and sqlx closes it when it is returned.
+fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl Store {
     /// Connects. `acquire_timeout` bounds how long a caller waits for a connection
     /// when PostgreSQL is down.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(q("parse the database URL"))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
+        let pool = pool_options(max_connections, Duration::from_secs(3))
             .connect_with(options)
             .await
             .map_err(q("connect"))?;
@@ -341,9 +363,7 @@ impl Store {
     /// backpressure ([`StoreErrorKind::Busy`]), not an outage.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(q("parse the database URL"))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+        let pool = pool_options(max_connections, Duration::from_secs(10))
             .connect_lazy_with(options);
         Ok(Store {
             pool,
