@@ -193,3 +193,58 @@ async fn every_event_seen_is_accounted_for_once_and_a_lost_one_is_named() -> any
     );
     env.finish().await
 }
+
+/// The ledger's metric comes from its recount, not from a scan at scrape time: an
+/// event seen two hours ago with no outcome, dead letter, parked row or lease shows
+/// as unaccounted for, and leaves the count once it has an outcome.
+#[tokio::test]
+async fn a_lost_event_moves_the_ledger_metric_and_an_outcome_brings_it_back() -> anyhow::Result<()>
+{
+    let env = Env::start_with(EnvOptions {
+        workers: 1,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let gauge = |n: u32| format!("recordsync_ledger_unaccounted_events{{rule=\"{RULE}\"}} {n}\n");
+    let shows = |n: u32| {
+        let env = &env;
+        let line = gauge(n);
+        move || {
+            let line = line.clone();
+            async move { Ok(env.worker_metrics().await?.contains(&line)) }
+        }
+    };
+    // Every configured rule has its line from the first recount on.
+    tests::wait_for(
+        "the ledger's first recount",
+        Duration::from_secs(30),
+        shows(0),
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, rule, source_record_id, first_seen_at, last_seen_at)
+         VALUES ('ev-lost', $1, '77', now() - interval '2 hours', now() - interval '2 hours')",
+    )
+    .bind(RULE)
+    .execute(env.store.pool())
+    .await?;
+    tests::wait_for(
+        "the lost event on the metric",
+        Duration::from_secs(30),
+        shows(1),
+    )
+    .await?;
+    let rolled: i64 = sqlx::query_scalar("SELECT unaccounted FROM ledger_rollup WHERE rule = $1")
+        .bind(RULE)
+        .fetch_one(env.store.pool())
+        .await?;
+    assert_eq!(rolled, 1);
+    sqlx::query(
+        "INSERT INTO processed_events (event_id, rule, outcome) VALUES ('ev-lost', $1, 'skipped')",
+    )
+    .bind(RULE)
+    .execute(env.store.pool())
+    .await?;
+    tests::wait_for("the metric back at 0", Duration::from_secs(30), shows(0)).await?;
+    env.finish().await
+}

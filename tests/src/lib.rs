@@ -483,6 +483,8 @@ impl Env {
             lease_ttl_ms: 3_000,
             in_doubt_settle_ms: opts.in_doubt_settle_ms,
             publish_timeout_ms: 2_000,
+            // The ledger's metric is recounted often, so that a test sees it move.
+            ledger_rollup_ms: 200,
             ..Settings::default()
         };
         let secrets = secrets(&sandbox_config);

@@ -175,7 +175,7 @@ impl Default for Metrics {
         let unaccounted = Family::<Rule, Gauge>::default();
         registry.register(
             "recordsync_ledger_unaccounted_events",
-            "Events first seen in the last 24 hours that the ledger cannot account for (seen, then lost), by rule, read from PostgreSQL when scraped",
+            "Events first seen in the last 24 hours that the ledger cannot account for (seen, then lost), by rule, from the ledger's last recount in PostgreSQL (every RECORDSYNC_LEDGER_ROLLUP_MS)",
             unaccounted.clone(),
         );
         let schema_drift = Family::<Drift, Gauge>::default();
@@ -323,7 +323,7 @@ pub enum Event<'a> {
     Scheduled {
         /// The rule or system it runs for.
         name: &'a str,
-        /// `resync`, `reconcile` or `schema_check`.
+        /// `resync`, `reconcile`, `schema_check` or `ledger_rollup`.
         kind: &'static str,
         /// What became of it.
         result: ScheduledResult,

@@ -42,6 +42,10 @@ pub struct Settings {
     pub in_doubt_settle_ms: u64,
     /// `RECORDSYNC_PUBLISH_TIMEOUT_MS`: how long ingest waits for a broker confirm.
     pub publish_timeout_ms: u64,
+    /// `RECORDSYNC_LEDGER_ROLLUP_MS`: how often one worker of the fleet recounts the
+    /// ledger's unaccounted events of the last 24 hours into `ledger_rollup`, which a
+    /// metrics scrape reads instead of scanning the deliveries.
+    pub ledger_rollup_ms: u64,
     /// `RECORDSYNC_TIME_ZONE`: the IANA time zone timelines are rendered in (each time
     /// with its offset); `UTC` by default. A request may ask for another (`?tz=`).
     pub time_zone: chrono_tz::Tz,
@@ -64,6 +68,7 @@ impl Default for Settings {
             lease_ttl_ms: 30_000,
             in_doubt_settle_ms: 60_000,
             publish_timeout_ms: 5_000,
+            ledger_rollup_ms: 15_000,
             time_zone: chrono_tz::Tz::UTC,
         }
     }
@@ -180,6 +185,9 @@ impl Settings {
         if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
             s.publish_timeout_ms = num(p)?;
         }
+        if let Some(p) = get("LEDGER_ROLLUP_MS") {
+            s.ledger_rollup_ms = num(p)?;
+        }
         if let Some((var, v)) = get("TIME_ZONE") {
             s.time_zone = domain::history::time_zone(&v).map_err(|message| SettingsError {
                 var,
@@ -206,6 +214,13 @@ impl Settings {
                 var: "RECORDSYNC_DB_MAX_CONNECTIONS".into(),
                 value: s.db_max_connections.to_string(),
                 message: "must be at least 2 (leases are renewed beside the work)".into(),
+            });
+        }
+        if s.ledger_rollup_ms < 100 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_LEDGER_ROLLUP_MS".into(),
+                value: s.ledger_rollup_ms.to_string(),
+                message: "must be at least 100".into(),
             });
         }
         if s.max_attempts == 0 {

@@ -167,32 +167,68 @@ impl Store {
         Ok(by_rule.into_values().collect())
     }
 
-    /// Per rule, the deliveries first seen within `window` that are unaccounted for
-    /// (seen, then lost): what a scrape reads for the ledger alert, bounded by the
-    /// window so that it stays cheap on a large table.
-    pub async fn unaccounted_recent(
+    /// Recounts, per rule, the deliveries first seen within `window` that are
+    /// unaccounted for (seen, then lost) into `ledger_rollup`, unless another worker
+    /// did within `every` or is doing it now (an advisory lock): one recount per period
+    /// for the fleet. Every rule of `rules` gets a row (0 when none is unaccounted), and
+    /// rules no longer configured lose theirs. Returns whether this call recounted.
+    pub async fn roll_up_unaccounted(
         &self,
+        rules: &[String],
         settle: Duration,
         window: Duration,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT rule, count(*) FILTER (WHERE bucket = 'unaccounted') FROM (",
+        every: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("begin the ledger rollup"))?;
+        let due: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext('recordsync.ledger_rollup'))
+                AND COALESCE((SELECT max(computed_at) FROM ledger_rollup)
+                             < now() - make_interval(secs => $1), true)",
+        )
+        .bind(every.as_secs_f64() * 0.9)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("claim the ledger rollup"))?;
+        if !due {
+            return Ok(false);
+        }
+        sqlx::query(concat!(
+            "WITH counted AS (
+                SELECT rule, count(*) FILTER (WHERE bucket = 'unaccounted') AS n FROM (",
             buckets!(),
-            ") b GROUP BY rule ORDER BY rule"
+            ") b GROUP BY rule
+             ), fresh AS (
+                SELECT r.rule, COALESCE(c.n, 0) AS n
+                  FROM unnest($4::text[]) AS r(rule) LEFT JOIN counted c USING (rule)
+             ), gone AS (
+                DELETE FROM ledger_rollup WHERE rule <> ALL($4)
+             )
+             INSERT INTO ledger_rollup (rule, unaccounted, computed_at)
+             SELECT rule, n, now() FROM fresh
+             ON CONFLICT (rule) DO UPDATE
+                SET unaccounted = EXCLUDED.unaccounted, computed_at = EXCLUDED.computed_at"
         ))
         .bind(None::<String>)
         .bind(settle.as_secs_f64())
         .bind(window.as_secs_f64())
-        .fetch_all(&self.pool)
+        .bind(rules)
+        .execute(&mut *tx)
         .await
-        .map_err(q("read the ledger's recent unaccounted events"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                ))
-            })
-            .collect()
+        .map_err(q("recount the ledger's unaccounted events"))?;
+        tx.commit().await.map_err(q("commit the ledger rollup"))?;
+        Ok(true)
+    }
+
+    /// The last recount of the ledger's unaccounted events per rule (see
+    /// [`Store::roll_up_unaccounted`]): one row per configured rule, read by a scrape.
+    pub async fn unaccounted_rolled_up(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as("SELECT rule, unaccounted FROM ledger_rollup ORDER BY rule")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read the ledger rollup"))
     }
 }

@@ -179,6 +179,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "parked commands",
         include_str!("../migrations/0016_parked_commands.sql"),
     ),
+    (
+        17,
+        "ledger rollup",
+        include_str!("../migrations/0017_ledger_rollup.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -363,8 +368,8 @@ impl Store {
     /// backpressure ([`StoreErrorKind::Busy`]), not an outage.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(q("parse the database URL"))?;
-        let pool = pool_options(max_connections, Duration::from_secs(10))
-            .connect_lazy_with(options);
+        let pool =
+            pool_options(max_connections, Duration::from_secs(10)).connect_lazy_with(options);
         Ok(Store {
             pool,
             leases: LeaseSettings::default(),

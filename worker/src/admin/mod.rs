@@ -146,11 +146,8 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             .and_then(|at| (chrono::Utc::now() - at).to_std().ok());
         s.metrics.open_conflicts(kinds, oldest);
     }
-    if let Ok(by_rule) = s
-        .store
-        .unaccounted_recent(s.ledger_settle, std::time::Duration::from_secs(24 * 3600))
-        .await
-    {
+    // The ledger's last recount (one row per rule), never a scan of the deliveries.
+    if let Ok(by_rule) = s.store.unaccounted_rolled_up().await {
         s.metrics.unaccounted(&by_rule);
     }
     if let Ok(budgets) = crate::budget::status(&s.processor).await {

@@ -164,6 +164,7 @@ impl Worker {
         let drainer = tokio::spawn(Arc::clone(&worker).drain_dead_letters(shutdown.clone()));
         let flusher = tokio::spawn(Arc::clone(&worker).flush_parked(shutdown.clone()));
         let resyncs = tokio::spawn(Arc::clone(&worker).resync_schedule(shutdown.clone()));
+        let rollup = tokio::spawn(Arc::clone(&worker).roll_up_ledger(shutdown.clone()));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = worker.broker.wait_connected() => {}
@@ -181,6 +182,7 @@ impl Worker {
         let _ = drainer.await;
         let _ = flusher.await;
         let _ = resyncs.await;
+        let _ = rollup.await;
         let _ = keeper.await;
         if let Some(t) = admin_task {
             let _ = t.await;

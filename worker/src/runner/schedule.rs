@@ -11,7 +11,51 @@ use super::Worker;
 use crate::metrics::{Event, ScheduledResult};
 use crate::{dlq, reconcile, resync, schema};
 
+/// How far back the ledger's rollup counts unaccounted events: the alert's day.
+pub const LEDGER_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 impl Worker {
+    /// Recounts the ledger's unaccounted events into the rollup a metrics scrape
+    /// reads, every `RECORDSYNC_LEDGER_ROLLUP_MS` (the first at once); one worker of
+    /// the fleet recounts per period, the others find it done. Runs until shutdown.
+    pub(super) async fn roll_up_ledger(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = Duration::from_millis(self.settings.ledger_rollup_ms);
+        let rules: Vec<String> = self
+            .processor
+            .rules
+            .rules
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            wait = every;
+            if *self.db_down.borrow() {
+                continue;
+            }
+            let recount = self
+                .processor
+                .store
+                .roll_up_unaccounted(&rules, self.settings.ledger_settle(), LEDGER_WINDOW, every)
+                .await;
+            let (result, detail) = match &recount {
+                Ok(true) => (ScheduledResult::Ran, String::new()),
+                Ok(false) => (ScheduledResult::Taken, String::new()),
+                Err(e) => (ScheduledResult::Failed, e.to_string()),
+            };
+            self.metrics.emit(Event::Scheduled {
+                name: "ledger",
+                kind: "ledger_rollup",
+                result,
+                detail: &detail,
+            });
+        }
+    }
+
     /// Moves every message of the dead-letter queue into PostgreSQL, where operators
     /// list, inspect, replay and purge them. Runs until shutdown.
     pub(super) async fn drain_dead_letters(self: Arc<Self>, shutdown: CancellationToken) {
