@@ -44,7 +44,8 @@ pub struct Settings {
     pub publish_timeout_ms: u64,
     /// `RECORDSYNC_LEDGER_ROLLUP_MS`: how often one worker of the fleet recounts the
     /// ledger's unaccounted events of the last 24 hours into `ledger_rollup`, which a
-    /// metrics scrape reads instead of scanning the deliveries.
+    /// metrics scrape reads instead of scanning the deliveries. A minute by default: the
+    /// ledger's alert waits ten.
     pub ledger_rollup_ms: u64,
     /// `RECORDSYNC_TIME_ZONE`: the IANA time zone timelines are rendered in (each time
     /// with its offset); `UTC` by default. A request may ask for another (`?tz=`).
@@ -68,7 +69,7 @@ impl Default for Settings {
             lease_ttl_ms: 30_000,
             in_doubt_settle_ms: 60_000,
             publish_timeout_ms: 5_000,
-            ledger_rollup_ms: 15_000,
+            ledger_rollup_ms: 60_000,
             time_zone: chrono_tz::Tz::UTC,
         }
     }

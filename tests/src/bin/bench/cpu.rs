@@ -2,7 +2,7 @@
 //! children, RabbitMQ, PostgreSQL, the bench itself), and how busy the machine was
 //! from `/proc/stat`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::stats::thousands;
 
@@ -70,6 +70,12 @@ impl Watch {
             ticks,
             machine_busy: machine_busy_ticks().unwrap_or(0),
         }
+    }
+
+    /// The CPU time group `index` used between two snapshots.
+    pub fn seconds(&self, index: usize, before: &Snapshot, after: &Snapshot) -> Duration {
+        let ticks = after.ticks[index].saturating_sub(before.ticks[index]);
+        Duration::from_secs_f64(ticks as f64 / TICKS_PER_S)
     }
 
     /// A line saying how much CPU each group used per operation between two

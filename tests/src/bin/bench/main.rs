@@ -19,6 +19,7 @@ mod load;
 mod procs;
 mod reconcile;
 mod report;
+mod scrape;
 mod slow;
 mod stats;
 mod uploads;
@@ -73,6 +74,10 @@ enum Command {
     /// its time, its comparison beside a plain hash-and-compare of the same data, its
     /// requests beside the fewest possible. Not part of `all`.
     Reconcile(RunArgs),
+    /// A worker's `/metrics` over 1,000,000 deliveries (`--count`): its latency and the
+    /// PostgreSQL CPU of a scrape, beside the ledger recount each scrape ran before.
+    /// Not part of `all`.
+    Scrape(RunArgs),
     /// A bounded fault run: worker kills, a broker cut, a PostgreSQL stop and target
     /// faults on a seeded schedule, while work orders change on both sides; then checks
     /// that nothing was lost, duplicated or left drifting. Exits 1 if a check fails.
@@ -139,6 +144,7 @@ enum Scenario {
     Limiter,
     Slow,
     Reconcile,
+    Scrape,
     All,
 }
 
@@ -150,6 +156,7 @@ impl Scenario {
             Scenario::Limiter => "limiter",
             Scenario::Slow => "slow",
             Scenario::Reconcile => "reconcile",
+            Scenario::Scrape => "scrape",
             Scenario::All => "all",
         }
     }
@@ -183,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Limiter(args) => bench(Scenario::Limiter, args).await,
         Command::Slow(args) => bench(Scenario::Slow, args).await,
         Command::Reconcile(args) => bench(Scenario::Reconcile, args).await,
+        Command::Scrape(args) => bench(Scenario::Scrape, args).await,
         Command::All(args) => bench(Scenario::All, args).await,
         Command::Chaos(args) => chaos_runs(args).await,
     }
@@ -360,6 +368,17 @@ async fn measure(
             1_000
         ));
         let figures = reconcile::run(janitor, http, records).await?;
+        report.rows.extend(figures.rows());
+        report.notes.extend(figures.notes());
+    }
+    if scenario == Scenario::Scrape {
+        let deliveries = args.count.unwrap_or(scrape::DEFAULT_DELIVERIES);
+        report.context.push(format!(
+            "scrape: one worker in this process over a database with {} deliveries first seen 2 to 22 hours ago, one in 1,000 without an outcome; {} sequential GET /metrics; ceiling: the ledger recount (the 24-hour classification each scrape ran before the rollup), timed once on the same data",
+            thousands(deliveries as u64),
+            thousands(200),
+        ));
+        let figures = scrape::run(janitor, http, deliveries).await?;
         report.rows.extend(figures.rows());
         report.notes.extend(figures.notes());
     }
