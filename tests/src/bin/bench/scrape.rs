@@ -49,7 +49,7 @@ impl Figures {
             )
             .ceiling(
                 format!("{} ms the recount each scrape ran before", ms(self.recount)),
-                format!("{:.2}×", p50 / (self.recount.as_secs_f64() * 1e3).max(1e-9)),
+                percent(p50, self.recount.as_secs_f64() * 1e3),
             )
             .target(&format!("< {MAX_SCRAPE_MS} ms"), p50 < MAX_SCRAPE_MS),
             Row::plain(
