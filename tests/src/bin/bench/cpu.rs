@@ -21,6 +21,8 @@ pub enum Members {
     Postgres {
         /// The database name.
         database: String,
+        /// Backends counted elsewhere (the bench's own reader).
+        except: Vec<u32>,
     },
 }
 
@@ -123,10 +125,11 @@ impl Members {
         match self {
             Members::Pids(pids) => pids.contains(&p.pid),
             Members::Command(name) => p.command == *name,
-            Members::Postgres { database } => {
+            Members::Postgres { database, except } => {
                 // A client backend's title is `postgres: user db host(port) state`;
                 // background processes carry no client address.
                 p.command == "postgres"
+                    && !except.contains(&p.pid)
                     && (p.title.contains(database.as_str()) || !p.title.contains('('))
             }
         }
@@ -217,6 +220,7 @@ mod tests {
     fn postgres_members() {
         let pg = Members::Postgres {
             database: "rs_test_a".into(),
+            except: vec![7],
         };
         let p = |title: &str| Process {
             pid: 1,
@@ -227,6 +231,11 @@ mod tests {
         assert!(pg.contains(&p("postgres: walwriter ")));
         assert!(pg.contains(&p("postgres: postgres rs_test_a 127.0.0.1(5000) idle")));
         assert!(!pg.contains(&p("postgres: postgres rs_test_b 127.0.0.1(5001) idle")));
+        let watcher = Process {
+            pid: 7,
+            ..p("postgres: postgres rs_test_a 127.0.0.1(5002) idle")
+        };
+        assert!(!pg.contains(&watcher), "a backend counted elsewhere");
     }
 
     #[test]

@@ -285,8 +285,12 @@ pub(crate) struct Stack {
     pub(crate) sender: Sender,
     /// Each webhook's event id, in send order.
     event_ids: Vec<String>,
-    /// The workers' database, where the commits are read.
-    database_url: String,
+    /// The bench's one connection to the workers' database, where the commits are
+    /// read; its backend's CPU is counted apart from PostgreSQL's.
+    watcher: sqlx::PgConnection,
+    /// The history read so far: the last row id, and each event's latest row time.
+    watched_to: i64,
+    committed: HashMap<String, DateTime<Utc>>,
     cpu: cpu::Watch,
     label: String,
     /// Where each worker writes how many SQL statements it has sent.
@@ -341,7 +345,17 @@ impl Stack {
             statement_files.push(file);
         }
         wait_consumers(&tests::amqp_url(), &prefix, workers).await?;
-        let cpu = cpu_watch(&sandbox, &ingest, &fleet, database);
+        let mut watcher = ceiling::connect_as(&database_url, WATCHER).await?;
+        let watcher_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut watcher)
+            .await?;
+        let cpu = cpu_watch(
+            &sandbox,
+            &ingest,
+            &fleet,
+            database,
+            u32::try_from(watcher_pid).ok(),
+        );
         let sender = Sender::kintone(http, &ingest, bodies);
         Ok(Stack {
             sandbox,
@@ -349,7 +363,9 @@ impl Stack {
             fleet,
             sender,
             event_ids,
-            database_url,
+            watcher,
+            watched_to: 0,
+            committed: HashMap::new(),
             cpu,
             label,
             statement_files,
@@ -390,42 +406,50 @@ impl Stack {
     /// Waits until the events `range` (webhooks by send order) each have their decision
     /// committed, and returns when each was, in order: the latest `history.at` of the
     /// event, which the step's commit appends (`clock_timestamp()`, the same clock the
-    /// bench stamps acceptance with). One query every 250 ms, on one connection. Fails
-    /// when no new commit shows for [`STALL_TIMEOUT`].
+    /// bench stamps acceptance with). Every 250 ms it reads only the history rows
+    /// appended since its last read (by id, the primary key), so each row is read once
+    /// however long the run; its backend's CPU is reported apart. Fails when no new
+    /// commit shows for [`STALL_TIMEOUT`].
     pub(crate) async fn wait_committed(
         &mut self,
         range: std::ops::Range<usize>,
     ) -> anyhow::Result<Vec<DateTime<Utc>>> {
         let ids = &self.event_ids[range];
-        let mut conn = ceiling::connect_as(&self.database_url, WATCHER).await?;
         let mut seen = 0;
         let mut progressed = Instant::now();
-        let found = loop {
-            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT event_id, max(at) FROM history WHERE event_id = ANY($1) GROUP BY event_id",
-            )
-            .bind(ids)
-            .fetch_all(&mut conn)
-            .await?;
-            if rows.len() == ids.len() {
-                break rows;
+        loop {
+            let rows: Vec<(i64, Option<String>, DateTime<Utc>)> =
+                sqlx::query_as("SELECT id, event_id, at FROM history WHERE id > $1 ORDER BY id")
+                    .bind(self.watched_to)
+                    .fetch_all(&mut self.watcher)
+                    .await?;
+            for (id, event_id, at) in rows {
+                self.watched_to = self.watched_to.max(id);
+                if let Some(event_id) = event_id {
+                    let latest = self.committed.entry(event_id).or_insert(at);
+                    *latest = (*latest).max(at);
+                }
             }
-            if rows.len() > seen {
-                seen = rows.len();
+            let done = ids
+                .iter()
+                .filter(|id| self.committed.contains_key(*id))
+                .count();
+            if done == ids.len() {
+                break;
+            }
+            if done > seen {
+                seen = done;
                 progressed = Instant::now();
             } else if progressed.elapsed() > STALL_TIMEOUT {
                 bail!(
-                    "{}: {} of {} events committed and no new one for {STALL_TIMEOUT:?}; the workers' stderr above may say why",
+                    "{}: {done} of {} events committed and no new one for {STALL_TIMEOUT:?}; the workers' stderr above may say why",
                     self.label,
-                    rows.len(),
                     ids.len()
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        let _ = sqlx::Connection::close(conn).await;
-        let at: HashMap<String, DateTime<Utc>> = found.into_iter().collect();
-        Ok(ids.iter().map(|id| at[id]).collect())
+        }
+        Ok(ids.iter().map(|id| self.committed[id]).collect())
     }
 
     /// Stops every process; returns the largest worker peak RSS in KiB.
@@ -453,7 +477,14 @@ pub fn database_name(url: &str) -> String {
 
 /// Watches the CPU time of a stack's processes, RabbitMQ, the PostgreSQL processes
 /// that serve `database`, and the bench itself.
-pub fn cpu_watch(sandbox: &Proc, ingest: &Proc, fleet: &[Proc], database: String) -> cpu::Watch {
+pub fn cpu_watch(
+    sandbox: &Proc,
+    ingest: &Proc,
+    fleet: &[Proc],
+    database: String,
+    watcher: Option<u32>,
+) -> cpu::Watch {
+    let except: Vec<u32> = watcher.into_iter().collect();
     cpu::Watch::new(vec![
         cpu::Group {
             name: "sandbox",
@@ -473,7 +504,14 @@ pub fn cpu_watch(sandbox: &Proc, ingest: &Proc, fleet: &[Proc], database: String
         },
         cpu::Group {
             name: "PostgreSQL",
-            members: cpu::Members::Postgres { database },
+            members: cpu::Members::Postgres {
+                database,
+                except: except.clone(),
+            },
+        },
+        cpu::Group {
+            name: "bench's commit watcher (PostgreSQL)",
+            members: cpu::Members::Pids(except),
         },
         cpu::Group {
             name: "bench",

@@ -191,7 +191,13 @@ pub async fn run(
         fleet.push(Proc::spawn(&format!("worker {n}"), "__worker", &env).await?);
     }
     e2e::wait_consumers(&::tests::amqp_url(), &prefix, WORKERS).await?;
-    let cpu = e2e::cpu_watch(&sandbox, &ingest, &fleet, e2e::database_name(&database_url));
+    let cpu = e2e::cpu_watch(
+        &sandbox,
+        &ingest,
+        &fleet,
+        e2e::database_name(&database_url),
+        None,
+    );
 
     let mut log = HelpdeskLog::new(Arc::clone(&admin));
     log.poll().await?;

@@ -187,6 +187,7 @@ pub async fn run(
         name: "PostgreSQL",
         members: cpu::Members::Postgres {
             database: database_name(&database_url),
+            except: vec![],
         },
     }]);
     let before = watch.snapshot();
