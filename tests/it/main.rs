@@ -23,6 +23,7 @@ mod reconcile;
 mod recovery;
 mod rename;
 mod resync;
+mod retention;
 mod schema;
 mod secrets;
 mod security;

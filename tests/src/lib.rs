@@ -328,6 +328,8 @@ pub struct EnvOptions {
     pub extra_rules: Vec<domain::rules::RuleSpec>,
     /// A change to the rules (limits, windows) before anything starts.
     pub edit_rules: Option<fn(&mut SyncRules)>,
+    /// A change to the service settings (retention, schedules) before anything starts.
+    pub edit_settings: Option<fn(&mut Settings)>,
     /// Another rules file instead of the example (one of `deploy/examples/`): its
     /// kintone system is pointed at the sandbox, and every other system at the
     /// sandbox's dialect of the same name (`/zendesk`, `/hubspot`, `/freshdesk`).
@@ -346,6 +348,7 @@ impl Default for EnvOptions {
             amqp_url: None,
             worker_database_url: None,
             edit_rules: None,
+            edit_settings: None,
             extra_rules: vec![],
             rules_text: None,
         }
@@ -486,6 +489,14 @@ impl Env {
             // The ledger's metric is recounted often, so that a test sees it move.
             ledger_rollup_ms: 200,
             ..Settings::default()
+        };
+        let settings = match opts.edit_settings {
+            Some(edit) => {
+                let mut settings = settings;
+                edit(&mut settings);
+                settings
+            }
+            None => settings,
         };
         let secrets = secrets(&sandbox_config);
 

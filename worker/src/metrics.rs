@@ -37,6 +37,11 @@ struct ScheduledRun {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Table {
+    table: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Queue {
     queue: Label,
 }
@@ -83,6 +88,7 @@ pub struct Metrics {
     retries: Family<Class, Counter>,
     dead_letters: Family<Class, Counter>,
     flushed: Family<Rule, Counter>,
+    pruned: Family<Table, Counter>,
     requeued: Counter,
     queue_depth: Family<Queue, Gauge>,
     open_conflicts: Family<Kind, Gauge>,
@@ -146,6 +152,12 @@ impl Default for Metrics {
             "recordsync_worker_flushed",
             "Parked records flushed, by rule",
             flushed.clone(),
+        );
+        let pruned = Family::<Table, Counter>::default();
+        registry.register(
+            "recordsync_worker_pruned_rows",
+            "Rows pruned past their retention, by table",
+            pruned.clone(),
         );
         let requeued = Counter::default();
         registry.register(
@@ -248,6 +260,7 @@ impl Default for Metrics {
             retries,
             dead_letters,
             flushed,
+            pruned,
             requeued,
             queue_depth,
             open_conflicts,
@@ -317,13 +330,20 @@ pub enum Event<'a> {
         /// How many records.
         records: usize,
     },
+    /// A pruning run deleted rows past their retention:
+    /// `recordsync_worker_pruned_rows_total` by table, and an `info` line "pruned rows
+    /// past their retention" when it deleted any.
+    Pruned {
+        /// `(table, rows)` for each table pruned.
+        tables: &'a [(&'static str, u64)],
+    },
     /// A scheduled run's turn came (resync, reconcile, schema check):
     /// `recordsync_worker_scheduled_runs_total` by kind and result, and a line whose
     /// level follows the result.
     Scheduled {
         /// The rule or system it runs for.
         name: &'a str,
-        /// `resync`, `reconcile`, `schema_check` or `ledger_rollup`.
+        /// `resync`, `reconcile`, `schema_check`, `ledger_rollup` or `prune`.
         kind: &'static str,
         /// What became of it.
         result: ScheduledResult,
@@ -417,6 +437,25 @@ impl Metrics {
             Event::Flushed { rule, records } => {
                 self.flushed(rule, records);
                 tracing::info!(rule, records, "flushed parked work");
+            }
+            Event::Pruned { tables } => {
+                for (table, rows) in tables {
+                    self.pruned
+                        .get_or_create(&Table {
+                            table: (*table).into(),
+                        })
+                        .inc_by(*rows);
+                }
+                let rows: u64 = tables.iter().map(|(_, n)| n).sum();
+                if rows > 0 {
+                    let each: Vec<String> =
+                        tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                    tracing::info!(
+                        rows,
+                        tables = each.join(", "),
+                        "pruned rows past their retention"
+                    );
+                }
             }
             Event::Scheduled {
                 name,
@@ -634,6 +673,9 @@ impl Metrics {
         m.retried("server");
         m.dead_lettered("server");
         m.flushed("r", 1);
+        m.emit(Event::Pruned {
+            tables: &[("deliveries", 0)],
+        });
         m.requeued();
         m.queue_depth("work", 0);
         m.open_conflicts([("invalid", 1)], None);
@@ -824,6 +866,7 @@ mod tests {
             "recordsync_worker_retries_total",
             "recordsync_worker_dead_letters_total",
             "recordsync_worker_flushed_total",
+            "recordsync_worker_pruned_rows_total",
             "recordsync_worker_requeued_total",
             "recordsync_queue_depth_messages",
             "recordsync_open_conflicts",

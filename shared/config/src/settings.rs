@@ -47,6 +47,18 @@ pub struct Settings {
     /// metrics scrape reads instead of scanning the deliveries. A minute by default: the
     /// ledger's alert waits ten.
     pub ledger_rollup_ms: u64,
+    /// `RECORDSYNC_RETAIN_EVENTS_SECS`: how long an event that has an outcome is
+    /// remembered (`deliveries`, `processed_events`): the ledger's reach, and how late a
+    /// redelivery is still recognised as a duplicate by its id (after that, the record's
+    /// synced revision still makes it stale). 14 days by default.
+    pub retain_events_secs: u64,
+    /// `RECORDSYNC_RETAIN_OPERATIONS_SECS`: how long settled outbound operations are
+    /// kept (`outbound_ops`: confirmed, failed, or replaced by a later write to the same
+    /// record and system). A create in doubt is never pruned. 30 days by default.
+    pub retain_operations_secs: u64,
+    /// `RECORDSYNC_PRUNE_EVERY_MS`: how often one worker of the fleet prunes, in
+    /// bounded batches. 10 minutes by default.
+    pub prune_every_ms: u64,
     /// `RECORDSYNC_TIME_ZONE`: the IANA time zone timelines are rendered in (each time
     /// with its offset); `UTC` by default. A request may ask for another (`?tz=`).
     pub time_zone: chrono_tz::Tz,
@@ -70,6 +82,9 @@ impl Default for Settings {
             in_doubt_settle_ms: 60_000,
             publish_timeout_ms: 5_000,
             ledger_rollup_ms: 60_000,
+            retain_events_secs: 14 * 24 * 3600,
+            retain_operations_secs: 30 * 24 * 3600,
+            prune_every_ms: 600_000,
             time_zone: chrono_tz::Tz::UTC,
         }
     }
@@ -186,6 +201,15 @@ impl Settings {
         if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
             s.publish_timeout_ms = num(p)?;
         }
+        if let Some(p) = get("RETAIN_EVENTS_SECS") {
+            s.retain_events_secs = num(p)?;
+        }
+        if let Some(p) = get("RETAIN_OPERATIONS_SECS") {
+            s.retain_operations_secs = num(p)?;
+        }
+        if let Some(p) = get("PRUNE_EVERY_MS") {
+            s.prune_every_ms = num(p)?;
+        }
         if let Some(p) = get("LEDGER_ROLLUP_MS") {
             s.ledger_rollup_ms = num(p)?;
         }
@@ -215,6 +239,13 @@ impl Settings {
                 var: "RECORDSYNC_DB_MAX_CONNECTIONS".into(),
                 value: s.db_max_connections.to_string(),
                 message: "must be at least 2 (leases are renewed beside the work)".into(),
+            });
+        }
+        if s.prune_every_ms < 100 {
+            return Err(SettingsError {
+                var: "RECORDSYNC_PRUNE_EVERY_MS".into(),
+                value: s.prune_every_ms.to_string(),
+                message: "must be at least 100".into(),
             });
         }
         if s.ledger_rollup_ms < 100 {

@@ -700,6 +700,7 @@ mod reconcile;
 mod record;
 mod renames;
 mod resync;
+mod retention;
 mod schema;
 mod usage;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
@@ -710,6 +711,7 @@ pub use reconcile::ReconcileRun;
 pub use record::{Intent, Memory, PendingCreate, RecordTx};
 pub use renames::RenameError;
 pub use resync::ResyncCursor;
+pub use retention::{Pruned, Retention};
 pub use schema::{NewSchemaCheck, SchemaCheckRow};
 
 fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {

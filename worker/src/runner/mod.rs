@@ -165,6 +165,7 @@ impl Worker {
         let flusher = tokio::spawn(Arc::clone(&worker).flush_parked(shutdown.clone()));
         let resyncs = tokio::spawn(Arc::clone(&worker).resync_schedule(shutdown.clone()));
         let rollup = tokio::spawn(Arc::clone(&worker).roll_up_ledger(shutdown.clone()));
+        let pruner = tokio::spawn(Arc::clone(&worker).prune(shutdown.clone()));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = worker.broker.wait_connected() => {}
@@ -183,6 +184,7 @@ impl Worker {
         let _ = flusher.await;
         let _ = resyncs.await;
         let _ = rollup.await;
+        let _ = pruner.await;
         let _ = keeper.await;
         if let Some(t) = admin_task {
             let _ = t.await;

@@ -14,7 +14,55 @@ use crate::{dlq, reconcile, resync, schema};
 /// How far back the ledger's rollup counts unaccounted events: the alert's day.
 pub const LEDGER_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// Rows a pruning statement deletes, and statements a table gets per run.
+const PRUNE_BATCH: i64 = 5_000;
+const PRUNE_MAX_BATCHES: u32 = 20;
+
 impl Worker {
+    /// Prunes the tables that grow with every event past their retention, every
+    /// `RECORDSYNC_PRUNE_EVERY_MS` (the first at once), in bounded batches; one worker
+    /// of the fleet prunes at a time. Runs until shutdown.
+    pub(super) async fn prune(self: Arc<Self>, shutdown: CancellationToken) {
+        let keep = store::Retention {
+            events: Duration::from_secs(self.settings.retain_events_secs),
+            operations: Duration::from_secs(self.settings.retain_operations_secs),
+            batch: PRUNE_BATCH,
+            max_batches: PRUNE_MAX_BATCHES,
+        };
+        let every = Duration::from_millis(self.settings.prune_every_ms);
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            wait = every;
+            if *self.db_down.borrow() {
+                continue;
+            }
+            let (result, detail) = match self.processor.store.prune(&keep).await {
+                Ok(Some(p)) => {
+                    self.metrics.emit(Event::Pruned {
+                        tables: &[
+                            ("deliveries", p.deliveries),
+                            ("processed_events", p.processed_events),
+                            ("outbound_ops", p.outbound_ops),
+                        ],
+                    });
+                    (ScheduledResult::Ran, String::new())
+                }
+                Ok(None) => (ScheduledResult::Busy, String::new()),
+                Err(e) => (ScheduledResult::Failed, e.to_string()),
+            };
+            self.metrics.emit(Event::Scheduled {
+                name: "retention",
+                kind: "prune",
+                result,
+                detail: &detail,
+            });
+        }
+    }
+
     /// Recounts the ledger's unaccounted events into the rollup a metrics scrape
     /// reads, every `RECORDSYNC_LEDGER_ROLLUP_MS` (the first at once); one worker of
     /// the fleet recounts per period, the others find it done. Runs until shutdown.
