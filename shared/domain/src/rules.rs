@@ -1,14 +1,16 @@
 //! The shape of `sync-rules.json`: the systems recordsync talks to and the rules that
 //! say what flows where. These are plain data; loading and validating a file lives in
 //! the `config` crate, which names the JSON path of every bad value.
+//!
+//! The declared field transforms ([`Transform`]) and lookup-value variants
+//! ([`Variant`]) are declared here with the rest of the file; what they do lives in
+//! the `mapping` and `identity` modules, which depend on this one and never the other
+//! way round.
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use crate::identity::Variant;
-use crate::mapping::Transform;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -570,6 +572,36 @@ pub struct IdentitySpec {
     pub variants: Vec<Variant>,
 }
 
+/// A declared spelling variant of a lookup value. Each variant is applied to the
+/// original lookup value, never to another variant's output; a `chain` applies its
+/// steps one after the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Variant {
+    /// Remove a prefix when present: `WO-1234` → `1234` for `"WO-"`.
+    StripPrefix(String),
+    /// Add a prefix when absent: `1234` → `WO-1234` for `"WO-"`.
+    AddPrefix(String),
+    /// Remove a suffix when present.
+    StripSuffix(String),
+    /// Remove leading zeros: `001234` → `1234` (a value of only zeros becomes `0`).
+    StripLeadingZeros,
+    /// Keep only ASCII digits: `WO-12/34` → `1234`.
+    DigitsOnly,
+    /// Lower-case the value.
+    Lowercase,
+    /// Upper-case the value.
+    Uppercase,
+    /// Left-pad with zeros to a width: `1234` → `001234` for 6.
+    ZeroPad(usize),
+    /// Remove a prefix whatever its case: `wo-1234` → `1234` for `"WO-"`.
+    StripPrefixIgnoreCase(String),
+    /// Several variants applied one after the other, each to the previous output:
+    /// `{"chain": [{"strip_prefix_ignore_case": "WO-"}, "strip_leading_zeros"]}` turns
+    /// `wo-000123` into `123`. It applies only if every step does.
+    Chain(Vec<Variant>),
+}
+
 /// One mapped field. Its canonical name is the target field name; values are kept in
 /// the target's form (after `transforms`), and `reverse` turns them back into the
 /// source's form when they flow back.
@@ -607,6 +639,42 @@ pub struct FieldMapping {
     /// back (e.g. a `map` from `closed` to `完了`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reverse: Vec<Transform>,
+}
+
+/// A declared transform of a field value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Transform {
+    /// Trim white space around text.
+    Trim,
+    /// Lower-case text.
+    Lowercase,
+    /// Upper-case text.
+    Uppercase,
+    /// Text to a JSON number (kintone sends numbers as strings); empty text becomes
+    /// null.
+    ToNumber,
+    /// A number or boolean to text.
+    ToText,
+    /// Put a prefix before text.
+    Prefix(String),
+    /// Remove a prefix from text when present.
+    StripPrefix(String),
+    /// Replace a value by the table's entry for it; values not in the table are kept
+    /// unless `default` is given.
+    Map {
+        /// From (as text) → to.
+        table: BTreeMap<String, serde_json::Value>,
+        /// The value for anything not in the table.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<serde_json::Value>,
+    },
+    /// Use this value when the value is empty or missing.
+    Default(serde_json::Value),
+    /// Join a list into text with a separator.
+    Join(String),
+    /// Split text into a list on a separator (empty parts dropped, parts trimmed).
+    Split(String),
 }
 
 impl FieldMapping {
