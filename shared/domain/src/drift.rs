@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::mapping::Transform;
-use crate::rules::{OnMissing, SyncRules};
+use crate::rules::{OnMissing, SyncRules, Transform};
 
 /// One field as the system describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -5,43 +5,13 @@
 //! exactly one record links it; a step that finds several stops everything and opens a
 //! data-quality conflict naming every candidate; when every step finds nothing, the
 //! rule's `on_missing` decides. Every decision says which step produced it.
+//! The variants are declared with the rules ([`Variant`]); what each does is here.
 
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{IdentitySpec, OnMissing};
-
-/// A declared spelling variant of a lookup value. Each variant is applied to the
-/// original lookup value, never to another variant's output; a `chain` applies its
-/// steps one after the other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Variant {
-    /// Remove a prefix when present: `WO-1234` → `1234` for `"WO-"`.
-    StripPrefix(String),
-    /// Add a prefix when absent: `1234` → `WO-1234` for `"WO-"`.
-    AddPrefix(String),
-    /// Remove a suffix when present.
-    StripSuffix(String),
-    /// Remove leading zeros: `001234` → `1234` (a value of only zeros becomes `0`).
-    StripLeadingZeros,
-    /// Keep only ASCII digits: `WO-12/34` → `1234`.
-    DigitsOnly,
-    /// Lower-case the value.
-    Lowercase,
-    /// Upper-case the value.
-    Uppercase,
-    /// Left-pad with zeros to a width: `1234` → `001234` for 6.
-    ZeroPad(usize),
-    /// Remove a prefix whatever its case: `wo-1234` → `1234` for `"WO-"`.
-    StripPrefixIgnoreCase(String),
-    /// Several variants applied one after the other, each to the previous output:
-    /// `{"chain": [{"strip_prefix_ignore_case": "WO-"}, "strip_leading_zeros"]}` turns
-    /// `wo-000123` into `123`. It applies only if every step does.
-    Chain(Vec<Variant>),
-}
+use crate::rules::{IdentitySpec, OnMissing, Variant};
 
 impl Variant {
     /// Applies the variant. `None` when it does not apply (the prefix is absent, the

@@ -1,7 +1,9 @@
 //! The recordsync domain model: pure types and functions, no I/O.
 //!
 //! Layout:
-//! - [`rules`]: the shape of `sync-rules.json` (systems and sync rules), as plain data.
+//! - [`rules`]: the shape of `sync-rules.json` (systems and sync rules), as plain data:
+//!   declarations only, including the declared variants and transforms; it imports
+//!   neither `identity` nor `mapping`, which say what those do.
 //! - [`record`]: a record as the domain sees it, whichever system it came from.
 //! - [`identity`]: deterministic identity resolution (stored link, lookup value,
 //!   declared variants) and its decisions.

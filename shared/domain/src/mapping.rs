@@ -1,51 +1,14 @@
 //! Field mapping with declared transforms. A rule says which source field goes to
 //! which target field and which transforms apply, in order; nothing is coded per app.
+//! The transforms are declared with the rules ([`Transform`]); what each does is here.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::record::{Fields, is_empty};
-use crate::rules::FieldMapping;
-
-/// A declared transform of a field value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Transform {
-    /// Trim white space around text.
-    Trim,
-    /// Lower-case text.
-    Lowercase,
-    /// Upper-case text.
-    Uppercase,
-    /// Text to a JSON number (kintone sends numbers as strings); empty text becomes
-    /// null.
-    ToNumber,
-    /// A number or boolean to text.
-    ToText,
-    /// Put a prefix before text.
-    Prefix(String),
-    /// Remove a prefix from text when present.
-    StripPrefix(String),
-    /// Replace a value by the table's entry for it; values not in the table are kept
-    /// unless `default` is given.
-    Map {
-        /// From (as text) → to.
-        table: BTreeMap<String, Value>,
-        /// The value for anything not in the table.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        default: Option<Value>,
-    },
-    /// Use this value when the value is empty or missing.
-    Default(Value),
-    /// Join a list into text with a separator.
-    Join(String),
-    /// Split text into a list on a separator (empty parts dropped, parts trimmed).
-    Split(String),
-}
+use crate::rules::{FieldMapping, Transform};
 
 impl Transform {
     /// Applies the transform.
@@ -236,6 +199,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     #[test]
     fn absent_optional_source_fields_are_named_once_in_rule_order() {

@@ -19,132 +19,24 @@
 //!   deltas.
 //! - `manual_review` (owner `shared`): a concurrent change waits for a person; nothing
 //!   changes until the conflict is resolved.
+//!
+//! A field's declared policy (owner, strategy, validation, merge kind) is in `policy`,
+//! the list and number merges in `merge`; both are re-exported here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{Fields, is_empty};
+use crate::record::Fields;
 use crate::versions::{Relation, VersionVector};
 
-/// Who may change a field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Owner {
-    /// Only this system.
-    System(String),
-    /// Every system; the strategy decides concurrent changes.
-    Shared,
-}
+mod merge;
+mod policy;
 
-/// How a concurrent change is decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// The owner (the rule's source) wins.
-    LocalWins,
-    /// The owner (the rule's target) wins.
-    ExternalWins,
-    /// The latest valid change wins.
-    LatestValidChange,
-    /// Concurrent changes are combined.
-    Merge,
-    /// A person decides.
-    ManualReview,
-}
-
-impl Strategy {
-    /// The configuration name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::LocalWins => "local_wins",
-            Strategy::ExternalWins => "external_wins",
-            Strategy::LatestValidChange => "latest_valid_change",
-            Strategy::Merge => "merge",
-            Strategy::ManualReview => "manual_review",
-        }
-    }
-}
-
-/// How `merge` combines values.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum MergeKind {
-    /// Lists (kintone CHECK_BOX, MULTI_SELECT, tags): both sides' additions and
-    /// removals.
-    #[default]
-    Union,
-    /// Numbers: both sides' deltas are added.
-    Delta,
-}
-
-/// What a valid value is, for `latest_valid_change` and every accepted change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Validation {
-    /// The value may not be empty.
-    #[serde(default)]
-    pub required: bool,
-    /// Text must match this regular expression (whole value).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    /// The value must be one of these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub one_of: Vec<Value>,
-}
-
-impl Validation {
-    /// Why the declaration itself is wrong (a pattern that does not compile).
-    pub fn problem(&self) -> Option<String> {
-        let p = self.pattern.as_ref()?;
-        regex::Regex::new(p)
-            .err()
-            .map(|e| format!("the pattern is not a regular expression: {e}"))
-    }
-
-    /// Why `value` is not valid, if it is not.
-    pub fn check(&self, value: &Value) -> Option<String> {
-        if is_empty(value) {
-            return self.required.then(|| "is required".to_owned());
-        }
-        if let Some(p) = &self.pattern {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            match regex::Regex::new(&format!("^(?:{p})$")) {
-                Ok(re) if !re.is_match(&text) => {
-                    return Some(format!("\"{text}\" does not match {p}"));
-                }
-                Err(e) => return Some(format!("the pattern {p} is not a regular expression: {e}")),
-                _ => {}
-            }
-        }
-        if !self.one_of.is_empty() && !self.one_of.contains(value) {
-            return Some(format!("{value} is not one of the allowed values"));
-        }
-        None
-    }
-}
-
-/// The policy of one canonical field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldPolicy {
-    /// The canonical field (the target's field name).
-    pub field: String,
-    /// Who may change it.
-    pub owner: Owner,
-    /// What decides a concurrent change.
-    pub strategy: Strategy,
-    /// What a valid value is.
-    pub validation: Validation,
-    /// How `merge` combines.
-    pub merge: MergeKind,
-}
+pub use merge::{merge_delta, merge_lists, union};
+pub use policy::{FieldPolicy, MergeKind, Owner, Strategy, Validation};
 
 /// When and by whom a field last changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,73 +189,6 @@ fn owner_name(o: &Owner) -> String {
         Owner::System(s) => s.clone(),
         Owner::Shared => "shared".to_owned(),
     }
-}
-
-fn as_set(v: &Value) -> BTreeSet<String> {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        Value::Null => BTreeSet::new(),
-        Value::String(s) if s.is_empty() => BTreeSet::new(),
-        other => [match other {
-            Value::String(s) => s.clone(),
-            o => o.to_string(),
-        }]
-        .into(),
-    }
-}
-
-fn from_set(s: BTreeSet<String>) -> Value {
-    Value::Array(s.into_iter().map(Value::String).collect())
-}
-
-/// The union of two list values (sorted, without repeats): commutative, associative,
-/// idempotent.
-pub fn union(a: &Value, b: &Value) -> Value {
-    from_set(as_set(a).union(&as_set(b)).cloned().collect())
-}
-
-/// A three-way merge of list values: `current` with the additions and removals the
-/// other side made from `base` to `incoming`.
-pub fn merge_lists(base: &Value, current: &Value, incoming: &Value) -> Value {
-    let (base, current, incoming) = (as_set(base), as_set(current), as_set(incoming));
-    let added: BTreeSet<String> = incoming.difference(&base).cloned().collect();
-    let removed: BTreeSet<String> = base.difference(&incoming).cloned().collect();
-    from_set(
-        current
-            .union(&added)
-            .filter(|i| !removed.contains(*i))
-            .cloned()
-            .collect(),
-    )
-}
-
-fn number(v: &Value) -> f64 {
-    match v {
-        Value::Number(n) => n.as_f64().unwrap_or(0.0),
-        Value::String(s) => s.trim().parse().unwrap_or(0.0),
-        _ => 0.0,
-    }
-}
-
-fn from_number(n: f64) -> Value {
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        Value::from(n as i64)
-    } else {
-        serde_json::Number::from_f64(n)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
-    }
-}
-
-/// A three-way merge of numbers: `current` plus the other side's delta from `base`.
-pub fn merge_delta(base: &Value, current: &Value, incoming: &Value) -> Value {
-    from_number(number(current) + number(incoming) - number(base))
 }
 
 /// Decides what one system's current values mean for the record. `systems` are every
