@@ -103,10 +103,10 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// `docs/instrumentation.md` lists every family ingest exposes, and no other.
+    /// `docs/src/instrumentation.md` lists every family ingest exposes, and no other.
     #[test]
     fn the_instrumentation_document_lists_every_family() {
-        let doc = include_str!("../../docs/instrumentation.md");
+        let doc = include_str!("../../docs/src/instrumentation.md");
         assert_eq!(
             Metrics::every_name(),
             config::telemetry::documented_sample_names(doc, "Ingest")

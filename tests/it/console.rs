@@ -424,9 +424,9 @@ async fn a_person_walks_every_console_page_in_chromium_and_resolves_a_conflict()
     .await?;
     let scene = scene(&env).await?;
     let admin = Admin::serve(&env, roles()?).await?;
-    // RECORDSYNC_SCREENSHOTS=1 refreshes the README's pictures in docs/console/.
+    // RECORDSYNC_SCREENSHOTS=1 refreshes the pictures of the book's console chapter, docs/src/console/.
     let shots = if std::env::var("RECORDSYNC_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/src/console")
     } else {
         std::env::temp_dir().join(format!("recordsync-console-{}", std::process::id()))
     };

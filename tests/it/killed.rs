@@ -54,7 +54,7 @@ fn spawn_worker(
 #[tokio::test]
 async fn a_worker_process_killed_between_a_create_and_its_commit_creates_once() -> anyhow::Result<()>
 {
-    // The settle time is longer than the search lag, as the README asks.
+    // The settle time is longer than the search lag, as the book's Settings ask.
     let mut env = Env::start_with(EnvOptions {
         workers: 0,
         in_doubt_settle_ms: 20_000,

@@ -9,6 +9,7 @@ mod commands;
 mod console;
 mod deletions;
 mod deploy;
+mod docs;
 mod failures;
 mod import;
 mod intake;

@@ -76,7 +76,7 @@ async fn a_holder_whose_lease_expired_cannot_commit_late() -> anyhow::Result<()>
 /// error after making it: the retry must find the ticket, not make a second one.
 #[tokio::test]
 async fn an_in_doubt_create_is_found_by_search_not_repeated() -> anyhow::Result<()> {
-    // The settle time is longer than the search lag, as the README asks.
+    // The settle time is longer than the search lag, as the book's Settings ask.
     let env = Env::start_with(EnvOptions {
         in_doubt_settle_ms: 20_000,
         ..EnvOptions::default()

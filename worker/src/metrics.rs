@@ -276,7 +276,7 @@ impl Default for Metrics {
 
 /// An operational event of the worker: one value writes its log line and moves its
 /// counter together, so that what the logs say and what `/metrics` counts never
-/// disagree. `docs/instrumentation.md` lists each event with its line and its metric.
+/// disagree. `docs/src/instrumentation.md` lists each event with its line and its metric.
 pub enum Event<'a> {
     /// A command's step ended with an outcome under a rule:
     /// `recordsync_worker_events_total`, the step-time and lag histograms, and an
@@ -717,10 +717,10 @@ mod tests {
         }
     }
 
-    /// `docs/instrumentation.md` lists every family the worker exposes, and no other.
+    /// `docs/src/instrumentation.md` lists every family the worker exposes, and no other.
     #[test]
     fn the_instrumentation_document_lists_every_family() {
-        let doc = include_str!("../../docs/instrumentation.md");
+        let doc = include_str!("../../docs/src/instrumentation.md");
         assert_eq!(
             Metrics::every_name(),
             config::telemetry::documented_sample_names(doc, "The worker")

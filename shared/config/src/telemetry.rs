@@ -60,7 +60,7 @@ pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-/// The sample names an instrumentation document (`docs/instrumentation.md`) lists
+/// The sample names an instrumentation document (`docs/src/instrumentation.md`) lists
 /// under the `## ` heading that starts with `section`: each table row whose first
 /// cell is a family name in backticks and whose second is its type.
 pub fn documented_sample_names(doc: &str, section: &str) -> std::collections::BTreeSet<String> {

@@ -79,7 +79,7 @@ pub struct Outcome {
     pub report: String,
     /// Every failed check; empty when the run proved what it should.
     pub failures: Vec<String>,
-    /// The row for the README's table.
+    /// The row for the table in the book (docs/src/chaos.md).
     pub summary: String,
 }
 

@@ -1,4 +1,4 @@
-//! The result table, as aligned text for a terminal or as Markdown for the README.
+//! The result table, as aligned text for a terminal or as Markdown for the book (docs/src/benchmarks.md).
 
 /// One figure beside its ceiling and its target.
 #[derive(Debug, Clone)]
