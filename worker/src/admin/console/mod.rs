@@ -183,8 +183,8 @@ async fn guard(State(access): State<Access>, mut req: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
-    if let Some(refused) = access.refused_host(&req, &route) {
-        return refused;
+    if let Err(refused) = access.check_host(req.headers(), req.uri(), &route) {
+        return refused.into_response();
     }
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reading && !same_origin(req.headers()) {
