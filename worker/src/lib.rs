@@ -9,7 +9,7 @@
 //! - [`admin`]: the admin HTTP API and the console.
 
 pub mod admin;
-pub mod auth;
+pub use admin::auth;
 pub mod budget;
 pub mod classify;
 pub mod dlq;

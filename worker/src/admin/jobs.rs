@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{AdminState, failed};
+use super::{AdminState, ApiError};
+
+/// A job started in the background: 202 and what was started.
+type Started = (StatusCode, Json<Value>);
 
 /// A resync to start.
 #[derive(serde::Deserialize)]
@@ -19,12 +21,10 @@ pub(super) struct ResyncRequest {
     full: bool,
 }
 
-/// Which ledger.
-pub(super) async fn resync_cursors(State(s): State<AdminState>) -> Response {
-    match s.store.resync_cursors().await {
-        Ok(c) => Json(json!({"resync": c})).into_response(),
-        Err(e) => failed(e),
-    }
+/// `GET /resync`: each rule's resync cursor.
+pub(super) async fn resync_cursors(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let c = s.store.resync_cursors().await?;
+    Ok(Json(json!({"resync": c})))
 }
 
 /// Claims the rule's resync lease here (so that a second start is refused with 409),
@@ -32,19 +32,11 @@ pub(super) async fn resync_cursors(State(s): State<AdminState>) -> Response {
 pub(super) async fn resync(
     State(s): State<AdminState>,
     Json(req): Json<ResyncRequest>,
-) -> Response {
+) -> Result<Started, ApiError> {
     use crate::resync::{PAGE_SIZE, ResyncJob};
-    let publisher = match s.broker.publisher().await {
-        Ok(p) => p,
-        Err(e) => return failed(e),
-    };
-    if let Some(refused) = held_back(&s, &req.rule, false).await {
-        return refused;
-    }
-    let job = match ResyncJob::claim(&s.processor, &req.rule).await {
-        Ok(job) => job,
-        Err(e) => return claim_refused(e),
-    };
+    let publisher = s.broker.publisher().await?;
+    held_back(&s, &req.rule, false).await?;
+    let job = ResyncJob::claim(&s.processor, &req.rule).await?;
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
     let rule = req.rule.clone();
@@ -61,7 +53,7 @@ pub(super) async fn resync(
             }
         }
     });
-    (StatusCode::ACCEPTED, Json(json!({"started": rule}))).into_response()
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": rule}))))
 }
 
 /// A reconcile to start.
@@ -81,19 +73,11 @@ pub(super) struct ReconcileRequest {
 pub(super) async fn reconcile(
     State(s): State<AdminState>,
     Json(req): Json<ReconcileRequest>,
-) -> Response {
+) -> Result<Started, ApiError> {
     use crate::reconcile::ReconcileJob;
-    let publisher = match s.broker.publisher().await {
-        Ok(p) => p,
-        Err(e) => return failed(e),
-    };
-    if let Some(refused) = held_back(&s, &req.rule, true).await {
-        return refused;
-    }
-    let job = match ReconcileJob::claim(&s.processor, &req.rule).await {
-        Ok(job) => job,
-        Err(e) => return claim_refused(e),
-    };
+    let publisher = s.broker.publisher().await?;
+    held_back(&s, &req.rule, true).await?;
+    let job = ReconcileJob::claim(&s.processor, &req.rule).await?;
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
     let settle = req
@@ -112,7 +96,7 @@ pub(super) async fn reconcile(
             Err(e) => tracing::warn!(rule = %req.rule, error = %e, "reconcile stopped"),
         }
     });
-    (StatusCode::ACCEPTED, Json(json!({"started": rule}))).into_response()
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": rule}))))
 }
 
 /// Which runs.
@@ -122,14 +106,13 @@ pub(super) struct RunsQuery {
     rule: Option<String>,
 }
 
+/// `GET /reconcile`: the latest stored runs.
 pub(super) async fn reconcile_runs(
     State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
-) -> Response {
-    match s.store.reconcile_runs(q.rule.as_deref(), 20).await {
-        Ok(runs) => Json(json!({"runs": runs})).into_response(),
-        Err(e) => failed(e),
-    }
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let runs = s.store.reconcile_runs(q.rule.as_deref(), 20).await?;
+    Ok(Json(json!({"runs": runs})))
 }
 
 /// A rule change to preview: the whole new rules document, the rule, how many of its
@@ -152,61 +135,38 @@ fn default_preview_records() -> usize {
 /// Most linked records one preview reads (each costs a request to both systems).
 const MAX_PREVIEW_RECORDS: usize = 1_000;
 
+/// `POST /preview`: what the new rules would change on the rule's linked records.
 pub(super) async fn preview(
     State(s): State<AdminState>,
     Json(req): Json<PreviewRequest>,
-) -> Response {
-    use crate::preview::PreviewError;
-    let new = match config::parse_rules("rules", &req.rules.to_string()) {
-        Ok(rules) => rules,
-        Err(e) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"error": {"code": "invalid_rules", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-    };
+) -> Result<Json<crate::preview::PreviewReport>, ApiError> {
+    let new = config::parse_rules("rules", &req.rules.to_string())
+        .map_err(|e| ApiError::InvalidRules(e.to_string()))?;
     let records = req.records.min(MAX_PREVIEW_RECORDS);
-    match crate::preview::preview(&s.processor, &new, &req.rule, records, req.since).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e @ (PreviewError::UnknownRule(_) | PreviewError::NotInNewRules(_))) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-        )
-            .into_response(),
-        Err(e) => failed(e),
-    }
+    let report = crate::preview::preview(&s.processor, &new, &req.rule, records, req.since).await?;
+    Ok(Json(report))
 }
 
 /// 409 `held_back` when an API budget holds a rule's background work back (its source;
 /// with `both`, its target too), so that the operator hears why at once.
-pub(super) async fn held_back(s: &AdminState, rule: &str, both: bool) -> Option<Response> {
-    let spec = s.processor.rules.rule(rule)?;
+async fn held_back(s: &AdminState, rule: &str, both: bool) -> Result<(), ApiError> {
+    let Some(spec) = s.processor.rules.rule(rule) else {
+        return Ok(());
+    };
     let mut systems = vec![spec.source.system.as_str()];
     if both {
         systems.push(&spec.target.system);
     }
-    match crate::budget::hold(&s.processor, &systems).await {
-        Ok(None) => None,
-        Ok(Some(reason)) => Some(
-            (
-                StatusCode::CONFLICT,
-                Json(json!({"error": {"code": "held_back", "message": reason}})),
-            )
-                .into_response(),
-        ),
-        Err(e) => Some(failed(e)),
+    match crate::budget::hold(&s.processor, &systems).await? {
+        None => Ok(()),
+        Some(reason) => Err(ApiError::HeldBack(reason)),
     }
 }
 
-/// Why a resync or reconcile could not start: 404 for an unknown rule, 409 while one
-/// runs, else a failure.
-pub(super) async fn budgets(State(s): State<AdminState>) -> Response {
-    match crate::budget::status(&s.processor).await {
-        Ok(systems) => Json(json!({"budgets": systems})).into_response(),
-        Err(e) => failed(e),
-    }
+/// `GET /budget`: each system's API budget, use today and forecast.
+pub(super) async fn budgets(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let systems = crate::budget::status(&s.processor).await?;
+    Ok(Json(json!({"budgets": systems})))
 }
 
 /// A partner file to import: the body is the file.
@@ -222,52 +182,31 @@ pub(super) struct ImportQuery {
     dry_run: bool,
 }
 
+/// `POST /import?rule=&file=&dry_run=`: imports the file in the body.
 pub(super) async fn import(
     State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<ImportQuery>,
+    Query(q): Query<ImportQuery>,
     body: axum::body::Bytes,
-) -> Response {
-    use crate::import::ImportError;
+) -> Result<Json<crate::import::ImportReport>, ApiError> {
     let publisher = if q.dry_run {
         None
     } else {
-        match s.broker.publisher().await {
-            Ok(p) => Some(p),
-            Err(e) => return failed(e),
-        }
+        Some(s.broker.publisher().await?)
     };
     let names = s.broker.names().clone();
     let file = q.file.unwrap_or_else(|| "upload".to_owned());
     let queue = publisher.as_ref().map(|p| (p, &names));
-    match crate::import::import(&s.processor, queue, &q.rule, &file, &body, |_| {}).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e @ ImportError::UnknownRule(_)) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-        )
-            .into_response(),
-        Err(ImportError::Unreadable { file, problems }) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": {"code": "unreadable", "message": format!("{file}: nothing was imported"), "problems": problems}})),
-        )
-            .into_response(),
-        Err(e @ ImportError::NotAFileSource { .. }) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": {"code": "not_a_file_source", "message": e.to_string()}})),
-        )
-            .into_response(),
-        Err(e) => failed(e),
-    }
+    let report = crate::import::import(&s.processor, queue, &q.rule, &file, &body, |_| {}).await?;
+    Ok(Json(report))
 }
 
+/// `GET /import`: the latest stored imports.
 pub(super) async fn imports(
     State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
-) -> Response {
-    match s.store.imports(q.rule.as_deref(), 20).await {
-        Ok(runs) => Json(json!({"imports": runs})).into_response(),
-        Err(e) => failed(e),
-    }
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let runs = s.store.imports(q.rule.as_deref(), 20).await?;
+    Ok(Json(json!({"imports": runs})))
 }
 
 /// A schema-drift check to run now.
@@ -282,32 +221,24 @@ pub(super) struct SchemaCheckRequest {
     accept: bool,
 }
 
+/// `POST /schema-check`: checks the systems' schemas for drift now.
 pub(super) async fn schema_check(
     State(s): State<AdminState>,
     Json(req): Json<SchemaCheckRequest>,
-) -> Response {
-    use crate::schema::{Mode, SchemaError, check};
+) -> Result<Json<Value>, ApiError> {
+    use crate::schema::{Mode, check};
     let mode = match (req.dry_run, req.accept) {
         (true, true) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"error": {"code": "invalid", "message": "dry_run and accept exclude each other"}})),
-            )
-                .into_response();
+            return Err(ApiError::Invalid(
+                "dry_run and accept exclude each other".into(),
+            ));
         }
         (true, false) => Mode::DryRun,
         (false, true) => Mode::Accept,
         (false, false) => Mode::Record,
     };
-    match check(&s.processor, req.system.as_deref(), mode).await {
-        Ok(checks) => Json(json!({"checks": checks})).into_response(),
-        Err(e @ SchemaError::UnknownSystem(_)) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-        )
-            .into_response(),
-        Err(e) => failed(e),
-    }
+    let checks = check(&s.processor, req.system.as_deref(), mode).await?;
+    Ok(Json(json!({"checks": checks})))
 }
 
 /// Which system's checks.
@@ -317,26 +248,11 @@ pub(super) struct SystemQuery {
     system: Option<String>,
 }
 
+/// `GET /schema-check`: the latest check of each system (or one).
 pub(super) async fn schema_checks(
     State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<SystemQuery>,
-) -> Response {
-    match s.store.schema_checks_latest(q.system.as_deref()).await {
-        Ok(checks) => Json(json!({"checks": checks})).into_response(),
-        Err(e) => failed(e),
-    }
-}
-
-fn claim_refused(e: crate::resync::ResyncError) -> Response {
-    use crate::resync::ResyncError;
-    let (status, code) = match &e {
-        ResyncError::UnknownRule(_) => (StatusCode::NOT_FOUND, "not_found"),
-        ResyncError::AlreadyRunning(_) => (StatusCode::CONFLICT, "already_running"),
-        _ => return failed(e),
-    };
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": e.to_string()}})),
-    )
-        .into_response()
+    Query(q): Query<SystemQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let checks = s.store.schema_checks_latest(q.system.as_deref()).await?;
+    Ok(Json(json!({"checks": checks})))
 }
