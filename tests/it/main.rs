@@ -10,6 +10,7 @@ mod console;
 mod deletions;
 mod deploy;
 mod failures;
+mod harness;
 mod import;
 mod intake;
 mod invariants;
