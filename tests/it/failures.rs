@@ -2,19 +2,30 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE};
 
+/// The stored dead letters, as the first worker's admin API lists them. An error
+/// answer, or an answer without the list, fails the test: it is not "none".
 async fn dead_letters(env: &Env) -> anyhow::Result<Vec<Value>> {
     let admin = &env.admin_urls[0];
-    let v: Value = env
+    let resp = env
         .http
         .get(format!("{admin}/dead-letters"))
         .send()
-        .await?
-        .json()
         .await?;
-    Ok(v["dead_letters"].as_array().cloned().unwrap_or_default())
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    anyhow::ensure!(
+        status.is_success(),
+        "GET /dead-letters answered {status}: {v}"
+    );
+    v["dead_letters"]
+        .as_array()
+        .cloned()
+        .with_context(|| format!("GET /dead-letters answered no list: {v}"))
 }
 
 #[tokio::test]
