@@ -196,6 +196,42 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
     env.finish().await
 }
 
+/// ARCHITECTURE.md: a 401 or a 403 is retryable (an operator fixes the secret while
+/// the event waits in the delay queues): the create refused with each is retried, not
+/// turned into a conflict or a dead letter, and the ticket is made once.
+#[tokio::test]
+async fn refused_credentials_401_then_403_are_retried_and_create_once() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    for status in [401, 403] {
+        env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": status, "count": 1})).await?;
+    }
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-36", "件名": "Wrong token"}))
+        .await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
+    let statuses: Vec<u64> = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(&statuses[..2], [401, 403], "{statuses:?}");
+    let history = env.history(&id).await?;
+    for status in [401, 403] {
+        assert!(
+            history.iter().any(|h| h.starts_with("retry_scheduled")
+                && h.contains(&format!("refused our credentials ({status})"))),
+            "no retry after the {status}: {history:#?}"
+        );
+    }
+    assert_eq!(env.tickets_for("WO-36").await?.len(), 1);
+    assert!(env.store.conflicts("open").await?.is_empty());
+    assert!(dead_letters(&env).await?.is_empty());
+    env.finish().await
+}
+
 /// The helpdesk answers within half a second or not at all, as far as the worker cares.
 fn helpdesk_timeout_500ms(rules: &mut domain::rules::SyncRules) {
     rules
