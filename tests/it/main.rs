@@ -17,6 +17,7 @@ mod invariants;
 mod killed;
 mod ledger;
 mod limits;
+mod logs;
 mod links;
 mod parking;
 mod preview;
