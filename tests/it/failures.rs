@@ -542,3 +542,93 @@ async fn a_retry_the_broker_cannot_take_leaves_the_event_in_the_queue() -> anyho
     .await?;
     env.finish().await
 }
+
+/// A poison message, one every consumer gives back (a worker that dies on it, again
+/// and again), is dead-lettered by RabbitMQ once past the work queue's delivery limit
+/// (quorum `x-delivery-limit`), not redelivered for ever; a worker then stores it as a
+/// `poison` dead letter.
+#[tokio::test]
+async fn a_message_given_back_past_the_delivery_limit_is_dead_lettered_as_poison()
+-> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+    use lapin::types::FieldTable;
+
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let limit = queue::Topology::new(&env.settings.queue_prefix, vec![]).delivery_limit as usize;
+    let (publisher, names) = env.publisher().await?;
+    let cmd = tests::change("poison-1", "1");
+    publisher
+        .publish(
+            "",
+            &names.work_queue(),
+            &queue::QueueMessage::V2(cmd).encode(),
+            "poison-1",
+            FieldTable::default(),
+        )
+        .await?;
+
+    // A consumer that gives every delivery back, until RabbitMQ moves the message to
+    // the dead-letter queue.
+    let conn = queue::connect(&tests::amqp_url(), "it-poison").await?;
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            names.work_queue().as_str().into(),
+            "it-poison".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut deliveries = 0;
+    let dead_queue = names.dead_queue();
+    let gave_up = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::select! {
+                next = consumer.next() => {
+                    let delivery = next.context("the consumer ended")??;
+                    deliveries += 1;
+                    anyhow::ensure!(
+                        deliveries <= limit + 1,
+                        "delivered {deliveries} times, past the delivery limit of {limit}, and never dead-lettered"
+                    );
+                    delivery
+                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .await?;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if publisher.queue_depth(&dead_queue).await? == 1 {
+                        return anyhow::Ok(());
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    conn.close(200, "done".into()).await?;
+    gave_up.context("never dead-lettered within 60 s")??;
+    assert!(deliveries > 1, "delivered {deliveries} times");
+    assert_eq!(publisher.queue_depth(&names.work_queue()).await?, 0);
+
+    // A worker drains it into PostgreSQL, classed `poison`.
+    env.start_worker().await?;
+    env.settle("the stored poison dead letter", || async {
+        Ok(dead_letters(&env).await?.len() == 1)
+    })
+    .await?;
+    let dead = &dead_letters(&env).await?[0];
+    assert_eq!(dead["class"], "poison", "{dead}");
+    assert_eq!(dead["event_id"], "poison-1", "{dead}");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("redelivered past the delivery limit")),
+        "{dead}"
+    );
+    env.finish().await
+}
