@@ -11,11 +11,7 @@ use tests::{Env, EnvOptions, RULE};
 /// answer, or an answer without the list, fails the test: it is not "none".
 async fn dead_letters(env: &Env) -> anyhow::Result<Vec<Value>> {
     let admin = &env.admin_urls[0];
-    let resp = env
-        .http
-        .get(format!("{admin}/dead-letters"))
-        .send()
-        .await?;
+    let resp = env.http.get(format!("{admin}/dead-letters")).send().await?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     anyhow::ensure!(

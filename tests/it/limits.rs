@@ -241,6 +241,9 @@ async fn max_concurrent_holds_across_the_fleet() -> anyhow::Result<()> {
         most <= MAX as usize,
         "{most} requests were out at once across the fleet; max_concurrent is {MAX}"
     );
-    assert_eq!(most, MAX as usize, "the {MAX} slots were never used at once");
+    assert_eq!(
+        most, MAX as usize,
+        "the {MAX} slots were never used at once"
+    );
     Ok(())
 }

@@ -904,7 +904,9 @@ impl Env {
         Ok(if ready == 0 && leases == 0 && open == 0 {
             String::new()
         } else {
-            format!("{ready} ready messages, {leases} leases held, {open} deliveries without an outcome")
+            format!(
+                "{ready} ready messages, {leases} leases held, {open} deliveries without an outcome"
+            )
         })
     }
 
@@ -1119,7 +1121,9 @@ async fn rabbitmqctl(vhost: &str, args: &[&str]) -> anyhow::Result<String> {
     ];
     all.extend(args[1..].iter().map(|a| (*a).to_owned()));
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("rabbitmqctl").args(&all).output()
+        std::process::Command::new("rabbitmqctl")
+            .args(&all)
+            .output()
     })
     .await?
     .context("run rabbitmqctl (the harness asks the local broker what its consumers hold)")?;
