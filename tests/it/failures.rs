@@ -2,19 +2,26 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use serde_json::{Value, json};
 use tests::{Env, EnvOptions, RULE};
 
+/// The stored dead letters, as the first worker's admin API lists them. An error
+/// answer, or an answer without the list, fails the test: it is not "none".
 async fn dead_letters(env: &Env) -> anyhow::Result<Vec<Value>> {
     let admin = &env.admin_urls[0];
-    let v: Value = env
-        .http
-        .get(format!("{admin}/dead-letters"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(v["dead_letters"].as_array().cloned().unwrap_or_default())
+    let resp = env.http.get(format!("{admin}/dead-letters")).send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    anyhow::ensure!(
+        status.is_success(),
+        "GET /dead-letters answered {status}: {v}"
+    );
+    v["dead_letters"]
+        .as_array()
+        .cloned()
+        .with_context(|| format!("GET /dead-letters answered no list: {v}"))
 }
 
 #[tokio::test]
@@ -181,6 +188,42 @@ async fn a_429_with_retry_after_waits_at_least_that_long() -> anyhow::Result<()>
         waited >= chrono::Duration::milliseconds(1_000),
         "waited only {waited}"
     );
+    assert!(dead_letters(&env).await?.is_empty());
+    env.finish().await
+}
+
+/// ARCHITECTURE.md: a 401 or a 403 is retryable (an operator fixes the secret while
+/// the event waits in the delay queues): the create refused with each is retried, not
+/// turned into a conflict or a dead letter, and the ticket is made once.
+#[tokio::test]
+async fn refused_credentials_401_then_403_are_retried_and_create_once() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    for status in [401, 403] {
+        env.admin_post("/_admin/faults", json!({"system": "helpdesk", "method": "POST", "path_prefix": "/api/tickets", "status": status, "count": 1})).await?;
+    }
+    let id = env
+        .kintone_create(json!({"work_order_no": "WO-36", "件名": "Wrong token"}))
+        .await?;
+    env.settle("write-back", || env.written_back(&id)).await?;
+    let statuses: Vec<u64> = env
+        .request_log("helpdesk")
+        .await?
+        .iter()
+        .filter(|e| e["method"] == "POST" && e["path"] == "/api/tickets")
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(&statuses[..2], [401, 403], "{statuses:?}");
+    let history = env.history(&id).await?;
+    for status in [401, 403] {
+        assert!(
+            history.iter().any(|h| h.starts_with("retry_scheduled")
+                && h.contains(&format!("refused our credentials ({status})"))),
+            "no retry after the {status}: {history:#?}"
+        );
+    }
+    assert_eq!(env.tickets_for("WO-36").await?.len(), 1);
+    assert!(env.store.conflicts("open").await?.is_empty());
     assert!(dead_letters(&env).await?.is_empty());
     env.finish().await
 }
@@ -493,5 +536,95 @@ async fn a_retry_the_broker_cannot_take_leaves_the_event_in_the_queue() -> anyho
     )
     .declare(&channel)
     .await?;
+    env.finish().await
+}
+
+/// A poison message, one every consumer gives back (a worker that dies on it, again
+/// and again), is dead-lettered by RabbitMQ once past the work queue's delivery limit
+/// (quorum `x-delivery-limit`), not redelivered for ever; a worker then stores it as a
+/// `poison` dead letter.
+#[tokio::test]
+async fn a_message_given_back_past_the_delivery_limit_is_dead_lettered_as_poison()
+-> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+    use lapin::types::FieldTable;
+
+    let mut env = Env::start_with(EnvOptions {
+        workers: 0,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let limit = queue::Topology::new(&env.settings.queue_prefix, vec![]).delivery_limit as usize;
+    let (publisher, names) = env.publisher().await?;
+    let cmd = tests::change("poison-1", "1");
+    publisher
+        .publish(
+            "",
+            &names.work_queue(),
+            &queue::QueueMessage::V2(cmd).encode(),
+            "poison-1",
+            FieldTable::default(),
+        )
+        .await?;
+
+    // A consumer that gives every delivery back, until RabbitMQ moves the message to
+    // the dead-letter queue.
+    let conn = queue::connect(&tests::amqp_url(), "it-poison").await?;
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            names.work_queue().as_str().into(),
+            "it-poison".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut deliveries = 0;
+    let dead_queue = names.dead_queue();
+    let gave_up = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::select! {
+                next = consumer.next() => {
+                    let delivery = next.context("the consumer ended")??;
+                    deliveries += 1;
+                    anyhow::ensure!(
+                        deliveries <= limit + 1,
+                        "delivered {deliveries} times, past the delivery limit of {limit}, and never dead-lettered"
+                    );
+                    delivery
+                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .await?;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if publisher.queue_depth(&dead_queue).await? == 1 {
+                        return anyhow::Ok(());
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    conn.close(200, "done".into()).await?;
+    gave_up.context("never dead-lettered within 60 s")??;
+    assert!(deliveries > 1, "delivered {deliveries} times");
+    assert_eq!(publisher.queue_depth(&names.work_queue()).await?, 0);
+
+    // A worker drains it into PostgreSQL, classed `poison`.
+    env.start_worker().await?;
+    env.settle("the stored poison dead letter", || async {
+        Ok(dead_letters(&env).await?.len() == 1)
+    })
+    .await?;
+    let dead = &dead_letters(&env).await?[0];
+    assert_eq!(dead["class"], "poison", "{dead}");
+    assert_eq!(dead["event_id"], "poison-1", "{dead}");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("redelivered past the delivery limit")),
+        "{dead}"
+    );
     env.finish().await
 }

@@ -166,3 +166,84 @@ async fn a_429_storm_makes_every_worker_wait_and_dead_letters_nothing() -> anyho
     let _ = APP;
     env.finish().await
 }
+
+/// `max_concurrent` is fleet-wide: three limiters (three worker processes, each with
+/// its own pool, each allowed 2 at once by its own semaphore) share 2 slots in
+/// PostgreSQL, so never more than 2 requests are out at once across them, and the 2
+/// are used (the limit is not met by running one at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrent_holds_across_the_fleet() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const MAX: u32 = 2;
+    const PROCESSES: usize = 3;
+    const TASKS: usize = 6;
+    const REQUESTS: usize = 3;
+    let db = tests::TestDb::create().await?;
+    let mut rules = tests::example_rules("http://127.0.0.1:9");
+    rules
+        .systems
+        .get_mut("helpdesk")
+        .expect("the helpdesk system")
+        .limits = Some(domain::rules::Limits {
+        // A rate that holds nobody back: only concurrency is under test.
+        requests_per_second: 1_000.0,
+        burst: 100,
+        max_concurrent: Some(MAX),
+    });
+    let out = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut stores = vec![];
+    for _ in 0..PROCESSES {
+        let store = store::Store::connect(&db.url, 4).await?;
+        stores.push(store.clone());
+        let limiter = Arc::new(worker::limiter::Limiter::new(store, &rules));
+        for _ in 0..TASKS {
+            let (limiter, out, most, done) = (
+                Arc::clone(&limiter),
+                Arc::clone(&out),
+                Arc::clone(&most),
+                Arc::clone(&done),
+            );
+            tasks.spawn(async move {
+                for _ in 0..REQUESTS {
+                    let permit = limiter.acquire("helpdesk").await?;
+                    let now = out.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // The request's time on the wire.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    out.fetch_sub(1, Ordering::SeqCst);
+                    limiter.release("helpdesk", permit).await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                anyhow::Ok(())
+            });
+        }
+    }
+    let ran = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    for store in stores {
+        store.pool().close().await;
+    }
+    db.drop_db().await?;
+    ran.map_err(|_| anyhow::anyhow!("the requests did not all get a slot within 120 s"))??;
+    assert_eq!(done.load(Ordering::SeqCst), PROCESSES * TASKS * REQUESTS);
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= MAX as usize,
+        "{most} requests were out at once across the fleet; max_concurrent is {MAX}"
+    );
+    assert_eq!(
+        most, MAX as usize,
+        "the {MAX} slots were never used at once"
+    );
+    Ok(())
+}

@@ -54,6 +54,7 @@ async fn a_holder_whose_lease_expired_cannot_commit_late() -> anyhow::Result<()>
 
     // While a lease is held, no one else gets the record; once committed, it is free.
     let c = store.begin_record(RULE, "8").await?;
+    let c_token = c.token();
     let waiting = tokio::time::timeout(
         std::time::Duration::from_millis(400),
         store.begin_record(RULE, "8"),
@@ -65,8 +66,10 @@ async fn a_holder_whose_lease_expired_cannot_commit_late() -> anyhow::Result<()>
         std::time::Duration::from_secs(5),
         store.begin_record(RULE, "8"),
     )
-    .await;
-    assert!(d.is_ok(), "a dropped holder releases its lease");
+    .await
+    .context("a dropped holder releases its lease")?
+    .context("the next holder takes the released lease")?;
+    assert!(d.token() > c_token, "the next holder has a newer token");
     drop(d);
     store.pool().close().await;
     db.drop_db().await

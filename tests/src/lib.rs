@@ -856,37 +856,71 @@ impl Env {
 
     /// Waits until nothing is left to happen under `rule`, by conditions rather than a
     /// quiet spell: every webhook delivered (so every echo is queued), the work and
-    /// delay queues empty, every delivery a worker took has its outcome in the ledger,
-    /// and no request reached either system while that was checked (a step still
-    /// running would have made one). Fails after 60 s.
+    /// delay queues empty, no delivery held by a consumer and not yet acknowledged
+    /// (one waiting for its record's lease included), no lease on a record of the rule
+    /// held, every delivery a worker took has its outcome in the ledger, and no request
+    /// reached either system while that was checked (a step still running would have
+    /// made one). Fails after 60 s, saying what was still going on.
     pub async fn quiet(&self, rule: &str) -> anyhow::Result<()> {
         let conn = queue::connect(&amqp_url(), "it-quiet").await?;
         let p = queue::Publisher::open(&conn, Duration::from_secs(2)).await?;
-        // The work queue and every delay queue: a retry waiting out its delay is not done.
-        let names = queue::Names::new(&self.settings.queue_prefix);
-        let mut queues = vec![names.work_queue()];
-        queues.extend((0..self.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
-        for _ in 0..600 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
             let before = self.last_request().await?;
             self.flush_webhooks().await?;
-            let mut depth = 0;
-            for q in &queues {
-                depth += p.queue_depth(q).await?;
-            }
-            let open: i64 = self
-                .store
-                .ledger(Some(rule), Duration::ZERO)
-                .await?
-                .iter()
-                .map(|l| l.in_flight + l.unaccounted)
-                .sum();
-            if depth == 0 && open == 0 && self.last_request().await? == before {
-                let _ = conn.close(200, "quiet".into()).await;
-                return Ok(());
+            let busy = self.busy(&p, rule).await?;
+            if busy.is_empty() {
+                // Asked only once everything else is still, as `rabbitmqctl` takes
+                // about a second; then everything else is asked again, so that a
+                // delivery given back (a consumer gone) between the two is not missed.
+                let unacked = unacked(&self.settings.queue_prefix).await?;
+                let busy = self.busy(&p, rule).await?;
+                if unacked == 0 && busy.is_empty() && self.last_request().await? == before {
+                    let _ = conn.close(200, "quiet".into()).await;
+                    return Ok(());
+                }
+                last = format!("{unacked} unacknowledged deliveries {busy}");
+            } else {
+                last = busy;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        anyhow::bail!("never quiet")
+        let _ = conn.close(200, "never quiet".into()).await;
+        anyhow::bail!("never quiet within 60 s: {last}")
+    }
+
+    /// What is still going on under `rule`, cheaply: ready messages in the work and
+    /// delay queues (a retry waiting out its delay is not done), leases held on the
+    /// rule's records, deliveries without an outcome in the ledger. Empty when none.
+    async fn busy(&self, p: &queue::Publisher, rule: &str) -> anyhow::Result<String> {
+        let names = queue::Names::new(&self.settings.queue_prefix);
+        let mut queues = vec![names.work_queue()];
+        queues.extend((0..self.settings.retry_delays_ms.len()).map(|t| names.retry_queue(t)));
+        let mut ready = 0;
+        for q in &queues {
+            ready += p.queue_depth(q).await?;
+        }
+        let leases: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM record_leases WHERE rule = $1 AND expires_at > now()",
+        )
+        .bind(rule)
+        .fetch_one(self.store.pool())
+        .await?;
+        let open: i64 = self
+            .store
+            .ledger(Some(rule), Duration::ZERO)
+            .await?
+            .iter()
+            .map(|l| l.in_flight + l.unaccounted)
+            .sum();
+        Ok(if ready == 0 && leases == 0 && open == 0 {
+            String::new()
+        } else {
+            format!(
+                "{ready} ready messages, {leases} leases held, {open} deliveries without an outcome"
+            )
+        })
     }
 
     /// Makes the helpdesk send its (signed) webhooks to ingest.
@@ -1038,6 +1072,81 @@ pub fn kintone_record(fields: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// Deliveries RabbitMQ handed to the consumers of the queues under `prefix` (the work
+/// queue, the dead-letter drainer's queue) that were not acknowledged yet, as the
+/// consuming channels themselves count them: `rabbitmqctl list_consumers` names the
+/// channels, `rabbitmqctl list_channels` gives each one's unacknowledged count. The
+/// queues' own count (`list_queues messages_unacknowledged`) will not do: for a quorum
+/// queue RabbitMQ refreshes it every few seconds only (RabbitMQ 3.10 read 0 for about
+/// 4 s while a delivery was held, and 1 for 3 s after its ack), and AMQP's passive
+/// declare counts ready messages only. Needs `rabbitmqctl` for the local broker, as
+/// the intake tests do.
+pub async fn unacked(prefix: &str) -> anyhow::Result<u64> {
+    let vhost = amqp_vhost(&amqp_url());
+    let consumers = rabbitmqctl(&vhost, &["list_consumers", "queue_name", "channel_pid"]).await?;
+    let ours = format!("{prefix}.");
+    let channels: std::collections::BTreeSet<&str> = consumers
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(queue, _)| queue.starts_with(&ours))
+        .map(|(_, channel)| channel.trim())
+        .collect();
+    if channels.is_empty() {
+        return Ok(0);
+    }
+    let listed = rabbitmqctl(&vhost, &["list_channels", "pid", "messages_unacknowledged"]).await?;
+    let mut unacked = 0;
+    for line in listed.lines() {
+        let Some((pid, count)) = line.split_once('\t') else {
+            continue;
+        };
+        if channels.contains(pid.trim()) {
+            unacked += count
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("rabbitmqctl list_channels: {line:?}"))?;
+        }
+    }
+    Ok(unacked)
+}
+
+/// The virtual host of an AMQP URL (`/%2f` and no path are `/`).
+fn amqp_vhost(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.replace("%2f", "/").replace("%2F", "/")
+}
+
+/// Runs `rabbitmqctl` on the local broker for `vhost`, table rows only.
+async fn rabbitmqctl(vhost: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut all: Vec<String> = vec![
+        args[0].to_owned(),
+        "-p".into(),
+        vhost.to_owned(),
+        "--quiet".into(),
+        "--no-table-headers".into(),
+    ];
+    all.extend(args[1..].iter().map(|a| (*a).to_owned()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("rabbitmqctl")
+            .args(&all)
+            .output()
+    })
+    .await?
+    .context("run rabbitmqctl (the harness asks the local broker what its consumers hold)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Polls `done` every 50 ms until it holds or `timeout` passes.

@@ -251,6 +251,29 @@ mod tests {
         );
     }
 
+    /// ARCHITECTURE.md: a 401 or 403 is retryable (an operator fixes the secret while
+    /// the delay queues wait), not a conflict for a person nor a dead letter at once,
+    /// and it is not a 429 to be waited out in place.
+    #[test]
+    fn a_401_or_403_is_retried_through_the_delay_queues() {
+        for status in [401, 403] {
+            let refused = || ConnectorError::Unauthorized {
+                system: "helpdesk".into(),
+                status,
+                message: "bad token".into(),
+            };
+            assert_eq!(
+                connector(&refused()),
+                Action::Retry { after: None },
+                "{status}"
+            );
+            let f = Failure::Connector(refused());
+            assert_eq!(failure(&f), Action::Retry { after: None }, "{status}");
+            assert_eq!(f.class(), "unauthorized", "{status}");
+            assert_eq!(rate_limited(&refused(), 1), RateLimited::No, "{status}");
+        }
+    }
+
     #[test]
     fn only_a_429_is_waited_out_in_place_and_only_a_few_times() {
         let limited = |after| ConnectorError::RateLimited {
