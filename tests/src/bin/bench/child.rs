@@ -47,8 +47,9 @@ pub async fn worker() -> anyhow::Result<()> {
 
 /// Logs go to stderr (stdout carries the address), filtered by `RUST_LOG`. When
 /// `RECORDSYNC_BENCH_STATEMENTS_FILE` is set, every SQL statement the process sends
-/// (sqlx reports each one, `BEGIN` and `COMMIT` included) is counted, and the count
-/// is written to that file every 100 ms.
+/// that sqlx reports is counted (`COMMIT` among them; sqlx reports no `BEGIN`, and no
+/// pool ping, so round trips are more than statements), and the count is written to
+/// that file every 100 ms.
 fn init_logs() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

@@ -66,8 +66,8 @@ pub struct Figures {
     pub broker_acks_per_s: f64,
     /// Where the CPU went in each phase.
     pub cpu: Vec<String>,
-    /// SQL statements the workers sent per event at the maximum rate (`BEGIN` and
-    /// `COMMIT` included; the limiter's too).
+    /// SQL statements the workers sent per event at the maximum rate, as sqlx reports
+    /// them: `COMMIT` included, `BEGIN` and pool pings not; the limiter's too.
     pub statements_per_event: f64,
 }
 
