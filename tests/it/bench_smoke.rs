@@ -241,6 +241,31 @@ async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()>
 }
 
 #[tokio::test]
+async fn the_scrape_bench_reads_the_ledger_rollup_and_cleans_up() -> anyhow::Result<()> {
+    let ran = tokio::time::timeout(
+        Duration::from_secs(180),
+        bench(&["scrape", "--count", "20000"]),
+    )
+    .await?;
+    let scenario = "scrape, 20,000 deliveries";
+    for measure in ["/metrics p50 / p99", "PostgreSQL CPU per scrape"] {
+        assert_figure(&ran.stdout, scenario, measure);
+    }
+    // One delivery in a thousand has no outcome, and the metric shows exactly those.
+    let shown = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(scenario) && l.contains("unaccounted events on the metric"))
+        .unwrap_or_default();
+    assert!(
+        shown.contains(" 20 ") && shown.trim_end().ends_with("pass"),
+        "{}",
+        ran.stdout
+    );
+    assert_cleaned(&ran.stderr, true).await
+}
+
+#[tokio::test]
 async fn the_reconcile_bench_finds_every_drifted_record_and_cleans_up() -> anyhow::Result<()> {
     let ran = tokio::time::timeout(
         Duration::from_secs(120),
