@@ -14,6 +14,7 @@ pub mod budget;
 pub mod classify;
 pub mod dlq;
 pub mod import;
+pub mod jobs;
 pub mod limiter;
 pub mod metrics;
 pub mod ops;

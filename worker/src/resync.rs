@@ -54,6 +54,9 @@ pub enum ResyncError {
     /// cursor when the forecast fits).
     #[error("{0}")]
     HeldBack(String),
+    /// A job that queues commands was run without a broker to queue them to.
+    #[error("this job queues commands, and it was started without a broker")]
+    NoQueue,
 }
 
 /// What one scan did.

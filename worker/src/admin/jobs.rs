@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError};
+use crate::jobs::{Claimed, Job};
 
 /// A job started in the background: 202 and what was started.
 type Started = (StatusCode, Json<Value>);
@@ -33,27 +34,31 @@ pub(super) async fn resync(
     State(s): State<AdminState>,
     Json(req): Json<ResyncRequest>,
 ) -> Result<Started, ApiError> {
-    use crate::resync::{PAGE_SIZE, ResyncJob};
     let publisher = s.broker.publisher().await?;
     held_back(&s, &req.rule, false).await?;
-    let job = ResyncJob::claim(&s.processor, &req.rule).await?;
+    let job = Job::Resync { full: req.full };
+    run_in_background(
+        &s,
+        job.claim(&s.processor, &req.rule).await?,
+        publisher,
+        &req.rule,
+    );
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": req.rule}))))
+}
+
+/// Runs a claimed job to its end in the background, and logs how it ended.
+fn run_in_background(s: &AdminState, job: Claimed, publisher: queue::Publisher, rule: &str) {
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
-    let rule = req.rule.clone();
+    let rule = rule.to_owned();
     tokio::spawn(async move {
-        match job
-            .run(&processor, &publisher, &names, req.full, PAGE_SIZE)
-            .await
-        {
-            Ok(r) => {
-                tracing::info!(rule = %r.rule, listed = r.listed, queued = r.queued, "resync done")
-            }
+        match job.run(&processor, Some((&publisher, &names))).await {
+            Ok(report) => tracing::info!(rule, done = report.summary(), "job done"),
             Err(e) => {
-                tracing::warn!(rule = %req.rule, error = %e, "resync stopped; the next run resumes from its cursor")
+                tracing::warn!(rule, error = %e, "job stopped; a resync resumes from its cursor at its next run")
             }
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(json!({"started": rule}))))
 }
 
 /// A reconcile to start.
@@ -74,29 +79,23 @@ pub(super) async fn reconcile(
     State(s): State<AdminState>,
     Json(req): Json<ReconcileRequest>,
 ) -> Result<Started, ApiError> {
-    use crate::reconcile::ReconcileJob;
     let publisher = s.broker.publisher().await?;
     held_back(&s, &req.rule, true).await?;
-    let job = ReconcileJob::claim(&s.processor, &req.rule).await?;
-    let processor = Arc::clone(&s.processor);
-    let names = s.broker.names().clone();
     let settle = req
         .settle_seconds
         .map(std::time::Duration::from_secs)
         .unwrap_or(s.ledger_settle);
-    let rule = req.rule.clone();
-    tokio::spawn(async move {
-        match job
-            .run(&processor, Some((&publisher, &names)), req.dry_run, settle)
-            .await
-        {
-            Ok(r) => {
-                tracing::info!(rule = %r.rule, run = r.run, apart = r.records_apart, "reconcile done")
-            }
-            Err(e) => tracing::warn!(rule = %req.rule, error = %e, "reconcile stopped"),
-        }
-    });
-    Ok((StatusCode::ACCEPTED, Json(json!({"started": rule}))))
+    let job = Job::Reconcile {
+        dry_run: req.dry_run,
+        settle,
+    };
+    run_in_background(
+        &s,
+        job.claim(&s.processor, &req.rule).await?,
+        publisher,
+        &req.rule,
+    );
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": req.rule}))))
 }
 
 /// Which runs.

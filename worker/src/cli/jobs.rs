@@ -6,6 +6,7 @@
 use super::Context;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
+use worker::jobs::{Job, Report};
 
 /// `resync --rule RULE [--full]`, or `resync --status` for the cursors.
 pub async fn resync(
@@ -24,16 +25,13 @@ pub async fn resync(
     let rule = rule.context("--rule is required")?;
     let broker = ctx.broker().await?;
     let processor = worker.processor();
-    let job = worker::resync::ResyncJob::claim(&processor, &rule).await?;
-    let report = job
-        .run(
-            &processor,
-            &broker.publisher,
-            &broker.names,
-            full,
-            worker::resync::PAGE_SIZE,
-        )
-        .await?;
+    let job = Job::Resync { full }.claim(&processor, &rule).await?;
+    let Report::Resync(report) = job
+        .run(&processor, Some((&broker.publisher, &broker.names)))
+        .await?
+    else {
+        unreachable!("a resync reports as one");
+    };
     println!(
         "resync of {}: {} record(s) listed in {} page(s), {} queued (the others were already synced at that revision)",
         report.rule, report.listed, report.pages, report.queued
@@ -62,18 +60,16 @@ pub async fn reconcile(
         .map(std::time::Duration::from_secs)
         .unwrap_or(ctx.settings()?.ledger_settle());
     let processor = worker.processor();
-    let job = worker::reconcile::ReconcileJob::claim(&processor, &rule).await?;
-    let report = if dry_run {
-        job.run(&processor, None, true, settle).await?
-    } else {
-        let broker = ctx.broker().await?;
-        job.run(
-            &processor,
-            Some((&broker.publisher, &broker.names)),
-            false,
-            settle,
-        )
-        .await?
+    let job = Job::Reconcile { dry_run, settle }
+        .claim(&processor, &rule)
+        .await?;
+    let broker = match job.queues() {
+        true => Some(ctx.broker().await?),
+        false => None,
+    };
+    let queue = broker.as_ref().map(|b| (&b.publisher, &b.names));
+    let Report::Reconcile(report) = job.run(&processor, queue).await? else {
+        unreachable!("a reconcile reports as one");
     };
     println!(
         "reconcile run {} of {}: {} linked, {} compared ({} of {} bucket(s) apart, {} record(s) field by field), {} left out as in flight, {} missing in the source, {} in the target; {} apart ({}); {} repair(s) queued{}",

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
+use crate::jobs::{Job, Report};
 use crate::metrics::{Event, ScheduledResult};
-use crate::{dlq, reconcile, resync, schema};
+use crate::resync::{self, ResyncError};
+use crate::{dlq, schema};
 
 /// How far back the ledger's rollup counts unaccounted events: the alert's day.
 pub const LEDGER_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -244,12 +246,11 @@ impl Worker {
                     }
                     let run = async {
                         match kind {
-                            Scheduled::Resync => worker.resync_scheduled(&name).await.map(|r| {
-                                r.map(|r| format!("{} listed, {} queued", r.listed, r.queued))
-                            }).map_err(Stopped::from),
-                            Scheduled::Reconcile => worker.reconcile_scheduled(&name).await.map(|r| {
-                                r.map(|r| format!("{} compared, {} apart, {} repairs queued", r.compared, r.records_apart, r.repairs_queued))
-                            }).map_err(Stopped::from),
+                            Scheduled::Resync | Scheduled::Reconcile => worker
+                                .scheduled(kind, &name)
+                                .await
+                                .map(|r| r.map(|r| r.summary()))
+                                .map_err(Stopped::from),
                             Scheduled::SchemaCheck => schema::scheduled(&worker.processor, &name).await.map(|r| {
                                 r.map(|checks| schema::lines(&checks).join("; "))
                             }).map_err(Stopped::from),
@@ -282,87 +283,26 @@ impl Worker {
         futures_util::future::join_all(runs).await;
     }
 
-    /// Claims `rule`'s resync and runs it if this period's run is due (another worker
-    /// may have run it already): `None` when it was not.
-    async fn resync_scheduled(
-        &self,
-        rule: &str,
-    ) -> Result<Option<resync::ResyncReport>, resync::ResyncError> {
-        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
-        if !job.due(&self.processor).await? {
-            return Ok(None);
-        }
-        let publisher = self.broker.publisher().await?;
-        job.run(
-            &self.processor,
-            &publisher,
-            self.broker.names(),
-            false,
-            resync::PAGE_SIZE,
-        )
-        .await
-        .map(Some)
-    }
-
-    /// Claims `rule`'s reconcile and runs it if this period's run is due (its last run
-    /// started at least `every_seconds` ago): `None` when it was not.
-    async fn reconcile_scheduled(
-        &self,
-        rule: &str,
-    ) -> Result<Option<reconcile::ReconcileReport>, resync::ResyncError> {
-        let Some(spec) = self
-            .processor
-            .rules
-            .rule(rule)
-            .and_then(|r| r.reconcile.clone())
-        else {
+    /// Runs `rule`'s scheduled resync or reconcile if this period's run is due (another
+    /// worker may have run it already): `None` when it was not.
+    async fn scheduled(&self, kind: Scheduled, rule: &str) -> Result<Option<Report>, ResyncError> {
+        let claimed = match kind {
+            Scheduled::Resync => Job::scheduled_resync(&self.processor, rule).await?,
+            Scheduled::Reconcile => {
+                Job::scheduled_reconcile(&self.processor, rule, self.settings.ledger_settle())
+                    .await?
+            }
+            Scheduled::SchemaCheck => None,
+        };
+        let Some(claimed) = claimed else {
             return Ok(None);
         };
-        let job = reconcile::ReconcileJob::claim(&self.processor, rule).await?;
-        let last = self.processor.store.reconcile_runs(Some(rule), 1).await?;
-        let every = chrono::Duration::seconds(spec.every_seconds as i64);
-        if last
-            .first()
-            .is_some_and(|r| chrono::Utc::now() - r.started_at < every)
-        {
-            job.release().await?;
-            return Ok(None);
-        }
-        let settle = spec
-            .settle_seconds
-            .map(Duration::from_secs)
-            .unwrap_or_else(|| self.settings.ledger_settle());
-        if spec.repair {
-            let publisher = self.broker.publisher().await?;
-            job.run(
-                &self.processor,
-                Some((&publisher, self.broker.names())),
-                false,
-                settle,
-            )
-            .await
-            .map(Some)
-        } else {
-            job.run(&self.processor, None, true, settle).await.map(Some)
-        }
-    }
-
-    /// Claims and runs one resync of `rule` (`full`: a backfill of every record).
-    pub async fn resync_once(
-        &self,
-        rule: &str,
-        full: bool,
-    ) -> Result<resync::ResyncReport, resync::ResyncError> {
-        let job = resync::ResyncJob::claim(&self.processor, rule).await?;
-        let publisher = self.broker.publisher().await?;
-        job.run(
-            &self.processor,
-            &publisher,
-            self.broker.names(),
-            full,
-            resync::PAGE_SIZE,
-        )
-        .await
+        let publisher = match claimed.queues() {
+            true => Some(self.broker.publisher().await?),
+            false => None,
+        };
+        let queue = publisher.as_ref().map(|p| (p, self.broker.names()));
+        claimed.run(&self.processor, queue).await.map(Some)
     }
 }
 
