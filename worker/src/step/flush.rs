@@ -7,9 +7,10 @@ use domain::plan::Side;
 use domain::record::Fields;
 use store::EventRef;
 
+use super::commit::{finish, settle};
 use super::effects::rejected;
 use super::plan::load;
-use super::{Decision, Failure, Op, Processor, Trigger, finish, settle};
+use super::{Decision, Failure, Op, Processor, Trigger};
 use crate::classify::{self, Action};
 
 impl Processor {
