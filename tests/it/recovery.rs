@@ -111,9 +111,12 @@ async fn a_graceful_stop_finishes_work_in_flight_and_loses_nothing() -> anyhow::
         ..EnvOptions::default()
     })
     .await?;
+    // Every ticket's POST takes a second, so that the stop always finds creates in
+    // flight and most of the thirty not begun (at 100 ms, a busy machine could see all
+    // of them done before the stop took effect).
     env.admin_post(
         "/_admin/faults",
-        json!({"system": "helpdesk", "method": "POST", "latency_ms": 100}),
+        json!({"system": "helpdesk", "method": "POST", "latency_ms": 1000}),
     )
     .await?;
     let mut ids = vec![];
