@@ -184,6 +184,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger rollup",
         include_str!("../migrations/0017_ledger_rollup.sql"),
     ),
+    (
+        18,
+        "unlogged leases",
+        include_str!("../migrations/0018_unlogged_leases.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
