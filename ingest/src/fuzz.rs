@@ -8,12 +8,20 @@
 
 use std::collections::BTreeSet;
 
-use axum::http::Request;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::response::IntoResponse;
+use config::Settings;
+use hyper_util::service::TowerToHyperService;
 use proptest::prelude::*;
 use queue::QueueMessage;
+use serde_json::{Value, json};
 
-use super::*;
-use crate::signature::sign;
+use crate::Ingest;
+use crate::handler::header_str;
+use crate::prepare::{Prepared, prepare};
+use crate::refusal::Refusal;
+use crate::signature::{parse_secret, sign, verify};
 
 const KINTONE_TOKEN: &str = "fuzz-kintone-webhook-token";
 /// `whsec_` + base64 of `ingest-fuzz-key-ingest-fuzz-key!`.

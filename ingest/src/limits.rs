@@ -95,3 +95,50 @@ impl IntakeLimits {
         Ok(l)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intake_limits_read_their_variables() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let l = IntakeLimits::from_lookup(
+            1024,
+            vars(&[
+                ("RECORDSYNC_INGEST_MAX_CONNECTIONS", "7"),
+                ("RECORDSYNC_INGEST_HEADER_TIMEOUT_MS", "1500"),
+                ("RECORDSYNC_INGEST_BODY_TIMEOUT_MS", "2500"),
+                ("RECORDSYNC_INGEST_REQUEST_TIMEOUT_MS", "9000"),
+                ("RECORDSYNC_INGEST_BODY_BUDGET_BYTES", "4096"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.max_connections, 7);
+        assert_eq!(l.header_timeout, Duration::from_millis(1500));
+        assert_eq!(l.body_timeout, Duration::from_millis(2500));
+        assert_eq!(l.request_timeout, Duration::from_secs(9));
+        assert_eq!(l.body_budget_bytes, 4096);
+        assert_eq!(
+            IntakeLimits::from_lookup(1024, |_| None).unwrap(),
+            IntakeLimits::default()
+        );
+        let e = IntakeLimits::from_lookup(
+            1024,
+            vars(&[("RECORDSYNC_INGEST_BODY_BUDGET_BYTES", "100")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "RECORDSYNC_INGEST_BODY_BUDGET_BYTES");
+        assert!(
+            IntakeLimits::from_lookup(1, vars(&[("RECORDSYNC_INGEST_MAX_CONNECTIONS", "0")]))
+                .is_err()
+        );
+    }
+}

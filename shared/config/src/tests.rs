@@ -1,4 +1,5 @@
 use super::*;
+use domain::rules::SystemKind;
 use std::collections::HashMap;
 
 const GOOD: &str = include_str!("../../../sync-rules.json");
