@@ -148,6 +148,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     }
     // The ledger's last recount (one row per rule), never a scan of the deliveries.
     if let Ok(by_rule) = s.store.unaccounted_rolled_up().await {
+        let by_rule: Vec<(String, i64)> = by_rule
+            .into_iter()
+            .map(|r| (r.rule, r.unaccounted))
+            .collect();
         s.metrics.unaccounted(&by_rule);
     }
     if let Ok(budgets) = crate::budget::status(&s.processor).await {
@@ -220,7 +224,10 @@ pub(crate) async fn record_view(
     });
     let version = state.as_ref().map(|s| s["vv"].clone());
     let ops = s.store.ops(rule, record_id).await.unwrap_or_default();
-    let ops: Vec<_> = ops.into_iter().map(|(system, status, fields)| json!({"system": system, "status": status, "fields": fields})).collect();
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|o| json!({"system": o.system, "status": o.status, "fields": o.fields}))
+        .collect();
     Ok(Some(
         json!({"rule": rule, "record_id": record_id, "link": link, "version": version, "fields": fields, "outbound": ops, "history": history}),
     ))
@@ -403,7 +410,7 @@ async fn paused(State(s): State<AdminState>) -> Response {
     };
     let paused: Vec<_> = paused
         .into_iter()
-        .map(|(scope, name)| json!({"scope": scope, "name": name}))
+        .map(|p| json!({"scope": p.scope, "name": p.name}))
         .collect();
     Json(json!({"paused": paused, "parked": parked})).into_response()
 }
@@ -560,8 +567,10 @@ async fn rule_history(
         s.store.history_counts(Some(&rule)).await,
     ) {
         (Ok(rows), Ok(counts)) => {
-            let counts: serde_json::Map<String, serde_json::Value> =
-                counts.into_iter().map(|(k, n)| (k, json!(n))).collect();
+            let counts: serde_json::Map<String, serde_json::Value> = counts
+                .into_iter()
+                .map(|c| (c.kind, json!(c.count)))
+                .collect();
             Json(json!({"rule": rule, "counts": counts, "history": rows})).into_response()
         }
         (Err(e), _) | (_, Err(e)) => failed(e),

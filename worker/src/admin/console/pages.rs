@@ -194,14 +194,14 @@ pub(super) async fn records(
         let within = chosen.clone().map_or_else(|| rules.clone(), |r| vec![r]);
         match s.admin.store.find_records(&within, id, 50).await {
             Ok(rows) if rows.len() == 1 => {
-                let (rule, record, _) = &rows[0];
-                return Redirect::to(&record_path(rule, record)).into_response();
+                let r = &rows[0];
+                return Redirect::to(&record_path(&r.rule, &r.source_record_id)).into_response();
             }
             Ok(rows) => {
                 found = Some(
                     rows.into_iter()
-                        .map(|(rule, record, target)| {
-                            json!({"rule": rule, "record": record, "target": target, "href": record_path(&rule, &record)})
+                        .map(|r| {
+                            json!({"rule": r.rule, "record": r.source_record_id, "target": r.target_id, "href": record_path(&r.rule, &r.source_record_id)})
                         })
                         .collect::<Vec<_>>(),
                 );
@@ -563,7 +563,8 @@ pub(super) async fn rules(
         (Ok(p), Ok(k)) => (p, k),
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
-    let is_paused = |scope: &str, name: &str| paused.iter().any(|(s, n)| s == scope && n == name);
+    let is_paused =
+        |scope: &str, name: &str| paused.iter().any(|p| p.scope == scope && p.name == name);
     let mut parked_by_rule: HashMap<&str, usize> = HashMap::new();
     for p in &parked {
         *parked_by_rule.entry(p.rule.as_str()).or_default() += 1;
