@@ -82,7 +82,7 @@ async fn a_status_closed_in_the_helpdesk_flows_back_and_its_echo_writes_nothing(
     let ops = env.store.ops(RULE, &id).await?;
     assert!(
         ops.iter()
-            .any(|(system, _, fields)| system == "kintone" && fields["status"] == "closed"),
+            .any(|o| o.system == "kintone" && o.fields["status"] == "closed"),
         "{ops:?}"
     );
     env.finish().await

@@ -171,7 +171,10 @@ async fn the_index_refuses_a_second_link_and_names_the_holder() -> anyhow::Resul
     assert_eq!(refused.constraint(), Some(store::ONE_SOURCE_PER_TARGET));
     assert_eq!(
         second.link_taken(&refused).await?,
-        Some(("T-9".to_owned(), "k-1".to_owned()))
+        Some(store::LinkTaken {
+            target_id: "T-9".to_owned(),
+            source_record_id: "k-1".to_owned()
+        })
     );
     // Unlinked records (no target yet) are not limited.
     for id in ["k-3", "k-4"] {

@@ -39,7 +39,7 @@ async fn a_renamed_rule_keeps_its_links_and_its_history() -> anyhow::Result<()> 
     lease.commit().await?;
 
     let moved = env.store.rename_rule(RULE, NEW_NAME).await?;
-    let tables: Vec<&str> = moved.iter().map(|(t, _)| *t).collect();
+    let tables: Vec<&str> = moved.iter().map(|m| m.table).collect();
     assert!(tables.contains(&"sync_records"), "{moved:?}");
     assert!(tables.contains(&"processed_events"), "{moved:?}");
     assert!(env.store.links(RULE).await?.is_empty());

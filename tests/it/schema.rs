@@ -109,7 +109,13 @@ async fn a_renamed_field_is_caught_by_the_next_check_and_its_rule_is_paused() ->
     );
 
     let paused = env.store.paused().await?;
-    assert_eq!(paused, vec![("rule".to_owned(), RULE.to_owned())]);
+    assert_eq!(
+        paused,
+        vec![store::PausedRow {
+            scope: "rule".to_owned(),
+            name: RULE.to_owned()
+        }]
+    );
     // Work for the paused rule is parked, not written with the subject missing.
     let before = env.request_log("helpdesk").await?.len();
     env.kintone_edit(&pump, json!({"詳細": "after the rename"}))

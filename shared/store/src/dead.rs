@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 
 use crate::{Store, StoreError, q};
 
@@ -35,7 +35,7 @@ pub struct NewDeadLetter {
 }
 
 /// A stored dead letter.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct DeadLetterRow {
     /// Its id.
     pub id: i64,
@@ -61,8 +61,10 @@ pub struct DeadLetterRow {
     pub dead_at: DateTime<Utc>,
     /// `dead` or `replayed`.
     pub status: String,
-    /// The body, only for a single dead letter.
+    /// The body, only for a single dead letter: a list does not select the column, and
+    /// a row without it has an empty body.
     #[serde(skip)]
+    #[sqlx(default)]
     pub body: Vec<u8>,
 }
 
@@ -113,28 +115,6 @@ impl DeadFilter {
     }
 }
 
-fn row(r: &sqlx::postgres::PgRow, with_body: bool) -> Result<DeadLetterRow, StoreError> {
-    Ok(DeadLetterRow {
-        id: r.try_get("id").map_err(q("read"))?,
-        event_id: r.try_get("event_id").map_err(q("read"))?,
-        rule: r.try_get("rule").map_err(q("read"))?,
-        system: r.try_get("system").map_err(q("read"))?,
-        app: r.try_get("app").map_err(q("read"))?,
-        record_id: r.try_get("record_id").map_err(q("read"))?,
-        class: r.try_get("class").map_err(q("read"))?,
-        reason: r.try_get("reason").map_err(q("read"))?,
-        attempts: r.try_get("attempts").map_err(q("read"))?,
-        history: r.try_get("history").map_err(q("read"))?,
-        dead_at: r.try_get("dead_at").map_err(q("read"))?,
-        status: r.try_get("status").map_err(q("read"))?,
-        body: if with_body {
-            r.try_get("body").map_err(q("read"))?
-        } else {
-            vec![]
-        },
-    })
-}
-
 impl Store {
     /// Stores a dead letter; a repeat of the same `dead_id` is ignored. Returns whether
     /// it was new.
@@ -171,12 +151,10 @@ impl Store {
         );
         filter.push_where(&mut qb);
         qb.push(" ORDER BY id LIMIT ").push_bind(limit);
-        let rows = qb
-            .build()
+        qb.build_query_as::<DeadLetterRow>()
             .fetch_all(&self.pool)
             .await
-            .map_err(q("list dead letters"))?;
-        rows.iter().map(|r| row(r, false)).collect()
+            .map_err(q("list dead letters"))
     }
 
     /// How many dead letters match a filter.
@@ -191,12 +169,11 @@ impl Store {
 
     /// One dead letter with its body.
     pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
-        let r = sqlx::query("SELECT * FROM dead_letters WHERE id = $1")
+        sqlx::query_as::<_, DeadLetterRow>("SELECT * FROM dead_letters WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(q("read a dead letter"))?;
-        r.as_ref().map(|r| row(r, true)).transpose()
+            .map_err(q("read a dead letter"))
     }
 
     /// Marks a dead letter replayed.
@@ -230,6 +207,9 @@ impl Store {
             .fetch_one(&self.pool)
             .await
             .map_err(q("purge dead letters"))?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        u64::try_from(n).map_err(|e| StoreError::Query {
+            op: "purge dead letters",
+            source: sqlx::Error::Decode(Box::new(e)),
+        })
     }
 }

@@ -4,12 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::{Store, StoreError, q};
 
 /// An import of one file under one rule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ImportRun {
     /// Its id.
     pub id: i64,
@@ -33,21 +32,6 @@ pub struct ImportRun {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-fn import_row(r: &sqlx::postgres::PgRow) -> Result<ImportRun, StoreError> {
-    Ok(ImportRun {
-        id: r.try_get("id").map_err(q("read"))?,
-        rule: r.try_get("rule").map_err(q("read"))?,
-        file: r.try_get("file").map_err(q("read"))?,
-        sha256: r.try_get("sha256").map_err(q("read"))?,
-        records: r.try_get("records").map_err(q("read"))?,
-        queued: r.try_get("queued").map_err(q("read"))?,
-        summary: r.try_get("summary").map_err(q("read"))?,
-        started_at: r.try_get("started_at").map_err(q("read"))?,
-        updated_at: r.try_get("updated_at").map_err(q("read"))?,
-        finished_at: r.try_get("finished_at").map_err(q("read"))?,
-    })
-}
-
 impl Store {
     /// The import of this file content under `rule`: the one started before (to resume
     /// or to say it is done), or a new one.
@@ -59,7 +43,7 @@ impl Store {
         records: i32,
         summary: &Value,
     ) -> Result<ImportRun, StoreError> {
-        let row = sqlx::query(
+        sqlx::query_as::<_, ImportRun>(
             "INSERT INTO import_runs (rule, file, sha256, records, summary)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (rule, sha256) DO UPDATE SET updated_at = now()
@@ -72,8 +56,7 @@ impl Store {
         .bind(summary)
         .fetch_one(&self.pool)
         .await
-        .map_err(q("start an import"))?;
-        import_row(&row)
+        .map_err(q("start an import"))
     }
 
     /// Records that the first `queued` records of an import are queued (confirmed by
@@ -104,14 +87,13 @@ impl Store {
         rule: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ImportRun>, StoreError> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, ImportRun>(
             "SELECT * FROM import_runs WHERE $1::text IS NULL OR rule = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(rule)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("read imports"))?;
-        rows.iter().map(import_row).collect()
+        .map_err(q("read imports"))
     }
 }

@@ -10,7 +10,6 @@
 use crate::{Store, StoreError, q};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -42,11 +41,12 @@ pub struct Ledger {
 }
 
 /// A delivery the ledger cannot account for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Unaccounted {
     /// The event or command id.
     pub event_id: String,
     /// The record, when known.
+    #[sqlx(rename = "source_record_id")]
     pub record_id: Option<String>,
     /// When a worker first saw it.
     pub first_seen_at: DateTime<Utc>,
@@ -54,6 +54,23 @@ pub struct Unaccounted {
     pub last_seen_at: DateTime<Utc>,
     /// How many times it was delivered.
     pub deliveries: i32,
+}
+
+/// The last recount of one rule's unaccounted deliveries ([`Store::unaccounted_rolled_up`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct RollupRow {
+    /// The rule.
+    pub rule: String,
+    /// Its deliveries first seen within the window and unaccounted for.
+    pub unaccounted: i64,
+}
+
+/// How many deliveries of one rule fall in one bucket.
+#[derive(sqlx::FromRow)]
+struct BucketCount {
+    rule: String,
+    bucket: String,
+    count: i64,
 }
 
 impl Ledger {
@@ -115,7 +132,7 @@ impl Store {
         rule: Option<&str>,
         settle: Duration,
     ) -> Result<Vec<Ledger>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query_as::<_, BucketCount>(concat!(
             "SELECT rule, bucket, count(*) FROM (",
             buckets!(),
             ") b GROUP BY rule, bucket ORDER BY rule, bucket"
@@ -128,19 +145,16 @@ impl Store {
         .map_err(q("read the ledger"))?;
         let mut by_rule: BTreeMap<String, Ledger> = BTreeMap::new();
         for r in rows {
-            let name: String = r.try_get(0).map_err(q("read"))?;
-            let bucket: String = r.try_get(1).map_err(q("read"))?;
-            let n: i64 = r.try_get(2).map_err(q("read"))?;
             by_rule
-                .entry(name.clone())
+                .entry(r.rule.clone())
                 .or_insert_with(|| Ledger {
-                    rule: name,
+                    rule: r.rule,
                     ..Ledger::default()
                 })
-                .add(&bucket, n);
+                .add(&r.bucket, r.count);
         }
         for ledger in by_rule.values_mut().filter(|l| l.unaccounted > 0) {
-            let rows = sqlx::query(concat!(
+            ledger.oldest_unaccounted = sqlx::query_as::<_, Unaccounted>(concat!(
                 "SELECT event_id, source_record_id, first_seen_at, last_seen_at, deliveries FROM (",
                 buckets!(),
                 ") b WHERE bucket = 'unaccounted' ORDER BY first_seen_at, event_id LIMIT 10"
@@ -151,18 +165,6 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(q("read the ledger's unaccounted events"))?;
-            ledger.oldest_unaccounted = rows
-                .iter()
-                .map(|r| {
-                    Ok(Unaccounted {
-                        event_id: r.try_get(0).map_err(q("read"))?,
-                        record_id: r.try_get(1).map_err(q("read"))?,
-                        first_seen_at: r.try_get(2).map_err(q("read"))?,
-                        last_seen_at: r.try_get(3).map_err(q("read"))?,
-                        deliveries: r.try_get(4).map_err(q("read"))?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?;
         }
         Ok(by_rule.into_values().collect())
     }
@@ -225,8 +227,8 @@ impl Store {
 
     /// The last recount of the ledger's unaccounted events per rule (see
     /// [`Store::roll_up_unaccounted`]): one row per configured rule, read by a scrape.
-    pub async fn unaccounted_rolled_up(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as("SELECT rule, unaccounted FROM ledger_rollup ORDER BY rule")
+    pub async fn unaccounted_rolled_up(&self) -> Result<Vec<RollupRow>, StoreError> {
+        sqlx::query_as::<_, RollupRow>("SELECT rule, unaccounted FROM ledger_rollup ORDER BY rule")
             .fetch_all(&self.pool)
             .await
             .map_err(q("read the ledger rollup"))

@@ -9,12 +9,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use domain::history::Entry;
-use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, SqlSafeStr, Transaction};
+use sqlx::{PgPool, SqlSafeStr};
 
 /// A store failure. [`StoreError::kind`] tells the worker what it means: PostgreSQL
 /// unavailable (give the message back, stop taking more), the pool busy (give it back,
@@ -251,82 +248,6 @@ pub struct EventRef {
     pub correlation_id: String,
 }
 
-/// A history row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryRow {
-    /// Its position.
-    pub id: i64,
-    /// When it was recorded.
-    pub at: DateTime<Utc>,
-    /// The rule.
-    pub rule: String,
-    /// The source record.
-    pub source_record_id: String,
-    /// The event it belongs to.
-    pub event_id: Option<String>,
-    /// The kind.
-    pub kind: String,
-    /// The plain-language summary.
-    pub summary: String,
-    /// The facts.
-    pub detail: Value,
-}
-
-/// A conflict row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConflictRow {
-    /// Its id.
-    pub id: i64,
-    /// The rule.
-    pub rule: String,
-    /// The source record.
-    pub source_record_id: String,
-    /// The kind: `several_matches`, `no_match`, `no_lookup_value`, `invalid`,
-    /// `target_rejected`.
-    pub kind: String,
-    /// The plain-language summary.
-    pub summary: String,
-    /// The facts (candidates, problems).
-    pub detail: Value,
-    /// `open`, `resolved` or `dismissed`.
-    pub status: String,
-    /// How many times it was seen while open.
-    pub occurrences: i32,
-    /// When it was opened.
-    pub opened_at: DateTime<Utc>,
-}
-
-/// A link row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LinkRow {
-    /// The rule.
-    pub rule: String,
-    /// The source record.
-    pub source_record_id: String,
-    /// The target record.
-    pub target_id: Option<String>,
-    /// How it was matched.
-    pub matched_by: Option<Value>,
-    /// The last source revision synced.
-    pub source_revision: Option<i64>,
-    /// The values last written.
-    pub sent: Value,
-    /// The field-authority state.
-    pub state: Option<Value>,
-}
-
-fn link_row(r: &sqlx::postgres::PgRow) -> Result<LinkRow, StoreError> {
-    Ok(LinkRow {
-        rule: r.try_get("rule").map_err(q("read"))?,
-        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-        target_id: r.try_get("target_id").map_err(q("read"))?,
-        matched_by: r.try_get("matched_by").map_err(q("read"))?,
-        source_revision: r.try_get("source_revision").map_err(q("read"))?,
-        sent: r.try_get("sent").map_err(q("read"))?,
-        state: r.try_get("state").map_err(q("read"))?,
-    })
-}
-
 /// How long a pooled connection may sit idle before it is checked with a round trip
 /// when taken again.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
@@ -410,370 +331,39 @@ impl Store {
             .map_err(q("ping"))
     }
 
-    /// Appends history entries outside a record transaction (retries, dead letters).
-    pub async fn append(
-        &self,
-        rule: &str,
-        record_id: &str,
-        ev: &EventRef,
-        entries: &[Entry],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        insert_history(&mut tx, rule, record_id, ev, entries).await?;
-        tx.commit().await.map_err(q("commit"))
-    }
-
-    /// A record's history, oldest first.
-    pub async fn history(
-        &self,
-        rule: &str,
-        record_id: &str,
-    ) -> Result<Vec<HistoryRow>, StoreError> {
-        // Under every name the rule had: a rename leaves the history where it was.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{} SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
-             WHERE rule IN (SELECT n FROM names) AND source_record_id = $2 ORDER BY id",
-            renames::NAMES
-        )))
-        .bind(rule)
-        .bind(record_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read history"))?;
-        rows.iter().map(history_row).collect()
-    }
-
-    /// A rule's latest history entries, newest first.
-    pub async fn rule_history(
-        &self,
-        rule: &str,
-        limit: i64,
-    ) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{} SELECT id, at, rule, source_record_id, event_id, kind, summary, detail FROM history
-             WHERE rule IN (SELECT n FROM names) ORDER BY id DESC LIMIT $2",
-            renames::NAMES
-        )))
-        .bind(rule)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read a rule's history"))?;
-        rows.iter().map(history_row).collect()
-    }
-
-    /// How many history entries of each kind exist, for one rule or for all.
-    pub async fn history_counts(
-        &self,
-        rule: Option<&str>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{} SELECT kind, count(*) FROM history
-              WHERE $1::text IS NULL OR rule IN (SELECT n FROM names) GROUP BY kind ORDER BY kind",
-            renames::NAMES
-        )))
-        .bind(rule)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("count history"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// The source records of a rule synced at or after `since`.
-    pub async fn synced_since(
-        &self,
-        rule: &str,
-        since: DateTime<Utc>,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND updated_at >= $2",
-        )
-        .bind(rule)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read the records synced since"))?;
-        Ok(ids.into_iter().collect())
-    }
-
-    /// The links, with how each was matched.
-    pub async fn links(&self, rule: &str) -> Result<Vec<LinkRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT rule, source_record_id, target_id, matched_by, source_revision, sent, state FROM sync_records
-             WHERE rule = $1 ORDER BY source_record_id",
-        )
-        .bind(rule)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read links"))?;
-        rows.iter().map(link_row).collect()
-    }
-
-    /// One source record's link under a rule, if it has one.
-    pub async fn link(&self, rule: &str, record_id: &str) -> Result<Option<LinkRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT rule, source_record_id, target_id, matched_by, source_revision, sent, state FROM sync_records
-             WHERE rule = $1 AND source_record_id = $2",
-        )
-        .bind(rule)
-        .bind(record_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("read a link"))?;
-        row.as_ref().map(link_row).transpose()
-    }
-
-    /// The records an operator may mean by `id` under `rules`: a source record of
-    /// that id (linked, or with a history only) or the source record linked to a
-    /// target record of that id, as `(rule, source record, target record)`, at most
-    /// `limit`.
-    pub async fn find_records(
-        &self,
-        rules: &[String],
-        id: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.rule, s.source_record_id, s.target_id
-               FROM unnest($1::text[]) AS r(rule)
-               JOIN sync_records s ON s.rule = r.rule AND (s.source_record_id = $2 OR s.target_id = $2)
-             UNION
-             SELECT DISTINCT h.rule, h.source_record_id, NULL
-               FROM unnest($1::text[]) AS r(rule)
-               JOIN history h ON h.rule = r.rule AND h.source_record_id = $2
-              WHERE NOT EXISTS (SELECT 1 FROM sync_records s
-                                 WHERE s.rule = h.rule AND s.source_record_id = h.source_record_id)
-             ORDER BY 1, 2 LIMIT $3",
-        )
-        .bind(rules)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("find records"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                    r.try_get(2).map_err(q("read"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Links made outside the step, in one statement: `(source record, target record,
-    /// source revision)` under `rule`, as a sync would have left them without their
-    /// authority state (the next step observes both sides as a first link does). For
-    /// seeding a large rule (the reconcile bench) and for importing links.
-    pub async fn insert_links(
-        &self,
-        rule: &str,
-        links: &[(String, String, Option<i64>)],
-    ) -> Result<u64, StoreError> {
-        let sources: Vec<&str> = links.iter().map(|l| l.0.as_str()).collect();
-        let targets: Vec<&str> = links.iter().map(|l| l.1.as_str()).collect();
-        let revisions: Vec<Option<i64>> = links.iter().map(|l| l.2).collect();
-        let done = sqlx::query(
-            "INSERT INTO sync_records (rule, source_record_id, target_id, matched_by, source_revision, linked_at)
-             SELECT $1, s, t, '{\"step\": \"imported\"}'::jsonb, r, now()
-             FROM unnest($2::text[], $3::text[], $4::bigint[]) AS l(s, t, r)
-             ON CONFLICT (rule, source_record_id) DO NOTHING",
-        )
-        .bind(rule)
-        .bind(&sources)
-        .bind(&targets)
-        .bind(&revisions)
-        .execute(&self.pool)
-        .await
-        .map_err(q("insert links"))?;
-        Ok(done.rows_affected())
-    }
-
-    /// One conflict.
-    pub async fn conflict(&self, id: i64) -> Result<Option<ConflictRow>, StoreError> {
-        let rows = self.conflicts_where("id = $1", id).await?;
-        Ok(rows.into_iter().next())
-    }
-
-    async fn conflicts_where(
-        &self,
-        condition: &'static str,
-        id: i64,
-    ) -> Result<Vec<ConflictRow>, StoreError> {
-        let sql = format!(
-            "SELECT id, rule, source_record_id, kind, summary, detail, status, occurrences, opened_at FROM conflicts WHERE {condition}"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("read a conflict"))?;
-        rows.iter().map(conflict_row).collect()
-    }
-
-    /// Dismisses an open conflict; returns whether it was open.
-    pub async fn dismiss_conflict(&self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE conflicts SET status = 'dismissed', closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("dismiss a conflict"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// The source record linked to a target record under a rule.
-    pub async fn source_for_target(
-        &self,
-        rule: &str,
-        target_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND target_id = $2 LIMIT 1",
-        )
-        .bind(rule)
-        .bind(target_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("find the linked record"))
-    }
-
-    /// The outbound operations of a record, oldest first: `(system, status, fields)`.
-    pub async fn ops(
-        &self,
-        rule: &str,
-        record_id: &str,
-    ) -> Result<Vec<(String, String, Value)>, StoreError> {
-        let rows = sqlx::query("SELECT system, status, fields FROM outbound_ops WHERE rule = $1 AND source_record_id = $2 ORDER BY id")
-            .bind(rule)
-            .bind(record_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("read outbound operations"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                    r.try_get(2).map_err(q("read"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Conflicts with a status (`open`, `resolved`, `dismissed`), oldest first.
-    pub async fn conflicts(&self, status: &str) -> Result<Vec<ConflictRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, rule, source_record_id, kind, summary, detail, status, occurrences, opened_at
-             FROM conflicts WHERE status = $1 ORDER BY id",
-        )
-        .bind(status)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read conflicts"))?;
-        rows.iter().map(conflict_row).collect()
-    }
-
-    /// How many events were processed for a rule.
-    pub async fn processed_count(&self, rule: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE rule = $1")
-            .bind(rule)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(q("count processed events"))
-    }
-
     /// The pool, for tests and tooling.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 }
 
+mod conflicts;
 mod dead;
+mod events;
+mod history;
 mod imports;
 mod ledger;
 mod limiter;
+mod links;
 mod parking;
 mod reconcile;
 mod record;
 mod renames;
 mod resync;
 mod retention;
+mod rows;
 mod schema;
 mod usage;
 pub use dead::{DeadFilter, DeadLetterRow, NewDeadLetter};
 pub use imports::ImportRun;
-pub use ledger::{Ledger, Unaccounted};
-pub use parking::ParkedRow;
+pub use ledger::{Ledger, RollupRow, Unaccounted};
+pub use parking::{Batch, ParkedRow, PausedRow};
 pub use reconcile::ReconcileRun;
-pub use record::{Intent, Memory, PendingCreate, RecordTx};
-pub use renames::RenameError;
+pub use record::{
+    Intent, LinkTaken, Memory, OpenOps, PendingCreate, Prior, RecordTx, SentOp, Unstorable,
+};
+pub use renames::{Moved, RenameError};
 pub use resync::ResyncCursor;
 pub use retention::{Pruned, Retention};
+pub use rows::{ConflictRow, FoundRecord, HistoryCount, HistoryRow, LinkRow, OutboundOpRow};
 pub use schema::{NewSchemaCheck, SchemaCheckRow};
-
-fn conflict_row(r: &sqlx::postgres::PgRow) -> Result<ConflictRow, StoreError> {
-    Ok(ConflictRow {
-        id: r.try_get("id").map_err(q("read"))?,
-        rule: r.try_get("rule").map_err(q("read"))?,
-        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-        kind: r.try_get("kind").map_err(q("read"))?,
-        summary: r.try_get("summary").map_err(q("read"))?,
-        detail: r.try_get("detail").map_err(q("read"))?,
-        status: r.try_get("status").map_err(q("read"))?,
-        occurrences: r.try_get("occurrences").map_err(q("read"))?,
-        opened_at: r.try_get("opened_at").map_err(q("read"))?,
-    })
-}
-
-fn history_row(r: &sqlx::postgres::PgRow) -> Result<HistoryRow, StoreError> {
-    Ok(HistoryRow {
-        id: r.try_get("id").map_err(q("read"))?,
-        at: r.try_get("at").map_err(q("read"))?,
-        rule: r.try_get("rule").map_err(q("read"))?,
-        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-        event_id: r.try_get("event_id").map_err(q("read"))?,
-        kind: r.try_get("kind").map_err(q("read"))?,
-        summary: r.try_get("summary").map_err(q("read"))?,
-        detail: r.try_get("detail").map_err(q("read"))?,
-    })
-}
-
-async fn insert_history(
-    tx: &mut Transaction<'static, Postgres>,
-    rule: &str,
-    record_id: &str,
-    ev: &EventRef,
-    entries: &[Entry],
-) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    // One statement for all of them.
-    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-    let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
-    let details: Vec<&Value> = entries.iter().map(|e| &e.detail).collect();
-    sqlx::query(
-        "INSERT INTO history (rule, source_record_id, event_id, correlation_id, kind, summary, detail)
-         SELECT $1, $2, $3, $4, k, s, d FROM UNNEST($5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY AS e(k, s, d, n)
-         ORDER BY n",
-    )
-    .bind(rule)
-    .bind(record_id)
-    .bind(&ev.event_id)
-    .bind(&ev.correlation_id)
-    .bind(kinds)
-    .bind(summaries)
-    .bind(details)
-    .execute(&mut **tx)
-    .await
-    .map_err(q("append history"))?;
-    Ok(())
-}

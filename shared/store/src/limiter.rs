@@ -5,8 +5,6 @@
 //! reservation respects. Concurrency is a set of leased slots; a lease expires, so a
 //! worker that dies holding one frees it.
 
-use sqlx::Row;
-
 use crate::{Store, StoreError, q};
 
 impl Store {
@@ -53,7 +51,7 @@ impl Store {
         tolerance: f64,
         count: u32,
     ) -> Result<f64, StoreError> {
-        let row = sqlx::query(
+        let wait: f64 = sqlx::query_scalar(
             "UPDATE limiter_state
                 SET tat = GREATEST(tat, clock_timestamp(), blocked_until) + $4 * $2 * interval '1 second'
               WHERE system = $1
@@ -69,7 +67,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(q("reserve a request slot"))?;
-        let wait: f64 = row.try_get("wait").map_err(q("read"))?;
         Ok(wait.max(0.0))
     }
 

@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::{RecordTx, Store, StoreError, q};
 
 /// A parked record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct ParkedRow {
     /// The rule.
     pub rule: String,
@@ -24,15 +23,21 @@ pub struct ParkedRow {
     pub first_parked_at: DateTime<Utc>,
 }
 
-fn parked_row(r: &sqlx::postgres::PgRow) -> Result<ParkedRow, StoreError> {
-    Ok(ParkedRow {
-        rule: r.try_get("rule").map_err(q("read"))?,
-        source_record_id: r.try_get("source_record_id").map_err(q("read"))?,
-        event: r.try_get("event").map_err(q("read"))?,
-        reason: r.try_get("reason").map_err(q("read"))?,
-        events: r.try_get("events").map_err(q("read"))?,
-        first_parked_at: r.try_get("first_parked_at").map_err(q("read"))?,
-    })
+/// A pause ([`Store::paused`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PausedRow {
+    /// `rule` or `system`.
+    pub scope: String,
+    /// The rule's or the system's name.
+    pub name: String,
+}
+
+/// A batch of parked work taken by [`Store::begin_batch`].
+pub struct Batch {
+    /// The lease on the batch's records; its commit removes them from the parked table.
+    pub tx: RecordTx,
+    /// The parked rows it holds, oldest first.
+    pub parked: Vec<ParkedRow>,
 }
 
 impl Store {
@@ -64,32 +69,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// What is paused: `(scope, name)`.
-    pub async fn paused(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT scope, name FROM paused ORDER BY scope, name")
+    /// What is paused, by scope and name.
+    pub async fn paused(&self) -> Result<Vec<PausedRow>, StoreError> {
+        sqlx::query_as::<_, PausedRow>("SELECT scope, name FROM paused ORDER BY scope, name")
             .fetch_all(&self.pool)
             .await
-            .map_err(q("read what is paused"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("read"))?,
-                    r.try_get(1).map_err(q("read"))?,
-                ))
-            })
-            .collect()
+            .map_err(q("read what is paused"))
     }
 
     /// The parked records of a rule (or of every rule), oldest first.
     pub async fn parked(&self, rule: Option<&str>) -> Result<Vec<ParkedRow>, StoreError> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, ParkedRow>(
             "SELECT * FROM parked WHERE $1::text IS NULL OR rule = $1 ORDER BY first_parked_at",
         )
         .bind(rule)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("read parked work"))?;
-        rows.iter().map(parked_row).collect()
+        .map_err(q("read parked work"))
     }
 
     /// The rules that have parked work.
@@ -103,19 +99,15 @@ impl Store {
     /// Starts a batch: leases up to `limit` parked records of a rule (skipping those
     /// another worker holds). The batch's commit removes them from the parked table;
     /// if it is dropped instead, they stay parked as they were.
-    pub async fn begin_batch(
-        &self,
-        rule: &str,
-        limit: i64,
-    ) -> Result<Option<(RecordTx, Vec<ParkedRow>)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM parked WHERE rule = $1 ORDER BY first_parked_at LIMIT $2")
-                .bind(rule)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("read parked work"))?;
-        let parked: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
+    pub async fn begin_batch(&self, rule: &str, limit: i64) -> Result<Option<Batch>, StoreError> {
+        let parked = sqlx::query_as::<_, ParkedRow>(
+            "SELECT * FROM parked WHERE rule = $1 ORDER BY first_parked_at LIMIT $2",
+        )
+        .bind(rule)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read parked work"))?;
         let ids: Vec<String> = parked.iter().map(|p| p.source_record_id.clone()).collect();
         let Some(mut tx) = self.lease_free(rule, &ids).await? else {
             return Ok(None);
@@ -123,7 +115,7 @@ impl Store {
         // Read again under the lease: between the first read and the lease, a step may
         // have parked a later event for one of them (replacing the one read, which it
         // marked coalesced). Parking needs the record's lease, so this read is final.
-        let rows = sqlx::query(
+        let taken = sqlx::query_as::<_, ParkedRow>(
             "SELECT * FROM parked WHERE rule = $1 AND source_record_id = ANY($2)
              ORDER BY first_parked_at",
         )
@@ -132,12 +124,11 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("read parked work"))?;
-        let taken: Vec<ParkedRow> = rows.iter().map(parked_row).collect::<Result<_, _>>()?;
         drop(parked);
         for p in &taken {
             tx.switch_to(&p.source_record_id);
             tx.unpark();
         }
-        Ok(Some((tx, taken)))
+        Ok(Some(Batch { tx, parked: taken }))
     }
 }

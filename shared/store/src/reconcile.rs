@@ -6,12 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::{Store, StoreError, q};
 
 /// A stored reconcile run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ReconcileRun {
     /// Its id.
     pub id: i64,
@@ -88,7 +87,7 @@ impl Store {
         rule: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ReconcileRun>, StoreError> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, ReconcileRun>(
             "SELECT id, rule, started_at, finished_at, dry_run, summary, differences
                FROM reconcile_runs WHERE $1::text IS NULL OR rule = $1
               ORDER BY id DESC LIMIT $2",
@@ -97,19 +96,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("read reconcile runs"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReconcileRun {
-                    id: r.try_get("id").map_err(q("read"))?,
-                    rule: r.try_get("rule").map_err(q("read"))?,
-                    started_at: r.try_get("started_at").map_err(q("read"))?,
-                    finished_at: r.try_get("finished_at").map_err(q("read"))?,
-                    dry_run: r.try_get("dry_run").map_err(q("read"))?,
-                    summary: r.try_get("summary").map_err(q("read"))?,
-                    differences: r.try_get("differences").map_err(q("read"))?,
-                })
-            })
-            .collect()
+        .map_err(q("read reconcile runs"))
     }
 }

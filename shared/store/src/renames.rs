@@ -24,6 +24,15 @@ pub(crate) const NAMES: &str = "WITH RECURSIVE names(n) AS (
         SELECT $1::text
         UNION SELECT r.old_name FROM rule_renames r JOIN names ON r.new_name = names.n)";
 
+/// The rows a rename moved in one table ([`Store::rename_rule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The table.
+    pub table: &'static str,
+    /// How many of its rows moved.
+    pub rows: u64,
+}
+
 /// Why a rename cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum RenameError {
@@ -79,11 +88,7 @@ impl Store {
 
     /// Moves everything stored under rule `from` to rule `to`, in one transaction;
     /// returns the rows moved per table (those with any).
-    pub async fn rename_rule(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Result<Vec<(&'static str, u64)>, RenameError> {
+    pub async fn rename_rule(&self, from: &str, to: &str) -> Result<Vec<Moved>, RenameError> {
         if from == to {
             return Err(RenameError::Same);
         }
@@ -117,7 +122,10 @@ impl Store {
             .await
             .map_err(q("move a rule's rows"))?;
             if done.rows_affected() > 0 {
-                moved.push((table, done.rows_affected()));
+                moved.push(Moved {
+                    table,
+                    rows: done.rows_affected(),
+                });
             }
         }
         let paused = sqlx::query("UPDATE paused SET name = $2 WHERE scope = 'rule' AND name = $1")
@@ -127,7 +135,10 @@ impl Store {
             .await
             .map_err(q("move a rule's pause"))?;
         if paused.rows_affected() > 0 {
-            moved.push(("paused", paused.rows_affected()));
+            moved.push(Moved {
+                table: "paused",
+                rows: paused.rows_affected(),
+            });
         }
         sqlx::query(
             "INSERT INTO rule_renames (old_name, new_name) VALUES ($1, $2)

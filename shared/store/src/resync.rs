@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::{Store, StoreError, q};
 
@@ -43,25 +42,47 @@ pub struct ResyncCursor {
 
 const COLUMNS: &str = "rule, since, scan_started_at, scan_since, after_id, total, pages, listed, queued, last_completed_at, last_summary, now() AS now";
 
-fn cursor(r: &sqlx::postgres::PgRow) -> Result<ResyncCursor, StoreError> {
-    let started: Option<DateTime<Utc>> = r.try_get("scan_started_at").map_err(q("read"))?;
-    let now: DateTime<Utc> = r.try_get("now").map_err(q("read"))?;
-    let total: Option<i64> = r.try_get("total").map_err(q("read"))?;
-    let listed: i64 = r.try_get("listed").map_err(q("read"))?;
-    Ok(ResyncCursor {
-        total,
-        eta_seconds: eta(started, now, listed, total),
-        rule: r.try_get("rule").map_err(q("read"))?,
-        since: r.try_get("since").map_err(q("read"))?,
-        scan_started_at: r.try_get("scan_started_at").map_err(q("read"))?,
-        scan_since: r.try_get("scan_since").map_err(q("read"))?,
-        after_id: r.try_get("after_id").map_err(q("read"))?,
-        pages: r.try_get("pages").map_err(q("read"))?,
-        listed: r.try_get("listed").map_err(q("read"))?,
-        queued: r.try_get("queued").map_err(q("read"))?,
-        last_completed_at: r.try_get("last_completed_at").map_err(q("read"))?,
-        last_summary: r.try_get("last_summary").map_err(q("read"))?,
-    })
+/// A row of `resync_cursors` with the database's clock, as [`COLUMNS`] reads it.
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    rule: String,
+    since: Option<DateTime<Utc>>,
+    scan_started_at: Option<DateTime<Utc>>,
+    scan_since: Option<DateTime<Utc>>,
+    after_id: Option<String>,
+    total: Option<i64>,
+    pages: i64,
+    listed: i64,
+    queued: i64,
+    last_completed_at: Option<DateTime<Utc>>,
+    last_summary: Option<Value>,
+    now: DateTime<Utc>,
+}
+
+impl From<CursorRow> for ResyncCursor {
+    fn from(r: CursorRow) -> ResyncCursor {
+        ResyncCursor {
+            eta_seconds: eta(r.scan_started_at, r.now, r.listed, r.total),
+            rule: r.rule,
+            since: r.since,
+            scan_started_at: r.scan_started_at,
+            scan_since: r.scan_since,
+            after_id: r.after_id,
+            total: r.total,
+            pages: r.pages,
+            listed: r.listed,
+            queued: r.queued,
+            last_completed_at: r.last_completed_at,
+            last_summary: r.last_summary,
+        }
+    }
+}
+
+/// The source revision last synced of one record.
+#[derive(sqlx::FromRow)]
+struct RevisionRow {
+    source_record_id: String,
+    source_revision: i64,
 }
 
 /// The seconds left of a scan at its rate so far: `None` before its first page, or
@@ -84,13 +105,13 @@ pub fn eta(
 impl Store {
     /// Every rule's cursor.
     pub async fn resync_cursors(&self) -> Result<Vec<ResyncCursor>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, CursorRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM resync_cursors ORDER BY rule"
         )))
         .fetch_all(&self.pool)
         .await
         .map_err(q("read the resync cursors"))?;
-        rows.iter().map(cursor).collect()
+        Ok(rows.into_iter().map(ResyncCursor::from).collect())
     }
 
     /// Starts a scan of `rule`'s source unless one is in progress (which is then
@@ -107,7 +128,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(q("create a resync cursor"))?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, CursorRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE resync_cursors SET
                 scan_started_at = CASE WHEN scan_started_at IS NULL OR $3 THEN now() ELSE scan_started_at END,
                 scan_since = CASE WHEN $3 THEN NULL
@@ -128,7 +149,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(q("start a resync scan"))?;
-        cursor(&row)
+        Ok(row.into())
     }
 
     /// Notes ids a full scan listed.
@@ -213,7 +234,7 @@ impl Store {
         rule: &str,
         unseen: usize,
     ) -> Result<ResyncCursor, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, CursorRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE resync_cursors SET
                 since = COALESCE(scan_started_at, since),
                 last_completed_at = now(),
@@ -231,7 +252,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(q("complete a resync scan"))?;
-        cursor(&row)
+        Ok(row.into())
     }
 
     /// The source revision last synced for each of `ids` that has one.
@@ -240,7 +261,7 @@ impl Store {
         rule: &str,
         ids: &[String],
     ) -> Result<HashMap<String, i64>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, RevisionRow>(
             "SELECT source_record_id, source_revision FROM sync_records
               WHERE rule = $1 AND source_record_id = ANY($2) AND source_revision IS NOT NULL",
         )
@@ -249,14 +270,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("read synced revisions"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("source_record_id").map_err(q("read"))?,
-                    r.try_get("source_revision").map_err(q("read"))?,
-                ))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.source_record_id, r.source_revision))
+            .collect())
     }
 }
 

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::{Store, StoreError, q};
 
@@ -30,7 +29,7 @@ pub struct NewSchemaCheck<'a> {
 }
 
 /// A stored check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SchemaCheckRow {
     /// Its id.
     pub id: i64,
@@ -97,7 +96,7 @@ impl Store {
         &self,
         system: Option<&str>,
     ) -> Result<Vec<SchemaCheckRow>, StoreError> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, SchemaCheckRow>(
             "SELECT DISTINCT ON (system, app)
                     id, system, app, checked_at, not_checked, drift, breaking, paused, baseline
                FROM schema_checks WHERE $1::text IS NULL OR system = $1
@@ -106,22 +105,7 @@ impl Store {
         .bind(system)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("read schema checks"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(SchemaCheckRow {
-                    id: r.try_get("id").map_err(q("read"))?,
-                    system: r.try_get("system").map_err(q("read"))?,
-                    app: r.try_get("app").map_err(q("read"))?,
-                    checked_at: r.try_get("checked_at").map_err(q("read"))?,
-                    not_checked: r.try_get("not_checked").map_err(q("read"))?,
-                    drift: r.try_get("drift").map_err(q("read"))?,
-                    breaking: r.try_get("breaking").map_err(q("read"))?,
-                    paused: r.try_get("paused").map_err(q("read"))?,
-                    baseline: r.try_get("baseline").map_err(q("read"))?,
-                })
-            })
-            .collect()
+        .map_err(q("read schema checks"))
     }
 
     /// When a system was last checked.

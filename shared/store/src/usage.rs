@@ -1,9 +1,20 @@
 //! API usage of the systems with a daily budget: one counter per system and hour.
 
 use domain::budget::Usage;
-use sqlx::Row;
 
 use crate::{Store, StoreError, q};
+
+/// A system's usage as [`Store::api_usage`] reads it: the counts are sums of counters
+/// that only grow, so a negative one is an error.
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    #[sqlx(try_from = "i64")]
+    today: u64,
+    #[sqlx(try_from = "i64")]
+    recent: u64,
+    recent_seconds: f64,
+    seconds_left: f64,
+}
 
 impl Store {
     /// Counts `n` requests to `system` now.
@@ -24,7 +35,7 @@ impl Store {
     /// `system`'s usage today (UTC), with the pace of the current and the previous
     /// hour as the recent window.
     pub async fn api_usage(&self, system: &str) -> Result<Usage, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, UsageRow>(
             "WITH t AS (
                  SELECT now() AS now,
                         date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
@@ -40,15 +51,11 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(q("read API usage"))?;
-        let count = |name: &str| -> Result<u64, StoreError> {
-            let n: i64 = row.try_get(name).map_err(q("read"))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
         Ok(Usage {
-            used_today: count("today")?,
-            recent_requests: count("recent")?,
-            recent_seconds: row.try_get("recent_seconds").map_err(q("read"))?,
-            seconds_left: row.try_get("seconds_left").map_err(q("read"))?,
+            used_today: row.today,
+            recent_requests: row.recent,
+            recent_seconds: row.recent_seconds,
+            seconds_left: row.seconds_left,
         })
     }
 }

@@ -290,7 +290,13 @@ async fn summary(
     invalid: &str,
     elapsed: Duration,
 ) -> anyhow::Result<()> {
-    let counts: BTreeMap<String, i64> = env.store.history_counts(None).await?.into_iter().collect();
+    let counts: BTreeMap<String, i64> = env
+        .store
+        .history_counts(None)
+        .await?
+        .into_iter()
+        .map(|c| (c.kind, c.count))
+        .collect();
     let c = |k: &str| counts.get(k).copied().unwrap_or(0);
     let links = env.store.links(RULE).await?;
     let mut by_step: BTreeMap<String, usize> = BTreeMap::new();

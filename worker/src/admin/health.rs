@@ -46,6 +46,10 @@ pub(super) async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     }
     // The ledger's last recount (one row per rule), never a scan of the deliveries.
     if let Ok(by_rule) = s.store.unaccounted_rolled_up().await {
+        let by_rule: Vec<(String, i64)> = by_rule
+            .into_iter()
+            .map(|r| (r.rule, r.unaccounted))
+            .collect();
         s.metrics.unaccounted(&by_rule);
     }
     if let Ok(budgets) = crate::budget::status(&s.processor).await {

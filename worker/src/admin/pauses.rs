@@ -52,7 +52,7 @@ pub(super) async fn paused(State(s): State<AdminState>) -> Result<Json<Value>, A
     let (paused, parked) = (paused?, parked?);
     let paused: Vec<_> = paused
         .into_iter()
-        .map(|(scope, name)| json!({"scope": scope, "name": name}))
+        .map(|p| json!({"scope": p.scope, "name": p.name}))
         .collect();
     Ok(Json(json!({"paused": paused, "parked": parked})))
 }

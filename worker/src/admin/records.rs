@@ -59,7 +59,10 @@ pub(crate) async fn record_view(
     });
     let version = state.as_ref().map(|s| s["vv"].clone());
     let ops = s.store.ops(rule, record_id).await.unwrap_or_default();
-    let ops: Vec<_> = ops.into_iter().map(|(system, status, fields)| json!({"system": system, "status": status, "fields": fields})).collect();
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|o| json!({"system": o.system, "status": o.status, "fields": o.fields}))
+        .collect();
     Ok(Some(
         json!({"rule": rule, "record_id": record_id, "link": link, "version": version, "fields": fields, "outbound": ops, "history": history}),
     ))
@@ -126,8 +129,10 @@ pub(super) async fn rule_history(
         s.store.history_counts(Some(&rule)).await,
     );
     let (rows, counts) = (rows?, counts?);
-    let counts: serde_json::Map<String, Value> =
-        counts.into_iter().map(|(k, n)| (k, json!(n))).collect();
+    let counts: serde_json::Map<String, Value> = counts
+        .into_iter()
+        .map(|c| (c.kind, json!(c.count)))
+        .collect();
     Ok(Json(
         json!({"rule": rule, "counts": counts, "history": rows}),
     ))

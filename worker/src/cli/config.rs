@@ -75,12 +75,12 @@ pub async fn check_config(
 pub async fn rename_rule(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
     let store = ctx.migrated_store().await?;
     let moved = store.rename_rule(from, to).await?;
-    let rows: u64 = moved.iter().map(|(_, n)| n).sum();
+    let rows: u64 = moved.iter().map(|m| m.rows).sum();
     println!(
         "rule {from} is now {to}: {rows} row(s) moved ({}); its history is read under both names",
         moved
             .iter()
-            .map(|(t, n)| format!("{t} {n}"))
+            .map(|m| format!("{} {}", m.table, m.rows))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -109,7 +109,10 @@ pub(super) async fn commit(
         Ok(()) => Ok(done),
         Err(e) if e.kind() == StoreErrorKind::Data => {
             let (kind, refusal) = match tx.link_taken(&e).await? {
-                Some((target_id, other)) => {
+                Some(store::LinkTaken {
+                    target_id,
+                    source_record_id: other,
+                }) => {
                     tracing::warn!(%target_id, %other, "the target record was linked to another record at the same moment; a conflict is opened for a person");
                     let entry =
                         Entry::already_linked("target", &target_id, &other, "linked meanwhile");

@@ -108,7 +108,12 @@ impl Processor {
             Err(e) if e.kind() == StoreErrorKind::Data => {
                 let mut all = planned.target_fields.clone();
                 all.extend(planned.source_fields.clone());
-                let mut bad = tx.unstorable(&all).await?;
+                let mut bad: Vec<(String, String)> = tx
+                    .unstorable(&all)
+                    .await?
+                    .into_iter()
+                    .map(|u| (u.field, u.reason))
+                    .collect();
                 if bad.is_empty() {
                     bad.push(("the record".to_owned(), e.reason()));
                 }

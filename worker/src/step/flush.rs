@@ -27,7 +27,7 @@ impl Processor {
         }
         let paused = self.store.paused().await?;
         let is_paused =
-            |scope: &str, name: &str| paused.iter().any(|(s, n)| s == scope && n == name);
+            |scope: &str, name: &str| paused.iter().any(|p| p.scope == scope && p.name == name);
         if is_paused("rule", &rule.name)
             || is_paused("system", &rule.source.system)
             || is_paused("system", &rule.target.system)
@@ -38,7 +38,7 @@ impl Processor {
             .connectors
             .endpoint(&rule.target.system, &rule.target.entity)?;
         let bulk_max = target.bulk_max();
-        let Some((mut tx, parked)) = self
+        let Some(store::Batch { mut tx, parked }) = self
             .store
             .begin_batch(&rule.name, bulk_max.unwrap_or(100) as i64)
             .await?

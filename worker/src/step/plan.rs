@@ -562,15 +562,18 @@ pub(super) fn payload_record(rules: &SyncRules, ev: &Trigger) -> Option<Fields> 
 }
 
 /// The writes sent and not confirmed, per system of the rule, as the plan reads them.
-fn unconfirmed(
-    rule: &RuleSpec,
-    sent: Vec<(String, i64, Value, Value)>,
-) -> BTreeMap<String, Unconfirmed> {
+fn unconfirmed(rule: &RuleSpec, sent: Vec<store::SentOp>) -> BTreeMap<String, Unconfirmed> {
     let mut by_system: BTreeMap<String, Unconfirmed> = BTreeMap::new();
     for system in [&rule.source.system, &rule.target.system] {
         by_system.insert(system.clone(), Unconfirmed::default());
     }
-    for (system, id, fields, vv) in sent {
+    for store::SentOp {
+        system,
+        id,
+        fields,
+        vv,
+    } in sent
+    {
         let write = fields.as_object().cloned().and_then(|values| {
             Some(PendingWrite {
                 system: system.clone(),
@@ -600,9 +603,12 @@ impl Known {
 /// Reads what the store knows of the transaction's record, and the operations sent to
 /// the rule's systems that are not confirmed.
 pub(super) async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
-    let (prior, state) = tx.prior().await?;
+    let store::Prior { prior, state } = tx.prior().await?;
     let state = state.and_then(|v| serde_json::from_value(v).ok());
-    let (ops, pending_create) = tx.open_ops().await?;
+    let store::OpenOps {
+        sent: ops,
+        pending_create,
+    } = tx.open_ops().await?;
     Ok(Known {
         prior,
         state,

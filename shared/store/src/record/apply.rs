@@ -3,7 +3,8 @@
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
-use crate::{EventRef, StoreError, insert_history, q};
+use crate::history::insert_history;
+use crate::{EventRef, StoreError, q};
 use domain::history::Entry;
 
 /// A write applied at commit.

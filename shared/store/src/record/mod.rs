@@ -13,29 +13,18 @@
 //!   whoever takes the record next.
 
 mod apply;
+mod read;
 use apply::{Write, apply_all};
+pub use read::{LinkTaken, Memory, OpenOps, PendingCreate, Prior, SentOp, Unstorable};
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use domain::history::Entry;
 use domain::record::Fields;
-use domain::sync::PriorState;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{EventRef, Store, StoreError, q};
-
-/// Counts a delivery of event `$1` under rule `$2` for record `$3` in the ledger
-/// (`deliveries`): inserted on first sight, its last sight and count updated after.
-macro_rules! seen {
-    () => {
-        "WITH seen AS (
-            INSERT INTO deliveries (event_id, rule, source_record_id) VALUES ($1, $2, $3)
-            ON CONFLICT (event_id, rule) DO UPDATE
-               SET last_seen_at = now(), deliveries = deliveries.deliveries + 1) "
-    };
-}
 
 /// An outbound operation about to be sent.
 #[derive(Debug, Clone)]
@@ -50,35 +39,6 @@ pub struct Intent {
     pub fields: Fields,
     /// The version vector it carries.
     pub vv: Value,
-}
-
-/// A create committed as an intent and never confirmed: it may or may not have
-/// happened.
-#[derive(Debug, Clone)]
-pub struct PendingCreate {
-    /// The operation's id.
-    pub id: i64,
-    /// The idempotency key it was sent with.
-    pub key: String,
-    /// When it was last sent: the intent's commit, or its latest re-send.
-    pub since: DateTime<Utc>,
-}
-
-/// What a step starts from, read in one statement ([`RecordTx::memory`]).
-#[derive(Debug, Clone)]
-pub struct Memory {
-    /// The event was already processed under the rule.
-    pub processed: bool,
-    /// The rule, or one of the systems asked about, is paused.
-    pub paused: bool,
-    /// The link, the last revision synced, the values last written.
-    pub prior: PriorState,
-    /// The field-authority state, when there is one.
-    pub state: Option<Value>,
-    /// Operations sent and not confirmed: `(system, id, fields, vv)`, oldest first.
-    pub sent: Vec<(String, i64, Value, Value)>,
-    /// The newest create still in doubt.
-    pub pending_create: Option<PendingCreate>,
 }
 
 /// The lease on one or more records of a rule, renewed in the background until it is
@@ -277,165 +237,6 @@ impl RecordTx {
         self.lease.token
     }
 
-    /// Whether the event was already processed under the rule. The read counts the
-    /// delivery for the ledger, as [`RecordTx::memory`] does.
-    pub async fn already_processed(&mut self, event_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar(concat!(
-            seen!(),
-            "SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2"
-        ))
-        .bind(event_id)
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("check processed events"))?;
-        Ok(found.is_some())
-    }
-
-    /// What is known of the record: its link, the last revision synced, the values
-    /// last written, and its field-authority state.
-    pub async fn prior(&mut self) -> Result<(PriorState, Option<Value>), StoreError> {
-        let row = sqlx::query("SELECT target_id, source_revision, sent, state FROM sync_records WHERE rule = $1 AND source_record_id = $2")
-            .bind(&self.rule)
-            .bind(&self.record_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("read the record's state"))?;
-        let Some(row) = row else {
-            return Ok((PriorState::default(), None));
-        };
-        let sent: Value = row.try_get("sent").map_err(q("read"))?;
-        Ok((
-            PriorState {
-                target_id: row.try_get("target_id").map_err(q("read"))?,
-                source_revision: row.try_get("source_revision").map_err(q("read"))?,
-                sent: match sent {
-                    Value::Object(m) => m,
-                    _ => Fields::new(),
-                },
-            },
-            row.try_get("state").map_err(q("read"))?,
-        ))
-    }
-
-    /// Everything a step starts from, in one statement: whether the event was already
-    /// processed under the rule, whether the rule or one of `systems` is paused, the
-    /// record's link and state, and its open operations (as [`RecordTx::prior`] and
-    /// [`RecordTx::open_ops`] would read them).
-    pub async fn memory(&mut self, event_id: &str, systems: &[&str]) -> Result<Memory, StoreError> {
-        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
-        let row = sqlx::query(concat!(
-            seen!(),
-            "SELECT
-                EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1 AND rule = $2) AS processed,
-                EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $2) OR (scope = 'system' AND name = ANY($4))) AS paused,
-                s.target_id, s.source_revision, s.sent, s.state,
-                COALESCE((SELECT json_agg(json_build_object(
-                        'id', o.id, 'system', o.system, 'fields', o.fields, 'vv', o.vv,
-                        'status', o.status, 'kind', o.kind, 'key', o.idempotency_key,
-                        'created_at', COALESCE(o.resent_at, o.created_at)) ORDER BY o.id)
-                    FROM outbound_ops o
-                   WHERE o.rule = $2 AND o.source_record_id = $3 AND o.status IN ('sent', 'pending')),
-                  '[]'::json) AS ops
-             FROM (SELECT 1) AS one
-             LEFT JOIN sync_records s ON s.rule = $2 AND s.source_record_id = $3"
-        ))
-        .bind(event_id)
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .bind(systems)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(q("read the record's memory"))?;
-        let sent: Option<Value> = row.try_get("sent").map_err(q("read"))?;
-        let prior = PriorState {
-            target_id: row.try_get("target_id").map_err(q("read"))?,
-            source_revision: row.try_get("source_revision").map_err(q("read"))?,
-            sent: match sent {
-                Some(Value::Object(m)) => m,
-                _ => Fields::new(),
-            },
-        };
-        #[derive(serde::Deserialize)]
-        struct OpRow {
-            id: i64,
-            system: String,
-            fields: Value,
-            vv: Value,
-            status: String,
-            kind: String,
-            key: String,
-            created_at: DateTime<Utc>,
-        }
-        let ops: Value = row.try_get("ops").map_err(q("read"))?;
-        let ops: Vec<OpRow> = serde_json::from_value(ops).map_err(|e| StoreError::Query {
-            op: "read the record's operations",
-            source: sqlx::Error::Decode(Box::new(e)),
-        })?;
-        let mut sent_ops = vec![];
-        let mut pending = None;
-        for o in ops {
-            if o.status == "sent" {
-                sent_ops.push((o.system, o.id, o.fields, o.vv));
-            } else if o.kind == "create" {
-                pending = Some(PendingCreate {
-                    id: o.id,
-                    key: o.key,
-                    since: o.created_at,
-                });
-            }
-        }
-        Ok(Memory {
-            processed: row.try_get("processed").map_err(q("read"))?,
-            paused: row.try_get("paused").map_err(q("read"))?,
-            prior,
-            state: row.try_get("state").map_err(q("read"))?,
-            sent: sent_ops,
-            pending_create: pending,
-        })
-    }
-
-    /// The operations sent to the rule's systems for this record and not yet
-    /// confirmed, per system: `(id, fields, vv)`, oldest first; and the newest create
-    /// still in doubt, if any.
-    #[allow(clippy::type_complexity)]
-    pub async fn open_ops(
-        &mut self,
-    ) -> Result<(Vec<(String, i64, Value, Value)>, Option<PendingCreate>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, system, fields, vv, status, kind, idempotency_key, COALESCE(resent_at, created_at) AS created_at FROM outbound_ops
-              WHERE rule = $1 AND source_record_id = $2 AND status IN ('sent', 'pending') ORDER BY id",
-        )
-        .bind(&self.rule)
-        .bind(&self.record_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("read outbound operations"))?;
-        let mut sent = vec![];
-        let mut pending = None;
-        for r in &rows {
-            let status: String = r.try_get("status").map_err(q("read"))?;
-            let kind: String = r.try_get("kind").map_err(q("read"))?;
-            let id: i64 = r.try_get("id").map_err(q("read"))?;
-            if status == "sent" {
-                sent.push((
-                    r.try_get("system").map_err(q("read"))?,
-                    id,
-                    r.try_get("fields").map_err(q("read"))?,
-                    r.try_get("vv").map_err(q("read"))?,
-                ));
-            } else if kind == "create" {
-                pending = Some(PendingCreate {
-                    id,
-                    key: r.try_get("idempotency_key").map_err(q("read"))?,
-                    since: r.try_get("created_at").map_err(q("read"))?,
-                });
-            }
-        }
-        Ok((sent, pending))
-    }
-
     /// Commits the operations about to be sent, in one short transaction that checks
     /// the lease; returns their ids in order. A value PostgreSQL cannot store fails
     /// here, before anything is sent.
@@ -512,29 +313,6 @@ impl RecordTx {
             });
         }
         Ok(())
-    }
-
-    /// Which of `fields` PostgreSQL cannot store, with its reason: asked after a data
-    /// error, to name the field.
-    pub async fn unstorable(&self, fields: &Fields) -> Result<Vec<(String, String)>, StoreError> {
-        let mut bad = vec![];
-        for (name, value) in fields {
-            if let Err(e) = sqlx::query("SELECT $1::jsonb")
-                .bind(value)
-                .execute(&self.pool)
-                .await
-            {
-                let e = StoreError::Query {
-                    op: "check a value",
-                    source: e,
-                };
-                if e.kind() != crate::StoreErrorKind::Data {
-                    return Err(e);
-                }
-                bad.push((name.clone(), e.reason()));
-            }
-        }
-        Ok(bad)
     }
 
     /// Marks committed intents sent (the target answered), with the record they
@@ -679,49 +457,9 @@ impl RecordTx {
         });
     }
 
-    /// Whether the rule, or one of its systems, is paused.
-    pub async fn is_paused(&mut self, systems: &[&str]) -> Result<bool, StoreError> {
-        let systems: Vec<String> = systems.iter().map(|s| (*s).to_owned()).collect();
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM paused WHERE (scope = 'rule' AND name = $1) OR (scope = 'system' AND name = ANY($2)))",
-        )
-        .bind(&self.rule)
-        .bind(systems)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(q("check whether paused"))
-    }
-
     /// Drops the buffered writes (a commit refused them): the caller buffers others.
     pub fn discard_writes(&mut self) {
         self.writes.clear();
-    }
-
-    /// When the commit was refused because the link it saves is another record's (the
-    /// index allowing one source record per target, met by a race): the target record
-    /// and the source record that holds it.
-    pub async fn link_taken(
-        &self,
-        refused: &StoreError,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        if refused.constraint() != Some(crate::ONE_SOURCE_PER_TARGET) {
-            return Ok(None);
-        }
-        let Some(target_id) = self.writes.iter().rev().find_map(|w| match w {
-            Write::SaveState { target_id, .. } => target_id.clone(),
-            _ => None,
-        }) else {
-            return Ok(None);
-        };
-        let other: Option<String> = sqlx::query_scalar(
-            "SELECT source_record_id FROM sync_records WHERE rule = $1 AND target_id = $2",
-        )
-        .bind(&self.rule)
-        .bind(&target_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("find the linked record"))?;
-        Ok(other.map(|o| (target_id, o)))
     }
 
     /// Releases the lease inside the commit's transaction, which fails if it is no

@@ -781,6 +781,7 @@ pub async fn run(
         .history_counts(Some(RULE))
         .await?
         .into_iter()
+        .map(|c| (c.kind, c.count))
         .collect();
     writeln!(report, "what happened:")?;
     for line in fleet.log.lock().await.iter() {

@@ -38,14 +38,14 @@ pub(super) async fn records(
         let within = chosen.clone().map_or_else(|| rules.clone(), |r| vec![r]);
         match s.admin.store.find_records(&within, id, 50).await {
             Ok(rows) if rows.len() == 1 => {
-                let (rule, record, _) = &rows[0];
-                return Redirect::to(&record_path(rule, record)).into_response();
+                let r = &rows[0];
+                return Redirect::to(&record_path(&r.rule, &r.source_record_id)).into_response();
             }
             Ok(rows) => {
                 found = Some(
                     rows.into_iter()
-                        .map(|(rule, record, target)| {
-                            json!({"rule": rule, "record": record, "target": target, "href": record_path(&rule, &record)})
+                        .map(|r| {
+                            json!({"rule": r.rule, "record": r.source_record_id, "target": r.target_id, "href": record_path(&r.rule, &r.source_record_id)})
                         })
                         .collect::<Vec<_>>(),
                 );

@@ -23,7 +23,8 @@ pub(super) async fn rules(
         (Ok(p), Ok(k)) => (p, k),
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
-    let is_paused = |scope: &str, name: &str| paused.iter().any(|(s, n)| s == scope && n == name);
+    let is_paused =
+        |scope: &str, name: &str| paused.iter().any(|p| p.scope == scope && p.name == name);
     let mut parked_by_rule: HashMap<&str, usize> = HashMap::new();
     for p in &parked {
         *parked_by_rule.entry(p.rule.as_str()).or_default() += 1;
