@@ -699,27 +699,7 @@ pub async fn run(
         ));
     }
     let ledgers = store.ledger(None, Duration::ZERO).await?;
-    for l in &ledgers {
-        if l.imbalance() != 0 || l.unaccounted != 0 || l.in_flight != 0 {
-            failures.push(format!(
-                "ledger of {}: imbalance {}, unaccounted {}, in flight {} (oldest unaccounted: {:?})",
-                l.rule,
-                l.imbalance(),
-                l.unaccounted,
-                l.in_flight,
-                l.oldest_unaccounted
-                    .iter()
-                    .map(|u| &u.event_id)
-                    .collect::<Vec<_>>()
-            ));
-        }
-        if l.dead_lettered != 0 || l.parked != 0 {
-            failures.push(format!(
-                "ledger of {}: {} dead-lettered and {} parked at the end",
-                l.rule, l.dead_lettered, l.parked
-            ));
-        }
-    }
+    failures.extend(ledger_failures(&ledgers));
     let dead_left = store
         .dead_letters(&store::DeadFilter::default(), 10_000)
         .await?;
@@ -1170,6 +1150,11 @@ async fn writes_around(
     closed: &Closed,
 ) -> anyhow::Result<(usize, Vec<String>, usize)> {
     let log = sb.get("/_admin/log?system=helpdesk").await?;
+    classify_writes(&log, closed)
+}
+
+/// [`writes_around`] on a request log (`/_admin/log?system=helpdesk`).
+fn classify_writes(log: &Value, closed: &Closed) -> anyhow::Result<(usize, Vec<String>, usize)> {
     let (mut before, mut during, mut after) = (0, vec![], 0);
     for e in log["entries"].as_array().into_iter().flatten() {
         let service_write =
@@ -1200,8 +1185,13 @@ async fn writes_around(
 
 /// Tickets that share an external id: the external id and the ticket ids.
 async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    Ok(shared_externals(&sb.tickets().await?))
+}
+
+/// [`duplicates`] among `tickets`.
+fn shared_externals(tickets: &[Value]) -> Vec<(String, Vec<String>)> {
     let mut by_external: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in sb.tickets().await? {
+    for t in tickets {
         let external = t["external_id"]
             .as_str()
             .map_or_else(|| t["external_id"].to_string(), str::to_owned);
@@ -1210,10 +1200,10 @@ async fn duplicates(sb: &Sandbox) -> anyhow::Result<Vec<(String, Vec<String>)>> 
             .or_default()
             .push(t["id"].to_string());
     }
-    Ok(by_external
+    by_external
         .into_iter()
         .filter(|(_, ids)| ids.len() > 1)
-        .collect())
+        .collect()
 }
 
 /// The helpdesk requests about one external id (its creates and its searches), one
@@ -1260,6 +1250,16 @@ async fn check_records(sb: &Sandbox, orders: &[Order]) -> anyhow::Result<Vec<Str
         .into_iter()
         .map(|t| (t["id"].to_string(), t))
         .collect();
+    Ok(record_drift(orders, &records, &tickets))
+}
+
+/// [`check_records`] on kintone's records (by record id) and the helpdesk's tickets
+/// (by ticket id).
+fn record_drift(
+    orders: &[Order],
+    records: &HashMap<String, Value>,
+    tickets: &HashMap<String, Value>,
+) -> Vec<String> {
     let mut out = vec![];
     for o in orders {
         let Some(id) = &o.kintone_id else { continue };
@@ -1285,7 +1285,35 @@ async fn check_records(sb: &Sandbox, orders: &[Order]) -> anyhow::Result<Vec<Str
             out.push(format!("work order record {id}: {}", drift.join("; ")));
         }
     }
-    Ok(out)
+    out
+}
+
+/// What the ledgers say is lost or left over: an imbalance, an unaccounted or
+/// in-flight event, a dead letter or a parked event at the end.
+fn ledger_failures(ledgers: &[store::Ledger]) -> Vec<String> {
+    let mut failures = vec![];
+    for l in ledgers {
+        if l.imbalance() != 0 || l.unaccounted != 0 || l.in_flight != 0 {
+            failures.push(format!(
+                "ledger of {}: imbalance {}, unaccounted {}, in flight {} (oldest unaccounted: {:?})",
+                l.rule,
+                l.imbalance(),
+                l.unaccounted,
+                l.in_flight,
+                l.oldest_unaccounted
+                    .iter()
+                    .map(|u| &u.event_id)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        if l.dead_lettered != 0 || l.parked != 0 {
+            failures.push(format!(
+                "ledger of {}: {} dead-lettered and {} parked at the end",
+                l.rule, l.dead_lettered, l.parked
+            ));
+        }
+    }
+    failures
 }
 
 #[cfg(test)]
@@ -1377,6 +1405,154 @@ mod unit {
         assert_eq!(o.drift(&wrong, &record).len(), 1);
         let stale = json!({"状態": {"value": "対応中"}});
         assert_eq!(o.drift(&ticket, &stale).len(), 1);
+    }
+
+    /// A work order as the oracle has it, its ticket and its record, all agreeing.
+    fn synced_order() -> (Order, Value, Value) {
+        let o = Order {
+            kintone_id: Some("7".into()),
+            subject: "  Pump  ".into(),
+            detail: "d".into(),
+            priority: 0,
+            email: " A@B.COM ".into(),
+            status: Some(1),
+        };
+        let ticket = json!({"id": 70, "external_id": "WO-700007", "subject": "Pump", "description": "d", "priority": "high", "contact_email": "a@b.com", "status": "closed"});
+        let record = json!({
+            "helpdesk_ticket_id": {"value": "70"},
+            "状態": {"value": "完了"},
+        });
+        (o, ticket, record)
+    }
+
+    #[test]
+    fn drift_names_each_ticket_field_that_differs_from_the_oracle() {
+        let (o, ticket, record) = synced_order();
+        assert!(o.drift(&ticket, &record).is_empty());
+        for (field, bad) in [
+            ("subject", json!("  Pump  ")),
+            ("description", json!("other")),
+            ("priority", json!("low")),
+            ("contact_email", json!(" A@B.COM ")),
+            ("status", json!("in_progress")),
+        ] {
+            let mut wrong = ticket.clone();
+            wrong[field] = bad;
+            let drift = o.drift(&wrong, &record);
+            assert_eq!(drift.len(), 1, "{field}: {drift:?}");
+            assert!(drift[0].contains(field), "{drift:?}");
+        }
+    }
+
+    fn by_id(values: &[(&str, Value)]) -> HashMap<String, Value> {
+        values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn check_records_fails_a_missing_record_a_missing_ticket_and_a_drifted_one() {
+        let (o, ticket, record) = synced_order();
+        let orders = vec![o.clone(), Order::default()];
+        let records = by_id(&[("7", record.clone())]);
+        let tickets = by_id(&[("70", ticket.clone())]);
+        assert!(record_drift(&orders, &records, &tickets).is_empty());
+        let lost = record_drift(&orders, &HashMap::new(), &tickets);
+        assert_eq!(lost, ["work order record 7: missing from kintone"]);
+        let mut unlinked = record.clone();
+        unlinked["helpdesk_ticket_id"]["value"] = json!("");
+        let lost = record_drift(&orders, &by_id(&[("7", unlinked)]), &tickets);
+        assert_eq!(lost, ["work order record 7: no ticket id written back"]);
+        let lost = record_drift(&orders, &records, &HashMap::new());
+        assert_eq!(
+            lost,
+            ["work order record 7: written-back ticket 70 does not exist"]
+        );
+        let mut drifted = ticket.clone();
+        drifted["description"] = json!("stale");
+        let out = record_drift(&orders, &records, &by_id(&[("70", drifted)]));
+        assert_eq!(out.len(), 1);
+        assert!(out[0].starts_with("work order record 7: ticket description"));
+    }
+
+    #[test]
+    fn two_tickets_with_one_external_id_are_a_duplicate() {
+        let one = json!({"id": 1, "external_id": "WO-700001"});
+        let two = json!({"id": 2, "external_id": "WO-700002"});
+        assert!(shared_externals(&[one.clone(), two.clone()]).is_empty());
+        let again = json!({"id": 3, "external_id": "WO-700001"});
+        assert_eq!(
+            shared_externals(&[one, two, again]),
+            [("WO-700001".to_owned(), vec!["1".to_owned(), "3".to_owned()])]
+        );
+    }
+
+    #[test]
+    fn a_ledger_with_anything_unaccounted_in_flight_dead_or_parked_fails() {
+        let balanced = store::Ledger {
+            rule: RULE.into(),
+            accepted: 10,
+            synced: 7,
+            skipped: [("unchanged".to_owned(), 3)].into(),
+            ..Default::default()
+        };
+        assert!(ledger_failures(std::slice::from_ref(&balanced)).is_empty());
+        let lost = store::Ledger {
+            accepted: 11,
+            ..balanced.clone()
+        };
+        assert!(ledger_failures(&[lost])[0].contains("imbalance 1"));
+        let unaccounted = store::Ledger {
+            accepted: 11,
+            unaccounted: 1,
+            ..balanced.clone()
+        };
+        assert!(ledger_failures(&[unaccounted])[0].contains("unaccounted 1"));
+        let in_flight = store::Ledger {
+            accepted: 11,
+            in_flight: 1,
+            ..balanced.clone()
+        };
+        assert!(ledger_failures(&[in_flight])[0].contains("in flight 1"));
+        let dead = store::Ledger {
+            accepted: 11,
+            dead_lettered: 1,
+            ..balanced.clone()
+        };
+        assert!(ledger_failures(&[dead])[0].contains("1 dead-lettered"));
+        let parked = store::Ledger {
+            accepted: 11,
+            parked: 1,
+            ..balanced
+        };
+        assert!(ledger_failures(&[parked])[0].contains("1 parked"));
+    }
+
+    fn log(entries: &[(&str, &str, Option<&str>)]) -> Value {
+        json!({"entries": entries.iter().map(|(at, method, key)| json!({
+            "at": at, "method": method, "path": "/api/tickets", "idempotency_key": key,
+        })).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn a_service_write_while_the_window_is_closed_is_a_violation_and_an_agents_is_not() {
+        let closed = closed_window("2026-11-30T10:00:00Z".parse().unwrap());
+        // Closed from 10:00:30 to 10:00:50.
+        let ok = log(&[
+            ("2026-11-30T10:00:29.000Z", "POST", None),
+            ("2026-11-30T10:00:40.000Z", "PATCH", None),
+            ("2026-11-30T10:00:50.000Z", "PATCH", Some("k")),
+        ]);
+        let (before, during, after) = classify_writes(&ok, &closed).unwrap();
+        assert_eq!((before, during.len(), after), (1, 0, 1));
+        let bad = log(&[
+            ("2026-11-30T10:00:40.000Z", "PATCH", Some("k")),
+            ("2026-11-30T10:00:49.999Z", "POST", None),
+        ]);
+        let (_, during, _) = classify_writes(&bad, &closed).unwrap();
+        assert_eq!(during.len(), 2, "{during:?}");
+        assert!(classify_writes(&log(&[("soon", "POST", None)]), &closed).is_err());
     }
 
     #[test]
