@@ -1113,12 +1113,16 @@ struct Closed {
 }
 
 /// Requests sent just before the window closes may arrive just after: they were
-/// decided while it was open.
-const WINDOW_GRACE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(500);
+/// decided while it was open. Measured on the request's arrival time in the sandbox's
+/// request log (`at`, taken when the request reached the helpdesk), not on any time the
+/// service reports.
+const WINDOW_GRACE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(100);
 
 /// Closed for 20 s, starting 30 s after `now` (the workers start a few seconds after
-/// the rules are written; the fault window follows).
+/// the rules are written; the fault window follows). Whole seconds, as the rule's
+/// window states them: the stretch checked is the one the service was given.
 fn closed_window(now: chrono::DateTime<chrono::Utc>) -> Closed {
+    let now = chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now);
     let from = now + chrono::TimeDelta::seconds(30);
     Closed {
         from,
@@ -1167,7 +1171,7 @@ fn classify_writes(log: &Value, closed: &Closed) -> anyhow::Result<(usize, Vec<S
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc))
             .with_context(|| format!("a request log entry without a time: {e}"))?;
-        if at < closed.from + WINDOW_GRACE {
+        if at <= closed.from + WINDOW_GRACE {
             before += 1;
         } else if at < closed.to {
             during.push(format!(
@@ -1553,6 +1557,19 @@ mod unit {
         let (_, during, _) = classify_writes(&bad, &closed).unwrap();
         assert_eq!(during.len(), 2, "{during:?}");
         assert!(classify_writes(&log(&[("soon", "POST", None)]), &closed).is_err());
+    }
+
+    #[test]
+    fn a_write_arriving_99_ms_after_the_window_closes_counts_as_before_and_101_ms_does_not() {
+        let closed = closed_window("2026-11-30T10:00:00.640Z".parse().unwrap());
+        assert_eq!(closed.from.to_rfc3339(), "2026-11-30T10:00:30+00:00");
+        let early = log(&[("2026-11-30T10:00:30.099Z", "POST", None)]);
+        let (before, during, _) = classify_writes(&early, &closed).unwrap();
+        assert_eq!((before, during.len()), (1, 0));
+        let late = log(&[("2026-11-30T10:00:30.101Z", "POST", None)]);
+        let (before, during, _) = classify_writes(&late, &closed).unwrap();
+        assert_eq!((before, during.len()), (0, 1));
+        assert!(during[0].contains("10:00:30.101"), "{during:?}");
     }
 
     #[test]
