@@ -226,6 +226,9 @@ impl Order {
 
     /// What the ticket and the work order must hold, by field authority: kintone owns
     /// the mapped fields (with the rule's transforms), the helpdesk owns the status.
+    /// kintone's own fields are compared too, as the person wrote them (an echo of the
+    /// ticket written back into them would trim or lower-case them), and the status
+    /// of every order: one no agent touched is still `open` (未対応 in kintone).
     fn drift(&self, ticket: &Value, record: &Value) -> Vec<String> {
         let mut out = vec![];
         let mut want = |what: &str, got: &Value, expected: &str| {
@@ -245,10 +248,23 @@ impl Order {
             &ticket["contact_email"],
             &self.email.trim().to_lowercase(),
         );
-        if let Some(s) = self.status {
-            want("ticket status", &ticket["status"], STATUSES[s].0);
-            want("kintone 状態", &record["状態"]["value"], STATUSES[s].1);
-        }
+        want("kintone 件名", &record["件名"]["value"], &self.subject);
+        want("kintone 詳細", &record["詳細"]["value"], &self.detail);
+        want(
+            "kintone 優先度",
+            &record["優先度"]["value"],
+            PRIORITIES[self.priority].0,
+        );
+        want(
+            "kintone 顧客メール",
+            &record["顧客メール"]["value"],
+            &self.email,
+        );
+        let (status, kintone_status) = self
+            .status
+            .map_or(("open", "未対応"), |s| (STATUSES[s].0, STATUSES[s].1));
+        want("ticket status", &ticket["status"], status);
+        want("kintone 状態", &record["状態"]["value"], kintone_status);
         out
     }
 }
@@ -1402,12 +1418,13 @@ mod unit {
             status: Some(1),
         };
         let ticket = json!({"subject": "Pump", "description": "d", "priority": "high", "contact_email": "a@b.com", "status": "closed"});
-        let record = json!({"状態": {"value": "完了"}});
+        let record = json!({"件名": {"value": "  Pump  "}, "詳細": {"value": "d"}, "優先度": {"value": "高"}, "顧客メール": {"value": " A@B.COM "}, "状態": {"value": "完了"}});
         assert!(o.drift(&ticket, &record).is_empty());
         let mut wrong = ticket.clone();
         wrong["subject"] = json!("typed over by an agent");
         assert_eq!(o.drift(&wrong, &record).len(), 1);
-        let stale = json!({"状態": {"value": "対応中"}});
+        let mut stale = record.clone();
+        stale["状態"]["value"] = json!("対応中");
         assert_eq!(o.drift(&ticket, &stale).len(), 1);
     }
 
@@ -1424,6 +1441,10 @@ mod unit {
         let ticket = json!({"id": 70, "external_id": "WO-700007", "subject": "Pump", "description": "d", "priority": "high", "contact_email": "a@b.com", "status": "closed"});
         let record = json!({
             "helpdesk_ticket_id": {"value": "70"},
+            "件名": {"value": "  Pump  "},
+            "詳細": {"value": "d"},
+            "優先度": {"value": "高"},
+            "顧客メール": {"value": " A@B.COM "},
             "状態": {"value": "完了"},
         });
         (o, ticket, record)
@@ -1446,6 +1467,43 @@ mod unit {
             assert_eq!(drift.len(), 1, "{field}: {drift:?}");
             assert!(drift[0].contains(field), "{drift:?}");
         }
+    }
+
+    #[test]
+    fn drift_names_each_of_kintones_own_fields_an_echo_rewrote() {
+        let (o, ticket, record) = synced_order();
+        for (field, echo) in [
+            ("件名", json!("Pump")),
+            ("詳細", json!("d ")),
+            ("優先度", json!("中")),
+            ("顧客メール", json!("a@b.com")),
+        ] {
+            let mut echoed = record.clone();
+            echoed[field]["value"] = echo;
+            let drift = o.drift(&ticket, &echoed);
+            assert_eq!(drift.len(), 1, "{field}: {drift:?}");
+            assert!(
+                drift[0].starts_with(&format!("kintone {field}")),
+                "{drift:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn drift_checks_the_status_of_an_order_no_agent_touched() {
+        let (mut o, mut ticket, mut record) = synced_order();
+        o.status = None;
+        ticket["status"] = json!("open");
+        record["状態"]["value"] = json!("未対応");
+        assert!(o.drift(&ticket, &record).is_empty());
+        let mut closed = ticket.clone();
+        closed["status"] = json!("closed");
+        assert_eq!(o.drift(&closed, &record).len(), 1);
+        let mut blank = record.clone();
+        blank["状態"]["value"] = json!("");
+        let drift = o.drift(&ticket, &blank);
+        assert_eq!(drift.len(), 1);
+        assert!(drift[0].starts_with("kintone 状態"), "{drift:?}");
     }
 
     fn by_id(values: &[(&str, Value)]) -> HashMap<String, Value> {
