@@ -49,6 +49,11 @@ const BROKER_DOWN: Duration = Duration::from_secs(5);
 const POSTGRES_DOWN: Duration = Duration::from_secs(10);
 /// The helpdesk's search lag, all run long.
 const SEARCH_LAG_MS: u64 = 1_500;
+/// The most dead letters a run may replay and still pass. Every recorded run replayed
+/// none (seeds 1–14 at 300 × 3, and the smoke run): each fault injected is transient
+/// and the retry ladder outlasts it, so a dead letter means a transient fault was taken
+/// for a final one, which replay would only hide.
+const MAX_REPLAYED: usize = 0;
 /// How long the fleet may take to settle after the last fault before the run fails.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(420);
 /// Priorities a person picks in kintone, and what the rule maps each to.
@@ -696,6 +701,7 @@ pub async fn run(
             "the fleet did not settle within {SETTLE_TIMEOUT:?} of the last fault"
         ));
     }
+    failures.extend(replay_failure(replayed));
     let (before, outside, after) = writes_around(&sb, &closed).await?;
     failures.extend(outside.iter().cloned());
     let duplicates = duplicates(&sb).await?;
@@ -800,6 +806,10 @@ pub async fn run(
         report,
         "write window: {before} service writes reached the helpdesk before it closed, {} while it was closed, {after} after",
         outside.len()
+    )?;
+    writeln!(
+        report,
+        "replays: {replayed} dead letters replayed automatically (threshold {MAX_REPLAYED})"
     )?;
     writeln!(report, "history by kind: {counts:?}")?;
     for l in &ledgers {
@@ -1308,6 +1318,13 @@ fn record_drift(
     out
 }
 
+/// The run fails when it had to replay more dead letters than [`MAX_REPLAYED`].
+fn replay_failure(replayed: usize) -> Option<String> {
+    (replayed > MAX_REPLAYED).then(|| {
+        format!("{replayed} dead letters were replayed, above the threshold of {MAX_REPLAYED}")
+    })
+}
+
 /// What the ledgers say is lost or left over: an imbalance, an unaccounted or
 /// in-flight event, a dead letter or a parked event at the end.
 fn ledger_failures(ledgers: &[store::Ledger]) -> Vec<String> {
@@ -1589,6 +1606,13 @@ mod unit {
             ..balanced
         };
         assert!(ledger_failures(&[parked])[0].contains("1 parked"));
+    }
+
+    #[test]
+    fn replaying_more_dead_letters_than_the_threshold_fails_the_run() {
+        assert_eq!(replay_failure(MAX_REPLAYED), None);
+        let over = replay_failure(MAX_REPLAYED + 1).expect("a failure");
+        assert!(over.contains("replayed, above the threshold"), "{over}");
     }
 
     fn log(entries: &[(&str, &str, Option<&str>)]) -> Value {
