@@ -811,6 +811,17 @@ pub async fn run(
         report,
         "replays: {replayed} dead letters replayed automatically (threshold {MAX_REPLAYED})"
     )?;
+    let mut webhooks = vec![];
+    for system in ["kintone", "helpdesk"] {
+        let (accepted, not) =
+            accepted_webhooks(&sb.get(&format!("/_admin/{system}/webhooks")).await?);
+        webhooks.push(format!("{system} {accepted} accepted, {not} not"));
+    }
+    writeln!(
+        report,
+        "webhooks by the sandbox's delivery lists (ingest's last answer 202 or not): {}; not yet matched to the writes they caused",
+        webhooks.join(", ")
+    )?;
     writeln!(report, "history by kind: {counts:?}")?;
     for l in &ledgers {
         writeln!(
@@ -1318,6 +1329,20 @@ fn record_drift(
     out
 }
 
+/// Of a sandbox delivery list (`/_admin/{system}/webhooks`): how many distinct
+/// webhooks ingest accepted (its last answer to them was 202), and how many it did not
+/// (or has not yet). Read from the sandbox, not from the service's ledger.
+fn accepted_webhooks(deliveries: &Value) -> (usize, usize) {
+    let mut last: BTreeMap<&str, bool> = BTreeMap::new();
+    for d in deliveries.as_array().into_iter().flatten() {
+        if let Some(id) = d["id"].as_str() {
+            last.insert(id, d["status"] == 202);
+        }
+    }
+    let accepted = last.values().filter(|a| **a).count();
+    (accepted, last.len() - accepted)
+}
+
 /// The run fails when it had to replay more dead letters than [`MAX_REPLAYED`].
 fn replay_failure(replayed: usize) -> Option<String> {
     (replayed > MAX_REPLAYED).then(|| {
@@ -1613,6 +1638,18 @@ mod unit {
         assert_eq!(replay_failure(MAX_REPLAYED), None);
         let over = replay_failure(MAX_REPLAYED + 1).expect("a failure");
         assert!(over.contains("replayed, above the threshold"), "{over}");
+    }
+
+    #[test]
+    fn a_webhook_counts_as_accepted_by_ingests_last_answer_to_its_id() {
+        let deliveries = json!([
+            {"id": "a", "status": 202},
+            {"id": "b", "status": 503},
+            {"id": "c", "status": null},
+            {"id": "d", "status": 202},
+        ]);
+        assert_eq!(accepted_webhooks(&deliveries), (2, 2));
+        assert_eq!(accepted_webhooks(&json!([])), (0, 0));
     }
 
     fn log(entries: &[(&str, &str, Option<&str>)]) -> Value {
