@@ -6,19 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{Fields, SourceRecord, TargetRecord};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Map, Value, json};
 
-use crate::{ConnectorError, Redactor, parse_retry_after, status_error};
+use crate::http::Http;
+use crate::{ConnectorError, Redactor};
 
 /// A kintone domain.
 pub struct Kintone {
-    http: reqwest::Client,
-    system: String,
-    base: String,
-    token: String,
-    timeout: Duration,
-    redactor: Arc<Redactor>,
+    http: Http,
 }
 
 impl Kintone {
@@ -32,70 +28,40 @@ impl Kintone {
     ) -> Kintone {
         let mut own: Vec<String> = token.split(',').map(str::to_owned).collect();
         own.push(token.to_owned());
+        let auth = Some(("X-Cybozu-API-Token".to_owned(), token.to_owned()));
         Kintone {
-            http,
-            system: system.to_owned(),
-            base: base.to_owned(),
-            token: token.to_owned(),
-            timeout,
-            redactor: Arc::new(Redactor::new(own)),
+            http: Http::new(http, system, base, auth, own, timeout),
         }
     }
 
     /// Redacts these secrets (every configured one) from upstream errors, instead of
     /// only this connector's token.
     pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Kintone {
-        self.redactor = redactor;
+        self.http.set_redactor(redactor);
         self
     }
 
     /// The system's name in the rules.
     pub fn system(&self) -> &str {
-        &self.system
+        self.http.system()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Cybozu-API-Token", &self.token)
-            .timeout(self.timeout)
+        self.http.request(method, path)
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ConnectorError::Transport {
-                system: self.system.clone(),
-                source: self.redactor.reqwest_error(source),
-            })?;
-        self.read(resp).await
-    }
-
-    async fn read(&self, resp: Response) -> Result<Value, ConnectorError> {
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(body);
+        let answer = self.http.send(req).await?;
+        if answer.is_success() {
+            return Ok(answer.body);
         }
-        let code = body["code"].as_str().unwrap_or_default();
-        if status == 409 && code == "GAIA_CO02" {
+        let code = answer.body["code"].as_str().unwrap_or_default();
+        if answer.status == 409 && code == "GAIA_CO02" {
             return Err(ConnectorError::RevisionConflict {
-                system: self.system.clone(),
+                system: self.system().to_owned(),
             });
         }
-        // The body is the upstream's: it may echo our token back.
-        Err(status_error(
-            &self.system,
-            status,
-            retry_after,
-            self.redactor.message(&error_message(&body)),
-        ))
+        Err(self.http.error(&answer, &error_message(&answer.body)))
     }
 
     /// GET `record.json`; `None` for kintone's "record not found" (`GAIA_RE01`).
@@ -350,10 +316,7 @@ impl Kintone {
     }
 
     fn bad(&self, message: &str) -> ConnectorError {
-        ConnectorError::BadResponse {
-            system: self.system.clone(),
-            message: message.to_owned(),
-        }
+        self.http.bad(message)
     }
 }
 

@@ -2,11 +2,14 @@
 //!
 //! - [`kintone`]: kintone's REST API (`record.json`, `records.json`, its error shape).
 //! - [`rest`]: a generic REST API described by URL templates and JSON pointers.
+//! - `http`: the HTTP core both send through (timeout, `Retry-After`, status
+//!   classification, redaction).
 //! - [`Endpoint`]: one app or entity of one system, whatever its kind, as the worker
 //!   sees it (fetch, search, create, update, write one field).
 //!
 //! Every failure is a [`ConnectorError`] that says whether retrying can help.
 
+mod http;
 pub mod kintone;
 pub mod redact;
 pub mod rest;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use domain::record::{Fields, SourceRecord, TargetRecord};
 use domain::rules::{ApiAuth, SyncRules, SystemKind, WebhookAuth};
 
+pub(crate) use http::http_client;
+pub use http::parse_retry_after;
 pub use redact::Redactor;
 
 /// A failure talking to an external system.
@@ -137,49 +142,6 @@ impl ConnectorError {
             ConnectorError::RevisionConflict { .. } => Some(409),
             _ => None,
         }
-    }
-}
-
-/// Reads a `Retry-After` header: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Classifies a non-success status into an error, `message` being the body's text,
-/// already redacted.
-pub(crate) fn status_error(
-    system: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    message: String,
-) -> ConnectorError {
-    let system = system.to_owned();
-    match status {
-        429 => ConnectorError::RateLimited {
-            system,
-            retry_after,
-        },
-        401 | 403 => ConnectorError::Unauthorized {
-            system,
-            status,
-            message,
-        },
-        500..=599 => ConnectorError::Server {
-            system,
-            status,
-            message,
-        },
-        _ => ConnectorError::Rejected {
-            system,
-            status,
-            message,
-        },
     }
 }
 
@@ -504,18 +466,6 @@ pub struct Connectors {
     files: std::collections::BTreeSet<String>,
 }
 
-/// Builds the HTTP client every connector shares.
-pub(crate) fn http_client() -> reqwest::Client {
-    // reqwest is built without a bundled crypto provider; ring is the one we ship.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("recordsync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds")
-}
-
 impl Connectors {
     /// Builds connectors for every system of the rules, reading secrets from the
     /// environment variables the rules name.
@@ -659,45 +609,6 @@ fn kintone_after(k: &kintone::Kintone, after: Option<&str>) -> Result<i64, Conne
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&later).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        assert_eq!(
-            status_error("h", 429, None, String::new()).class(),
-            "rate_limited"
-        );
-        assert_eq!(
-            status_error("h", 503, None, String::new()).class(),
-            "server"
-        );
-        assert_eq!(
-            status_error("h", 401, None, String::new()).class(),
-            "unauthorized"
-        );
-        let e = status_error("h", 422, None, "subject is required".into());
-        assert_eq!(e.class(), "rejected");
-        assert_eq!(
-            e.to_string(),
-            "h refused the request (422): subject is required"
-        );
-    }
 
     /// An upstream that answers every request with `status` and an error body (in
     /// kintone's and the helpdesk's shapes at once) quoting the request head it got.

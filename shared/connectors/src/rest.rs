@@ -11,17 +11,13 @@ use domain::rules::RestEntity;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
-use crate::{ConnectorError, Redactor, encode, parse_retry_after, status_error};
+use crate::http::Http;
+use crate::{ConnectorError, Redactor, encode};
 
 /// One entity of a REST system.
 pub struct Rest {
-    http: reqwest::Client,
-    system: String,
-    base: String,
-    auth: Option<(String, String)>,
+    http: Http,
     entity: RestEntity,
-    timeout: Duration,
-    redactor: Arc<Redactor>,
 }
 
 impl Rest {
@@ -34,67 +30,35 @@ impl Rest {
         entity: RestEntity,
         timeout: Duration,
     ) -> Rest {
-        let own = auth.iter().map(|(_, value)| value.clone());
-        let redactor = Arc::new(Redactor::new(own));
+        let own = auth.iter().map(|(_, value)| value.clone()).collect();
         Rest {
-            http,
-            system: system.to_owned(),
-            base: base.to_owned(),
-            auth,
+            http: Http::new(http, system, base, auth, own, timeout),
             entity,
-            timeout,
-            redactor,
         }
     }
 
     /// Redacts these secrets (every configured one) from upstream errors, instead of
     /// only this connector's header value.
     pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Rest {
-        self.redactor = redactor;
+        self.http.set_redactor(redactor);
         self
     }
 
     /// The system's name in the rules.
     pub fn system(&self) -> &str {
-        &self.system
+        self.http.system()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .timeout(self.timeout);
-        match &self.auth {
-            Some((h, v)) => req.header(h, v),
-            None => req,
-        }
+        self.http.request(method, path)
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Option<Value>, ConnectorError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ConnectorError::Transport {
-                system: self.system.clone(),
-                source: self.redactor.reqwest_error(source),
-            })?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        match status {
-            200..=299 => Ok(Some(body)),
+        let answer = self.http.send(req).await?;
+        match answer.status {
+            200..=299 => Ok(Some(answer.body)),
             404 => Ok(None),
-            // The body is the upstream's: it may echo our credentials back.
-            _ => Err(status_error(
-                &self.system,
-                status,
-                retry_after,
-                self.redactor.message(&error_message(&body)),
-            )),
+            _ => Err(self.http.error(&answer, &error_message(&answer.body))),
         }
     }
 
@@ -116,10 +80,7 @@ impl Rest {
     }
 
     fn bad(&self, message: &str) -> ConnectorError {
-        ConnectorError::BadResponse {
-            system: self.system.clone(),
-            message: message.to_owned(),
-        }
+        self.http.bad(message)
     }
 
     /// GET one record; `None` on 404.
@@ -137,7 +98,7 @@ impl Rest {
         let Some(template) = &self.entity.delete else {
             return Err(ConnectorError::Unknown(format!(
                 "{}: the entity declares no `delete` template",
-                self.system
+                self.system()
             )));
         };
         let path = template.replace("{id}", &encode(id));
@@ -227,7 +188,7 @@ impl Rest {
         match self.send(req).await? {
             Some(body) => self.record(&body),
             None => Err(ConnectorError::Rejected {
-                system: self.system.clone(),
+                system: self.system().to_owned(),
                 status: 404,
                 message: format!("record {id} does not exist"),
             }),
@@ -338,7 +299,7 @@ impl Rest {
         let Some(b) = &self.entity.bulk_update else {
             return Err(ConnectorError::Unknown(format!(
                 "{}: no bulk_update endpoint",
-                self.system
+                self.system()
             )));
         };
         let body = crate::shape::bulk_body(&self.entity, b, updates);
