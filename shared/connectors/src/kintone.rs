@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{Map, Value, json};
 
 use crate::http::Http;
-use crate::{ConnectorError, Redactor};
+use crate::{ConnectorError, RecordApi, Redactor, Reply};
 
 /// A kintone domain.
 pub struct Kintone {
@@ -317,6 +317,163 @@ impl Kintone {
 
     fn bad(&self, message: &str) -> ConnectorError {
         self.http.bad(message)
+    }
+}
+
+/// One app of a kintone domain: kintone's [`RecordApi`].
+pub struct KintoneApp {
+    kintone: Arc<Kintone>,
+    app: String,
+}
+
+impl KintoneApp {
+    /// The app `app` of this kintone.
+    pub fn new(kintone: Arc<Kintone>, app: &str) -> KintoneApp {
+        KintoneApp {
+            kintone,
+            app: app.to_owned(),
+        }
+    }
+
+    /// A page cursor: the last record id listed (0 before the first page).
+    fn after(&self, after: Option<&str>) -> Result<i64, ConnectorError> {
+        match after {
+            None => Ok(0),
+            Some(a) => a.parse().map_err(|_| {
+                ConnectorError::Unknown(format!(
+                    "{}: \"{a}\" is not a kintone record id",
+                    self.kintone.system()
+                ))
+            }),
+        }
+    }
+}
+
+impl RecordApi for KintoneApp {
+    fn system(&self) -> &str {
+        self.kintone.system()
+    }
+
+    fn read_many_max(&self) -> Option<usize> {
+        Some(100)
+    }
+
+    fn bulk_max(&self) -> Option<usize> {
+        Some(100)
+    }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    fn fetch<'a>(&'a self, id: &'a str) -> Reply<'a, Option<SourceRecord>> {
+        Box::pin(self.kintone.get_record(&self.app, id))
+    }
+
+    fn read_many<'a>(&'a self, ids: &'a [&'a str]) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(self.kintone.records_by_ids(&self.app, ids))
+    }
+
+    fn search<'a>(&'a self, field: &'a str, value: &'a str) -> Reply<'a, Vec<TargetRecord>> {
+        Box::pin(self.kintone.search(&self.app, field, value))
+    }
+
+    fn create_answered<'a>(
+        &'a self,
+        fields: &'a Fields,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, (String, Option<i64>, Option<Fields>)> {
+        // kintone answers a new record's revision: 1.
+        Box::pin(async move {
+            Ok((
+                self.kintone.create_record(&self.app, fields).await?,
+                Some(1),
+                None,
+            ))
+        })
+    }
+
+    fn update_answered<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, (Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let rev = self
+                .kintone
+                .update_record(&self.app, id, fields, None)
+                .await?;
+            Ok((Some(rev), None))
+        })
+    }
+
+    fn update_checked<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        revision: Option<i64>,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, Option<Option<i64>>> {
+        Box::pin(async move {
+            match self
+                .kintone
+                .update_record(&self.app, id, fields, revision)
+                .await
+            {
+                Ok(rev) => Ok(Some(Some(rev))),
+                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> Reply<'a, bool> {
+        Box::pin(self.kintone.delete_record(&self.app, id))
+    }
+
+    fn records_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(async move {
+            let after = self.after(after)?;
+            self.kintone.records_page(&self.app, after, limit).await
+        })
+    }
+
+    fn changed<'a>(
+        &'a self,
+        since: Option<(chrono::DateTime<chrono::Utc>, &'a str)>,
+        after: Option<&'a str>,
+        limit: usize,
+        with_total: bool,
+    ) -> Reply<'a, (Vec<SourceRecord>, Option<u64>)> {
+        Box::pin(async move {
+            let after = self.after(after)?;
+            self.kintone
+                .changed(&self.app, since, after, limit, with_total)
+                .await
+        })
+    }
+
+    fn schema<'a>(
+        &'a self,
+        _sample: Option<&'a str>,
+    ) -> Reply<'a, Result<domain::drift::Schema, String>> {
+        Box::pin(async move { Ok(Ok(self.kintone.form_fields(&self.app).await?)) })
+    }
+
+    fn bulk_update<'a>(
+        &'a self,
+        updates: &'a [(String, Fields)],
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, Vec<Result<(), String>>> {
+        Box::pin(async move {
+            self.kintone.update_records(&self.app, updates).await?;
+            Ok(updates.iter().map(|_| Ok(())).collect())
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
 use crate::http::Http;
-use crate::{ConnectorError, Redactor, encode};
+use crate::{ConnectorError, RecordApi, Redactor, Reply, encode};
 
 /// One entity of a REST system.
 pub struct Rest {
@@ -316,6 +316,128 @@ impl Rest {
             None => ids.iter().map(|_| Ok(())).collect(),
             Some(r) => crate::shape::bulk_outcome(r, &answer, &ids),
         })
+    }
+}
+
+/// A rest entity's [`RecordApi`]: its own methods, adapted (its records as source
+/// records with their revision, a write's answer as what the API kept).
+impl RecordApi for Rest {
+    fn system(&self) -> &str {
+        Rest::system(self)
+    }
+
+    fn bulk_max(&self) -> Option<usize> {
+        Rest::bulk_max(self)
+    }
+
+    fn can_list(&self) -> bool {
+        Rest::can_list(self)
+    }
+
+    fn fetch<'a>(&'a self, id: &'a str) -> Reply<'a, Option<SourceRecord>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|t| self.as_source(t))) })
+    }
+
+    fn read_many<'a>(&'a self, _ids: &'a [&'a str]) -> Reply<'a, Vec<SourceRecord>> {
+        let e = ConnectorError::Unknown(format!(
+            "{}: a rest entity has no bulk read",
+            Rest::system(self)
+        ));
+        Box::pin(async move { Err(e) })
+    }
+
+    fn search<'a>(&'a self, field: &'a str, value: &'a str) -> Reply<'a, Vec<TargetRecord>> {
+        Box::pin(Rest::search(self, field, value))
+    }
+
+    fn create_answered<'a>(
+        &'a self,
+        fields: &'a Fields,
+        idempotency_key: &'a str,
+    ) -> Reply<'a, (String, Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let t = Rest::create(self, fields, idempotency_key).await?;
+            let rev = self.revision_of(&t);
+            let answered = self.answered(fields, t.fields);
+            Ok((t.id, rev, Some(answered)))
+        })
+    }
+
+    fn update_answered<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        idempotency_key: &'a str,
+    ) -> Reply<'a, (Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let t = Rest::update(self, id, fields, idempotency_key).await?;
+            let rev = self.revision_of(&t);
+            Ok((rev, Some(self.answered(fields, t.fields))))
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> Reply<'a, bool> {
+        Box::pin(Rest::delete(self, id))
+    }
+
+    fn records_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(async move { Ok(Rest::changed(self, None, after, limit, false).await?.0) })
+    }
+
+    fn changed<'a>(
+        &'a self,
+        since: Option<(chrono::DateTime<chrono::Utc>, &'a str)>,
+        after: Option<&'a str>,
+        limit: usize,
+        with_total: bool,
+    ) -> Reply<'a, (Vec<SourceRecord>, Option<u64>)> {
+        // A rest API's listing filters by its own update time: the field name is in its
+        // `list` template.
+        Box::pin(Rest::changed(
+            self,
+            since.map(|(t, _)| t),
+            after,
+            limit,
+            with_total,
+        ))
+    }
+
+    fn schema<'a>(
+        &'a self,
+        sample: Option<&'a str>,
+    ) -> Reply<'a, Result<domain::drift::Schema, String>> {
+        Box::pin(async move {
+            let record = match sample {
+                Some(id) => match self.get(id).await? {
+                    Some(t) => t.fields,
+                    None => return Ok(Err(format!("the sample record {id} does not exist"))),
+                },
+                None if Rest::can_list(self) => {
+                    match Rest::changed(self, None, None, 1, false).await?.0.pop() {
+                        Some(s) => s.fields,
+                        None => return Ok(Err("no record to sample: the listing is empty".into())),
+                    }
+                }
+                None => {
+                    return Ok(Err(
+                        "the entity declares no list and no sample record".into()
+                    ));
+                }
+            };
+            Ok(Ok(domain::drift::sample_schema(&record)))
+        })
+    }
+
+    fn bulk_update<'a>(
+        &'a self,
+        updates: &'a [(String, Fields)],
+        idempotency_key: &'a str,
+    ) -> Reply<'a, Vec<Result<(), String>>> {
+        Box::pin(Rest::bulk_update(self, updates, idempotency_key))
     }
 }
 
