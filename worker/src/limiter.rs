@@ -41,8 +41,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectors::{ConnectorError, Endpoint};
-use domain::record::{Fields, SourceRecord, TargetRecord};
+use connectors::{ConnectorError, Endpoint, RecordApi};
 use domain::rules::{Limits, SyncRules};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use store::{Store, StoreError};
@@ -406,23 +405,34 @@ impl Limiter {
     }
 }
 
-/// An endpoint whose requests go through the limiter's layers.
+/// An endpoint whose requests go through the limiter's layers: each request is one
+/// [`Limited::call`], e.g. `limited.call(|api| api.fetch(id)).await`.
 pub struct Limited<'a> {
     endpoint: &'a Endpoint,
     limiter: &'a Limiter,
 }
 
-impl Limited<'_> {
+impl<'a> Limited<'a> {
     /// The system's name.
     pub fn system(&self) -> &str {
         self.endpoint.system()
     }
 
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Failure>
+    /// The endpoint itself, for what it can do (`read_many_max`, `bulk_max`,
+    /// `can_list`, which send nothing); its requests go through [`Limited::call`].
+    pub fn endpoint(&self) -> &'a Endpoint {
+        self.endpoint
+    }
+
+    /// Sends one request, `op` on the endpoint, through every layer: concurrency and
+    /// rate, counted against the budget, in its own span and metrics, and a 429 waited
+    /// out in place (`op` is called again) while [`classify::rate_limited`] says so.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, Failure>
     where
-        F: Fn() -> Fut,
+        F: Fn(&'a dyn RecordApi) -> Fut,
         Fut: Future<Output = Result<T, ConnectorError>>,
     {
+        let api: &'a dyn RecordApi = &**self.endpoint;
         let system = self.endpoint.system();
         let mut tries = 0;
         loop {
@@ -433,7 +443,7 @@ impl Limited<'_> {
             // Each request is a span of the step's trace (the current context).
             let span = request_span(system, tries, sent - asked);
             // The timeout is the connector's own, per request.
-            let result = f().await;
+            let result = op(api).await;
             self.limiter.count(system).await;
             let outcome = result.as_ref().map_or_else(|e| e.class(), |_| "ok");
             end_request_span(span, outcome);
@@ -464,133 +474,6 @@ impl Limited<'_> {
                 }
             }
         }
-    }
-
-    /// See [`Endpoint::fetch`].
-    pub async fn fetch(&self, id: &str) -> Result<Option<SourceRecord>, Failure> {
-        self.call(|| self.endpoint.fetch(id)).await
-    }
-
-    /// See [`Endpoint::read_many`].
-    pub async fn read_many(&self, ids: &[&str]) -> Result<Vec<SourceRecord>, Failure> {
-        self.call(|| self.endpoint.read_many(ids)).await
-    }
-
-    /// Whether the system reads several ids in one request, and how many.
-    pub fn read_many_max(&self) -> Option<usize> {
-        self.endpoint.read_many_max()
-    }
-
-    /// See [`Endpoint::search`].
-    pub async fn search(&self, field: &str, value: &str) -> Result<Vec<TargetRecord>, Failure> {
-        self.call(|| self.endpoint.search(field, value)).await
-    }
-
-    /// See [`Endpoint::create`].
-    pub async fn create(
-        &self,
-        fields: &Fields,
-        key: &str,
-    ) -> Result<(String, Option<i64>), Failure> {
-        self.call(|| self.endpoint.create(fields, key)).await
-    }
-
-    /// See [`Endpoint::create_answered`].
-    pub async fn create_answered(
-        &self,
-        fields: &Fields,
-        key: &str,
-    ) -> Result<(String, Option<i64>, Option<Fields>), Failure> {
-        self.call(|| self.endpoint.create_answered(fields, key))
-            .await
-    }
-
-    /// See [`Endpoint::update_answered`].
-    pub async fn update_answered(
-        &self,
-        id: &str,
-        fields: &Fields,
-        key: &str,
-    ) -> Result<(Option<i64>, Option<Fields>), Failure> {
-        self.call(|| self.endpoint.update_answered(id, fields, key))
-            .await
-    }
-
-    /// See [`Endpoint::delete`].
-    pub async fn delete(&self, id: &str) -> Result<bool, Failure> {
-        self.call(|| self.endpoint.delete(id)).await
-    }
-
-    /// See [`Endpoint::update`].
-    pub async fn update(
-        &self,
-        id: &str,
-        fields: &Fields,
-        key: &str,
-    ) -> Result<Option<i64>, Failure> {
-        self.call(|| self.endpoint.update(id, fields, key)).await
-    }
-
-    /// See [`Endpoint::update_checked`].
-    pub async fn update_checked(
-        &self,
-        id: &str,
-        fields: &Fields,
-        revision: Option<i64>,
-        key: &str,
-    ) -> Result<Option<Option<i64>>, Failure> {
-        self.call(|| self.endpoint.update_checked(id, fields, revision, key))
-            .await
-    }
-
-    /// See [`Endpoint::changed`].
-    pub async fn changed(
-        &self,
-        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
-        after: Option<&str>,
-        limit: usize,
-        with_total: bool,
-    ) -> Result<(Vec<SourceRecord>, Option<u64>), Failure> {
-        self.call(|| self.endpoint.changed(since, after, limit, with_total))
-            .await
-    }
-
-    /// See [`Endpoint::schema`].
-    pub async fn schema(
-        &self,
-        sample: Option<&str>,
-    ) -> Result<Result<domain::drift::Schema, String>, Failure> {
-        self.call(|| self.endpoint.schema(sample)).await
-    }
-
-    /// See [`Endpoint::records_page`].
-    pub async fn records_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<SourceRecord>, Failure> {
-        self.call(|| self.endpoint.records_page(after, limit)).await
-    }
-
-    /// See [`Endpoint::bulk_update`].
-    pub async fn bulk_update(
-        &self,
-        updates: &[(String, Fields)],
-        key: &str,
-    ) -> Result<Vec<Result<(), String>>, Failure> {
-        self.call(|| self.endpoint.bulk_update(updates, key)).await
-    }
-
-    /// See [`Endpoint::write_field`].
-    pub async fn write_field(
-        &self,
-        id: &str,
-        field: &str,
-        value: &str,
-        revision: Option<i64>,
-    ) -> Result<Option<i64>, Failure> {
-        self.call(|| self.endpoint.write_field(id, field, value, revision))
-            .await
     }
 }
 

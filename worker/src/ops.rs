@@ -119,7 +119,7 @@ pub async fn rehydrate(
             let mut all: Vec<String> = vec![];
             loop {
                 let (page, _) = source
-                    .changed(None, all.last().map(String::as_str), 500, false)
+                    .call(|api| api.changed(None, all.last().map(String::as_str), 500, false))
                     .await
                     .map_err(|f| match f {
                         crate::classify::Failure::Connector(e) => OpsError::Connector(e),

@@ -112,14 +112,18 @@ pub async fn preview(
         };
         report.records += 1;
         let Some(s) = source
-            .fetch(&link.source_record_id)
+            .call(|api| api.fetch(&link.source_record_id))
             .await
             .map_err(ResyncError::from)?
         else {
             report.source_missing += 1;
             continue;
         };
-        let Some(t) = target.fetch(&target_id).await.map_err(ResyncError::from)? else {
+        let Some(t) = target
+            .call(|api| api.fetch(&target_id))
+            .await
+            .map_err(ResyncError::from)?
+        else {
             report.target_missing += 1;
             continue;
         };
@@ -133,7 +137,7 @@ pub async fn preview(
         let mut after: Option<String> = None;
         'listing: while report.unlinked < limit {
             let page = source
-                .records_page(after.as_deref(), LIST_PAGE)
+                .call(|api| api.records_page(after.as_deref(), LIST_PAGE))
                 .await
                 .map_err(ResyncError::from)?;
             let Some(last) = page.last().map(|r| r.id.clone()) else {
@@ -198,7 +202,7 @@ async fn first_match(
             Some(ids) => ids.clone(),
             None => {
                 let mut ids: Vec<String> = target
-                    .search(&identity.target_field, &attempt.value)
+                    .call(|api| api.search(&identity.target_field, &attempt.value))
                     .await?
                     .into_iter()
                     .map(|t| t.id)

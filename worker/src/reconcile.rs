@@ -375,16 +375,18 @@ async fn snapshot(
     let mut out = HashMap::new();
     // The linked ids alone, 100 a request, where the system reads several at once
     // (kintone `$id in (…)`): never more requests than listing the whole app.
-    if let Some(max) = system.read_many_max() {
+    if let Some(max) = system.endpoint().read_many_max() {
         for chunk in ids.chunks(max) {
             *requests += 1;
-            let records = system.read_many(chunk).await?;
+            let records = system.call(|api| api.read_many(chunk)).await?;
             out.extend(records.into_iter().map(|r| (r.id, r.fields)));
         }
     } else if can_list {
         let mut after: Option<String> = None;
         loop {
-            let page = system.records_page(after.as_deref(), PAGE_SIZE).await?;
+            let page = system
+                .call(|api| api.records_page(after.as_deref(), PAGE_SIZE))
+                .await?;
             *requests += 1;
             // Until an empty page: an API may answer fewer than it was asked for.
             let Some(last) = page.last().map(|r| r.id.clone()) else {
@@ -396,7 +398,7 @@ async fn snapshot(
     } else {
         for id in ids {
             *requests += 1;
-            if let Some(r) = system.fetch(id).await? {
+            if let Some(r) = system.call(|api| api.fetch(id)).await? {
                 out.insert(r.id, r.fields);
             }
         }

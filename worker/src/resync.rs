@@ -181,14 +181,16 @@ impl ResyncJob {
             // The first page of a scan also asks how many records it will list.
             let first = after.is_none() && cursor.total.is_none();
             let (page, total) = source
-                .changed(
-                    cursor
-                        .scan_since
-                        .map(|t| (t, self.spec.updated_field.as_str())),
-                    after.as_deref(),
-                    page_size,
-                    first,
-                )
+                .call(|api| {
+                    api.changed(
+                        cursor
+                            .scan_since
+                            .map(|t| (t, self.spec.updated_field.as_str())),
+                        after.as_deref(),
+                        page_size,
+                        first,
+                    )
+                })
                 .await?;
             if let Some(total) = total.filter(|_| first) {
                 store.resync_total(&self.rule, total).await?;

@@ -154,7 +154,7 @@ async fn check_app(
     let now = processor
         .limiter
         .limit(&endpoint)
-        .schema(sample)
+        .call(|api| api.schema(sample))
         .await
         .map_err(|failure| SchemaError::Read {
             system: system.to_owned(),

@@ -6,19 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{Fields, SourceRecord, TargetRecord};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Map, Value, json};
 
-use crate::{ConnectorError, Redactor, parse_retry_after, status_error};
+use crate::http::Http;
+use crate::{ConnectorError, RecordApi, Redactor, Reply};
 
 /// A kintone domain.
 pub struct Kintone {
-    http: reqwest::Client,
-    system: String,
-    base: String,
-    token: String,
-    timeout: Duration,
-    redactor: Arc<Redactor>,
+    http: Http,
 }
 
 impl Kintone {
@@ -32,70 +28,40 @@ impl Kintone {
     ) -> Kintone {
         let mut own: Vec<String> = token.split(',').map(str::to_owned).collect();
         own.push(token.to_owned());
+        let auth = Some(("X-Cybozu-API-Token".to_owned(), token.to_owned()));
         Kintone {
-            http,
-            system: system.to_owned(),
-            base: base.to_owned(),
-            token: token.to_owned(),
-            timeout,
-            redactor: Arc::new(Redactor::new(own)),
+            http: Http::new(http, system, base, auth, own, timeout),
         }
     }
 
     /// Redacts these secrets (every configured one) from upstream errors, instead of
     /// only this connector's token.
     pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Kintone {
-        self.redactor = redactor;
+        self.http.set_redactor(redactor);
         self
     }
 
     /// The system's name in the rules.
     pub fn system(&self) -> &str {
-        &self.system
+        self.http.system()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Cybozu-API-Token", &self.token)
-            .timeout(self.timeout)
+        self.http.request(method, path)
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ConnectorError::Transport {
-                system: self.system.clone(),
-                source: self.redactor.reqwest_error(source),
-            })?;
-        self.read(resp).await
-    }
-
-    async fn read(&self, resp: Response) -> Result<Value, ConnectorError> {
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(body);
+        let answer = self.http.send(req).await?;
+        if answer.is_success() {
+            return Ok(answer.body);
         }
-        let code = body["code"].as_str().unwrap_or_default();
-        if status == 409 && code == "GAIA_CO02" {
+        let code = answer.body["code"].as_str().unwrap_or_default();
+        if answer.status == 409 && code == "GAIA_CO02" {
             return Err(ConnectorError::RevisionConflict {
-                system: self.system.clone(),
+                system: self.system().to_owned(),
             });
         }
-        // The body is the upstream's: it may echo our token back.
-        Err(status_error(
-            &self.system,
-            status,
-            retry_after,
-            self.redactor.message(&error_message(&body)),
-        ))
+        Err(self.http.error(&answer, &error_message(&answer.body)))
     }
 
     /// GET `record.json`; `None` for kintone's "record not found" (`GAIA_RE01`).
@@ -350,10 +316,164 @@ impl Kintone {
     }
 
     fn bad(&self, message: &str) -> ConnectorError {
-        ConnectorError::BadResponse {
-            system: self.system.clone(),
-            message: message.to_owned(),
+        self.http.bad(message)
+    }
+}
+
+/// One app of a kintone domain: kintone's [`RecordApi`].
+pub struct KintoneApp {
+    kintone: Arc<Kintone>,
+    app: String,
+}
+
+impl KintoneApp {
+    /// The app `app` of this kintone.
+    pub fn new(kintone: Arc<Kintone>, app: &str) -> KintoneApp {
+        KintoneApp {
+            kintone,
+            app: app.to_owned(),
         }
+    }
+
+    /// A page cursor: the last record id listed (0 before the first page).
+    fn after(&self, after: Option<&str>) -> Result<i64, ConnectorError> {
+        match after {
+            None => Ok(0),
+            Some(a) => a.parse().map_err(|_| {
+                ConnectorError::Unknown(format!(
+                    "{}: \"{a}\" is not a kintone record id",
+                    self.kintone.system()
+                ))
+            }),
+        }
+    }
+}
+
+impl RecordApi for KintoneApp {
+    fn system(&self) -> &str {
+        self.kintone.system()
+    }
+
+    fn read_many_max(&self) -> Option<usize> {
+        Some(100)
+    }
+
+    fn bulk_max(&self) -> Option<usize> {
+        Some(100)
+    }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    fn fetch<'a>(&'a self, id: &'a str) -> Reply<'a, Option<SourceRecord>> {
+        Box::pin(self.kintone.get_record(&self.app, id))
+    }
+
+    fn read_many<'a>(&'a self, ids: &'a [&'a str]) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(self.kintone.records_by_ids(&self.app, ids))
+    }
+
+    fn search<'a>(&'a self, field: &'a str, value: &'a str) -> Reply<'a, Vec<TargetRecord>> {
+        Box::pin(self.kintone.search(&self.app, field, value))
+    }
+
+    fn create_answered<'a>(
+        &'a self,
+        fields: &'a Fields,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, (String, Option<i64>, Option<Fields>)> {
+        // kintone answers a new record's revision: 1.
+        Box::pin(async move {
+            Ok((
+                self.kintone.create_record(&self.app, fields).await?,
+                Some(1),
+                None,
+            ))
+        })
+    }
+
+    fn update_answered<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, (Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let rev = self
+                .kintone
+                .update_record(&self.app, id, fields, None)
+                .await?;
+            Ok((Some(rev), None))
+        })
+    }
+
+    fn update_checked<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        revision: Option<i64>,
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, Option<Option<i64>>> {
+        Box::pin(async move {
+            match self
+                .kintone
+                .update_record(&self.app, id, fields, revision)
+                .await
+            {
+                Ok(rev) => Ok(Some(Some(rev))),
+                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> Reply<'a, bool> {
+        Box::pin(self.kintone.delete_record(&self.app, id))
+    }
+
+    fn records_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(async move {
+            let after = self.after(after)?;
+            self.kintone.records_page(&self.app, after, limit).await
+        })
+    }
+
+    fn changed<'a>(
+        &'a self,
+        since: Option<(chrono::DateTime<chrono::Utc>, &'a str)>,
+        after: Option<&'a str>,
+        limit: usize,
+        with_total: bool,
+    ) -> Reply<'a, (Vec<SourceRecord>, Option<u64>)> {
+        Box::pin(async move {
+            let after = self.after(after)?;
+            self.kintone
+                .changed(&self.app, since, after, limit, with_total)
+                .await
+        })
+    }
+
+    fn schema<'a>(
+        &'a self,
+        _sample: Option<&'a str>,
+    ) -> Reply<'a, Result<domain::drift::Schema, String>> {
+        Box::pin(async move { Ok(Ok(self.kintone.form_fields(&self.app).await?)) })
+    }
+
+    fn bulk_update<'a>(
+        &'a self,
+        updates: &'a [(String, Fields)],
+        _idempotency_key: &'a str,
+    ) -> Reply<'a, Vec<Result<(), String>>> {
+        Box::pin(async move {
+            self.kintone.update_records(&self.app, updates).await?;
+            Ok(updates.iter().map(|_| Ok(())).collect())
+        })
     }
 }
 

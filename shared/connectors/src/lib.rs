@@ -2,11 +2,18 @@
 //!
 //! - [`kintone`]: kintone's REST API (`record.json`, `records.json`, its error shape).
 //! - [`rest`]: a generic REST API described by URL templates and JSON pointers.
-//! - [`Endpoint`]: one app or entity of one system, whatever its kind, as the worker
-//!   sees it (fetch, search, create, update, write one field).
+//! - `http`: the HTTP core both send through (timeout, `Retry-After`, status
+//!   classification, redaction).
+//! - [`file`]: a `file` system, which has no API.
+//! - [`RecordApi`]: the one trait each kind implements: one app or entity of one
+//!   system, whatever its kind, as the worker sees it (fetch, search, create, update,
+//!   write one field); an [`Endpoint`] is one behind an `Arc`.
 //!
 //! Every failure is a [`ConnectorError`] that says whether retrying can help.
 
+pub mod api;
+pub mod file;
+mod http;
 pub mod kintone;
 pub mod redact;
 pub mod rest;
@@ -16,9 +23,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::record::{Fields, SourceRecord, TargetRecord};
 use domain::rules::{ApiAuth, SyncRules, SystemKind, WebhookAuth};
 
+pub use api::{Endpoint, RecordApi, Reply};
+pub(crate) use http::http_client;
+pub use http::parse_retry_after;
 pub use redact::Redactor;
 
 /// A failure talking to an external system.
@@ -140,49 +149,6 @@ impl ConnectorError {
     }
 }
 
-/// Reads a `Retry-After` header: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Classifies a non-success status into an error, `message` being the body's text,
-/// already redacted.
-pub(crate) fn status_error(
-    system: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    message: String,
-) -> ConnectorError {
-    let system = system.to_owned();
-    match status {
-        429 => ConnectorError::RateLimited {
-            system,
-            retry_after,
-        },
-        401 | 403 => ConnectorError::Unauthorized {
-            system,
-            status,
-            message,
-        },
-        500..=599 => ConnectorError::Server {
-            system,
-            status,
-            message,
-        },
-        _ => ConnectorError::Rejected {
-            system,
-            status,
-            message,
-        },
-    }
-}
-
 /// Percent-encodes a value for a URL path segment or query value.
 pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -196,324 +162,11 @@ pub fn encode(value: &str) -> String {
     out
 }
 
-/// One app or entity of one system.
-#[derive(Clone)]
-pub enum Endpoint {
-    /// A kintone app.
-    Kintone(Arc<kintone::Kintone>, String),
-    /// A REST entity.
-    Rest(Arc<rest::Rest>),
-    /// A `file` system: nothing to call ([`ConnectorError::NoApi`]).
-    File(String),
-}
-
-impl Endpoint {
-    /// The system's name.
-    pub fn system(&self) -> &str {
-        match self {
-            Endpoint::Kintone(k, _) => k.system(),
-            Endpoint::Rest(r) => r.system(),
-            Endpoint::File(s) => s,
-        }
-    }
-
-    /// Reads one record; `None` when it does not exist.
-    pub async fn fetch(&self, id: &str) -> Result<Option<SourceRecord>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => k.get_record(app, id).await,
-            Endpoint::Rest(r) => Ok(r.get(id).await?.map(|t| r.as_source(t))),
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// How many records one bulk read takes, where the system reads several ids in one
-    /// request (kintone: `records.json` with `$id in (…)`, 100 at a time).
-    pub fn read_many_max(&self) -> Option<usize> {
-        match self {
-            Endpoint::Kintone(..) => Some(100),
-            Endpoint::Rest(_) | Endpoint::File(_) => None,
-        }
-    }
-
-    /// Reads the records of these ids (at most [`Endpoint::read_many_max`]) in one
-    /// request: those that exist.
-    pub async fn read_many(&self, ids: &[&str]) -> Result<Vec<SourceRecord>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => k.records_by_ids(app, ids).await,
-            Endpoint::Rest(r) => Err(ConnectorError::Unknown(format!(
-                "{}: a rest entity has no bulk read",
-                r.system()
-            ))),
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// The records whose `field` equals `value`.
-    pub async fn search(
-        &self,
-        field: &str,
-        value: &str,
-    ) -> Result<Vec<TargetRecord>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => k.search(app, field, value).await,
-            Endpoint::Rest(r) => r.search(field, value).await,
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Creates a record; the idempotency key makes a repeated create return the first.
-    /// Returns its id and revision, when the system tells.
-    pub async fn create(
-        &self,
-        fields: &Fields,
-        idempotency_key: &str,
-    ) -> Result<(String, Option<i64>), ConnectorError> {
-        let (id, rev, _) = self.create_answered(fields, idempotency_key).await?;
-        Ok((id, rev))
-    }
-
-    /// [`Endpoint::create`], with the record as the system answered it, when it answers
-    /// one (a rest entity; kintone answers only the id and revision): what it kept.
-    pub async fn create_answered(
-        &self,
-        fields: &Fields,
-        idempotency_key: &str,
-    ) -> Result<(String, Option<i64>, Option<Fields>), ConnectorError> {
-        match self {
-            // kintone answers a new record's revision: 1.
-            Endpoint::Kintone(k, app) => Ok((k.create_record(app, fields).await?, Some(1), None)),
-            Endpoint::Rest(r) => {
-                let t = r.create(fields, idempotency_key).await?;
-                let rev = r.revision_of(&t);
-                let answered = r.answered(fields, t.fields);
-                Ok((t.id, rev, Some(answered)))
-            }
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Updates some fields of a record; returns the revision the write produced, when
-    /// the system tells.
-    pub async fn update(
-        &self,
-        id: &str,
-        fields: &Fields,
-        idempotency_key: &str,
-    ) -> Result<Option<i64>, ConnectorError> {
-        Ok(self.update_answered(id, fields, idempotency_key).await?.0)
-    }
-
-    /// [`Endpoint::update`], with the record as the system answered it, when it answers
-    /// one (a rest entity).
-    pub async fn update_answered(
-        &self,
-        id: &str,
-        fields: &Fields,
-        idempotency_key: &str,
-    ) -> Result<(Option<i64>, Option<Fields>), ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => {
-                Ok((Some(k.update_record(app, id, fields, None).await?), None))
-            }
-            Endpoint::Rest(r) => {
-                let t = r.update(id, fields, idempotency_key).await?;
-                let rev = r.revision_of(&t);
-                Ok((rev, Some(r.answered(fields, t.fields))))
-            }
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Deletes a record: `true` when it was there, `false` when it was already gone.
-    pub async fn delete(&self, id: &str) -> Result<bool, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => k.delete_record(app, id).await,
-            Endpoint::Rest(r) => r.delete(id).await,
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Updates some fields of a record only if it is still at `revision` (kintone's
-    /// revision check; other systems write unconditionally). `Ok(None)` when the
-    /// record changed since; otherwise the revision the write produced.
-    pub async fn update_checked(
-        &self,
-        id: &str,
-        fields: &Fields,
-        revision: Option<i64>,
-        idempotency_key: &str,
-    ) -> Result<Option<Option<i64>>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => match k.update_record(app, id, fields, revision).await {
-                Ok(rev) => Ok(Some(Some(rev))),
-                Err(ConnectorError::RevisionConflict { .. }) => Ok(None),
-                Err(e) => Err(e),
-            },
-            Endpoint::Rest(_) | Endpoint::File(_) => {
-                self.update(id, fields, idempotency_key).await.map(Some)
-            }
-        }
-    }
-}
-
-impl Endpoint {
-    /// Whole records with an id after `after`, in id order, at most `limit`: a page of a
-    /// complete listing (see [`Endpoint::can_list`]).
-    pub async fn records_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<SourceRecord>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => {
-                let after = kintone_after(k, after)?;
-                k.records_page(app, after, limit).await
-            }
-            Endpoint::Rest(r) => Ok(r.changed(None, after, limit, false).await?.0),
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// The schema the rules are checked against: a kintone app's form fields; for a
-    /// rest entity, the shape of a sample record (the one with `sample` as id, or the
-    /// first one listed). `Ok(Err(why))` when there is nothing to check against.
-    pub async fn schema(
-        &self,
-        sample: Option<&str>,
-    ) -> Result<Result<domain::drift::Schema, String>, ConnectorError> {
-        let record = match self {
-            Endpoint::Kintone(k, app) => return Ok(Ok(k.form_fields(app).await?)),
-            Endpoint::Rest(r) => match sample {
-                Some(id) => match r.get(id).await? {
-                    Some(t) => t.fields,
-                    None => return Ok(Err(format!("the sample record {id} does not exist"))),
-                },
-                None if r.can_list() => match r.changed(None, None, 1, false).await?.0.pop() {
-                    Some(s) => s.fields,
-                    None => return Ok(Err("no record to sample: the listing is empty".into())),
-                },
-                None => {
-                    return Ok(Err(
-                        "the entity declares no list and no sample record".into()
-                    ));
-                }
-            },
-            Endpoint::File(_) => {
-                return Ok(Err(
-                    "a file system has no API: its rows are checked when imported".into(),
-                ));
-            }
-        };
-        Ok(Ok(domain::drift::sample_schema(&record)))
-    }
-
-    /// Whether [`Endpoint::changed`] can list the records (kintone always; a rest
-    /// entity when it declares `list`).
-    pub fn can_list(&self) -> bool {
-        match self {
-            Endpoint::Kintone(..) => true,
-            Endpoint::Rest(r) => r.can_list(),
-            Endpoint::File(_) => false,
-        }
-    }
-
-    /// The most updates one bulk call takes, when the system has bulk updates (kintone:
-    /// 100 per `records.json` call).
-    pub fn bulk_max(&self) -> Option<usize> {
-        match self {
-            Endpoint::Kintone(..) => Some(100),
-            Endpoint::Rest(r) => r.bulk_max(),
-            Endpoint::File(_) => None,
-        }
-    }
-
-    /// One page of the records changed at or after `since` (a time and the field code
-    /// of the update time; all records without it) whose id comes after `after`, in id
-    /// order: from kintone id and revision only; with `with_total`, also how many match
-    /// in all. A rest entity lists through its `list` template (whole records).
-    pub async fn changed(
-        &self,
-        since: Option<(chrono::DateTime<chrono::Utc>, &str)>,
-        after: Option<&str>,
-        limit: usize,
-        with_total: bool,
-    ) -> Result<(Vec<SourceRecord>, Option<u64>), ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => {
-                let after = kintone_after(k, after)?;
-                k.changed(app, since, after, limit, with_total).await
-            }
-            // A rest API's listing filters by its own update time: the field name is
-            // in its `list` template.
-            Endpoint::Rest(r) => {
-                r.changed(since.map(|(t, _)| t), after, limit, with_total)
-                    .await
-            }
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Updates several records in one call (at most [`Endpoint::bulk_max`]). What the
-    /// answer says of each update, in order: confirmed, or why not. kintone's bulk
-    /// update is all-or-nothing.
-    pub async fn bulk_update(
-        &self,
-        updates: &[(String, Fields)],
-        idempotency_key: &str,
-    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
-        match self {
-            Endpoint::Kintone(k, app) => {
-                k.update_records(app, updates).await?;
-                Ok(updates.iter().map(|_| Ok(())).collect())
-            }
-            Endpoint::Rest(r) => r.bulk_update(updates, idempotency_key).await,
-            Endpoint::File(s) => Err(ConnectorError::NoApi { system: s.clone() }),
-        }
-    }
-
-    /// Writes one field of a record with a revision check where the system has
-    /// revisions (kintone), so that a change made since `revision` was read is never
-    /// overwritten. Returns the new revision, or `None` when the record changed
-    /// meanwhile.
-    pub async fn write_field(
-        &self,
-        id: &str,
-        field: &str,
-        value: &str,
-        revision: Option<i64>,
-    ) -> Result<Option<i64>, ConnectorError> {
-        let mut fields = Fields::new();
-        fields.insert(
-            field.to_owned(),
-            serde_json::Value::String(value.to_owned()),
-        );
-        let key = format!("write-field:{id}:{field}:{value}");
-        Ok(
-            match self.update_checked(id, &fields, revision, &key).await? {
-                Some(new_revision) => new_revision.or(revision),
-                None => None,
-            },
-        )
-    }
-}
-
 /// Every connector the rules need, built once at start-up with their secrets.
 pub struct Connectors {
     kintone: BTreeMap<String, Arc<kintone::Kintone>>,
     rest: BTreeMap<(String, String), Arc<rest::Rest>>,
     files: std::collections::BTreeSet<String>,
-}
-
-/// Builds the HTTP client every connector shares.
-pub(crate) fn http_client() -> reqwest::Client {
-    // reqwest is built without a bundled crypto provider; ring is the one we ship.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("recordsync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds")
 }
 
 impl Connectors {
@@ -631,73 +284,24 @@ impl Connectors {
     /// The endpoint for an app (kintone) or entity (rest) of a system.
     pub fn endpoint(&self, system: &str, app_or_entity: &str) -> Result<Endpoint, ConnectorError> {
         if let Some(k) = self.kintone.get(system) {
-            return Ok(Endpoint::Kintone(Arc::clone(k), app_or_entity.to_owned()));
+            return Ok(Arc::new(kintone::KintoneApp::new(
+                Arc::clone(k),
+                app_or_entity,
+            )));
         }
         if self.files.contains(system) {
-            return Ok(Endpoint::File(system.to_owned()));
+            return Ok(Arc::new(file::FileSystem::new(system)));
         }
         self.rest
             .get(&(system.to_owned(), app_or_entity.to_owned()))
-            .map(|r| Endpoint::Rest(Arc::clone(r)))
+            .map(|r| Arc::clone(r) as Endpoint)
             .ok_or_else(|| ConnectorError::Unknown(format!("{system}/{app_or_entity}")))
-    }
-}
-
-/// A kintone page cursor: the last record id listed (0 before the first page).
-fn kintone_after(k: &kintone::Kintone, after: Option<&str>) -> Result<i64, ConnectorError> {
-    match after {
-        None => Ok(0),
-        Some(a) => a.parse().map_err(|_| {
-            ConnectorError::Unknown(format!(
-                "{}: \"{a}\" is not a kintone record id",
-                k.system()
-            ))
-        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&later).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        assert_eq!(
-            status_error("h", 429, None, String::new()).class(),
-            "rate_limited"
-        );
-        assert_eq!(
-            status_error("h", 503, None, String::new()).class(),
-            "server"
-        );
-        assert_eq!(
-            status_error("h", 401, None, String::new()).class(),
-            "unauthorized"
-        );
-        let e = status_error("h", 422, None, "subject is required".into());
-        assert_eq!(e.class(), "rejected");
-        assert_eq!(
-            e.to_string(),
-            "h refused the request (422): subject is required"
-        );
-    }
 
     /// An upstream that answers every request with `status` and an error body (in
     /// kintone's and the helpdesk's shapes at once) quoting the request head it got.

@@ -11,17 +11,13 @@ use domain::rules::RestEntity;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
-use crate::{ConnectorError, Redactor, encode, parse_retry_after, status_error};
+use crate::http::Http;
+use crate::{ConnectorError, RecordApi, Redactor, Reply, encode};
 
 /// One entity of a REST system.
 pub struct Rest {
-    http: reqwest::Client,
-    system: String,
-    base: String,
-    auth: Option<(String, String)>,
+    http: Http,
     entity: RestEntity,
-    timeout: Duration,
-    redactor: Arc<Redactor>,
 }
 
 impl Rest {
@@ -34,67 +30,35 @@ impl Rest {
         entity: RestEntity,
         timeout: Duration,
     ) -> Rest {
-        let own = auth.iter().map(|(_, value)| value.clone());
-        let redactor = Arc::new(Redactor::new(own));
+        let own = auth.iter().map(|(_, value)| value.clone()).collect();
         Rest {
-            http,
-            system: system.to_owned(),
-            base: base.to_owned(),
-            auth,
+            http: Http::new(http, system, base, auth, own, timeout),
             entity,
-            timeout,
-            redactor,
         }
     }
 
     /// Redacts these secrets (every configured one) from upstream errors, instead of
     /// only this connector's header value.
     pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Rest {
-        self.redactor = redactor;
+        self.http.set_redactor(redactor);
         self
     }
 
     /// The system's name in the rules.
     pub fn system(&self) -> &str {
-        &self.system
+        self.http.system()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .timeout(self.timeout);
-        match &self.auth {
-            Some((h, v)) => req.header(h, v),
-            None => req,
-        }
+        self.http.request(method, path)
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Option<Value>, ConnectorError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ConnectorError::Transport {
-                system: self.system.clone(),
-                source: self.redactor.reqwest_error(source),
-            })?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        match status {
-            200..=299 => Ok(Some(body)),
+        let answer = self.http.send(req).await?;
+        match answer.status {
+            200..=299 => Ok(Some(answer.body)),
             404 => Ok(None),
-            // The body is the upstream's: it may echo our credentials back.
-            _ => Err(status_error(
-                &self.system,
-                status,
-                retry_after,
-                self.redactor.message(&error_message(&body)),
-            )),
+            _ => Err(self.http.error(&answer, &error_message(&answer.body))),
         }
     }
 
@@ -116,10 +80,7 @@ impl Rest {
     }
 
     fn bad(&self, message: &str) -> ConnectorError {
-        ConnectorError::BadResponse {
-            system: self.system.clone(),
-            message: message.to_owned(),
-        }
+        self.http.bad(message)
     }
 
     /// GET one record; `None` on 404.
@@ -137,7 +98,7 @@ impl Rest {
         let Some(template) = &self.entity.delete else {
             return Err(ConnectorError::Unknown(format!(
                 "{}: the entity declares no `delete` template",
-                self.system
+                self.system()
             )));
         };
         let path = template.replace("{id}", &encode(id));
@@ -227,7 +188,7 @@ impl Rest {
         match self.send(req).await? {
             Some(body) => self.record(&body),
             None => Err(ConnectorError::Rejected {
-                system: self.system.clone(),
+                system: self.system().to_owned(),
                 status: 404,
                 message: format!("record {id} does not exist"),
             }),
@@ -338,7 +299,7 @@ impl Rest {
         let Some(b) = &self.entity.bulk_update else {
             return Err(ConnectorError::Unknown(format!(
                 "{}: no bulk_update endpoint",
-                self.system
+                self.system()
             )));
         };
         let body = crate::shape::bulk_body(&self.entity, b, updates);
@@ -355,6 +316,128 @@ impl Rest {
             None => ids.iter().map(|_| Ok(())).collect(),
             Some(r) => crate::shape::bulk_outcome(r, &answer, &ids),
         })
+    }
+}
+
+/// A rest entity's [`RecordApi`]: its own methods, adapted (its records as source
+/// records with their revision, a write's answer as what the API kept).
+impl RecordApi for Rest {
+    fn system(&self) -> &str {
+        Rest::system(self)
+    }
+
+    fn bulk_max(&self) -> Option<usize> {
+        Rest::bulk_max(self)
+    }
+
+    fn can_list(&self) -> bool {
+        Rest::can_list(self)
+    }
+
+    fn fetch<'a>(&'a self, id: &'a str) -> Reply<'a, Option<SourceRecord>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|t| self.as_source(t))) })
+    }
+
+    fn read_many<'a>(&'a self, _ids: &'a [&'a str]) -> Reply<'a, Vec<SourceRecord>> {
+        let e = ConnectorError::Unknown(format!(
+            "{}: a rest entity has no bulk read",
+            Rest::system(self)
+        ));
+        Box::pin(async move { Err(e) })
+    }
+
+    fn search<'a>(&'a self, field: &'a str, value: &'a str) -> Reply<'a, Vec<TargetRecord>> {
+        Box::pin(Rest::search(self, field, value))
+    }
+
+    fn create_answered<'a>(
+        &'a self,
+        fields: &'a Fields,
+        idempotency_key: &'a str,
+    ) -> Reply<'a, (String, Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let t = Rest::create(self, fields, idempotency_key).await?;
+            let rev = self.revision_of(&t);
+            let answered = self.answered(fields, t.fields);
+            Ok((t.id, rev, Some(answered)))
+        })
+    }
+
+    fn update_answered<'a>(
+        &'a self,
+        id: &'a str,
+        fields: &'a Fields,
+        idempotency_key: &'a str,
+    ) -> Reply<'a, (Option<i64>, Option<Fields>)> {
+        Box::pin(async move {
+            let t = Rest::update(self, id, fields, idempotency_key).await?;
+            let rev = self.revision_of(&t);
+            Ok((rev, Some(self.answered(fields, t.fields))))
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> Reply<'a, bool> {
+        Box::pin(Rest::delete(self, id))
+    }
+
+    fn records_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Vec<SourceRecord>> {
+        Box::pin(async move { Ok(Rest::changed(self, None, after, limit, false).await?.0) })
+    }
+
+    fn changed<'a>(
+        &'a self,
+        since: Option<(chrono::DateTime<chrono::Utc>, &'a str)>,
+        after: Option<&'a str>,
+        limit: usize,
+        with_total: bool,
+    ) -> Reply<'a, (Vec<SourceRecord>, Option<u64>)> {
+        // A rest API's listing filters by its own update time: the field name is in its
+        // `list` template.
+        Box::pin(Rest::changed(
+            self,
+            since.map(|(t, _)| t),
+            after,
+            limit,
+            with_total,
+        ))
+    }
+
+    fn schema<'a>(
+        &'a self,
+        sample: Option<&'a str>,
+    ) -> Reply<'a, Result<domain::drift::Schema, String>> {
+        Box::pin(async move {
+            let record = match sample {
+                Some(id) => match self.get(id).await? {
+                    Some(t) => t.fields,
+                    None => return Ok(Err(format!("the sample record {id} does not exist"))),
+                },
+                None if Rest::can_list(self) => {
+                    match Rest::changed(self, None, None, 1, false).await?.0.pop() {
+                        Some(s) => s.fields,
+                        None => return Ok(Err("no record to sample: the listing is empty".into())),
+                    }
+                }
+                None => {
+                    return Ok(Err(
+                        "the entity declares no list and no sample record".into()
+                    ));
+                }
+            };
+            Ok(Ok(domain::drift::sample_schema(&record)))
+        })
+    }
+
+    fn bulk_update<'a>(
+        &'a self,
+        updates: &'a [(String, Fields)],
+        idempotency_key: &'a str,
+    ) -> Reply<'a, Vec<Result<(), String>>> {
+        Box::pin(Rest::bulk_update(self, updates, idempotency_key))
     }
 }
 

@@ -135,8 +135,9 @@ impl Processor {
             if kind == "create" {
                 // The key is the same for every attempt at this record's creation; a
                 // target that ignores it is covered by the in-doubt resolution.
-                let (id, rev, answered) =
-                    target.create_answered(&planned.target_fields, &key).await?;
+                let (id, rev, answered) = target
+                    .call(|api| api.create_answered(&planned.target_fields, &key))
+                    .await?;
                 entries.push(Entry::created(target.system(), &id, &planned.target_fields));
                 let dropped = verify(target.system(), &id, &planned.target_fields, answered);
                 wrote(
@@ -158,7 +159,7 @@ impl Processor {
             } else {
                 let id = planned.target_id.clone().expect("an update has a target");
                 let (new_rev, answered) = target
-                    .update_answered(&id, &planned.target_fields, &key)
+                    .call(|api| api.update_answered(&id, &planned.target_fields, &key))
                     .await?;
                 entries.push(Entry::updated(target.system(), &id, &planned.target_fields));
                 let dropped = verify(target.system(), &id, &planned.target_fields, answered);
@@ -189,7 +190,7 @@ impl Processor {
                 .copied()
                 .or(planned.record.revision);
             match source
-                .update_checked(&planned.record.id, &fields, base, &key)
+                .call(|api| api.update_checked(&planned.record.id, &fields, base, &key))
                 .await?
             {
                 Some(new_rev) => {
@@ -293,11 +294,11 @@ impl Processor {
             .await?;
         let entry = match flag {
             Some(f) => {
-                other.update(id, &fields, &key).await?;
+                other.call(|api| api.update(id, &fields, &key)).await?;
                 Entry::source_deleted_flagged(gone_system, system, id, &f.field, &f.value)
             }
             None => {
-                let existed = other.delete(id).await?;
+                let existed = other.call(|api| api.delete(id)).await?;
                 Entry::source_deleted_target_deleted(gone_system, system, id, existed)
             }
         };
@@ -342,7 +343,7 @@ impl Processor {
             // overwritten or mistaken for ours; `None` when the record changed
             // meanwhile: that change's own webhook will carry the write-back.
             match source
-                .write_field(&record.id, &field, &value, record.revision)
+                .call(|api| api.write_field(&record.id, &field, &value, record.revision))
                 .await?
             {
                 Some(new_revision) => {

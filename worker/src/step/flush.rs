@@ -113,7 +113,7 @@ impl Processor {
                     .collect();
                 let limited = self.limiter.limit(&target);
                 let key = format!("{}:bulk:{}", rule.name, uuid::Uuid::new_v4());
-                match limited.bulk_update(&batch, &key).await {
+                match limited.call(|api| api.bulk_update(&batch, &key)).await {
                     Ok(outcomes) => {
                         for ((i, (target_id, fields)), outcome) in
                             chunk.iter().zip(&batch).zip(outcomes)

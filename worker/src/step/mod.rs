@@ -401,7 +401,12 @@ impl Processor {
         let source = self
             .connectors
             .endpoint(&rule.source.system, &rule.source.app)?;
-        let Some(record) = self.limiter.limit(&source).fetch(&ev.record_id).await? else {
+        let Some(record) = self
+            .limiter
+            .limit(&source)
+            .call(|api| api.fetch(&ev.record_id))
+            .await?
+        else {
             tx.mark_processed(&ev.event_id, Done::Deleted.as_str());
             tx.commit().await?;
             return Ok(Done::Deleted);

@@ -68,7 +68,7 @@ impl Processor {
         let is_import = imported.is_some();
         let fetched = match imported {
             Some(row) => Some(row),
-            None => source.fetch(record_id).await?,
+            None => source.call(|api| api.fetch(record_id)).await?,
         };
         let Some(record) = fetched else {
             if rule.on_delete == OnDelete::Review {
@@ -123,7 +123,7 @@ impl Processor {
             rehydrating || repairing,
         ) {
             let target_now = if rule.both_ways() {
-                let Some(t) = target.fetch(target_id).await? else {
+                let Some(t) = target.call(|api| api.fetch(target_id)).await? else {
                     let (system, id) = (target.system(), target_id.as_str());
                     return Ok(Decision::Flow(match rule.on_target_delete {
                         OnTargetDelete::Ignore => {
@@ -248,7 +248,7 @@ impl Processor {
                 .filter(|v| !v.trim().is_empty());
             let mut found = None;
             if let Some(id) = held
-                && target.fetch(&id).await?.is_some()
+                && target.call(|api| api.fetch(&id)).await?.is_some()
             {
                 found = Some((id, "the write-back field"));
             } else if let IdentityDecision::Link { target_id, .. } = &decision {
@@ -451,7 +451,7 @@ impl Processor {
     ) -> Result<Decision, Failure> {
         let target_now = match &target_id {
             Some(id) => target
-                .fetch(id)
+                .call(|api| api.fetch(id))
                 .await?
                 .map(|t| target_values(rule, &t.fields)),
             None => None,
@@ -509,7 +509,7 @@ impl Processor {
         }
         for attempt in lookup_attempts(&rule.identity, lookup) {
             let found: Vec<String> = target
-                .search(&rule.identity.target_field, &attempt.value)
+                .call(|api| api.search(&rule.identity.target_field, &attempt.value))
                 .await?
                 .into_iter()
                 .map(|r| r.id)
