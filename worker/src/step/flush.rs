@@ -9,7 +9,7 @@ use store::EventRef;
 
 use super::commit::{finish, settle};
 use super::effects::rejected;
-use super::plan::load;
+use super::memory::load;
 use super::{Decision, Failure, Op, Processor, Trigger};
 use crate::classify::{self, Action};
 

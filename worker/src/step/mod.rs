@@ -8,6 +8,7 @@
 mod commit;
 mod effects;
 mod flush;
+mod memory;
 mod plan;
 mod trigger;
 
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use store::{EventRef, PendingCreate, RecordTx, Store};
 
 use commit::{commit, finish, settle};
-use plan::load;
+use memory::load;
 
 pub use crate::classify::Failure;
 use crate::limiter::Limiter;

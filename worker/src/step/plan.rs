@@ -1,24 +1,20 @@
-//! Deciding: what the store knows of a record (`load`), the canonical records, identity
+//! Deciding, from what the store knows of a record (`memory`): the canonical records, identity
 //! (stored link, lookup, variants, an in-doubt create), field authority, and the plan
 //! of writes with their keys. Nothing here writes to another system.
 
-use std::collections::BTreeMap;
-
-use domain::authority::{Observation, PendingWrite, SyncState};
+use domain::authority::{Observation, SyncState};
 use domain::history::Entry;
 use domain::identity::{
     IdentityDecision, MatchStep, after_search, lookup_attempts, when_nothing_matched,
 };
 use domain::mapping::map_fields;
 use domain::plan::{
-    InitialInputs, LinkedInputs, LinkedPlan, Side, Unconfirmed, Writes, plan_initial, plan_linked,
-    target_values,
+    InitialInputs, LinkedInputs, LinkedPlan, Side, Writes, plan_initial, plan_linked, target_values,
 };
 use domain::record::{Fields, SourceRecord};
 use domain::rules::{OnDelete, OnTargetDelete, RuleSpec, SyncRules, SystemKind};
 use domain::sync::{PriorState, check_fresh, payload_disagreements};
 use serde_json::{Value, json};
-use store::{RecordTx, StoreError};
 
 use super::{
     Decision, Done, Failure, Flow, InDoubt, Known, Planned, Processor, SavedState, Trigger, Work,
@@ -559,60 +555,4 @@ pub(super) fn payload_record(rules: &SyncRules, ev: &Trigger) -> Option<Fields> 
             .map(connectors::kintone::payload_fields),
         SystemKind::Rest | SystemKind::File => None,
     }
-}
-
-/// The writes sent and not confirmed, per system of the rule, as the plan reads them.
-fn unconfirmed(rule: &RuleSpec, sent: Vec<store::SentOp>) -> BTreeMap<String, Unconfirmed> {
-    let mut by_system: BTreeMap<String, Unconfirmed> = BTreeMap::new();
-    for system in [&rule.source.system, &rule.target.system] {
-        by_system.insert(system.clone(), Unconfirmed::default());
-    }
-    for store::SentOp {
-        system,
-        id,
-        fields,
-        vv,
-    } in sent
-    {
-        let write = fields.as_object().cloned().and_then(|values| {
-            Some(PendingWrite {
-                system: system.clone(),
-                values,
-                vv: serde_json::from_value(vv).ok()?,
-            })
-        });
-        let u = by_system.entry(system).or_default();
-        u.ids.push(id);
-        u.writes.extend(write);
-    }
-    by_system
-}
-
-impl Known {
-    /// What the step starts from, out of the one-statement read.
-    pub(super) fn from_memory(rule: &RuleSpec, m: store::Memory) -> Known {
-        Known {
-            prior: m.prior,
-            state: m.state.and_then(|v| serde_json::from_value(v).ok()),
-            unconfirmed: unconfirmed(rule, m.sent),
-            pending_create: m.pending_create,
-        }
-    }
-}
-
-/// Reads what the store knows of the transaction's record, and the operations sent to
-/// the rule's systems that are not confirmed.
-pub(super) async fn load(tx: &mut RecordTx, rule: &RuleSpec) -> Result<Known, StoreError> {
-    let store::Prior { prior, state } = tx.prior().await?;
-    let state = state.and_then(|v| serde_json::from_value(v).ok());
-    let store::OpenOps {
-        sent: ops,
-        pending_create,
-    } = tx.open_ops().await?;
-    Ok(Known {
-        prior,
-        state,
-        unconfirmed: unconfirmed(rule, ops),
-        pending_create,
-    })
 }
