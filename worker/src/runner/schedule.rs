@@ -21,6 +21,36 @@ const PRUNE_BATCH: i64 = 5_000;
 const PRUNE_MAX_BATCHES: u32 = 20;
 
 impl Worker {
+    /// Runs `turn` every `every` (the first at once) until shutdown, skipping a turn
+    /// while PostgreSQL is down; each turn's result is counted and logged as a
+    /// scheduled run named `name` of `kind`.
+    async fn periodically<F: Future<Output = (ScheduledResult, String)>>(
+        &self,
+        every: Duration,
+        shutdown: &CancellationToken,
+        (name, kind): (&str, &'static str),
+        mut turn: impl FnMut() -> F,
+    ) {
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            wait = every;
+            if *self.db_down.borrow() {
+                continue;
+            }
+            let (result, detail) = turn().await;
+            self.metrics.emit(Event::Scheduled {
+                name,
+                kind,
+                result,
+                detail: &detail,
+            });
+        }
+    }
+
     /// Prunes the tables that grow with every event past their retention, every
     /// `RECORDSYNC_PRUNE_EVERY_MS` (the first at once), in bounded batches; one worker
     /// of the fleet prunes at a time. Runs until shutdown.
@@ -32,37 +62,28 @@ impl Worker {
             max_batches: PRUNE_MAX_BATCHES,
         };
         let every = Duration::from_millis(self.settings.prune_every_ms);
-        let mut wait = Duration::ZERO;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            wait = every;
-            if *self.db_down.borrow() {
-                continue;
-            }
-            let (result, detail) = match self.processor.store.prune(&keep).await {
-                Ok(Some(p)) => {
-                    self.metrics.emit(Event::Pruned {
-                        tables: &[
-                            ("deliveries", p.deliveries),
-                            ("processed_events", p.processed_events),
-                            ("outbound_ops", p.outbound_ops),
-                        ],
-                    });
-                    (ScheduledResult::Ran, String::new())
+        let this = Arc::clone(&self);
+        let turn = move || {
+            let this = Arc::clone(&this);
+            async move {
+                match this.processor.store.prune(&keep).await {
+                    Ok(Some(p)) => {
+                        this.metrics.emit(Event::Pruned {
+                            tables: &[
+                                ("deliveries", p.deliveries),
+                                ("processed_events", p.processed_events),
+                                ("outbound_ops", p.outbound_ops),
+                            ],
+                        });
+                        (ScheduledResult::Ran, String::new())
+                    }
+                    Ok(None) => (ScheduledResult::Busy, String::new()),
+                    Err(e) => (ScheduledResult::Failed, e.to_string()),
                 }
-                Ok(None) => (ScheduledResult::Busy, String::new()),
-                Err(e) => (ScheduledResult::Failed, e.to_string()),
-            };
-            self.metrics.emit(Event::Scheduled {
-                name: "retention",
-                kind: "prune",
-                result,
-                detail: &detail,
-            });
-        }
+            }
+        };
+        self.periodically(every, &shutdown, ("retention", "prune"), turn)
+            .await;
     }
 
     /// Recounts the ledger's unaccounted events into the rollup a metrics scrape
@@ -70,40 +91,30 @@ impl Worker {
     /// the fleet recounts per period, the others find it done. Runs until shutdown.
     pub(super) async fn roll_up_ledger(self: Arc<Self>, shutdown: CancellationToken) {
         let every = Duration::from_millis(self.settings.ledger_rollup_ms);
-        let rules: Vec<String> = self
+        let rules: Arc<[String]> = self
             .processor
             .rules
             .rules
             .iter()
             .map(|r| r.name.clone())
             .collect();
-        let mut wait = Duration::ZERO;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return,
+        let settle = self.settings.ledger_settle();
+        let store = self.processor.store.clone();
+        let turn = move || {
+            let (store, rules) = (store.clone(), Arc::clone(&rules));
+            async move {
+                match store
+                    .roll_up_unaccounted(&rules, settle, LEDGER_WINDOW, every)
+                    .await
+                {
+                    Ok(true) => (ScheduledResult::Ran, String::new()),
+                    Ok(false) => (ScheduledResult::Taken, String::new()),
+                    Err(e) => (ScheduledResult::Failed, e.to_string()),
+                }
             }
-            wait = every;
-            if *self.db_down.borrow() {
-                continue;
-            }
-            let recount = self
-                .processor
-                .store
-                .roll_up_unaccounted(&rules, self.settings.ledger_settle(), LEDGER_WINDOW, every)
-                .await;
-            let (result, detail) = match &recount {
-                Ok(true) => (ScheduledResult::Ran, String::new()),
-                Ok(false) => (ScheduledResult::Taken, String::new()),
-                Err(e) => (ScheduledResult::Failed, e.to_string()),
-            };
-            self.metrics.emit(Event::Scheduled {
-                name: "ledger",
-                kind: "ledger_rollup",
-                result,
-                detail: &detail,
-            });
-        }
+        };
+        self.periodically(every, &shutdown, ("ledger", "ledger_rollup"), turn)
+            .await;
     }
 
     /// Moves every message of the dead-letter queue into PostgreSQL, where operators
