@@ -16,7 +16,7 @@ use tests::{Env, EnvOptions, RULE};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use worker::admin::{AdminState, router};
+use worker::admin::router;
 use worker::auth::{Access, Auth, Role};
 
 pub(crate) const VIEWER: &str = "viewer-token-0123456789";
@@ -51,7 +51,7 @@ impl Admin {
             .context("the admin API's broker did not connect")?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let local = listener.local_addr()?;
-        let app = router(AdminState::of(&worker), Access::new(auth, local)?);
+        let app = router(worker.admin_state(), Access::new(auth, local)?);
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

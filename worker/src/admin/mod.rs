@@ -52,21 +52,6 @@ pub struct AdminState {
     pub time_zone: chrono_tz::Tz,
 }
 
-impl AdminState {
-    /// What a worker's admin API reads: the worker's own processor, store, broker and
-    /// counters.
-    pub fn of(worker: &crate::Worker) -> AdminState {
-        AdminState {
-            processor: worker.processor(),
-            store: worker.store().clone(),
-            broker: worker.broker(),
-            metrics: worker.metrics(),
-            ledger_settle: worker.settings().ledger_settle(),
-            time_zone: worker.settings().time_zone,
-        }
-    }
-}
-
 /// One API route: its method, its template, what it asks of a request, and its
 /// handler (given the method filter to serve it under).
 pub struct Route {

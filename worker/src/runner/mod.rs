@@ -114,6 +114,19 @@ impl Worker {
         Arc::clone(&self.broker)
     }
 
+    /// What its admin API reads: its own processor, store, broker and counters (the
+    /// runner builds it, so that the admin wing does not reach back into the runner).
+    pub fn admin_state(&self) -> admin::AdminState {
+        admin::AdminState {
+            processor: self.processor(),
+            store: self.store().clone(),
+            broker: self.broker(),
+            metrics: self.metrics(),
+            ledger_settle: self.settings.ledger_settle(),
+            time_zone: self.settings.time_zone,
+        }
+    }
+
     /// The service settings it runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -150,7 +163,7 @@ impl Worker {
                         return Err(e);
                     }
                 };
-                let app = admin::router(admin::AdminState::of(&worker), access);
+                let app = admin::router(worker.admin_state(), access);
                 let stop = shutdown.clone();
                 Some(tokio::spawn(async move {
                     axum::serve(listener, app)
