@@ -325,6 +325,12 @@ impl Limiter {
                 (at, at > now + RECHECK_AFTER)
             };
             tokio::time::sleep_until(at).await;
+            // A slot reached late (this process was not scheduled in time: a busy
+            // machine) is dropped, as the batch drops one already past: used late, it
+            // could share a second with the next slot, which may be another worker's.
+            if Instant::now() > at + l.interval / 10 {
+                continue;
+            }
             // A 429 may have paused the system while this request waited for its
             // slot: this process's own at once; another worker's when the wait was
             // long enough to be worth a round trip (then it takes a new place in line
