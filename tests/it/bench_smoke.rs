@@ -12,6 +12,22 @@ struct Ran {
     stderr: String,
 }
 
+/// The chaos run boots a RabbitMQ node and a PostgreSQL cluster of its own and kills
+/// processes on a schedule: it takes both cores for a while. The other scenarios
+/// measure, and share this lock's read side, so that none of them runs beside it (a CI
+/// run once failed the two e2e smokes while the chaos run was starting).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Runs a scenario beside the others but never beside the chaos run; `limit` counts
+/// from when it may start.
+async fn shared<T>(
+    limit: Duration,
+    run: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let _shared = MACHINE.read().await;
+    tokio::time::timeout(limit, run).await
+}
+
 /// Runs a bench scenario (a debug build here) and insists that it succeeds. Tiny
 /// counts miss the targets by design: the figures are what is checked.
 async fn bench(args: &[&str]) -> Ran {
@@ -144,8 +160,7 @@ async fn assert_cleaned(stderr: &str, expect_databases: bool) -> anyhow::Result<
 
 #[tokio::test]
 async fn the_ingest_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
-    let ran =
-        tokio::time::timeout(Duration::from_secs(60), bench(&["ingest", "--count", "50"])).await?;
+    let ran = shared(Duration::from_secs(60), bench(&["ingest", "--count", "50"])).await?;
     for measure in ["accepted/s", "latency p50 / p99 / max", "ingest peak RSS"] {
         assert_figure(&ran.stdout, "ingest, c=64", measure);
     }
@@ -160,8 +175,8 @@ async fn the_ingest_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<(
 
 #[tokio::test]
 async fn the_e2e_bench_prints_its_figures_as_markdown_and_cleans_up() -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
-        Duration::from_secs(60),
+    let ran = shared(
+        Duration::from_secs(120),
         bench(&[
             "e2e",
             "--count",
@@ -201,7 +216,7 @@ async fn the_e2e_bench_prints_its_figures_as_markdown_and_cleans_up() -> anyhow:
 
 #[tokio::test]
 async fn the_limiter_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
+    let ran = shared(
         Duration::from_secs(90),
         bench(&["limiter", "--count", "20", "--prefetch", "4"]),
     )
@@ -218,7 +233,7 @@ async fn the_limiter_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<
 
 #[tokio::test]
 async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
+    let ran = shared(
         Duration::from_secs(90),
         bench(&["slow", "--count", "20", "--workers", "1", "--prefetch", "8"]),
     )
@@ -242,7 +257,7 @@ async fn the_slow_bench_prints_its_figures_and_cleans_up() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn the_scrape_bench_reads_the_ledger_rollup_and_cleans_up() -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
+    let ran = shared(
         Duration::from_secs(180),
         bench(&["scrape", "--count", "20000"]),
     )
@@ -267,7 +282,7 @@ async fn the_scrape_bench_reads_the_ledger_rollup_and_cleans_up() -> anyhow::Res
 
 #[tokio::test]
 async fn the_reconcile_bench_finds_every_drifted_record_and_cleans_up() -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
+    let ran = shared(
         Duration::from_secs(120),
         bench(&["reconcile", "--count", "3000"]),
     )
@@ -300,7 +315,7 @@ async fn the_reconcile_bench_finds_every_drifted_record_and_cleans_up() -> anyho
 #[tokio::test]
 async fn eight_worker_processes_at_prefetch_256_stay_within_postgresql_connections()
 -> anyhow::Result<()> {
-    let ran = tokio::time::timeout(
+    let ran = shared(
         Duration::from_secs(240),
         bench(&[
             "slow",
@@ -349,6 +364,7 @@ async fn eight_worker_processes_at_prefetch_256_stay_within_postgresql_connectio
 /// records, so a pass here is not a check that cannot fail.
 #[tokio::test]
 async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result<()> {
+    let _alone = MACHINE.write().await;
     let ran = tokio::time::timeout(
         Duration::from_secs(600),
         run_bench(&[
@@ -428,6 +444,7 @@ async fn the_chaos_run_injects_every_fault_and_loses_nothing() -> anyhow::Result
 /// its table and cleaning up.
 #[tokio::test]
 async fn the_bench_exits_1_and_names_each_missed_target() -> anyhow::Result<()> {
+    let _shared = MACHINE.read().await;
     let out = tokio::task::spawn_blocking(|| {
         std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
             .args(["e2e", "--count", "20", "--workers", "1", "--prefetch", "4"])
