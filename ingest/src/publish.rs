@@ -22,18 +22,11 @@ pub(crate) async fn publish(
     let names = state.broker.names();
     // The trace starts here: its context rides in the message to the worker's step.
     let cx = webhook_span(system, &prepared.event_id, &prepared.correlation_id);
-    let mut amqp_headers = vec![
-        (queue::headers::ATTEMPT, queue::number(1)),
-        (
-            queue::headers::CORRELATION_ID,
-            queue::text(&prepared.correlation_id),
-        ),
-    ];
-    let traceparent = queue::trace::traceparent(&cx);
-    if let Some(tp) = &traceparent {
-        amqp_headers.push((queue::trace::TRACEPARENT, queue::text(tp)));
+    let mut amqp_headers = queue::Headers::first_attempt()
+        .text(queue::headers::CORRELATION_ID, &prepared.correlation_id);
+    if let Some(tp) = queue::trace::traceparent(&cx) {
+        amqp_headers = amqp_headers.text(queue::trace::TRACEPARENT, &tp);
     }
-    let amqp_headers = queue::header_table(&amqp_headers);
     let publishing = std::time::Instant::now();
     let published = publisher
         .publish(

@@ -564,7 +564,7 @@ async fn a_message_given_back_past_the_delivery_limit_is_dead_lettered_as_poison
             &names.work_queue(),
             &queue::QueueMessage::V2(cmd).encode(),
             "poison-1",
-            FieldTable::default(),
+            queue::Headers::default(),
         )
         .await?;
 

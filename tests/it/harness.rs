@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use tests::{Env, EnvOptions, RULE};
 
 /// How long `quiet` is given to (wrongly) return while something is still going on.
@@ -28,7 +27,7 @@ async fn quiet_waits_for_a_delivery_held_unacknowledged() -> anyhow::Result<()> 
             &names.work_queue(),
             &queue::QueueMessage::V2(cmd).encode(),
             "held-1",
-            FieldTable::default(),
+            queue::Headers::default(),
         )
         .await?;
     // A consumer takes it and does not acknowledge it yet (as a worker does while its
@@ -41,7 +40,7 @@ async fn quiet_waits_for_a_delivery_held_unacknowledged() -> anyhow::Result<()> 
             names.work_queue().as_str().into(),
             "it-harness-holder".into(),
             BasicConsumeOptions::default(),
-            FieldTable::default(),
+            lapin::types::FieldTable::default(),
         )
         .await?;
     let held = consumer.next().await.expect("a delivery")?;

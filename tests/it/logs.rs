@@ -6,7 +6,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use tests::Env;
 
@@ -60,10 +59,9 @@ async fn a_processed_event_logs_its_correlation_id_and_trace_id_as_json() -> any
     // The change as ingest queues it, continuing a trace begun upstream.
     let cmd = tests::change("logged-1", &record);
     let correlation_id = cmd.correlation_id.clone();
-    let mut headers = FieldTable::default();
-    headers.insert(
-        queue::trace::TRACEPARENT.into(),
-        AMQPValue::LongString(format!("00-{TRACE_ID}-00f067aa0ba902b7-01").into()),
+    let headers = queue::Headers::default().text(
+        queue::trace::TRACEPARENT,
+        &format!("00-{TRACE_ID}-00f067aa0ba902b7-01"),
     );
     let (publisher, names) = env.publisher().await?;
     publisher

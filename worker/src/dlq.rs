@@ -72,13 +72,8 @@ pub async fn replay(
         let Some(full) = store.dead_letter(row.id).await? else {
             continue;
         };
-        let table = queue::header_table(&[
-            (headers::ATTEMPT, queue::number(1)),
-            (
-                "x-recordsync-replayed-from",
-                queue::text(&row.id.to_string()),
-            ),
-        ]);
+        let table =
+            queue::Headers::first_attempt().text("x-recordsync-replayed-from", &row.id.to_string());
         let id = full.event_id.clone().unwrap_or_default();
         publisher
             .publish(&names.events_exchange(), WORK_KEY, &full.body, &id, table)

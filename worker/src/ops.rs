@@ -3,7 +3,7 @@
 
 use domain::history::Entry;
 use domain::rules::SyncRules;
-use queue::{Command, CommandV2, Names, Publisher, QueueMessage, headers, topology::WORK_KEY};
+use queue::{Command, CommandV2, Names, Publisher, QueueMessage, topology::WORK_KEY};
 use store::{Store, StoreError};
 
 /// Why an operator action failed.
@@ -159,14 +159,13 @@ pub async fn publish_command(
         issued_at: chrono::Utc::now(),
         command,
     });
-    let table = queue::header_table(&[(headers::ATTEMPT, queue::number(1))]);
     publisher
         .publish(
             &names.events_exchange(),
             WORK_KEY,
             &message.encode(),
             id,
-            table,
+            queue::Headers::first_attempt(),
         )
         .await
 }

@@ -156,7 +156,7 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         message_id: &str,
-        headers: FieldTable,
+        headers: Headers,
     ) -> Result<(), QueueError> {
         self.publish_expiring(exchange, routing_key, body, message_id, headers, None)
             .await
@@ -169,14 +169,14 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         message_id: &str,
-        headers: FieldTable,
+        headers: Headers,
         expiration_ms: Option<u64>,
     ) -> Result<(), QueueError> {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message_id.into())
-            .with_headers(headers);
+            .with_headers(headers.0);
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.to_string().as_str().into());
         }
@@ -505,8 +505,8 @@ impl Delivery {
     }
 
     /// The headers, to carry on to a retry or a dead letter.
-    pub(crate) fn headers(&self) -> FieldTable {
-        self.inner.properties.headers().clone().unwrap_or_default()
+    pub(crate) fn headers(&self) -> Headers {
+        Headers(self.inner.properties.headers().clone().unwrap_or_default())
     }
 
     /// Acknowledges: the message is done.
@@ -532,21 +532,41 @@ impl Delivery {
     }
 }
 
-/// Builds a header table.
-pub fn header_table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
+/// A message's headers, as a publisher gives them: text and numbers by name. The
+/// broker's own types stay in this crate.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(FieldTable);
+
+impl Headers {
+    /// The headers of a message's first attempt (`x-attempt: 1`), as ingest, a replay
+    /// and a scheduled job publish it.
+    pub fn first_attempt() -> Headers {
+        Headers::default().number(headers::ATTEMPT, 1)
     }
-    t
+
+    /// Sets a text header.
+    pub fn text(mut self, key: &str, value: &str) -> Headers {
+        self.set(key, text(value));
+        self
+    }
+
+    /// Sets a number header.
+    pub fn number(mut self, key: &str, value: u32) -> Headers {
+        self.set(key, number(value));
+        self
+    }
+
+    pub(crate) fn set(&mut self, key: &str, value: AMQPValue) {
+        self.0.insert(key.into(), value);
+    }
 }
 
 /// A text header value.
-pub fn text(s: &str) -> AMQPValue {
+pub(crate) fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(s.into())
 }
 
 /// A number header value.
-pub fn number(n: u32) -> AMQPValue {
+pub(crate) fn number(n: u32) -> AMQPValue {
     AMQPValue::LongUInt(n)
 }

@@ -59,11 +59,11 @@ impl Delivery {
         retry: &Retry<'_>,
     ) -> Result<(), HandoffError> {
         let mut table = self.headers();
-        table.insert(headers::ATTEMPT.into(), number(retry.next_attempt));
-        table.insert(headers::LAST_ERROR.into(), text(retry.error));
+        table.set(headers::ATTEMPT, number(retry.next_attempt));
+        table.set(headers::LAST_ERROR, text(retry.error));
         if retry.next_attempt > retry.attempt {
-            table.insert(
-                headers::HISTORY.into(),
+            table.set(
+                headers::HISTORY,
                 text(&self.history_with(retry.attempt, retry.class, retry.error)),
             );
         }
@@ -95,19 +95,16 @@ impl Delivery {
         dead: &DeadLetter<'_>,
     ) -> Result<(), HandoffError> {
         let mut table = self.headers();
-        table.insert(headers::DEAD_REASON.into(), text(dead.class));
-        table.insert(headers::LAST_ERROR.into(), text(dead.reason));
-        table.insert(headers::ATTEMPT.into(), number(dead.attempts));
-        table.insert(
-            headers::HISTORY.into(),
+        table.set(headers::DEAD_REASON, text(dead.class));
+        table.set(headers::LAST_ERROR, text(dead.reason));
+        table.set(headers::ATTEMPT, number(dead.attempts));
+        table.set(
+            headers::HISTORY,
             text(&self.history_with(dead.attempts, dead.class, dead.reason)),
         );
-        table.insert(
-            headers::DEAD_ID.into(),
-            text(&uuid::Uuid::now_v7().to_string()),
-        );
+        table.set(headers::DEAD_ID, text(&uuid::Uuid::now_v7().to_string()));
         if let Some(rule) = dead.rule {
-            table.insert(headers::RULE.into(), text(rule));
+            table.set(headers::RULE, text(rule));
         }
         let id = self.message_id().unwrap_or_default();
         publisher

@@ -39,13 +39,10 @@ pub async fn raw_publish(
         let envelope = Arc::clone(&envelope);
         async move {
             // The same headers ingest puts on every message.
-            let headers = queue::header_table(&[
-                (queue::headers::ATTEMPT, queue::number(1)),
-                (
-                    queue::headers::CORRELATION_ID,
-                    queue::text(&uuid::Uuid::now_v7().to_string()),
-                ),
-            ]);
+            let headers = queue::Headers::first_attempt().text(
+                queue::headers::CORRELATION_ID,
+                &uuid::Uuid::now_v7().to_string(),
+            );
             publisher
                 .publish(&exchange, WORK_KEY, &envelope, &format!("raw-{i}"), headers)
                 .await?;
