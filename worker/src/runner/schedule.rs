@@ -91,13 +91,7 @@ impl Worker {
     /// the fleet recounts per period, the others find it done. Runs until shutdown.
     pub(super) async fn roll_up_ledger(self: Arc<Self>, shutdown: CancellationToken) {
         let every = Duration::from_millis(self.settings.ledger_rollup_ms);
-        let rules: Arc<[String]> = self
-            .processor
-            .rules
-            .rules
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
+        let rules: Arc<[String]> = self.processor.rules.rule_names().into();
         let settle = self.settings.ledger_settle();
         let store = self.processor.store.clone();
         let turn = move || {

@@ -53,6 +53,11 @@ impl SyncRules {
         })
     }
 
+    /// Every rule's name, in file order.
+    pub fn rule_names(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.name.clone()).collect()
+    }
+
     /// The rule with this name.
     pub fn rule(&self, name: &str) -> Option<&RuleSpec> {
         self.rules.iter().find(|r| r.name == name)

@@ -99,6 +99,14 @@ fn a_change_is_taken_by_the_rules_whose_source_it_is_and_the_two_way_rules_whose
         Some("202")
     );
     assert!(r.rule("nope").is_none());
+    assert_eq!(
+        r.rule_names(),
+        [
+            "work-orders-to-tickets",
+            "tickets-back",
+            "one-way-elsewhere"
+        ]
+    );
 }
 
 #[test]

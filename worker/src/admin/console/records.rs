@@ -23,14 +23,7 @@ pub(super) async fn records(
     Extension(session): Extension<Session>,
     Query(q): Query<Search>,
 ) -> Response {
-    let rules: Vec<String> = s
-        .admin
-        .processor
-        .rules
-        .rules
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
+    let rules = s.admin.processor.rules.rule_names();
     let chosen = q.rule.filter(|r| rules.contains(r));
     let id = q.id.map(|i| i.trim().to_owned()).filter(|i| !i.is_empty());
     let mut found = None;
