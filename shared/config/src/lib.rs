@@ -12,7 +12,7 @@ use std::path::Path;
 
 use domain::rules::{ApiAuth, SyncRules, WebhookAuth};
 
-pub use settings::{Settings, SettingsError};
+pub use settings::{Loaded, SETTINGS_FILE_VAR, Settings, SettingsError, Shown, Source};
 pub use validate::validate;
 
 /// One thing wrong with a configuration, at a JSON path.

@@ -1,5 +1,9 @@
-//! Service settings: typed, with defaults that point at the local services, each
-//! overridable by an environment variable `RECORDSYNC_<NAME>`.
+//! Service settings: typed, with defaults that point at the local services, in three
+//! layers: the defaults, a settings file (`RECORDSYNC_SETTINGS` names it; `NAME=value`
+//! lines, the same names as the environment), and the environment `RECORDSYNC_<NAME>`,
+//! each over the one before. Each setting is declared once ([`FIELDS`]: its name, its
+//! check, how it is shown), read and checked once at start; an error names the variable,
+//! and the file's line when it was set there.
 
 use std::time::Duration;
 
@@ -90,179 +94,482 @@ impl Default for Settings {
     }
 }
 
-/// A setting that could not be read.
+/// A setting that could not be read: `var` names it where it was set (the variable,
+/// and the settings file's line when it came from there).
 #[derive(Debug, thiserror::Error)]
 #[error("{var}=\"{value}\": {message}")]
 pub struct SettingsError {
-    /// The variable.
+    /// The variable, and where it was set.
     pub var: String,
-    /// Its value.
+    /// Its value (hidden for a URL, which may hold a password).
     pub value: String,
     /// What is wrong.
     pub message: String,
 }
 
+/// The variable that names a settings file: `NAME=value` lines, the same names as the
+/// environment (the format of compose's `env_file`), `#` comments.
+pub const SETTINGS_FILE_VAR: &str = "RECORDSYNC_SETTINGS";
+
+/// Where a setting's value came from, lowest layer first: the default, the settings
+/// file, the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// A line of the settings file.
+    File {
+        /// The file.
+        path: String,
+        /// The line, from 1.
+        line: usize,
+    },
+    /// The process environment.
+    Env,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File { path, line } => write!(f, "{path}:{line}"),
+            Source::Env => f.write_str("environment"),
+        }
+    }
+}
+
+/// One setting, declared once: its variable (after `RECORDSYNC_`), how a value is
+/// checked and set, and how the value in use is shown.
+pub(crate) struct Field {
+    pub(crate) name: &'static str,
+    /// Its value may hold a password: never shown, in an error or a listing.
+    pub(crate) secret: bool,
+    pub(crate) set: fn(&mut Settings, &str) -> Result<(), String>,
+    pub(crate) show: fn(&Settings) -> String,
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "not a valid number".to_owned())
+}
+
+fn at_least<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    v: &str,
+    least: T,
+    why: &str,
+) -> Result<T, String> {
+    let n: T = number(v)?;
+    if n < least {
+        return Err(format!("must be at least {least}{why}"));
+    }
+    Ok(n)
+}
+
+fn millis_list(v: &str) -> Result<Vec<u64>, String> {
+    match v
+        .split(',')
+        .map(|d| d.trim().parse::<u64>())
+        .collect::<Result<Vec<u64>, _>>()
+    {
+        Ok(d) if !d.is_empty() => Ok(d),
+        _ => Err("a comma-separated list of milliseconds".into()),
+    }
+}
+
+fn amqp_urls(v: &str) -> Result<(), String> {
+    let addresses: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addresses.is_empty()
+        || !addresses
+            .iter()
+            .all(|a| a.starts_with("amqp://") || a.starts_with("amqps://"))
+    {
+        return Err(
+            "one or more amqp:// or amqps:// URLs, comma-separated (a cluster's nodes, tried in order)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn queue_prefix(v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("use letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}
+
+/// A URL with its password replaced by `***`.
+fn without_password(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match (u.find("://"), u.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let auth = &u[scheme + 3..at];
+                    match auth.split_once(':') {
+                        Some((user, _)) => format!("{}{user}:***{}", &u[..scheme + 3], &u[at..]),
+                        None => u.to_owned(),
+                    }
+                }
+                _ => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every setting, in the order `settings` lists them.
+pub(crate) const FIELDS: &[Field] = &[
+    Field {
+        name: "AMQP_URL",
+        secret: true,
+        set: |s, v| {
+            amqp_urls(v)?;
+            s.amqp_url = v.to_owned();
+            Ok(())
+        },
+        show: |s| without_password(&s.amqp_url),
+    },
+    Field {
+        name: "DATABASE_URL",
+        secret: true,
+        set: |s, v| {
+            s.database_url = v.to_owned();
+            Ok(())
+        },
+        show: |s| without_password(&s.database_url),
+    },
+    Field {
+        name: "QUEUE_PREFIX",
+        secret: false,
+        set: |s, v| {
+            queue_prefix(v)?;
+            s.queue_prefix = v.to_owned();
+            Ok(())
+        },
+        show: |s| s.queue_prefix.clone(),
+    },
+    Field {
+        name: "RULES",
+        secret: false,
+        set: |s, v| {
+            s.rules_path = v.to_owned();
+            Ok(())
+        },
+        show: |s| s.rules_path.clone(),
+    },
+    Field {
+        name: "INGEST_LISTEN",
+        secret: false,
+        set: |s, v| {
+            s.ingest_listen = v.to_owned();
+            Ok(())
+        },
+        show: |s| s.ingest_listen.clone(),
+    },
+    Field {
+        name: "ADMIN_LISTEN",
+        secret: false,
+        set: |s, v| {
+            s.admin_listen = v.to_owned();
+            Ok(())
+        },
+        show: |s| s.admin_listen.clone(),
+    },
+    Field {
+        name: "MAX_BODY_BYTES",
+        secret: false,
+        set: |s, v| {
+            s.max_body_bytes = number(v)?;
+            Ok(())
+        },
+        show: |s| s.max_body_bytes.to_string(),
+    },
+    Field {
+        name: "PREFETCH",
+        secret: false,
+        set: |s, v| {
+            s.prefetch = at_least(v, 1, "")?;
+            Ok(())
+        },
+        show: |s| s.prefetch.to_string(),
+    },
+    Field {
+        name: "RETRY_DELAYS_MS",
+        secret: false,
+        set: |s, v| {
+            s.retry_delays_ms = millis_list(v)?;
+            Ok(())
+        },
+        show: |s| {
+            s.retry_delays_ms
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    },
+    Field {
+        name: "MAX_ATTEMPTS",
+        secret: false,
+        set: |s, v| {
+            s.max_attempts = at_least(v, 1, "")?;
+            Ok(())
+        },
+        show: |s| s.max_attempts.to_string(),
+    },
+    Field {
+        name: "DB_MAX_CONNECTIONS",
+        secret: false,
+        set: |s, v| {
+            s.db_max_connections = at_least(v, 2, " (leases are renewed beside the work)")?;
+            Ok(())
+        },
+        show: |s| s.db_max_connections.to_string(),
+    },
+    Field {
+        name: "LEASE_TTL_MS",
+        secret: false,
+        set: |s, v| {
+            s.lease_ttl_ms = at_least(v, 300, " (it is renewed every third of it)")?;
+            Ok(())
+        },
+        show: |s| s.lease_ttl_ms.to_string(),
+    },
+    Field {
+        name: "IN_DOUBT_SETTLE_MS",
+        secret: false,
+        set: |s, v| {
+            s.in_doubt_settle_ms = number(v)?;
+            Ok(())
+        },
+        show: |s| s.in_doubt_settle_ms.to_string(),
+    },
+    Field {
+        name: "PUBLISH_TIMEOUT_MS",
+        secret: false,
+        set: |s, v| {
+            s.publish_timeout_ms = number(v)?;
+            Ok(())
+        },
+        show: |s| s.publish_timeout_ms.to_string(),
+    },
+    Field {
+        name: "LEDGER_ROLLUP_MS",
+        secret: false,
+        set: |s, v| {
+            s.ledger_rollup_ms = at_least(v, 100, "")?;
+            Ok(())
+        },
+        show: |s| s.ledger_rollup_ms.to_string(),
+    },
+    Field {
+        name: "RETAIN_EVENTS_SECS",
+        secret: false,
+        set: |s, v| {
+            s.retain_events_secs = number(v)?;
+            Ok(())
+        },
+        show: |s| s.retain_events_secs.to_string(),
+    },
+    Field {
+        name: "RETAIN_OPERATIONS_SECS",
+        secret: false,
+        set: |s, v| {
+            s.retain_operations_secs = number(v)?;
+            Ok(())
+        },
+        show: |s| s.retain_operations_secs.to_string(),
+    },
+    Field {
+        name: "PRUNE_EVERY_MS",
+        secret: false,
+        set: |s, v| {
+            s.prune_every_ms = at_least(v, 100, "")?;
+            Ok(())
+        },
+        show: |s| s.prune_every_ms.to_string(),
+    },
+    Field {
+        name: "TIME_ZONE",
+        secret: false,
+        set: |s, v| {
+            s.time_zone = domain::history::time_zone(v)?;
+            Ok(())
+        },
+        show: |s| s.time_zone.name().to_owned(),
+    },
+];
+
+/// The settings in use, and where each value came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The settings.
+    pub settings: Settings,
+    /// Each setting, in [`FIELDS`] order.
+    pub shown: Vec<Shown>,
+}
+
+/// A setting as `settings` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// Its variable.
+    pub var: String,
+    /// The value in use (a URL without its password).
+    pub value: String,
+    /// Where the value came from.
+    pub source: Source,
+}
+
+/// A line of a settings file.
+struct Entry {
+    name: String,
+    value: String,
+    line: usize,
+}
+
+/// Parses a settings file: `NAME=value` lines (an optional `export `, the value
+/// optionally in matching quotes), blank lines and `#` comments. Returns each name,
+/// value and line number.
+fn parse_file(text: &str) -> Result<Vec<Entry>, (usize, String)> {
+    let mut entries = vec![];
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err((i + 1, "not a NAME=value line".into()));
+        };
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| {
+                value
+                    .strip_prefix(*q)
+                    .and_then(|v| v.strip_suffix(*q))
+                    .filter(|_| value.len() >= 2)
+            })
+            .unwrap_or(value);
+        entries.push(Entry {
+            name: name.trim().to_owned(),
+            value: value.to_owned(),
+            line: i + 1,
+        });
+    }
+    Ok(entries)
+}
+
 impl Settings {
-    /// Defaults overridden by the process environment.
+    /// Defaults, then the settings file (if `RECORDSYNC_SETTINGS` names one), then the
+    /// process environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        Settings::from_lookup(|k| std::env::var(k).ok())
+        Settings::load(|k| std::env::var(k).ok()).map(|l| l.settings)
     }
 
-    /// Defaults overridden by `lookup` (the environment, or a map in tests).
+    /// As [`Settings::from_env`], with `lookup` as the environment (a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let mut s = Settings::default();
-        let get = |name: &str| {
-            lookup(&format!("RECORDSYNC_{name}")).map(|v| (format!("RECORDSYNC_{name}"), v))
+        Settings::load(lookup).map(|l| l.settings)
+    }
+
+    /// The layers, lowest first: defaults, the settings file named by
+    /// `RECORDSYNC_SETTINGS` (read with `std::fs`), the environment given by `lookup`.
+    /// Each value is checked as it is set; an error names the variable, and the
+    /// file's line when it came from there.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Loaded, SettingsError> {
+        let file = match lookup(SETTINGS_FILE_VAR) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| SettingsError {
+                    var: SETTINGS_FILE_VAR.into(),
+                    value: path.clone(),
+                    message: format!("cannot be read: {e}"),
+                })?;
+                Some((path, text))
+            }
+            None => None,
         };
-        fn num<T: std::str::FromStr>((var, value): (String, String)) -> Result<T, SettingsError> {
-            value.trim().parse().map_err(|_| SettingsError {
+        Settings::layered(file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), lookup)
+    }
+
+    /// The layers with the file's text given (`(path, text)`).
+    pub fn layered(
+        file: Option<(&str, &str)>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, SettingsError> {
+        let mut settings = Settings::default();
+        let mut sources = vec![Source::Default; FIELDS.len()];
+        let mut apply = |i: usize, value: &str, var: String, source: Source| {
+            let field = &FIELDS[i];
+            (field.set)(&mut settings, value).map_err(|message| SettingsError {
                 var,
-                value,
-                message: "not a valid number".into(),
-            })
-        }
-        if let Some((var, v)) = get("AMQP_URL") {
-            let addresses: Vec<&str> = v
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .collect();
-            if addresses.is_empty()
-                || !addresses
-                    .iter()
-                    .all(|a| a.starts_with("amqp://") || a.starts_with("amqps://"))
-            {
-                return Err(SettingsError {
-                    var,
-                    value: "(hidden: it may hold a password)".into(),
-                    message: "one or more amqp:// or amqps:// URLs, comma-separated (a cluster's nodes, tried in order)".into(),
-                });
-            }
-            s.amqp_url = v;
-        }
-        if let Some((_, v)) = get("DATABASE_URL") {
-            s.database_url = v;
-        }
-        if let Some((var, v)) = get("QUEUE_PREFIX") {
-            if v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(SettingsError {
-                    var,
-                    value: v,
-                    message: "use letters, digits, '-', '_' and '.'".into(),
-                });
-            }
-            s.queue_prefix = v;
-        }
-        if let Some((_, v)) = get("RULES") {
-            s.rules_path = v;
-        }
-        if let Some((_, v)) = get("INGEST_LISTEN") {
-            s.ingest_listen = v;
-        }
-        if let Some((_, v)) = get("ADMIN_LISTEN") {
-            s.admin_listen = v;
-        }
-        if let Some(p) = get("MAX_BODY_BYTES") {
-            s.max_body_bytes = num(p)?;
-        }
-        if let Some(p) = get("PREFETCH") {
-            s.prefetch = num(p)?;
-        }
-        if let Some((var, v)) = get("RETRY_DELAYS_MS") {
-            let delays: Result<Vec<u64>, _> =
-                v.split(',').map(|d| d.trim().parse::<u64>()).collect();
-            match delays {
-                Ok(d) if !d.is_empty() => s.retry_delays_ms = d,
-                _ => {
-                    return Err(SettingsError {
-                        var,
-                        value: v,
-                        message: "a comma-separated list of milliseconds".into(),
-                    });
-                }
-            }
-        }
-        if let Some(p) = get("MAX_ATTEMPTS") {
-            s.max_attempts = num(p)?;
-        }
-        if let Some(p) = get("DB_MAX_CONNECTIONS") {
-            s.db_max_connections = num(p)?;
-        }
-        if let Some(p) = get("LEASE_TTL_MS") {
-            s.lease_ttl_ms = num(p)?;
-        }
-        if let Some(p) = get("IN_DOUBT_SETTLE_MS") {
-            s.in_doubt_settle_ms = num(p)?;
-        }
-        if let Some(p) = get("PUBLISH_TIMEOUT_MS") {
-            s.publish_timeout_ms = num(p)?;
-        }
-        if let Some(p) = get("RETAIN_EVENTS_SECS") {
-            s.retain_events_secs = num(p)?;
-        }
-        if let Some(p) = get("RETAIN_OPERATIONS_SECS") {
-            s.retain_operations_secs = num(p)?;
-        }
-        if let Some(p) = get("PRUNE_EVERY_MS") {
-            s.prune_every_ms = num(p)?;
-        }
-        if let Some(p) = get("LEDGER_ROLLUP_MS") {
-            s.ledger_rollup_ms = num(p)?;
-        }
-        if let Some((var, v)) = get("TIME_ZONE") {
-            s.time_zone = domain::history::time_zone(&v).map_err(|message| SettingsError {
-                var,
-                value: v,
+                value: if field.secret {
+                    "(hidden: it may hold a password)".into()
+                } else {
+                    value.to_owned()
+                },
                 message,
             })?;
+            sources[i] = source;
+            Ok::<(), SettingsError>(())
+        };
+        if let Some((path, text)) = file {
+            let entries = parse_file(text).map_err(|(line, message)| SettingsError {
+                var: format!("{path}:{line}"),
+                value: text.lines().nth(line - 1).unwrap_or_default().into(),
+                message,
+            })?;
+            for Entry { name, value, line } in entries {
+                let var = format!("{name} ({path}:{line})");
+                let Some(i) = name
+                    .strip_prefix("RECORDSYNC_")
+                    .and_then(|n| FIELDS.iter().position(|f| f.name == n))
+                else {
+                    return Err(SettingsError {
+                        var,
+                        value,
+                        message: format!(
+                            "not a setting; the settings are {}",
+                            FIELDS
+                                .iter()
+                                .map(|f| format!("RECORDSYNC_{}", f.name))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                };
+                let source = Source::File {
+                    path: path.to_owned(),
+                    line,
+                };
+                apply(i, &value, var, source)?;
+            }
         }
-        if s.prefetch == 0 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_PREFETCH".into(),
-                value: "0".into(),
-                message: "must be at least 1".into(),
-            });
+        for (i, field) in FIELDS.iter().enumerate() {
+            let var = format!("RECORDSYNC_{}", field.name);
+            if let Some(value) = lookup(&var) {
+                apply(i, &value, var, Source::Env)?;
+            }
         }
-        if s.lease_ttl_ms < 300 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_LEASE_TTL_MS".into(),
-                value: s.lease_ttl_ms.to_string(),
-                message: "must be at least 300 (it is renewed every third of it)".into(),
-            });
-        }
-        if s.db_max_connections < 2 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_DB_MAX_CONNECTIONS".into(),
-                value: s.db_max_connections.to_string(),
-                message: "must be at least 2 (leases are renewed beside the work)".into(),
-            });
-        }
-        if s.prune_every_ms < 100 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_PRUNE_EVERY_MS".into(),
-                value: s.prune_every_ms.to_string(),
-                message: "must be at least 100".into(),
-            });
-        }
-        if s.ledger_rollup_ms < 100 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_LEDGER_ROLLUP_MS".into(),
-                value: s.ledger_rollup_ms.to_string(),
-                message: "must be at least 100".into(),
-            });
-        }
-        if s.max_attempts == 0 {
-            return Err(SettingsError {
-                var: "RECORDSYNC_MAX_ATTEMPTS".into(),
-                value: "0".into(),
-                message: "must be at least 1".into(),
-            });
-        }
-        Ok(s)
+        let shown = FIELDS
+            .iter()
+            .zip(sources)
+            .map(|(f, source)| Shown {
+                var: format!("RECORDSYNC_{}", f.name),
+                value: (f.show)(&settings),
+                source,
+            })
+            .collect();
+        Ok(Loaded { settings, shown })
     }
 
     /// How long after its last delivery an event with no outcome is still in flight,

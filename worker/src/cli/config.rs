@@ -1,4 +1,5 @@
-//! The commands about the rules file and what the store holds under it: `schema` prints
+//! The commands about the settings, the rules file and what the store holds under it:
+//! `settings` lists the settings in use and where each came from, `schema` prints
 //! the file's JSON Schema, `check-config` validates a file (against the rules in use
 //! and, with `--live`, the systems), `rename-rule` and `forget-links` carry the store
 //! through a rule change, and `migrate` applies the database migrations.
@@ -9,6 +10,16 @@ use std::path::PathBuf;
 /// `schema`: the JSON Schema of sync-rules.json.
 pub fn schema() -> anyhow::Result<()> {
     print!("{}", config::rules_schema());
+    Ok(())
+}
+
+/// `settings`: each setting, its value and where it came from.
+pub fn settings() -> anyhow::Result<()> {
+    let loaded = config::Settings::load(|k| std::env::var(k).ok())?;
+    let width = loaded.shown.iter().map(|s| s.var.len()).max().unwrap_or(0);
+    for s in &loaded.shown {
+        println!("{:width$}  {}  ({})", s.var, s.value, s.source);
+    }
     Ok(())
 }
 

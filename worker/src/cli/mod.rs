@@ -71,6 +71,10 @@ enum Command {
     },
     /// Print the JSON Schema of sync-rules.json.
     Schema,
+    /// Print every setting in use, its value (a URL without its password) and where
+    /// it came from: the default, the settings file's line (`RECORDSYNC_SETTINGS`), or
+    /// the environment. A bad value fails here as it would at start.
+    Settings,
     /// Apply the database migrations and exit.
     Migrate,
     /// Pause a rule or a system: its work is parked, nothing is lost.
@@ -311,6 +315,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::RenameRule { from, to } => config::rename_rule(&ctx, &from, &to).await,
         Command::ForgetLinks { rule } => config::forget_links(&ctx, &rule).await,
         Command::Schema => config::schema(),
+        Command::Settings => config::settings(),
         Command::Migrate => config::migrate(&ctx).await,
         Command::Pause {
             scope,
