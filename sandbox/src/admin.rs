@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -105,7 +105,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/_admin/kintone/apps/{app}/records/{id}",
-            put(edit_record).delete(delete_record),
+            get(read_one_record).put(edit_record).delete(delete_record),
         )
         .route(
             "/_admin/kintone/apps/{app}/webhooks/send",
@@ -408,6 +408,29 @@ async fn list_records(State(shared): State<Arc<Shared>>, Path(app): Path<String>
         .map(|record| Value::Object(app.render(record)))
         .collect();
     Ok(Json(json!({ "records": records })))
+}
+
+/// One record, as `list_records` renders each (a harness reading one of thousands
+/// need not read them all).
+async fn read_one_record(
+    State(shared): State<Arc<Shared>>,
+    Path((app, id)): Path<(String, String)>,
+) -> AdminResult {
+    let app_id = parse_app_id(&app)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad_request(format!("`{id}` is not a record id")))?;
+    let state = shared.lock();
+    let app = state
+        .kintone
+        .apps
+        .get(&app_id)
+        .ok_or_else(|| KError::app_not_found(app_id))?;
+    let record = app
+        .records
+        .get(&id)
+        .ok_or_else(|| KError::record_not_found(id))?;
+    Ok(Json(json!({ "record": Value::Object(app.render(record)) })))
 }
 
 /// Reads the `webhook` flag of an admin record change.

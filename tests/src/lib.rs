@@ -784,12 +784,12 @@ impl Env {
     /// A kintone record as the API returns it.
     pub async fn kintone_record(&self, id: &str) -> anyhow::Result<Value> {
         let v = self
-            .admin_get(&format!("/_admin/kintone/apps/{APP}/records"))
-            .await?;
-        v["records"]
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["$id"]["value"] == id).cloned())
-            .with_context(|| format!("no kintone record {id}"))
+            .admin_get(&format!("/_admin/kintone/apps/{APP}/records/{id}"))
+            .await
+            .with_context(|| format!("no kintone record {id}"))?;
+        let record = v["record"].clone();
+        anyhow::ensure!(record["$id"]["value"] == id, "not record {id}: {v}");
+        Ok(record)
     }
 
     /// A work order and its ticket that were synced before: the kintone record (with

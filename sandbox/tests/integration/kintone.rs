@@ -150,6 +150,18 @@ async fn crud_with_revisions() {
     assert_eq!(record["金額"]["value"], json!("1500"));
     assert_eq!(record["状態"]["value"], json!("完了"));
     assert_eq!(record["$revision"]["value"], json!("4"));
+    // One record by its id reads as the list renders it; an unknown id is a 404.
+    let one = env
+        .admin(Method::GET, "/_admin/kintone/apps/101/records/1", None)
+        .await;
+    assert_eq!(&one["record"], record);
+    let missing = env
+        .client
+        .get(env.url("/_admin/kintone/apps/101/records/9"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
 
     let (status, body) = status_json(
         env.kintone(Method::GET, "/k/v1/record.json")
