@@ -628,3 +628,79 @@ async fn a_message_given_back_past_the_delivery_limit_is_dead_lettered_as_poison
     );
     env.finish().await
 }
+
+/// The runner gives a step that lost its record's lease back to the queue: not a failed
+/// attempt (no retry, no dead letter), and the next delivery decides the record under
+/// the new holder. The lease is taken from under the worker while its update to the
+/// helpdesk (its first request) is on the wire, as a worker that froze past its lease's expiry would find.
+#[tokio::test]
+async fn a_step_that_lost_its_lease_gives_the_event_back_without_counting_an_attempt()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (id, ticket) = env.seed_linked("WO-7301", "Before").await?;
+    let hold = env
+        .admin_post(
+            "/_admin/faults",
+            // Under the connector's 3 s timeout; the second holds the retry too, so
+            // that the fault is still listed with its hits.
+            json!({"system": "helpdesk", "path_prefix": "/api/tickets", "latency_ms": 2_000, "count": 2}),
+        )
+        .await?;
+    let fault_id = hold["id"].as_str().context("a fault id")?.to_owned();
+    env.kintone_edit(&id, json!({"件名": "After"})).await?;
+    env.flush_webhooks().await?;
+    tests::wait_for(
+        "the update on the wire",
+        Duration::from_secs(30),
+        || async {
+            let faults = env.admin_get("/_admin/faults").await?;
+            Ok(faults["faults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["id"] == fault_id.as_str() && f["hits"].as_u64() >= Some(1)))
+        },
+    )
+    .await?;
+    // Another holder takes the lease (a newer fencing token) for a second.
+    let taken_from: Option<String> = sqlx::query_scalar(
+        "UPDATE record_leases l SET owner = 'it-intruder', token = nextval('lease_tokens'),
+                expires_at = clock_timestamp() + interval '1 second'
+          FROM record_leases old
+         WHERE l.rule = $1 AND l.source_record_id = $2
+           AND old.rule = l.rule AND old.source_record_id = l.source_record_id
+         RETURNING old.owner",
+    )
+    .bind(RULE)
+    .bind(&id)
+    .fetch_optional(env.store.pool())
+    .await?;
+    let taken_from = taken_from.context("the worker held no lease while its update was out")?;
+    assert_ne!(taken_from, "it-intruder");
+
+    env.settle("the edit synced", || async {
+        let t = env.tickets().await?;
+        Ok(t.iter()
+            .any(|x| x["id"].as_i64() == ticket.parse().ok() && x["subject"] == "After"))
+    })
+    .await?;
+    env.quiet(RULE).await?;
+    let metrics = env.worker_metrics().await?;
+    let given_back = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("recordsync_worker_requeued_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no requeued counter in:\n{metrics}"))?;
+    assert!(given_back >= 1.0, "the event was not given back: {metrics}");
+    assert!(
+        !metrics.contains("recordsync_worker_retries_total{"),
+        "losing a lease is not a failed attempt: {metrics}"
+    );
+    assert!(dead_letters(&env).await?.is_empty());
+    assert_eq!(
+        env.store.processed_count(RULE).await?,
+        1,
+        "decided once, by the delivery after the give-back"
+    );
+    env.finish().await
+}
