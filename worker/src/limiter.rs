@@ -26,7 +26,8 @@
 //! one. A batch of `k` consecutive slots, taken in one UPDATE, is exactly what `k`
 //! single reservations would have been, so the fleet-wide guarantee is unchanged,
 //! and `k − 1` requests in `k` cost no PostgreSQL round trip. A slot not used on time
-//! is dropped, never used late (late, it could share a second with someone else's),
+//! (within a tenth of the interval, 3 to 25 ms) is dropped, never used later (later, it
+//! could share a second with someone else's),
 //! so a batch holds no more slots than this process has requests waiting for one: a
 //! fixed batch of 2 wasted enough slots to bring a 10/s limit down to 7.9/s.
 //! The price: a 429 reaches another worker after at most the rest of its batch
@@ -61,6 +62,26 @@ const BATCH_SPAN: Duration = Duration::from_millis(200);
 const RECHECK_AFTER: Duration = Duration::from_millis(200);
 /// The most reservations in one batch.
 const MAX_BATCH: u32 = 8;
+/// How late a reserved slot may still be used: a tenth of the interval, within
+/// [`LATE_FLOOR`] and [`LATE_CEILING`]. The spacing's headroom ([`SPACING`]: 10% of
+/// every second, 100 ms whatever the rate) keeps any second's count within the limit
+/// while requests arrive less than that late; most of it is left for the way from here
+/// to the target (on a busy machine, tens of milliseconds: 50 ms here let a loaded run
+/// make 11 requests in one second against a limit of 10).
+fn late_limit(interval: Duration) -> Duration {
+    (interval / 10).clamp(LATE_FLOOR, LATE_CEILING)
+}
+/// A tenth of a fast system's interval (0.11 ms at 1,000/s) is below the timer's own
+/// resolution: every slot was dropped as late. A few ticks are always allowed.
+const LATE_FLOOR: Duration = Duration::from_millis(3);
+/// At most a quarter of the headroom, however slow the rate.
+const LATE_CEILING: Duration = Duration::from_millis(25);
+
+/// Whether a slot reserved for `at`, `interval` after the one before, may still be
+/// used at `now`.
+fn on_time(at: Instant, now: Instant, interval: Duration) -> bool {
+    now <= at + late_limit(interval)
+}
 
 /// How many reservations one batch takes: about a fifth of a second of the rate, at
 /// least one, at most [`MAX_BATCH`].
@@ -91,7 +112,7 @@ impl Batch {
             let next = self.next?;
             self.left -= 1;
             self.next = Some(next + interval);
-            if next + interval / 10 >= now {
+            if on_time(next, now, interval) {
                 return Some(next);
             }
         }
@@ -328,7 +349,7 @@ impl Limiter {
             // A slot reached late (this process was not scheduled in time: a busy
             // machine) is dropped, as the batch drops one already past: used late, it
             // could share a second with the next slot, which may be another worker's.
-            if Instant::now() > at + l.interval / 10 {
+            if !on_time(at, Instant::now(), l.interval) {
                 continue;
             }
             // A 429 may have paused the system while this request waited for its
@@ -551,11 +572,15 @@ mod tests {
             blocked_until: None,
         };
         // Within a tenth of the interval, a slot is still on time.
-        assert_eq!(b.take(t0 + interval / 20, interval), Some(t0));
-        // The next one (at t0 + 100 ms) is past by 50 ms: dropped; the one after it
-        // (t0 + 200 ms) is still ahead.
+        assert_eq!(late_limit(interval), Duration::from_millis(10));
+        assert_eq!(b.take(t0 + interval / 10, interval), Some(t0));
+        // The next one (at t0 + 100 ms) is past by more than that: dropped; the one
+        // after it (t0 + 200 ms) is still ahead.
         assert_eq!(
-            b.take(t0 + interval + interval / 2, interval),
+            b.take(
+                t0 + interval + interval / 10 + Duration::from_millis(1),
+                interval
+            ),
             Some(t0 + 2 * interval)
         );
         assert_eq!(b.left, 0);
@@ -567,5 +592,31 @@ mod tests {
         };
         assert_eq!(b.take(t0 + 5 * interval, interval), None, "all past");
         assert_eq!(b.left, 0);
+    }
+
+    #[test]
+    fn a_fast_systems_slot_reached_a_few_milliseconds_late_is_used() {
+        // 1,000/s: slots 1.1 ms apart. A wake-up 3 ms late (a timer tick and a busy
+        // core) still sends: a tenth of the interval as the bound dropped every slot.
+        let interval = Duration::from_micros(1100);
+        let t0 = Instant::now();
+        let late = t0 + LATE_FLOOR;
+        assert!(on_time(t0, late, interval));
+        let mut b = Batch {
+            next: Some(t0),
+            left: 4,
+            blocked_until: None,
+        };
+        assert_eq!(b.take(late, interval), Some(t0));
+        // Beyond it, never: sent then, it could make one too many in a second.
+        assert!(!on_time(t0, late + Duration::from_millis(1), interval));
+        // However slow the rate, a quarter of the headroom at most.
+        let slow = Duration::from_secs(11);
+        assert!(on_time(t0, t0 + LATE_CEILING, slow));
+        assert!(!on_time(
+            t0,
+            t0 + LATE_CEILING + Duration::from_millis(1),
+            slow
+        ));
     }
 }
