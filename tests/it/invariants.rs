@@ -103,6 +103,138 @@ fn each_crate_depends_only_on_what_the_architecture_lets_it() {
     );
 }
 
+/// The worker's modules a file names (`crate::x`, or `super::super::x` from a wing's
+/// sub-module), each once.
+fn worker_modules_named(path: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(path).expect("a source file");
+    let mut named = std::collections::BTreeSet::new();
+    for prefix in ["crate::", "super::super::"] {
+        for (at, _) in text.match_indices(prefix) {
+            let rest = &text[at + prefix.len()..];
+            let lead = |item: &str| -> String {
+                item.trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect()
+            };
+            match rest.strip_prefix('{') {
+                // `crate::{a, b::c, d::{e, f}}`: the group's top-level names.
+                Some(group) => {
+                    let mut depth = 0;
+                    let mut item = String::new();
+                    for c in group.chars() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => break,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                named.insert(lead(&item));
+                                item.clear();
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        item.push(c);
+                    }
+                    named.insert(lead(&item));
+                }
+                None => {
+                    named.insert(lead(rest));
+                }
+            }
+        }
+        named.remove("");
+    }
+    named
+}
+
+/// Every `.rs` file under `dir` (or `dir` itself when it is a file).
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_owned()];
+    }
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).expect("a source folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// ARCHITECTURE's code map: the worker's wings depend downward only. The step knows
+/// nothing of who runs it; the jobs know nothing of the runner, the admin API or the
+/// command line; the runner (which wires the rest, and builds the admin API's state)
+/// nothing of the command line; the admin API nothing of the runner. (What a module-graph view would show as an arrow
+/// running back up fails here, naming the file.)
+#[test]
+fn the_worker_wings_depend_only_downward() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/src");
+    let above =
+        |forbidden: &[&str]| -> Vec<String> { forbidden.iter().map(|s| s.to_string()).collect() };
+    let rules: [(&str, Vec<String>); 6] = [
+        (
+            "step",
+            above(&[
+                "runner",
+                "admin",
+                "cli",
+                "jobs",
+                "ops",
+                "resync",
+                "reconcile",
+                "import",
+                "preview",
+                "schema",
+                "dlq",
+                "budget",
+            ]),
+        ),
+        (
+            "classify.rs",
+            above(&["step", "runner", "admin", "cli", "jobs", "limiter"]),
+        ),
+        (
+            "limiter.rs",
+            above(&["step", "runner", "admin", "cli", "jobs"]),
+        ),
+        ("jobs.rs", above(&["runner", "admin", "cli"])),
+        ("runner", above(&["cli"])),
+        ("admin", above(&["runner", "cli"])),
+    ];
+    // The scanner itself: grouped and nested imports, and a sub-module's reach up.
+    let probe = std::env::temp_dir().join(format!("rs-wings-{}.rs", std::process::id()));
+    std::fs::write(
+        &probe,
+        "use crate::{admin, auth::Auth, step::{plan, Known}};\nuse super::super::runner::Worker;\nfn f() { crate::jobs::run(); }\n",
+    )
+    .expect("a probe file");
+    let named = worker_modules_named(&probe);
+    std::fs::remove_file(&probe).expect("the probe removed");
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        ["admin", "auth", "jobs", "runner", "step"]
+    );
+    let mut checked = 0;
+    for (wing, forbidden) in rules {
+        for file in rust_files(&src.join(wing)) {
+            let named = worker_modules_named(&file);
+            for up in &forbidden {
+                assert!(
+                    !named.contains(up),
+                    "{} names crate::{up}: {wing} must not depend on {up}",
+                    file.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} files read");
+}
+
 /// A write-back never silently replaces another id already in the source's write-back
 /// field when this step made the link: a `write_back_clash` conflict, and the field
 /// keeps what it held.
