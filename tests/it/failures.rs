@@ -539,6 +539,67 @@ async fn a_retry_the_broker_cannot_take_leaves_the_event_in_the_queue() -> anyho
     env.finish().await
 }
 
+/// A dead letter the broker cannot take leaves the message in the work queue: the copy
+/// is confirmed before the original is acknowledged. With the dead-letter queue gone,
+/// an undecodable message (dead-lettered at its first delivery) stays in the work queue
+/// through refused copies, held a second each; once the queue is back, it is stored
+/// as a dead letter. A worker that acknowledged first would have lost it.
+#[tokio::test]
+async fn a_dead_letter_the_broker_cannot_take_leaves_the_message_in_the_queue() -> anyhow::Result<()>
+{
+    let env = Env::start().await?;
+    let names = queue::Names::new(&env.settings.queue_prefix);
+    let conn = queue::connect(&tests::amqp_url(), "it-no-dead-queue").await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .queue_delete(
+            names.dead_queue().as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await?;
+    let (publisher, _) = env.publisher().await?;
+    publisher
+        .publish(
+            "",
+            &names.work_queue(),
+            b"{not a command",
+            "undecodable-7",
+            queue::Headers::first_attempt(),
+        )
+        .await?;
+    // The worker holds the message, its copy refused, and gives it back a second
+    // later, again and again: the broker counts it unacknowledged.
+    tests::wait_for(
+        "the message held through a refused copy",
+        Duration::from_secs(30),
+        || async { Ok(tests::unacked(&env.settings.queue_prefix).await? >= 1) },
+    )
+    .await?;
+    // A scrape meanwhile reads the missing queue's depth (on a channel of its own).
+    env.worker_metrics().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(dead_letters(&env).await?.is_empty());
+    // The queue is back: the next delivery's copy is confirmed, and stored.
+    queue::Topology::new(
+        &env.settings.queue_prefix,
+        env.settings.retry_delays_ms.clone(),
+    )
+    .declare(&channel)
+    .await?;
+    tests::wait_for(
+        "the dead letter stored",
+        Duration::from_secs(30),
+        || async {
+            Ok(dead_letters(&env)
+                .await?
+                .iter()
+                .any(|d| d["event_id"] == "undecodable-7"))
+        },
+    )
+    .await?;
+    env.finish().await
+}
+
 /// A poison message, one every consumer gives back (a worker that dies on it, again
 /// and again), is dead-lettered by RabbitMQ once past the work queue's delivery limit
 /// (quorum `x-delivery-limit`), not redelivered for ever; a worker then stores it as a

@@ -211,7 +211,8 @@ impl Publisher {
         }
     }
 
-    /// The number of ready messages in a queue (a passive declare).
+    /// The number of ready messages in a queue (a passive declare on this publisher's
+    /// channel, which a missing queue closes: a service asks [`Broker::queue_depth`]).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, QueueError> {
         let q = self
             .channel
@@ -345,6 +346,35 @@ impl Broker {
             Some((conn, p)) if conn.status().connected() => Ok(p.clone()),
             _ => Err(QueueError::NotConnected),
         }
+    }
+
+    /// The number of ready messages in a queue, read on a channel of its own: a queue
+    /// that is missing fails the passive declare, and the broker closes the channel it
+    /// was asked on (asked on the publisher's, a `/metrics` scrape while the dead-letter
+    /// queue was gone closed it, and the next retry or dead letter failed with it).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, QueueError> {
+        let channel = {
+            let guard = self.current.read().await;
+            let Some((conn, _)) = guard.as_ref() else {
+                return Err(QueueError::NotConnected);
+            };
+            conn.create_channel().await.map_err(amqp("channel.open"))?
+        };
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("queue.declare passive"));
+        if declared.is_ok() {
+            let _ = channel.close(200, "read".into()).await;
+        }
+        Ok(declared?.message_count())
     }
 
     /// Opens a manual-ack consumer on the work queue with `prefetch` unacknowledged

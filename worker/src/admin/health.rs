@@ -24,12 +24,10 @@ pub(super) async fn readyz(State(s): State<AdminState>) -> Result<&'static str, 
 /// `GET /metrics`: the gauges are read now; the counters and histograms are the
 /// process's own.
 pub(super) async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    if let Ok(p) = s.broker.publisher().await {
-        let names = s.broker.names();
-        for (label, q) in [("work", names.work_queue()), ("dead", names.dead_queue())] {
-            if let Ok(n) = p.queue_depth(&q).await {
-                s.metrics.queue_depth(label, n);
-            }
+    let names = s.broker.names();
+    for (label, q) in [("work", names.work_queue()), ("dead", names.dead_queue())] {
+        if let Ok(n) = s.broker.queue_depth(&q).await {
+            s.metrics.queue_depth(label, n);
         }
     }
     if let Ok(open) = s.store.conflicts("open").await {

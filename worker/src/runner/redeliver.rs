@@ -2,7 +2,7 @@
 //! (`classify::retry_tier`, jittered by `classify::jittered`), or to the dead-letter
 //! queue. The copy is confirmed by the broker before the original is acknowledged
 //! (`queue::Delivery::retry`, `queue::Delivery::dead_letter`); a copy that is not
-//! confirmed gives the original back.
+//! confirmed gives the original back, after [`REFUSED_PAUSE`].
 
 use std::time::Duration;
 
@@ -10,6 +10,13 @@ use domain::history::Entry;
 use queue::{CommandV2, DeadLetter, Delivery, HandoffError, Retry};
 
 use super::{Disposition, Worker};
+
+/// How long a delivery whose copy the broker refused is held before it is given back.
+/// Given back at once, it came straight back, and the work queue's delivery limit
+/// (20) was spent in a moment: the broker's own dead-lettering then took the message to
+/// wherever the refused copy could not go. Held, the limit lasts about 20 s of a queue
+/// that refuses (deleted, or full with `reject-publish`).
+pub const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 use crate::classify;
 use crate::metrics::Event;
 use crate::step::Failure;
@@ -48,6 +55,7 @@ impl Worker {
         match delivery.retry(&publisher, &topology.names, &retry).await {
             Err(HandoffError::NotCopied(e)) => {
                 tracing::error!(error = %e, "could not schedule the retry; the event goes back to the queue");
+                tokio::time::sleep(REFUSED_PAUSE).await;
                 self.requeue(delivery).await
             }
             handed => {
@@ -92,6 +100,7 @@ impl Worker {
         {
             Err(HandoffError::NotCopied(e)) => {
                 tracing::error!(error = %e, "could not dead-letter; the event goes back to the queue");
+                tokio::time::sleep(REFUSED_PAUSE).await;
                 self.requeue(delivery).await
             }
             handed => {

@@ -116,7 +116,7 @@ pub(super) async fn overview(
     };
     let broker_ok = a.broker.is_connected();
     let mut queues = vec![];
-    if let Ok(p) = a.broker.publisher().await {
+    if broker_ok {
         let names = a.broker.names();
         for (label, hint, q) in [
             (
@@ -130,8 +130,8 @@ pub(super) async fn overview(
                 names.dead_queue(),
             ),
         ] {
-            queues
-                .push(json!({"name": label, "hint": hint, "depth": p.queue_depth(&q).await.ok()}));
+            let depth = a.broker.queue_depth(&q).await.ok();
+            queues.push(json!({"name": label, "hint": hint, "depth": depth}));
         }
     }
     let ledger = match a.store.ledger(None, a.ledger_settle).await {
