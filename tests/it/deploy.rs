@@ -95,6 +95,24 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exposed() -> anyhow::
 fn the_alert_rules_load_and_fire_when_they_should() -> anyhow::Result<()> {
     tests::tools()?;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    // Every alert has a case where it fires (and so one where it must name its labels
+    // and words exactly), not only cases where it stays quiet.
+    let rules = std::fs::read_to_string(dir.join("alerts.yml"))?;
+    let cases = std::fs::read_to_string(dir.join("alerts.test.yml"))?;
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(alerts.len(), 12, "the alerts read: {alerts:?}");
+    let lines: Vec<&str> = cases.lines().map(str::trim).collect();
+    for alert in alerts {
+        let fires = lines.windows(2).any(|w| {
+            w[0] == format!("alertname: {alert}")
+                && w[1].starts_with("exp_alerts:")
+                && w[1] != "exp_alerts: []"
+        });
+        assert!(fires, "no case in alerts.test.yml where {alert} fires");
+    }
     for args in [
         ["check", "rules", "alerts.yml"],
         ["test", "rules", "alerts.test.yml"],
