@@ -62,8 +62,13 @@ pub struct LinkedInputs<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkedPlan {
     /// Nothing new was observed: the source's revision was synced already and no other
-    /// system was observed.
-    Stale,
+    /// system was observed. The writes to the source it confirms (at exactly the
+    /// revision last synced, the source holds every write sent to it before: each
+    /// returned, or was read at, a revision no later).
+    Stale {
+        /// Operations the source's revision confirms.
+        confirmed: Vec<i64>,
+    },
     /// The state after the observations and the writes that make both systems hold it.
     Writes(Box<Writes>),
 }
@@ -90,22 +95,28 @@ pub fn plan_linked(input: LinkedInputs<'_>, entries: &mut Vec<Entry>) -> LinkedP
     let systems = [rule.source.system.as_str(), rule.target.system.as_str()];
     let mut observations = vec![];
     let source_seen = input.state.revisions.get(&rule.source.system).copied();
+    let none = Unconfirmed::default();
+    let mut confirmed = vec![];
     match (input.source.revision, source_seen) {
         (Some(now), Some(seen)) if now <= seen => {
             if input.side == Side::Source {
                 entries.push(Entry::stale_skipped(now, seen));
+            }
+            // The echo of the revision last synced (our write's, most often): every
+            // write sent to the source before it is in the source now.
+            if now == seen {
+                let sent = input.unconfirmed.get(&rule.source.system).unwrap_or(&none);
+                confirmed.extend(sent.ids.iter().copied());
             }
         }
         _ => observations.push(input.source),
     }
     observations.extend(input.target);
     if observations.is_empty() {
-        return LinkedPlan::Stale;
+        return LinkedPlan::Stale { confirmed };
     }
-    let none = Unconfirmed::default();
     let mut state = input.state.clone();
     let mut writes: BTreeMap<String, Fields> = BTreeMap::new();
-    let mut confirmed = vec![];
     let mut review = None;
     for obs in &observations {
         let sent = input.unconfirmed.get(&obs.system).unwrap_or(&none);

@@ -28,6 +28,12 @@ pub(super) async fn finish(
             }
             done
         }
+        Flow::Stale { confirmed } => {
+            if !confirmed.is_empty() {
+                tx.confirm_ops(&confirmed);
+            }
+            Done::Stale
+        }
         Flow::Conflict { kind } => {
             // The last entry says why: it is the conflict's summary.
             if let Some(last) = entries.last() {

@@ -91,8 +91,17 @@ pub struct Processor {
 /// What the connector part decided, before it is committed.
 enum Flow {
     Finish(Done),
-    Conflict { kind: &'static str },
-    Synced { done: Done, state: Box<SavedState> },
+    /// Nothing new, but the source's revision confirms these writes sent to it.
+    Stale {
+        confirmed: Vec<i64>,
+    },
+    Conflict {
+        kind: &'static str,
+    },
+    Synced {
+        done: Done,
+        state: Box<SavedState>,
+    },
 }
 
 /// What is saved for a record after a decision.

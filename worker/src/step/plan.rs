@@ -189,8 +189,11 @@ impl Processor {
                 },
                 entries,
             );
-            let LinkedPlan::Writes(w) = plan else {
-                return Ok(Decision::Flow(Flow::Finish(Done::Stale)));
+            let w = match plan {
+                LinkedPlan::Writes(w) => w,
+                LinkedPlan::Stale { confirmed } => {
+                    return Ok(Decision::Flow(Flow::Stale { confirmed }));
+                }
             };
             let Writes {
                 target: target_fields,

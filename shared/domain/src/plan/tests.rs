@@ -75,7 +75,7 @@ fn linked<'a>(
 fn writes(plan: LinkedPlan) -> Writes {
     match plan {
         LinkedPlan::Writes(w) => *w,
-        LinkedPlan::Stale => panic!("expected writes, got Stale"),
+        LinkedPlan::Stale { .. } => panic!("expected writes, got Stale"),
     }
 }
 
@@ -126,7 +126,7 @@ fn a_revision_already_synced_is_stale_and_said_only_when_the_source_triggered() 
         ),
         &mut entries,
     );
-    assert_eq!(plan, LinkedPlan::Stale);
+    assert_eq!(plan, LinkedPlan::Stale { confirmed: vec![] });
     assert_eq!(kinds(&entries), vec![Kind::StaleSkipped], "{entries:#?}");
     assert!(
         entries[0].summary.contains("revision 1 was already synced"),
@@ -145,8 +145,55 @@ fn a_revision_already_synced_is_stale_and_said_only_when_the_source_triggered() 
         ),
         &mut entries,
     );
-    assert_eq!(plan, LinkedPlan::Stale);
+    assert_eq!(plan, LinkedPlan::Stale { confirmed: vec![] });
     assert!(entries.is_empty(), "{entries:#?}");
+}
+
+/// The echo of the revision last synced confirms the writes sent to the source (our
+/// write-back, whose answer gave that revision); an older revision confirms nothing,
+/// and writes to another system are not the source's to confirm.
+#[test]
+fn the_echo_of_the_revision_last_synced_confirms_the_writes_sent_to_the_source() {
+    let r = rule("one_way");
+    let mut state = synced(&r, json!({"subject": "A"}), json!({}));
+    state.revisions.insert("kintone".into(), 3);
+    let sent = BTreeMap::from([
+        (
+            "kintone".to_owned(),
+            Unconfirmed {
+                ids: vec![7, 9],
+                writes: vec![],
+            },
+        ),
+        (
+            "helpdesk".to_owned(),
+            Unconfirmed {
+                ids: vec![8],
+                writes: vec![],
+            },
+        ),
+    ]);
+    let stale = |revision: i64| {
+        let mut entries = vec![];
+        plan_linked(
+            linked(
+                &r,
+                Side::Source,
+                &state,
+                obs("kintone", revision, json!({"subject": "A"})),
+                None,
+                &sent,
+            ),
+            &mut entries,
+        )
+    };
+    assert_eq!(
+        stale(3),
+        LinkedPlan::Stale {
+            confirmed: vec![7, 9]
+        }
+    );
+    assert_eq!(stale(2), LinkedPlan::Stale { confirmed: vec![] });
 }
 
 #[test]
