@@ -397,11 +397,7 @@ async fn kintone_cap(State(shared): State<Arc<Shared>>) -> AdminResult {
 async fn list_records(State(shared): State<Arc<Shared>>, Path(app): Path<String>) -> AdminResult {
     let app_id = parse_app_id(&app)?;
     let state = shared.lock();
-    let app = state
-        .kintone
-        .apps
-        .get(&app_id)
-        .ok_or_else(|| KError::app_not_found(app_id))?;
+    let app = kintone::find_app(&state, app_id)?;
     let records: Vec<Value> = app
         .records
         .values()
@@ -421,11 +417,7 @@ async fn read_one_record(
         .parse()
         .map_err(|_| bad_request(format!("`{id}` is not a record id")))?;
     let state = shared.lock();
-    let app = state
-        .kintone
-        .apps
-        .get(&app_id)
-        .ok_or_else(|| KError::app_not_found(app_id))?;
+    let app = kintone::find_app(&state, app_id)?;
     let record = app
         .records
         .get(&id)

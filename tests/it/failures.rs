@@ -710,19 +710,8 @@ async fn a_step_that_lost_its_lease_gives_the_event_back_without_counting_an_att
     let fault_id = hold["id"].as_str().context("a fault id")?.to_owned();
     env.kintone_edit(&id, json!({"件名": "After"})).await?;
     env.flush_webhooks().await?;
-    tests::wait_for(
-        "the update on the wire",
-        Duration::from_secs(30),
-        || async {
-            let faults = env.admin_get("/_admin/faults").await?;
-            Ok(faults["faults"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|f| f["id"] == fault_id.as_str() && f["hits"].as_u64() >= Some(1)))
-        },
-    )
-    .await?;
+    env.fault_hit("the update on the wire", &fault_id, Duration::from_secs(30))
+        .await?;
     // Another holder takes the lease (a newer fencing token) for a second.
     let taken_from: Option<String> = sqlx::query_scalar(
         "UPDATE record_leases l SET owner = 'it-intruder', token = nextval('lease_tokens'),

@@ -34,19 +34,8 @@ async fn a_worker_killed_mid_message_leaves_no_duplicate_and_no_lost_update() ->
     // The worker goes on to the write-back, which hangs (the fault has caught it);
     // then it is killed.
     let fault_id = hang["id"].as_str().unwrap().to_owned();
-    tests::wait_for(
-        "the write-back to hang",
-        Duration::from_secs(10),
-        || async {
-            let faults = env.admin_get("/_admin/faults").await?;
-            Ok(faults["faults"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|f| f["id"] == fault_id.as_str() && f["hits"].as_u64() >= Some(1)))
-        },
-    )
-    .await?;
+    env.fault_hit("the write-back to hang", &fault_id, Duration::from_secs(10))
+        .await?;
     env.kill_worker().await;
     assert_eq!(
         env.store.processed_count(RULE).await?,

@@ -704,6 +704,20 @@ impl Env {
         self.sandbox_admin().post(path, &body).await
     }
 
+    /// Waits until the sandbox fault `id` has caught a request (it stays listed, with
+    /// its hits, while it has uses left).
+    pub async fn fault_hit(&self, what: &str, id: &str, within: Duration) -> anyhow::Result<()> {
+        wait_for(what, within, || async {
+            let faults = self.admin_get("/_admin/faults").await?;
+            Ok(faults["faults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["id"] == id && f["hits"].as_u64() >= Some(1)))
+        })
+        .await
+    }
+
     /// GETs a sandbox admin endpoint.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
         self.sandbox_admin().get(path).await

@@ -271,7 +271,7 @@ fn parse_revision(value: Option<&Value>, key: &str) -> Result<Option<i64>, KErro
         .ok_or_else(|| KError::invalid(key, "数字でなければなりません。"))
 }
 
-fn find_app(state: &SandboxState, app: u64) -> Result<&App, KError> {
+pub(crate) fn find_app(state: &SandboxState, app: u64) -> Result<&App, KError> {
     state
         .kintone
         .apps

@@ -214,19 +214,7 @@ impl Publisher {
     /// The number of ready messages in a queue (a passive declare on this publisher's
     /// channel, which a missing queue closes: a service asks [`Broker::queue_depth`]).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, QueueError> {
-        let q = self
-            .channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp("queue.declare passive"))?;
-        Ok(q.message_count())
+        ready_messages(&self.channel, queue).await
     }
 
     /// The channel, for topology declaration.
@@ -360,21 +348,11 @@ impl Broker {
             };
             conn.create_channel().await.map_err(amqp("channel.open"))?
         };
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp("queue.declare passive"));
-        if declared.is_ok() {
+        let depth = ready_messages(&channel, queue).await;
+        if depth.is_ok() {
             let _ = channel.close(200, "read".into()).await;
         }
-        Ok(declared?.message_count())
+        depth
     }
 
     /// Opens a manual-ack consumer on the work queue with `prefetch` unacknowledged
@@ -560,6 +538,23 @@ impl Delivery {
             .map(drop)
             .map_err(amqp("basic.nack"))
     }
+}
+
+/// The ready messages of `queue` (a passive declare, which closes `channel` when the
+/// queue is missing).
+async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, QueueError> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("queue.declare passive"))?;
+    Ok(q.message_count())
 }
 
 /// A message's headers, as a publisher gives them: text and numbers by name. The
