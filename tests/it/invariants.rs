@@ -198,7 +198,7 @@ fn the_worker_wings_depend_only_downward() {
             above(&["step", "runner", "admin", "cli", "jobs", "limiter"]),
         ),
         (
-            "limiter.rs",
+            "limiter",
             above(&["step", "runner", "admin", "cli", "jobs"]),
         ),
         ("jobs.rs", above(&["runner", "admin", "cli"])),

@@ -30,7 +30,7 @@ pub const WORKERS: usize = 4;
 pub const REQUESTS_PER_SECOND: u32 = 50;
 /// The sandbox's burst: it answers 429 only once 50 requests came faster than 50/s.
 pub const SANDBOX_BURST: u32 = 50;
-/// The service's spacing over the rate (`SPACING` in worker/src/limiter.rs): requests
+/// The service's spacing over the rate (`SPACING` in worker/src/limiter/mod.rs): requests
 /// leave 10% further apart than the rate allows, so 50/s is used at about 45.5/s.
 pub const SERVICE_SPACING: f64 = 1.10;
 /// The first work order number.
