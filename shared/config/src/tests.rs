@@ -647,6 +647,13 @@ fn a_bad_settings_file_names_its_line_and_the_variable() {
         "{typo}"
     );
     assert!(typo.contains("RECORDSYNC_PREFETCH"), "{typo}");
+    // Admin access stays in the environment, with its secrets; the token is not echoed.
+    let token = layered("RECORDSYNC_ADMIN_TOKENS=ops:admin:s3cret\n");
+    assert!(
+        token.starts_with("RECORDSYNC_ADMIN_TOKENS (s.env:1)=\"(hidden)\": admin access is read from the environment only"),
+        "{token}"
+    );
+    assert!(!token.contains("s3cret"));
     assert_eq!(
         layered("\n# fine\nPREFETCH 4\n"),
         "s.env:3=\"PREFETCH 4\": not a NAME=value line"

@@ -5,6 +5,9 @@
 //! check, how it is shown), read and checked once at start; an error names the variable,
 //! and the file's line when it was set there.
 
+mod file;
+
+use file::{Entry, parse_file};
 use std::time::Duration;
 
 /// The settings shared by ingest and worker.
@@ -110,6 +113,15 @@ pub struct SettingsError {
 /// The variable that names a settings file: `NAME=value` lines, the same names as the
 /// environment (the format of compose's `env_file`), `#` comments.
 pub const SETTINGS_FILE_VAR: &str = "RECORDSYNC_SETTINGS";
+
+/// The admin API's access variables: read by the worker's `auth` from the
+/// environment only, never from the settings file (tokens are secrets).
+const ENVIRONMENT_ONLY: &[&str] = &[
+    "RECORDSYNC_ADMIN_TOKENS",
+    "RECORDSYNC_ADMIN_TOKENS_FILE",
+    "RECORDSYNC_METRICS_TOKEN",
+    "RECORDSYNC_ADMIN_HOSTS",
+];
 
 /// Where a setting's value came from, lowest layer first: the default, the settings
 /// file, the environment.
@@ -430,46 +442,6 @@ pub struct Shown {
     pub source: Source,
 }
 
-/// A line of a settings file.
-struct Entry {
-    name: String,
-    value: String,
-    line: usize,
-}
-
-/// Parses a settings file: `NAME=value` lines (an optional `export `, the value
-/// optionally in matching quotes), blank lines and `#` comments. Returns each name,
-/// value and line number.
-fn parse_file(text: &str) -> Result<Vec<Entry>, (usize, String)> {
-    let mut entries = vec![];
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((name, value)) = line.split_once('=') else {
-            return Err((i + 1, "not a NAME=value line".into()));
-        };
-        let value = value.trim();
-        let value = ['"', '\'']
-            .iter()
-            .find_map(|q| {
-                value
-                    .strip_prefix(*q)
-                    .and_then(|v| v.strip_suffix(*q))
-                    .filter(|_| value.len() >= 2)
-            })
-            .unwrap_or(value);
-        entries.push(Entry {
-            name: name.trim().to_owned(),
-            value: value.to_owned(),
-            line: i + 1,
-        });
-    }
-    Ok(entries)
-}
-
 impl Settings {
     /// Defaults, then the settings file (if `RECORDSYNC_SETTINGS` names one), then the
     /// process environment.
@@ -530,6 +502,13 @@ impl Settings {
             })?;
             for Entry { name, value, line } in entries {
                 let var = format!("{name} ({path}:{line})");
+                if ENVIRONMENT_ONLY.contains(&name.as_str()) {
+                    return Err(SettingsError {
+                        var,
+                        value: "(hidden)".into(),
+                        message: "admin access is read from the environment only (with its secrets); set it there".into(),
+                    });
+                }
                 let Some(i) = name
                     .strip_prefix("RECORDSYNC_")
                     .and_then(|n| FIELDS.iter().position(|f| f.name == n))
