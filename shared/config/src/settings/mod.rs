@@ -565,3 +565,6 @@ impl Settings {
         Duration::from_millis(self.retry_delays_ms[tier])
     }
 }
+
+#[cfg(test)]
+mod tests;
