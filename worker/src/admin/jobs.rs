@@ -36,20 +36,21 @@ pub(super) async fn resync(
 ) -> Result<Started, ApiError> {
     let publisher = s.broker.publisher().await?;
     held_back(&s, &req.rule, false).await?;
-    let job = Job::Resync { full: req.full };
-    run_in_background(
-        &s,
-        job.claim(&s.processor, &req.rule).await?,
-        publisher,
-        &req.rule,
-    );
-    Ok((StatusCode::ACCEPTED, Json(json!({"started": req.rule}))))
+    start(&s, Job::Resync { full: req.full }, publisher, &req.rule).await
 }
 
-/// Runs a claimed job to its end in the background, and logs how it ended.
-fn run_in_background(s: &AdminState, job: Claimed, publisher: queue::Publisher, rule: &str) {
+/// Claims the rule's job here (a second start is refused with 409), runs it to its
+/// end in the background and logs how it ended; answers 202.
+async fn start(
+    s: &AdminState,
+    job: Job,
+    publisher: queue::Publisher,
+    rule: &str,
+) -> Result<Started, ApiError> {
+    let job: Claimed = job.claim(&s.processor, rule).await?;
     let processor = Arc::clone(&s.processor);
     let names = s.broker.names().clone();
+    let started = Json(json!({ "started": rule }));
     let rule = rule.to_owned();
     tokio::spawn(async move {
         match job.run(&processor, Some((&publisher, &names))).await {
@@ -59,6 +60,7 @@ fn run_in_background(s: &AdminState, job: Claimed, publisher: queue::Publisher, 
             }
         }
     });
+    Ok((StatusCode::ACCEPTED, started))
 }
 
 /// A reconcile to start.
@@ -89,13 +91,7 @@ pub(super) async fn reconcile(
         dry_run: req.dry_run,
         settle,
     };
-    run_in_background(
-        &s,
-        job.claim(&s.processor, &req.rule).await?,
-        publisher,
-        &req.rule,
-    );
-    Ok((StatusCode::ACCEPTED, Json(json!({"started": req.rule}))))
+    start(&s, job, publisher, &req.rule).await
 }
 
 /// Which runs.
